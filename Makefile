@@ -1,0 +1,30 @@
+# webdino: two commands on a fresh Debian 12 machine.
+#   make demo   the main job (see README)
+#   make test   installs what the tests need, then runs them all
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+# wgpu-native wants a runtime dir; lavapipe only warns without one.
+export XDG_RUNTIME_DIR ?= /tmp/webdino-runtime
+
+.PHONY: demo test setup bench vet wasm-check
+
+setup:
+	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
+	@bash scripts/setup.sh
+
+# Until training lands, the demo measures the kernel library on this device.
+demo: setup
+	@echo "webdino demo: training is not built yet; running the kernel benchmark instead"
+	go run ./cmd/bench kernels
+
+bench: setup
+	go run ./cmd/bench kernels -json
+
+vet:
+	go vet ./...
+
+wasm-check:
+	GOOS=js GOARCH=wasm go build ./gpu/... ./nn/... ./shaders/...
+
+test: setup vet wasm-check
+	go test -count=1 -timeout 30m ./...

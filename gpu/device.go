@@ -1,0 +1,137 @@
+// Package gpu is webdino's WebGPU runtime: it opens a device, holds tensors as
+// views into GPU buffers, turns WGSL templates into pipelines with explicit
+// layouts, records many dispatches into one compute pass, and moves data in
+// and out. The same code runs natively (wgpu-native: Vulkan, Metal, D3D12, or
+// Mesa lavapipe on a CPU) and in the browser (GOOS=js, navigator.gpu).
+package gpu
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/cogentcore/webgpu/wgpu"
+
+	"github.com/webdino/webdino/shaders"
+)
+
+// Info describes the adapter a Device runs on.
+type Info struct {
+	Name    string // adapter name, e.g. "llvmpipe (LLVM 19.1.7, 256 bits)"
+	Backend string // Vulkan, Metal, D3D12, WebGPU...
+	Type    string // DiscreteGPU, IntegratedGPU, CPU, Unknown
+	Driver  string
+}
+
+func (i Info) String() string {
+	return fmt.Sprintf("%s (backend %s, type %s, driver %s)", i.Name, i.Backend, i.Type, i.Driver)
+}
+
+// Limits are the device limits webdino checks before it records work.
+type Limits struct {
+	MaxBufferSize       uint64
+	MaxStorageBinding   uint64
+	MaxWorkgroupsPerDim uint32
+	MaxWorkgroupStorage uint32
+	MaxInvocations      uint32
+	MaxStorageBuffers   uint32
+	StorageOffsetAlign  uint32
+	UniformOffsetAlign  uint32
+}
+
+// Device is an open WebGPU device with its queue, kernel cache and helpers.
+// It is safe for use by one goroutine at a time.
+type Device struct {
+	dev    *wgpu.Device
+	queue  *wgpu.Queue
+	info   Info
+	limits Limits
+
+	shaders *shaders.Set
+	mu      sync.Mutex
+	kernels map[string]*compiled
+
+	timestamps bool // the device supports timestamp queries
+
+	uniform     *wgpu.Buffer // parameter arena shared by recordings
+	uniformSize uint64
+	release     func()
+}
+
+// Info returns the adapter description.
+func (d *Device) Info() Info { return d.info }
+
+// Limits returns the limits the device was opened with.
+func (d *Device) Limits() Limits { return d.limits }
+
+// Close releases the device and everything cached on it.
+func (d *Device) Close() {
+	d.mu.Lock()
+	for _, k := range d.kernels {
+		k.release()
+	}
+	d.kernels = nil
+	if d.uniform != nil {
+		d.uniform.Release()
+		d.uniform = nil
+	}
+	d.mu.Unlock()
+	if d.release != nil {
+		d.release()
+	}
+}
+
+// requiredLimits raises the WebGPU defaults to what the adapter allows for the
+// few limits webdino needs; the rest stay at their defaults. (Passing the
+// adapter's own limit struct back fails on wgpu-native v0.19.)
+func requiredLimits(a wgpu.Limits) wgpu.Limits {
+	l := wgpu.DefaultLimits()
+	l.MaxBufferSize = a.MaxBufferSize
+	l.MaxStorageBufferBindingSize = a.MaxStorageBufferBindingSize
+	l.MaxComputeWorkgroupStorageSize = a.MaxComputeWorkgroupStorageSize
+	l.MaxComputeInvocationsPerWorkgroup = a.MaxComputeInvocationsPerWorkgroup
+	l.MaxComputeWorkgroupSizeX = a.MaxComputeWorkgroupSizeX
+	l.MaxComputeWorkgroupSizeY = a.MaxComputeWorkgroupSizeY
+	l.MaxComputeWorkgroupsPerDimension = a.MaxComputeWorkgroupsPerDimension
+	l.MaxStorageBuffersPerShaderStage = a.MaxStorageBuffersPerShaderStage
+	return l
+}
+
+func limitsFrom(l wgpu.Limits) Limits {
+	return Limits{
+		MaxBufferSize:       l.MaxBufferSize,
+		MaxStorageBinding:   l.MaxStorageBufferBindingSize,
+		MaxWorkgroupsPerDim: l.MaxComputeWorkgroupsPerDimension,
+		MaxWorkgroupStorage: l.MaxComputeWorkgroupStorageSize,
+		MaxInvocations:      l.MaxComputeInvocationsPerWorkgroup,
+		MaxStorageBuffers:   l.MaxStorageBuffersPerShaderStage,
+		StorageOffsetAlign:  l.MinStorageBufferOffsetAlignment,
+		UniformOffsetAlign:  l.MinUniformBufferOffsetAlignment,
+	}
+}
+
+// sanitize fills limits a backend reported as zero with the WebGPU minimums,
+// so checks never divide by zero or refuse everything.
+func (l *Limits) sanitize() {
+	def := func(v *uint32, min uint32) {
+		if *v == 0 || *v == wgpu.LimitU32Undefined {
+			*v = min
+		}
+	}
+	def(&l.MaxWorkgroupsPerDim, 65535)
+	def(&l.MaxWorkgroupStorage, 16384)
+	def(&l.MaxInvocations, 256)
+	def(&l.MaxStorageBuffers, 8)
+	def(&l.StorageOffsetAlign, 256)
+	def(&l.UniformOffsetAlign, 256)
+	if l.MaxStorageBinding == 0 || l.MaxStorageBinding == wgpu.LimitU64Undefined {
+		l.MaxStorageBinding = 128 << 20
+	}
+	if l.MaxBufferSize == 0 || l.MaxBufferSize == wgpu.LimitU64Undefined {
+		l.MaxBufferSize = 256 << 20
+	}
+}
+
+// errNoAdapter explains how to get a WebGPU adapter on the machine.
+const noAdapterHelp = "no WebGPU adapter found: install a GPU driver with Vulkan, Metal or D3D12 support, " +
+	"or on a machine without a GPU install Mesa lavapipe (Debian 12: `apt-get install -t bookworm-backports " +
+	"mesa-vulkan-drivers libvulkan1`, or run scripts/setup.sh)"

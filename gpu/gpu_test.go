@@ -1,0 +1,99 @@
+//go:build !js
+
+package gpu
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+var dev *Device
+
+func TestMain(m *testing.M) {
+	d, err := Open()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Fprintln(os.Stderr, "device:", d.Info())
+	dev = d
+	code := m.Run()
+	d.Close()
+	os.Exit(code)
+}
+
+func fillKernel() Kernel { return Kernel{Name: "fill", Access: []Access{ReadWrite}} }
+
+func TestUploadReadRoundTrip(t *testing.T) {
+	data := []float32{1, -2, 3.5, 1e-30, 7}
+	x, err := dev.Upload("x", data, 5)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	got, err := dev.Read(x)
+	require.NoError(t, err)
+	require.Equal(t, data, got)
+}
+
+func TestFillManyDispatchesOnePass(t *testing.T) {
+	// 70000 elements need more than one 1-D grid row of 256-wide groups at
+	// small limits; several fills of distinct views check ordering.
+	const n = 70001
+	x, err := dev.NewTensor("x", n)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	rec := dev.Record()
+	for v := 1; v <= 3; v++ {
+		require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(n, 256), []uint32{U32(n), F32(float32(v))}, x))
+	}
+	_, err = rec.Run()
+	require.NoError(t, err)
+	got, err := dev.Read(x)
+	require.NoError(t, err)
+	for i, v := range got {
+		if v != 3 {
+			t.Fatalf("element %d = %v, want 3", i, v)
+		}
+	}
+}
+
+func TestGroupsSplitLargeGrids(t *testing.T) {
+	rec := dev.Record()
+	max := int(dev.Limits().MaxWorkgroupsPerDim)
+	g := rec.Groups((max+5)*256, 256)
+	require.LessOrEqual(t, int(g[0]), max)
+	require.GreaterOrEqual(t, int(g[0])*int(g[1]), max+5)
+}
+
+func TestBadInputFailsBeforeSubmit(t *testing.T) {
+	_, err := dev.NewTensor("empty", 3, 0)
+	require.ErrorContains(t, err, "zero or negative dimension")
+
+	_, err = dev.NewBuffer("huge", dev.Limits().MaxBufferSize+4)
+	require.ErrorContains(t, err, "exceeds the device's max buffer size")
+
+	x, err := dev.NewTensor("x", 128)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	rec := dev.Record()
+	err = rec.Dispatch(fillKernel(), [3]uint32{1, 1, 1}, nil)
+	require.ErrorContains(t, err, "fill: 0 tensors bound, it takes 1")
+	require.Error(t, rec.Submit(), "a failed recording must not submit")
+
+	v, err := x.View(3, 4)
+	require.NoError(t, err)
+	err = rec.Dispatch(fillKernel(), [3]uint32{1, 1, 1}, []uint32{4, 0}, v)
+	require.ErrorContains(t, err, "not a multiple of the device's storage alignment")
+	require.Error(t, rec.Submit())
+
+	_, err = x.View(100, 64)
+	require.ErrorContains(t, err, "outside")
+
+	err = rec.Dispatch(Kernel{Name: "no_such_kernel"}, [3]uint32{1, 1, 1}, nil)
+	require.ErrorContains(t, err, "no such kernel template")
+	require.Error(t, rec.Submit())
+
+	require.NoError(t, rec.Submit(), "the recorder is reusable after a failed submit")
+}

@@ -1,0 +1,72 @@
+//go:build js
+
+package gpu
+
+import (
+	"errors"
+	"fmt"
+	"syscall/js"
+
+	"github.com/cogentcore/webgpu/jsx"
+	"github.com/cogentcore/webgpu/wgpu"
+
+	"github.com/webdino/webdino/shaders"
+)
+
+// Open requests an adapter and a device from navigator.gpu. The device is
+// requested through syscall/js because the js backend of cogentcore/webgpu
+// ignores required limits and panics on required features.
+func Open() (*Device, error) {
+	gpu := js.Global().Get("navigator").Get("gpu")
+	if !gpu.Truthy() {
+		return nil, errors.New("this browser does not expose WebGPU (navigator.gpu is missing): use a current Chrome or Edge, Safari 26+, or Firefox 141+ on Windows; on Linux Chrome needs --enable-unsafe-webgpu")
+	}
+	adapter, ok := jsx.Await(gpu.Call("requestAdapter", map[string]any{"powerPreference": "high-performance"}))
+	if !ok || !adapter.Truthy() {
+		return nil, errors.New("navigator.gpu.requestAdapter returned no adapter: WebGPU is disabled or unsupported on this GPU")
+	}
+	al := adapter.Get("limits")
+	get := func(name string) float64 { return al.Get(name).Float() }
+	req := map[string]any{
+		"maxBufferSize":                     get("maxBufferSize"),
+		"maxStorageBufferBindingSize":       get("maxStorageBufferBindingSize"),
+		"maxComputeWorkgroupStorageSize":    get("maxComputeWorkgroupStorageSize"),
+		"maxComputeInvocationsPerWorkgroup": get("maxComputeInvocationsPerWorkgroup"),
+		"maxComputeWorkgroupSizeX":          get("maxComputeWorkgroupSizeX"),
+		"maxComputeWorkgroupsPerDimension":  get("maxComputeWorkgroupsPerDimension"),
+		"maxStorageBuffersPerShaderStage":   get("maxStorageBuffersPerShaderStage"),
+	}
+	dev, ok := jsx.Await(adapter.Call("requestDevice", map[string]any{"requiredLimits": req}))
+	if !ok || !dev.Truthy() {
+		return nil, fmt.Errorf("adapter.requestDevice failed")
+	}
+	info := Info{Backend: "WebGPU (browser)", Type: "Unknown"}
+	if ai := adapter.Get("info"); ai.Truthy() {
+		info.Name = ai.Get("description").String()
+		if info.Name == "" {
+			info.Name = ai.Get("vendor").String() + " " + ai.Get("architecture").String()
+		}
+		info.Driver = ai.Get("vendor").String()
+	}
+	dl := dev.Get("limits")
+	u32 := func(name string) uint32 { return uint32(dl.Get(name).Float()) }
+	u64 := func(name string) uint64 { return uint64(dl.Get(name).Float()) }
+	limits := Limits{
+		MaxBufferSize:       u64("maxBufferSize"),
+		MaxStorageBinding:   u64("maxStorageBufferBindingSize"),
+		MaxWorkgroupsPerDim: u32("maxComputeWorkgroupsPerDimension"),
+		MaxWorkgroupStorage: u32("maxComputeWorkgroupStorageSize"),
+		MaxInvocations:      u32("maxComputeInvocationsPerWorkgroup"),
+		MaxStorageBuffers:   u32("maxStorageBuffersPerShaderStage"),
+		StorageOffsetAlign:  u32("minStorageBufferOffsetAlignment"),
+		UniformOffsetAlign:  u32("minUniformBufferOffsetAlignment"),
+	}
+	limits.sanitize()
+	set, err := shaders.Load()
+	if err != nil {
+		return nil, err
+	}
+	wd := wgpu.NewDevice(dev)
+	return &Device{dev: &wd, queue: wd.GetQueue(), info: info, limits: limits, shaders: set,
+		kernels: map[string]*compiled{}}, nil
+}

@@ -1,0 +1,246 @@
+package gpu
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/cogentcore/webgpu/wgpu"
+)
+
+// Buffer is one GPU allocation. Tensors are views into it.
+type Buffer struct {
+	dev   *Device
+	buf   *wgpu.Buffer
+	size  uint64 // bytes (js has no Buffer.GetSize)
+	label string
+}
+
+// Size is the buffer's size in bytes.
+func (b *Buffer) Size() uint64 { return b.size }
+
+// Release frees the GPU memory. Views into the buffer become invalid.
+func (b *Buffer) Release() {
+	if b.buf != nil {
+		b.buf.Destroy()
+		b.buf.Release()
+		b.buf = nil
+	}
+}
+
+// Tensor is a dense f32 (or u32) array: a shape and a byte offset into a Buffer.
+type Tensor struct {
+	Buf   *Buffer
+	Off   uint64 // byte offset into Buf; a multiple of the storage alignment when bound
+	Shape []int
+}
+
+// Len is the number of elements.
+func (t *Tensor) Len() int {
+	n := 1
+	for _, s := range t.Shape {
+		n *= s
+	}
+	return n
+}
+
+// Bytes is the tensor's size in bytes (4 per element).
+func (t *Tensor) Bytes() uint64 { return uint64(t.Len()) * 4 }
+
+// Dim returns size of axis i; negative i counts from the end.
+func (t *Tensor) Dim(i int) int {
+	if i < 0 {
+		i += len(t.Shape)
+	}
+	return t.Shape[i]
+}
+
+func (t *Tensor) String() string {
+	if t == nil {
+		return "<nil>"
+	}
+	s := make([]string, len(t.Shape))
+	for i, v := range t.Shape {
+		s[i] = fmt.Sprint(v)
+	}
+	return "[" + strings.Join(s, "x") + "]"
+}
+
+// Reshape returns a view with another shape of the same length.
+func (t *Tensor) Reshape(shape ...int) (*Tensor, error) {
+	v := &Tensor{Buf: t.Buf, Off: t.Off, Shape: append([]int(nil), shape...)}
+	if v.Len() != t.Len() {
+		return nil, fmt.Errorf("reshape %s to %s: %d elements vs %d", t, v, t.Len(), v.Len())
+	}
+	return v, nil
+}
+
+// View returns the sub-tensor of the given shape starting at element off.
+// Views that kernels bind must start on the device's storage offset
+// alignment (256 bytes = 64 floats on most devices).
+func (t *Tensor) View(off int, shape ...int) (*Tensor, error) {
+	v := &Tensor{Buf: t.Buf, Off: t.Off + uint64(off)*4, Shape: append([]int(nil), shape...)}
+	if off < 0 || off+v.Len() > t.Len() {
+		return nil, fmt.Errorf("view %s at element %d: outside %s", v, off, t)
+	}
+	return v, nil
+}
+
+func checkShape(op string, shape []int) error {
+	n := 1
+	for _, s := range shape {
+		if s <= 0 {
+			return fmt.Errorf("%s: shape %v has a zero or negative dimension", op, shape)
+		}
+		n *= s
+		if n > math.MaxInt32 {
+			return fmt.Errorf("%s: shape %v has more than 2^31 elements", op, shape)
+		}
+	}
+	return nil
+}
+
+// NewBuffer allocates size bytes of zeroed GPU memory usable as storage and
+// as a copy source and destination.
+func (d *Device) NewBuffer(label string, size uint64) (*Buffer, error) {
+	if size == 0 {
+		return nil, fmt.Errorf("allocate %q: zero-size buffer", label)
+	}
+	size = (size + 3) &^ 3
+	if size > d.limits.MaxBufferSize {
+		return nil, fmt.Errorf("allocate %q: %d bytes exceeds the device's max buffer size of %d bytes (%s)",
+			label, size, d.limits.MaxBufferSize, d.info.Name)
+	}
+	b, err := d.dev.CreateBuffer(&wgpu.BufferDescriptor{
+		Label: label,
+		Size:  size,
+		Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("allocate %q (%d bytes): %w", label, size, err)
+	}
+	return &Buffer{dev: d, buf: b, size: size, label: label}, nil
+}
+
+// NewTensor allocates a zeroed tensor in a buffer of its own.
+func (d *Device) NewTensor(label string, shape ...int) (*Tensor, error) {
+	if err := checkShape("new tensor "+label, shape); err != nil {
+		return nil, err
+	}
+	t := &Tensor{Shape: append([]int(nil), shape...)}
+	b, err := d.NewBuffer(label, t.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	t.Buf = b
+	return t, nil
+}
+
+// Upload allocates a tensor holding data.
+func (d *Device) Upload(label string, data []float32, shape ...int) (*Tensor, error) {
+	t, err := d.NewTensor(label, shape...)
+	if err != nil {
+		return nil, err
+	}
+	if t.Len() != len(data) {
+		t.Buf.Release()
+		return nil, fmt.Errorf("upload %q: %d values for shape %v", label, len(data), shape)
+	}
+	if err := d.Write(t, data); err != nil {
+		t.Buf.Release()
+		return nil, err
+	}
+	return t, nil
+}
+
+// Write copies data into t (queued before any later submission).
+func (d *Device) Write(t *Tensor, data []float32) error {
+	if len(data) != t.Len() {
+		return fmt.Errorf("write %s: %d values", t, len(data))
+	}
+	return d.WriteBytes(t, wgpu.ToBytes(data))
+}
+
+// WriteU32 copies unsigned integers into t.
+func (d *Device) WriteU32(t *Tensor, data []uint32) error {
+	if len(data) != t.Len() {
+		return fmt.Errorf("write %s: %d values", t, len(data))
+	}
+	return d.WriteBytes(t, wgpu.ToBytes(data))
+}
+
+// WriteBytes copies raw bytes to the start of t.
+func (d *Device) WriteBytes(t *Tensor, data []byte) error {
+	if uint64(len(data)) > t.Bytes() || t.Off+uint64(len(data)) > t.Buf.size {
+		return fmt.Errorf("write %s: %d bytes do not fit", t, len(data))
+	}
+	if err := d.queue.WriteBuffer(t.Buf.buf, t.Off, data); err != nil {
+		return fmt.Errorf("write %s: %w", t, err)
+	}
+	return nil
+}
+
+// Read copies t back to the CPU. It waits for all submitted work.
+func (d *Device) Read(t *Tensor) ([]float32, error) {
+	b, err := d.ReadBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, t.Len())
+	copy(out, wgpu.FromBytes[float32](b))
+	return out, nil
+}
+
+// ReadU32 copies a tensor of unsigned integers back to the CPU.
+func (d *Device) ReadU32(t *Tensor) ([]uint32, error) {
+	b, err := d.ReadBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uint32, t.Len())
+	copy(out, wgpu.FromBytes[uint32](b))
+	return out, nil
+}
+
+// ReadBytes copies t's bytes back through a staging buffer.
+func (d *Device) ReadBytes(t *Tensor) ([]byte, error) {
+	size := t.Bytes()
+	staging, err := d.dev.CreateBuffer(&wgpu.BufferDescriptor{
+		Label: "readback",
+		Size:  size,
+		Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", t, err)
+	}
+	defer staging.Release()
+	enc, err := d.dev.CreateCommandEncoder(nil)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", t, err)
+	}
+	defer enc.Release()
+	if err := enc.CopyBufferToBuffer(t.Buf.buf, t.Off, staging, 0, size); err != nil {
+		return nil, fmt.Errorf("read %s: %w", t, err)
+	}
+	cmd, err := enc.Finish(nil)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", t, err)
+	}
+	defer cmd.Release()
+	d.queue.Submit(cmd)
+	status := wgpu.BufferMapAsyncStatusUnknown
+	if err := staging.MapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.BufferMapAsyncStatus) { status = s }); err != nil {
+		return nil, fmt.Errorf("read %s: map: %w", t, err)
+	}
+	d.dev.Poll(true, nil)
+	if status != wgpu.BufferMapAsyncStatusSuccess {
+		return nil, fmt.Errorf("read %s: map failed with status %v", t, status)
+	}
+	out := make([]byte, size)
+	copy(out, staging.GetMappedRange(0, uint(size)))
+	staging.Unmap()
+	return out, nil
+}
+
+// Sync waits until the GPU has finished all submitted work.
+func (d *Device) Sync() { d.dev.Poll(true, nil) }

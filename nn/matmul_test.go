@@ -1,0 +1,113 @@
+//go:build !js
+
+package nn
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn/ref"
+)
+
+// f32 accumulation over K terms of unit-variance products: the rounding
+// error grows like sqrt(K) * 2^-24 * |terms|; 1e-4 absolute covers K <= 1000
+// with a wide margin while a wrong index gives O(1) errors.
+const mmAtol, mmRtol = 1e-4, 1e-4
+
+func TestMatMulAgainstReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	cases := []struct{ batch, M, N, K int }{
+		{1, 1, 1, 1}, {1, 7, 13, 5}, {3, 33, 65, 17}, {2, 70, 3, 129}, {1, 257, 97, 64},
+	}
+	for _, c := range cases {
+		for _, ta := range []bool{false, true} {
+			for _, tb := range []bool{false, true} {
+				for _, shared := range []bool{false, true} {
+					name := fmt.Sprintf("b%d_%dx%dx%d_ta%v_tb%v_shared%v", c.batch, c.M, c.N, c.K, ta, tb, shared)
+					t.Run(name, func(t *testing.T) {
+						a64, a32 := randn(rng, c.batch*c.M*c.K, 1)
+						nb := c.batch
+						if shared {
+							nb = 1
+						}
+						b64, b32 := randn(rng, nb*c.K*c.N, 1)
+						aShape := []int{c.batch, c.M, c.K}
+						if ta {
+							aShape = []int{c.batch, c.K, c.M}
+						}
+						bShape := []int{nb, c.K, c.N}
+						if tb {
+							bShape = []int{nb, c.N, c.K}
+						}
+						if shared {
+							bShape = bShape[1:]
+						}
+						a, b := upload(t, a32, aShape...), upload(t, b32, bShape...)
+						out := zeros(t, c.batch, c.M, c.N)
+						rec := dev.Record()
+						require.NoError(t, MatMul(rec, out, a, b, MatMulOpts{TransA: ta, TransB: tb}))
+						run(t, rec)
+						want := ref.MatMul(a64, b64, c.batch, c.M, c.N, c.K, ta, tb, shared)
+						requireClose(t, want, read(t, out), mmAtol, mmRtol, name)
+					})
+				}
+			}
+		}
+	}
+}
+
+func TestMatMulEpilogue(t *testing.T) {
+	// C = C0 + scale * gelu(A B^T + bias), with the pre-activation saved: the
+	// fused path of a ViT MLP's first layer followed by LayerScale.
+	rng := rand.New(rand.NewPCG(3, 4))
+	const M, N, K = 19, 37, 23
+	a64, a32 := randn(rng, M*K, 1)
+	w64, w32 := randn(rng, N*K, 0.3)
+	b64, b32 := randn(rng, N, 1)
+	s64, s32 := randn(rng, N, 1)
+	c64, c32 := randn(rng, M*N, 1)
+	out := upload(t, c32, M, N)
+	pre := zeros(t, M, N)
+	rec := dev.Record()
+	require.NoError(t, MatMul(rec, out, upload(t, a32, M, K), upload(t, w32, N, K), MatMulOpts{
+		TransB: true, Bias: upload(t, b32, N), Act: GELU, PreAct: pre, Scale: upload(t, s32, N), Accumulate: true,
+	}))
+	run(t, rec)
+	h := ref.MatMul(a64, w64, 1, M, N, K, false, true, true)
+	want := make([]float64, M*N)
+	for i := range h {
+		h[i] += b64[i%N]
+		want[i] = c64[i] + s64[i%N]*ref.GELU(h[i])
+	}
+	requireClose(t, h, read(t, pre), mmAtol, mmRtol, "pre-activation")
+	// The GPU erf approximation is good to 1.5e-7 absolute.
+	requireClose(t, want, read(t, out), mmAtol, mmRtol, "output")
+}
+
+func TestMatMulBadShapes(t *testing.T) {
+	a, b := zeros(t, 4, 5), zeros(t, 6, 7)
+	c := zeros(t, 4, 7)
+	rec := dev.Record()
+	err := MatMul(rec, c, a, b, MatMulOpts{})
+	require.ErrorContains(t, err, "matmul: A [4x5] (transposed false) x B [6x7] (transposed false) -> C [4x7]: shapes do not agree")
+	require.Error(t, rec.Submit())
+	err = MatMul(dev.Record(), c, a, zeros(t, 5, 7), MatMulOpts{Bias: zeros(t, 3)})
+	require.ErrorContains(t, err, "matmul: bias [3] for 7 columns")
+}
+
+func TestGELUReferenceGradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	x, _ := randn(rng, 50, 2)
+	w, _ := randn(rng, 50, 1)
+	grad := make([]float64, len(x))
+	for i := range x {
+		grad[i] = w[i] * ref.GELUGrad(x[i])
+	}
+	checkGradient(t, func(x []float64) float64 { return dot(w, ref.Map(x, ref.GELU)) }, x, grad, "gelu")
+}
+
+var _ = gpu.Read
