@@ -170,6 +170,10 @@ func WriteFile(path string, c *Checkpoint) (err error) {
 	if err = bw.Flush(); err != nil {
 		return fmt.Errorf("ckpt: write %s: %w", path, err)
 	}
+	// CreateTemp makes the file private; a checkpoint is an ordinary file.
+	if err = f.Chmod(0o644); err != nil {
+		return fmt.Errorf("ckpt: %w", err)
+	}
 	if err = f.Sync(); err != nil {
 		return fmt.Errorf("ckpt: sync %s: %w", path, err)
 	}

@@ -74,7 +74,7 @@ func TestReadPthViews(t *testing.T) {
 	require.NoError(t, err)
 	ts, err := ReadPth(bytes.NewReader(b), int64(len(b)))
 	require.NoError(t, err)
-	names := []string{"slice", "transposed", "expanded", "half", "bfloat16", "scalar", "param"}
+	names := []string{"slice", "transposed", "expanded", "half", "bfloat16", "scalar", "param", "tied_a", "tied_b"}
 	require.Len(t, ts, 2*len(names))
 	for _, n := range names {
 		require.Equal(t, ts[n+".expect"], ts[n], n)
@@ -83,6 +83,9 @@ func TestReadPthViews(t *testing.T) {
 	require.Equal(t, []float32{0.75, 1, 1.25, 1.5, 1.75, 2}, ts["slice"].Data)
 	require.Equal(t, []int{}, ts["scalar"].Shape)
 	require.Equal(t, []float32{3.25}, ts["scalar"].Data)
+	// Tied tensors share a storage in the file but not in memory.
+	ts["tied_a"].Data[0] = 7
+	require.Equal(t, []float32{0.5, 0.25}, ts["tied_b"].Data)
 }
 
 func TestImportWrappedTrainingCheckpoint(t *testing.T) {

@@ -106,13 +106,24 @@ func readEntry(f *zip.File, max uint64) ([]byte, error) {
 
 // load gathers the view t into a contiguous float32 tensor, reading its
 // storage (cached by key: views often share one).
-func (p *pthFile) load(name string, t *tensorRef, cache map[string][]float32) (Tensor, error) {
+// storageCache holds decoded storages by key; one whole-storage tensor may
+// take a storage's slice itself, later views copy.
+type storageCache struct {
+	data      map[string][]float32
+	handedOut map[string]bool
+}
+
+func newStorageCache() *storageCache {
+	return &storageCache{data: map[string][]float32{}, handedOut: map[string]bool{}}
+}
+
+func (p *pthFile) load(name string, t *tensorRef, cache *storageCache) (Tensor, error) {
 	s := t.storage
 	dt := dtype(s.dtype)
 	if dt.size() == 0 {
 		return Tensor{}, fmt.Errorf("pth: tensor %q has element type %s; only float32, float16 and bfloat16 are supported", name, s.dtype)
 	}
-	data, ok := cache[s.key]
+	data, ok := cache.data[s.key]
 	if !ok {
 		f := p.entries[s.key]
 		if f == nil {
@@ -129,7 +140,7 @@ func (p *pthFile) load(name string, t *tensorRef, cache map[string][]float32) (T
 		}
 		data = make([]float32, s.numel)
 		dt.decode(data, raw)
-		cache[s.key] = data
+		cache.data[s.key] = data
 	}
 	// Bound the view by its storage before allocating: expanded (stride 0)
 	// views may exceed it, but not without limit.
@@ -158,6 +169,13 @@ func (p *pthFile) load(name string, t *tensorRef, cache map[string][]float32) (T
 		return Tensor{}, fmt.Errorf("pth: tensor %q: view (offset %d, size %v, stride %v) reaches past its storage of %d elements",
 			name, t.offset, t.size, t.stride, s.numel)
 	}
+	if t.offset == 0 && numel == s.numel && contiguous(t.size, t.stride) && !cache.handedOut[s.key] {
+		// The usual case: a parameter owns its storage; hand it over once
+		// instead of copying (halves peak memory for a ViT-g).
+		cache.handedOut[s.key] = true
+		out.Data = data
+		return out, nil
+	}
 	out.Data = make([]float32, numel)
 	if numel == 0 {
 		return out, nil
@@ -180,6 +198,18 @@ func (p *pthFile) load(name string, t *tensorRef, cache map[string][]float32) (T
 	return out, nil
 }
 
+// contiguous reports whether strides are those of a C-order array.
+func contiguous(size, stride []int64) bool {
+	want := int64(1)
+	for d := len(size) - 1; d >= 0; d-- {
+		if size[d] != 1 && stride[d] != want {
+			return false
+		}
+		want *= size[d]
+	}
+	return true
+}
+
 // ReadPth returns every float tensor of a torch.save file under its
 // flattened name (nested dicts joined by "."); integer tensors are skipped.
 func ReadPth(r io.ReaderAt, size int64) (map[string]Tensor, error) {
@@ -188,7 +218,7 @@ func ReadPth(r io.ReaderAt, size int64) (map[string]Tensor, error) {
 		return nil, err
 	}
 	out := map[string]Tensor{}
-	cache := map[string][]float32{}
+	cache := newStorageCache()
 	for name, t := range p.tensors {
 		if dtype(t.storage.dtype).size() == 0 {
 			continue
@@ -219,7 +249,7 @@ func ImportPth(r io.ReaderAt, size int64) (*Checkpoint, *ImportInfo, error) {
 	}
 	info := &ImportInfo{Format: "pth", Prefix: prefix}
 	sd := map[string]Tensor{}
-	cache := map[string][]float32{}
+	cache := newStorageCache()
 	names := make([]string, 0, len(p.tensors))
 	for name := range p.tensors {
 		names = append(names, name)

@@ -302,6 +302,8 @@ def importer_fixtures(out):
         ("scalar", torch.tensor(3.25)),
         ("param", nn.Parameter(torch.tensor([[1.0, 2.0]]))),
     ])
+    tied = torch.tensor([0.5, 0.25])
+    views["tied_a"], views["tied_b"] = tied, tied  # one storage, saved once
     expect = collections.OrderedDict((k + ".expect", v.detach().float().contiguous().clone()) for k, v in views.items())
     torch.save(collections.OrderedDict(list(views.items()) + list(expect.items())), f"{out}/views.pth")
 
