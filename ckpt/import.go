@@ -87,8 +87,10 @@ func InferConfig(sd map[string]Tensor) (nn.ViTConfig, error) {
 	if s, err = shape("pos_embed", 3); err != nil {
 		return c, err
 	}
-	c.PosGrid = int(math.Round(math.Sqrt(float64(s[1] - 1))))
-	if s[1] < 2 || c.PosGrid*c.PosGrid != s[1]-1 {
+	if s[1] >= 2 {
+		c.PosGrid = int(math.Round(math.Sqrt(float64(s[1] - 1))))
+	}
+	if c.PosGrid*c.PosGrid != s[1]-1 || s[1] < 2 {
 		return c, fmt.Errorf("pos_embed has shape %v: %d patch positions are not a square grid", s, s[1]-1)
 	}
 	if t, ok := sd["register_tokens"]; ok {

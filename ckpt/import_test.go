@@ -187,7 +187,9 @@ func TestPthBadInput(t *testing.T) {
 		{"stack global", zipOf(t, map[string][]byte{"a/data.pkl": []byte("\x80\x04\x8c\x02os\x8c\x06system\x93.")}),
 			"refusing pickle global os.system"},
 		{"self-containing dict", zipOf(t, map[string][]byte{"a/data.pkl": []byte("\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s.")}),
-			"pth: pickle nests deeper than 32 levels"},
+			"pth: pickle holds a container that contains itself"},
+		{"shared references", zipOf(t, map[string][]byte{"a/data.pkl": sharedDicts(30)}),
+			"pth: pickle holds too many shared references"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -199,6 +201,16 @@ func TestPthBadInput(t *testing.T) {
 	// A state dict of another architecture: no cls_token.
 	_, _, err = ImportPth(bytes.NewReader(good), int64(len(good)))
 	require.ErrorContains(t, err, "pth: no cls_token tensor: not a DINOv2 ViT (has w)")
+}
+
+// sharedDicts pickles d[n] with d[i] = {"a": d[i-1], "b": d[i-1]}: 2^n paths
+// through n+1 dicts.
+func sharedDicts(n int) []byte {
+	p := []byte("\x80\x02}q\x00")
+	for i := 1; i <= n; i++ {
+		p = append(p, '}', 'q', byte(i), '(', 'X', 1, 0, 0, 0, 'a', 'h', byte(i-1), 'X', 1, 0, 0, 0, 'b', 'h', byte(i-1), 'u')
+	}
+	return append(p, '.')
 }
 
 // safetensorsOf writes a safetensors file of f32 tensors (name -> shape; the
@@ -337,4 +349,25 @@ func TestImportSafetensors(t *testing.T) {
 	require.NoError(t, err)
 	_, _, err = Import(bytes.NewReader(enc), int64(len(enc)))
 	require.ErrorContains(t, err, "already a webdino checkpoint")
+}
+
+func FuzzUnpickle(f *testing.F) {
+	z, err := zip.OpenReader("testdata/views.pth")
+	require.NoError(f, err)
+	for _, e := range z.File {
+		if e.Name == "views/data.pkl" {
+			b, err := readEntry(e, maxPickle)
+			require.NoError(f, err)
+			f.Add(b[:300])
+		}
+	}
+	z.Close()
+	f.Add(pickleTensor(4, 0, []byte{2, 2}, []byte{2, 1}))
+	f.Add(sharedDicts(3))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		v, err := unpickle(p)
+		if err == nil {
+			flattenTensors(v, len(p)+1)
+		}
+	})
 }

@@ -452,45 +452,62 @@ func intTuple(v any) ([]int64, bool) {
 
 // flattenTensors collects the tensors of nested dicts (and lists) under
 // dotted names: {"teacher": {"backbone.x": t}} gives "teacher.backbone.x".
-// Other values are skipped. Depth is bounded since memo references can make
-// a dict contain itself.
-func flattenTensors(v any, prefix string, depth int, out map[string]*tensorRef) error {
-	if depth > 32 {
-		return errors.New("pickle nests deeper than 32 levels")
-	}
-	join := func(k string) string {
-		if prefix == "" {
-			return k
+// Other values are skipped. Memo references can make a dict contain itself
+// or share sub-dicts exponentially often, so the walk refuses cycles, deep
+// nesting, and more visits than budget.
+func flattenTensors(root any, budget int) (map[string]*tensorRef, error) {
+	out := map[string]*tensorRef{}
+	onPath := map[any]bool{}
+	var walk func(v any, prefix string, depth int) error
+	walk = func(v any, prefix string, depth int) error {
+		if budget--; budget < 0 {
+			return errors.New("pickle holds too many shared references")
 		}
-		return prefix + "." + k
-	}
-	switch x := v.(type) {
-	case *tensorRef:
-		if _, dup := out[prefix]; dup {
-			return fmt.Errorf("tensor %q appears twice", prefix)
+		if depth > 32 {
+			return errors.New("pickle nests deeper than 32 levels")
 		}
-		out[prefix] = x
-	case *pyDict:
-		for _, it := range x.items {
-			var k string
-			switch key := it.key.(type) {
-			case string:
-				k = key
-			case int64:
-				k = fmt.Sprint(key)
-			default:
-				continue
+		join := func(k string) string {
+			if prefix == "" {
+				return k
 			}
-			if err := flattenTensors(it.value, join(k), depth+1, out); err != nil {
-				return err
+			return prefix + "." + k
+		}
+		switch x := v.(type) {
+		case *tensorRef:
+			if _, dup := out[prefix]; dup {
+				return fmt.Errorf("tensor %.80q appears twice", prefix)
+			}
+			out[prefix] = x
+		case *pyDict, *pyList:
+			if onPath[x] {
+				return errors.New("pickle holds a container that contains itself")
+			}
+			onPath[x] = true
+			defer delete(onPath, x)
+			if d, ok := x.(*pyDict); ok {
+				for _, it := range d.items {
+					var k string
+					switch key := it.key.(type) {
+					case string:
+						k = key
+					case int64:
+						k = fmt.Sprint(key)
+					default:
+						continue
+					}
+					if err := walk(it.value, join(k), depth+1); err != nil {
+						return err
+					}
+				}
+			} else {
+				for i, it := range x.(*pyList).items {
+					if err := walk(it, join(fmt.Sprint(i)), depth+1); err != nil {
+						return err
+					}
+				}
 			}
 		}
-	case *pyList:
-		for i, it := range x.items {
-			if err := flattenTensors(it, join(fmt.Sprint(i)), depth+1, out); err != nil {
-				return err
-			}
-		}
+		return nil
 	}
-	return nil
+	return out, walk(root, "", 0)
 }

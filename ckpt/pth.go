@@ -41,9 +41,12 @@ func openPth(r io.ReaderAt, size int64) (*pthFile, error) {
 		return nil, errors.New("pth: no <archive>/data.pkl entry: not a torch.save file")
 	}
 	p := &pthFile{entries: map[string]*zip.File{}}
+	if prefix != "" {
+		prefix += "/"
+	}
 	for _, f := range z.File {
 		switch f.Name {
-		case prefix + "/byteorder":
+		case prefix + "byteorder":
 			b, err := readEntry(f, 16)
 			if err != nil {
 				return nil, err
@@ -52,7 +55,7 @@ func openPth(r io.ReaderAt, size int64) (*pthFile, error) {
 				return nil, fmt.Errorf("pth: byte order %q: only little-endian files are supported", s)
 			}
 		default:
-			if key, ok := strings.CutPrefix(f.Name, prefix+"/data/"); ok {
+			if key, ok := strings.CutPrefix(f.Name, prefix+"data/"); ok {
 				p.entries[key] = f
 			}
 		}
@@ -68,8 +71,8 @@ func openPth(r io.ReaderAt, size int64) (*pthFile, error) {
 	if _, ok := root.(*pyDict); !ok {
 		return nil, fmt.Errorf("pth: the file holds a %T, not a dict of tensors", root)
 	}
-	p.tensors = map[string]*tensorRef{}
-	if err := flattenTensors(root, "", 0, p.tensors); err != nil {
+	// Every value in a legitimate pickle costs at least one opcode byte.
+	if p.tensors, err = flattenTensors(root, len(pb)+1); err != nil {
 		return nil, fmt.Errorf("pth: %w", err)
 	}
 	return p, nil

@@ -95,7 +95,7 @@ func read(r io.Reader, size int64) (*Checkpoint, error) {
 		return nil, fmt.Errorf("not a webdino checkpoint: first field is not %q", "magic")
 	}
 	if m, err := d.str(); err != nil || m != Magic {
-		return nil, fmt.Errorf("not a webdino checkpoint: magic %q, want %q", m, Magic)
+		return nil, fmt.Errorf("not a webdino checkpoint: magic %.40q, want %q", m, Magic)
 	}
 	if k, err := d.str(); err != nil || k != "version" {
 		return nil, fmt.Errorf("second field is not %q", "version")
@@ -119,7 +119,7 @@ func read(r io.Reader, size int64) (*Checkpoint, error) {
 			return nil, fmt.Errorf("field name: %w", err)
 		}
 		if seen[key] {
-			return nil, fmt.Errorf("field %q appears twice", key)
+			return nil, fmt.Errorf("field %.80q appears twice", key)
 		}
 		seen[key] = true
 		switch key {
@@ -135,7 +135,7 @@ func read(r io.Reader, size int64) (*Checkpoint, error) {
 		case "meta":
 			c.Meta, err = d.meta()
 		default:
-			return nil, fmt.Errorf("unknown field %q", key)
+			return nil, fmt.Errorf("unknown field %.80q", key)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", key, err)
@@ -335,7 +335,7 @@ func (d *decoder) config() (nn.ViTConfig, error) {
 			return c, err
 		}
 		if seen[key] {
-			return c, fmt.Errorf("field %q appears twice", key)
+			return c, fmt.Errorf("field %.80q appears twice", key)
 		}
 		seen[key] = true
 		if p, ok := ints[key]; ok {
@@ -354,7 +354,7 @@ func (d *decoder) config() (nn.ViTConfig, error) {
 			s, err = d.str()
 			c.FFN = nn.FFNKind(s)
 		} else {
-			return c, fmt.Errorf("unknown field %q", key)
+			return c, fmt.Errorf("unknown field %.80q", key)
 		}
 		if err != nil {
 			return c, fmt.Errorf("%s: %w", key, err)
@@ -401,10 +401,10 @@ func (d *decoder) weights(cfg nn.ViTConfig) (map[string]Tensor, error) {
 		}
 		shape, ok := want[name]
 		if !ok {
-			return nil, fmt.Errorf("unexpected tensor %q: not a parameter of this config", name)
+			return nil, fmt.Errorf("unexpected tensor %.80q: not a parameter of this config", name)
 		}
 		if _, dup := ts[name]; dup {
-			return nil, fmt.Errorf("tensor %q appears twice", name)
+			return nil, fmt.Errorf("tensor %.80q appears twice", name)
 		}
 		if ts[name], err = d.tensor(shape); err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", name, err)
@@ -440,7 +440,7 @@ func (d *decoder) tensor(want []int) (Tensor, error) {
 				return t, fmt.Errorf("dtype: %w", err)
 			}
 			if dt = dtype(s); dt.size() == 0 {
-				return t, fmt.Errorf("dtype %q is not one of f32, f16, bf16", s)
+				return t, fmt.Errorf("dtype %.20q is not one of f32, f16, bf16", s)
 			}
 		case "shape":
 			if t.Shape, err = d.shape(); err != nil {
@@ -459,7 +459,7 @@ func (d *decoder) tensor(want []int) (Tensor, error) {
 			}
 			haveData = true
 		default:
-			return t, fmt.Errorf("unknown field %q", key)
+			return t, fmt.Errorf("unknown field %.80q", key)
 		}
 	}
 	if !haveData {
@@ -536,7 +536,7 @@ func (d *decoder) training() (*Training, error) {
 			return nil, err
 		}
 		if seen[key] {
-			return nil, fmt.Errorf("field %q appears twice", key)
+			return nil, fmt.Errorf("field %.80q appears twice", key)
 		}
 		seen[key] = true
 		switch key {
@@ -549,7 +549,7 @@ func (d *decoder) training() (*Training, error) {
 		case "blobs":
 			err = readMap(d, t.Blobs, d.bin)
 		default:
-			return nil, fmt.Errorf("unknown field %q", key)
+			return nil, fmt.Errorf("unknown field %.80q", key)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", key, err)
@@ -569,12 +569,12 @@ func (d *decoder) groups(out map[string]map[string]Tensor) error {
 			return err
 		}
 		if _, dup := out[g]; dup {
-			return fmt.Errorf("group %q appears twice", g)
+			return fmt.Errorf("group %.80q appears twice", g)
 		}
 		out[g] = map[string]Tensor{}
 		err = readMap(d, out[g], func() (Tensor, error) { return d.tensor(nil) })
 		if err != nil {
-			return fmt.Errorf("group %q: %w", g, err)
+			return fmt.Errorf("group %.80q: %w", g, err)
 		}
 	}
 	return nil
@@ -600,10 +600,10 @@ func readMap[V any](d *decoder, out map[string]V, value func() (V, error)) error
 			return err
 		}
 		if _, dup := out[k]; dup {
-			return fmt.Errorf("%q appears twice", k)
+			return fmt.Errorf("%.80q appears twice", k)
 		}
 		if out[k], err = value(); err != nil {
-			return fmt.Errorf("%q: %w", k, err)
+			return fmt.Errorf("%.80q: %w", k, err)
 		}
 	}
 	return nil
