@@ -19,3 +19,103 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   {{if .Accumulate}}out[n] += s;{{else}}out[n] = s;{{end}}
 }
 {{end}}
+
+{{/* row_reduce: combines one vec2 per invocation across the workgroup with the
+including kernel's own combine(a, b) (a sum, a max, the online softmax pair),
+by a tree in workgroup memory. Every invocation gets the result. Call it in
+uniform control flow. Data: WG (a power of two). */}}
+{{define "row_reduce"}}
+const WG = {{.WG}}u;
+var<workgroup> red: array<vec2<f32>, {{.WG}}>;
+fn row_reduce(v: vec2<f32>, lid: u32) -> vec2<f32> {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (lid < s) { red[lid] = combine(red[lid], red[lid + s]); }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+{{end}}
+
+{{/* reduce_rows: out[r] = op(x[r, :]) for op sum, mean, max or l2 (the
+Euclidean norm). A workgroup reduces the rows first..last, one at a time, with
+lanes striding the row. Data: WG, Op. */}}
+{{define "reduce_rows"}}
+{{template "row_reduce" .}}
+struct Params { rows: u32, D: u32, rpw: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+{{if eq .Op "max"}}
+const INIT = -3.4028235e38;
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return max(a, b); }
+{{else}}
+const INIT = 0.0;
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
+{{end}}
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let first = wid.x * p.rpw;
+  let last = min(first + p.rpw, p.rows);
+  for (var row = first; row < last; row++) {
+    let base = row * p.D;
+    var a = INIT;
+    for (var c = lid; c < p.D; c += WG) {
+      let v = x[base + c];
+      {{if eq .Op "max"}}a = max(a, v);{{else if eq .Op "l2"}}a = fma(v, v, a);{{else}}a += v;{{end}}
+    }
+    let r = row_reduce(vec2(a, 0.0), lid).x;
+    if (lid == 0u) {
+      {{if eq .Op "mean"}}out[row] = r / f32(p.D);{{else if eq .Op "l2"}}out[row] = sqrt(r);{{else}}out[row] = r;{{end}}
+    }
+  }
+}
+{{end}}
+
+{{/* broadcast_rows: the backward of a row reduction, dx[r, c] (+)= scale *
+dy[r] (sum, mean, a full sum), times x[r, c] / norm[r] for the l2 norm (0 where
+the norm is 0). Data: L2, Accumulate. */}}
+{{define "broadcast_rows"}}
+{{template "common" .}}
+struct Params { n: u32, D: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+{{if .L2}}
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@group(0) @binding(4) var<storage, read> norm: array<f32>;
+{{end}}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat_id(gid, nwg, 256u);
+  if (i >= p.n) { return; }
+  let r = i / p.D;
+  var g = p.scale * dy[r];
+  {{if .L2}}
+  let n = norm[r];
+  g = select(0.0, g * x[i] / n, n > 0.0);
+  {{end}}
+  {{if .Accumulate}}dx[i] += g;{{else}}dx[i] = g;{{end}}
+}
+{{end}}
+
+{{/* sum_all: out[0] = scale * sum of every element of x, by one workgroup
+(losses and statistics: tensors of up to a few million elements). Data: WG. */}}
+{{define "sum_all"}}
+{{template "row_reduce" .}}
+struct Params { n: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var a = 0.0;
+  for (var i = lid; i < p.n; i += WG) { a += x[i]; }
+  let r = row_reduce(vec2(a, 0.0), lid).x;
+  if (lid == 0u) { out[0] = p.scale * r; }
+}
+{{end}}
