@@ -152,9 +152,6 @@ func add(rec *gpu.Recorder, y, x, h, gamma *gpu.Tensor, D int) error {
 	return rec.Dispatch(k, rec.Groups(n, 256), []uint32{gpu.U32(n), gpu.U32(D)}, bufs...)
 }
 
-// layerScaleWG is the workgroup size of LayerScaleBackward's column lanes.
-const layerScaleWG = 64
-
 // LayerScaleBackward records the gradients of y = x + gamma * h: dh = gamma *
 // dy and dgamma (+)= sum over rows of dy * h. The gradient of x is dy itself,
 // so the caller records nothing for it: it keeps using dy's tensor as the
@@ -177,8 +174,8 @@ func LayerScaleBackward(rec *gpu.Recorder, dh, dgamma, dy, h, gamma, scratch *gp
 	if scratch.Len() < ScratchLen(D) {
 		return shapeErr(rec, op, "scratch %s: want at least %d elements for D = %d", scratch, ScratchLen(D), D)
 	}
-	rpw, groups := rowGrid(rows, Partials)
-	k := gpu.Kernel{Name: op, Data: struct{ WG int }{layerScaleWG},
+	rpw, groups := rowGrid(rows, Partials, 1)
+	k := gpu.Kernel{Name: op, Data: rowKernel{WG: colWG, Vec4: D%4 == 0},
 		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite, gpu.ReadWrite}}
 	params := []uint32{gpu.U32(rows), gpu.U32(D), gpu.U32(rpw)}
 	if err := rec.Dispatch(k, [3]uint32{uint32(groups), 1, 1}, params, dy, h, gamma, dh, scratch); err != nil {

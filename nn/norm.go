@@ -47,12 +47,8 @@ func LayerNorm(rec *gpu.Recorder, y, mean, rstd, x, gamma, beta *gpu.Tensor, eps
 		return err
 	}
 	D := x.Dim(-1)
-	wg := rowWG(D)
-	rpw, groups := rowGrid(rows, maxRowGroups)
-	k := gpu.Kernel{Name: op, Data: struct{ WG, K int }{wg, (D + wg - 1) / wg},
-		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite, gpu.ReadWrite, gpu.ReadWrite}}
-	params := []uint32{gpu.U32(rows), gpu.U32(D), gpu.U32(rpw), gpu.F32(eps)}
-	return rec.Dispatch(k, [3]uint32{uint32(groups), 1, 1}, params, x, gamma, beta, y, mean, rstd)
+	return rowDispatch(rec, op, rowKernel{Vec4: D%4 == 0}, rows, D, eps,
+		[]gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite, gpu.ReadWrite, gpu.ReadWrite}, x, gamma, beta, y, mean, rstd)
 }
 
 // LayerNormBackwardOpts are LayerNormBackward's scratch and accumulation flags.
@@ -86,19 +82,25 @@ func LayerNormBackward(rec *gpu.Recorder, dx, dgamma, dbeta, dy, x, gamma, mean,
 	if o.Scratch.Len() < ScratchLen(D) {
 		return shapeErr(rec, op, "scratch %s: want at least %d elements for D = %d", o.Scratch, ScratchLen(D), D)
 	}
-	wg := rowWG(D)
-	rpw, groups := rowGrid(rows, Partials)
-	k := gpu.Kernel{Name: op, Data: struct {
-		WG, K      int
-		Accumulate bool
-	}{wg, (D + wg - 1) / wg, o.AccumulateDX},
-		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite, gpu.ReadWrite}}
+	k := rowKernel{Vec4: D%4 == 0, Accumulate: o.AccumulateDX}
+	if err := rowDispatch(rec, op, k, rows, D, 0, []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite},
+		dy, x, gamma, mean, rstd, dx); err != nil {
+		return err
+	}
+	rpw, groups := rowGrid(rows, Partials, 1)
+	pk := gpu.Kernel{Name: "layernorm_param_grads", Data: rowKernel{WG: colWG, Vec4: D%4 == 0},
+		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}}
 	params := []uint32{gpu.U32(rows), gpu.U32(D), gpu.U32(rpw), gpu.U32(Partials)}
-	if err := rec.Dispatch(k, [3]uint32{uint32(groups), 1, 1}, params, dy, x, gamma, mean, rstd, dx, o.Scratch); err != nil {
+	if err := rec.Dispatch(pk, [3]uint32{uint32(groups), 1, 1}, params, dy, x, mean, rstd, o.Scratch); err != nil {
 		return err
 	}
 	return sumPartials(rec, o.Scratch, groups, D, o.AccumulateParams, dgamma, dbeta)
 }
+
+// colWG is the workgroup size of the kernels whose lanes own columns and
+// loop over a chunk of rows (the parameter gradients of LayerNorm and
+// LayerScale); they have no barriers, so one size suits every device.
+const colWG = 64
 
 // sumPartials adds up the groups rows of partial sums that a kernel left in
 // consecutive [Partials, D] blocks of scratch, one block per output.
@@ -128,7 +130,7 @@ func Softmax(rec *gpu.Recorder, y, x *gpu.Tensor, T float32) error {
 	if !(T > 0) {
 		return shapeErr(rec, op, "temperature %g: must be positive", T)
 	}
-	return rowOp(rec, op, x.Dim(-1), x.Len()/x.Dim(-1), 1/T, false, []gpu.Access{gpu.Read, gpu.ReadWrite}, x, y)
+	return rowDispatch(rec, op, rowKernel{}, x.Len()/x.Dim(-1), x.Dim(-1), 1/T, []gpu.Access{gpu.Read, gpu.ReadWrite}, x, y)
 }
 
 // SoftmaxBackward records dx = y * (dy - sum(dy * y)) / T per row, from the
@@ -144,7 +146,7 @@ func SoftmaxBackward(rec *gpu.Recorder, dx, dy, y *gpu.Tensor, T float32) error 
 	if !(T > 0) {
 		return shapeErr(rec, op, "temperature %g: must be positive", T)
 	}
-	return rowOp(rec, op, y.Dim(-1), y.Len()/y.Dim(-1), 1/T, false, []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}, dy, y, dx)
+	return rowDispatch(rec, op, rowKernel{}, y.Len()/y.Dim(-1), y.Dim(-1), 1/T, []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}, dy, y, dx)
 }
 
 // L2Normalize records y = x / max(||x||, eps) per row of x and saves each
@@ -161,7 +163,7 @@ func L2Normalize(rec *gpu.Recorder, y, norm, x *gpu.Tensor, eps float32) error {
 	if err != nil {
 		return err
 	}
-	return rowOp(rec, op, x.Dim(-1), rows, eps, false, []gpu.Access{gpu.Read, gpu.ReadWrite, gpu.ReadWrite}, x, y, norm)
+	return rowDispatch(rec, op, rowKernel{}, rows, x.Dim(-1), eps, []gpu.Access{gpu.Read, gpu.ReadWrite, gpu.ReadWrite}, x, y, norm)
 }
 
 // L2NormalizeBackward records dx (+)= (dy - y * sum(dy * y)) / ||x|| per row
@@ -178,17 +180,5 @@ func L2NormalizeBackward(rec *gpu.Recorder, dx, dy, y, norm *gpu.Tensor, eps flo
 	if err != nil {
 		return err
 	}
-	return rowOp(rec, op, y.Dim(-1), rows, eps, accumulate, []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}, dy, y, norm, dx)
-}
-
-// rowOp dispatches a row kernel whose parameters are (rows, D, rows per
-// workgroup, f) and whose data is WG and Accumulate.
-func rowOp(rec *gpu.Recorder, name string, D, rows int, f float32, accumulate bool, access []gpu.Access, bufs ...*gpu.Tensor) error {
-	data := struct {
-		WG         int
-		Accumulate bool
-	}{rowWG(D), accumulate}
-	rpw, groups := rowGrid(rows, maxRowGroups)
-	params := []uint32{gpu.U32(rows), gpu.U32(D), gpu.U32(rpw), gpu.F32(f)}
-	return rec.Dispatch(gpu.Kernel{Name: name, Data: data, Access: access}, [3]uint32{uint32(groups), 1, 1}, params, bufs...)
+	return rowDispatch(rec, op, rowKernel{Accumulate: accumulate}, rows, y.Dim(-1), eps, []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}, dy, y, norm, dx)
 }

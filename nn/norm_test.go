@@ -26,7 +26,29 @@ func plus(a, b []float64) []float64 {
 // maxRowGroups (so workgroups take several rows), and a 3-D tensor case below.
 var rowShapes = [][2]int{{1, 1}, {1, 3}, {5, 385}, {3, 1537}, {300, 7}, {130, 384}}
 
-func TestLayerNorm(t *testing.T) {
+// rowLayouts are the (workgroup, lanes per row) layouts the row-kernel tests
+// run under besides the device's own choice: the GPU ones and a single lane,
+// so that lavapipe checks them all.
+var rowLayouts = []*[2]int{nil, {256, 32}, {256, 256}, {64, 1}}
+
+// forLayouts runs f once per row layout.
+func forLayouts(t *testing.T, f func(t *testing.T)) {
+	for _, l := range rowLayouts {
+		name := "device"
+		if l != nil {
+			name = fmt.Sprintf("wg%d_lanes%d", l[0], l[1])
+		}
+		t.Run(name, func(t *testing.T) {
+			rowLayoutOverride = l
+			defer func() { rowLayoutOverride = nil }()
+			f(t)
+		})
+	}
+}
+
+func TestLayerNorm(t *testing.T) { forLayouts(t, testLayerNorm) }
+
+func testLayerNorm(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	const eps = 1e-6
 	for i, s := range rowShapes {
@@ -112,7 +134,9 @@ func TestLayerNormReferenceGradient(t *testing.T) {
 	checkGradient(t, func(v []float64) float64 { return loss(x, g, v) }, b, db, "layernorm dbeta")
 }
 
-func TestSoftmax(t *testing.T) {
+func TestSoftmax(t *testing.T) { forLayouts(t, testSoftmax) }
+
+func testSoftmax(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 18))
 	shapes := append(rowShapes, [2]int{2, 65537}, [2]int{7, 257})
 	for i, s := range shapes {
@@ -151,7 +175,9 @@ func TestSoftmaxReferenceGradient(t *testing.T) {
 	checkGradient(t, func(v []float64) float64 { return dot(w, ref.Softmax(v, D, T)) }, x, dx, "softmax")
 }
 
-func TestL2Normalize(t *testing.T) {
+func TestL2Normalize(t *testing.T) { forLayouts(t, testL2Normalize) }
+
+func testL2Normalize(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
 	const eps = 1e-6
 	for i, s := range append(rowShapes, [2]int{2, 65537}) {
@@ -227,4 +253,3 @@ func TestNormBadInputs(t *testing.T) {
 	err = L2NormalizeBackward(dev.Record(), x, x, zeros(t, 3, 4), zeros(t, 3), 1e-6, false)
 	require.ErrorContains(t, err, "l2_normalize_backward: y [3x4], dy [3x5], dx [3x5]: dy and dx must match y")
 }
-

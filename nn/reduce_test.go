@@ -32,7 +32,9 @@ func TestSumRows(t *testing.T) {
 	require.ErrorContains(t, SumRows(dev.Record(), zeros(t, 4), zeros(t, 3, 5), false), "sum_rows: x [3x5] -> out [4]: want 5 outputs")
 }
 
-func TestReduceRows(t *testing.T) {
+func TestReduceRows(t *testing.T) { forLayouts(t, testReduceRows) }
+
+func testReduceRows(t *testing.T) {
 	rng := rand.New(rand.NewPCG(51, 52))
 	for i, s := range append(rowShapes, [2]int{3, 65537}) {
 		rows, D := s[0], s[1]
@@ -50,9 +52,10 @@ func TestReduceRows(t *testing.T) {
 				rec := dev.Record()
 				require.NoError(t, ReduceRows(rec, out, x, op))
 				run(t, rec)
-				// f32 sums of D unit normals: error ~ sqrt(D) * 6e-8 * |terms|
-				// (< 1e-4 at D = 65537); the max is exact.
-				requireClose(t, ref.RowReduce(x64, D, string(op)), read(t, out), 1e-4, 1e-5, string(op))
+				// One lane may add up a whole row in turn (lanes = 1): the f32
+				// rounding of D partial sums of size ~sqrt(D) stays under
+				// D * 1e-7 with a wide margin. The max is exact.
+				requireClose(t, ref.RowReduce(x64, D, string(op)), read(t, out), 1e-5+1e-7*float64(D), 1e-5, string(op))
 				if op == RowMax {
 					return
 				}

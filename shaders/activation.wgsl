@@ -115,32 +115,33 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 {{end}}
 
-{{/* layerscale_backward: dh = gamma * dy, and per-workgroup column sums of
-dy * h over the rows first..last into row wid.x of part [PARTS, D] (sum_rows
-finishes dgamma). Lanes own columns, so each row is read contiguously.
-Data: WG. */}}
+{{/* layerscale_backward: dh = gamma * dy, and per-chunk column sums of dy * h
+over the rows first..last of workgroup wid.x into row wid.x of part [PARTS, D]
+(sum_rows finishes dgamma). Lanes own columns, so each row is read
+contiguously. Data: WG, Vec4. */}}
 {{define "layerscale_backward"}}
+{{template "vec_t" .}}
 struct Params { rows: u32, D: u32, rpw: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> h: array<f32>;
-@group(0) @binding(3) var<storage, read> gamma: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dh: array<f32>;
-@group(0) @binding(5) var<storage, read_write> part: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<T>;
+@group(0) @binding(2) var<storage, read> h: array<T>;
+@group(0) @binding(3) var<storage, read> gamma: array<T>;
+@group(0) @binding(4) var<storage, read_write> dh: array<T>;
+@group(0) @binding(5) var<storage, read_write> part: array<T>;
 @compute @workgroup_size({{.WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n = p.D / W;
   let first = wid.x * p.rpw;
   let last = min(first + p.rpw, p.rows);
-  for (var c = lid; c < p.D; c += {{.WG}}u) {
+  for (var c = lid; c < n; c += {{.WG}}u) {
     let g = gamma[c];
-    var a = 0.0;
+    var a = T();
     for (var row = first; row < last; row++) {
-      let i = row * p.D + c;
-      let d = dy[i];
-      dh[i] = g * d;
-      a = fma(d, h[i], a);
+      let d = dy[row * n + c];
+      dh[row * n + c] = g * d;
+      a = fma(d, h[row * n + c], a);
     }
-    part[wid.x * p.D + c] = a;
+    part[wid.x * n + c] = a;
   }
 }
 {{end}}

@@ -20,29 +20,33 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 {{end}}
 
-{{/* row_reduce: combines one vec2 per invocation across the workgroup with the
-including kernel's own combine(a, b) (a sum, a max, the online softmax pair),
-by a tree in workgroup memory. Every invocation gets the result. Call it in
-uniform control flow. Data: WG (a power of two). */}}
+{{/* row_reduce: a workgroup of WG invocations works on WG/LANES rows at a
+time, LANES lanes per row (lid = slot * LANES + lane). row_reduce combines one
+vec2 per invocation across the lanes of its row with the including kernel's
+own combine(a, b) (a sum, a max, the online softmax pair), by a tree in
+workgroup memory, and gives every lane its row's result. Call it in uniform
+control flow. Data: WG, Lanes (powers of two). */}}
 {{define "row_reduce"}}
 const WG = {{.WG}}u;
+const LANES = {{.Lanes}}u;
+const ROWS = {{div .WG .Lanes}}u;
 var<workgroup> red: array<vec2<f32>, {{.WG}}>;
 fn row_reduce(v: vec2<f32>, lid: u32) -> vec2<f32> {
   red[lid] = v;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) { red[lid] = combine(red[lid], red[lid + s]); }
+  let lane = lid % LANES;
+  for (var s = LANES / 2u; s > 0u; s = s / 2u) {
+    if (lane < s) { red[lid] = combine(red[lid], red[lid + s]); }
     workgroupBarrier();
   }
-  let r = red[0];
+  let r = red[lid - lane];
   workgroupBarrier();
   return r;
 }
 {{end}}
 
 {{/* reduce_rows: out[r] = op(x[r, :]) for op sum, mean, max or l2 (the
-Euclidean norm). A workgroup reduces the rows first..last, one at a time, with
-lanes striding the row. Data: WG, Op. */}}
+Euclidean norm). Data: WG, Lanes, Op. */}}
 {{define "reduce_rows"}}
 {{template "row_reduce" .}}
 struct Params { rows: u32, D: u32, rpw: u32 }
@@ -58,17 +62,21 @@ fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
 {{end}}
 @compute @workgroup_size({{.WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % LANES;
   let first = wid.x * p.rpw;
   let last = min(first + p.rpw, p.rows);
-  for (var row = first; row < last; row++) {
+  for (var r0 = first; r0 < last; r0 += ROWS) {
+    let row = r0 + lid / LANES;
+    // Lanes past the last row skip their loops but join every barrier.
+    let n = select(0u, p.D, row < last);
     let base = row * p.D;
     var a = INIT;
-    for (var c = lid; c < p.D; c += WG) {
+    for (var c = lane; c < n; c += LANES) {
       let v = x[base + c];
       {{if eq .Op "max"}}a = max(a, v);{{else if eq .Op "l2"}}a = fma(v, v, a);{{else}}a += v;{{end}}
     }
     let r = row_reduce(vec2(a, 0.0), lid).x;
-    if (lid == 0u) {
+    if (lane == 0u && n > 0u) {
       {{if eq .Op "mean"}}out[row] = r / f32(p.D);{{else if eq .Op "l2"}}out[row] = sqrt(r);{{else}}out[row] = r;{{end}}
     }
   }
