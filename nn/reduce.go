@@ -1,6 +1,10 @@
 package nn
 
-import "github.com/webdino/webdino/gpu"
+import (
+	"strings"
+
+	"github.com/webdino/webdino/gpu"
+)
 
 // SumRows records out[n] = sum_m x[m, n] over every leading axis of x (the
 // bias gradient of a linear layer); with accumulate it adds to out.
@@ -30,16 +34,21 @@ var rowLayoutOverride *[2]int
 
 // rowLayout picks the workgroup size and the lanes per row for rows of D on
 // device d. A CPU device (lavapipe, SwiftShader) runs a workgroup on one
-// thread as batches of 8 SIMD lanes and pays for every barrier in every batch:
-// there a workgroup of one batch on one row measured fastest (LayerNorm on
-// 8224x384: 1.2-2x the time of a copy, against 3-4x with 32 or 128 lanes per
-// row). A GPU gets 32 lanes (a warp) per row and 8 rows per workgroup, or 256
-// lanes per row for long rows.
+// thread as batches of 8 SIMD lanes and pays dearly for barriers: there one
+// lane per row (no reduction at all) was fastest for rows up to a few
+// thousand (LayerNorm 8224x384: 9 ms against 23 ms with 8 lanes per row;
+// softmax 1542x257: 1.4 against 3.6 ms), and 8 lanes, one SIMD batch, per row
+// for long rows (softmax 64x65536: 30 against 41-54 ms). A GPU gets 32 lanes
+// (a warp) per row and 8 rows per workgroup, or 256 lanes per row for long
+// rows.
 func rowLayout(d *gpu.Device, D int) (wg, lanes int) {
+	cpu := strings.EqualFold(d.Info().Type, "cpu")
 	switch {
 	case rowLayoutOverride != nil:
 		return rowLayoutOverride[0], rowLayoutOverride[1]
-	case d.Info().Type == "CPU":
+	case cpu && D < 4096:
+		return 8, 1
+	case cpu:
 		return 8, 8
 	case D >= 4096:
 		return 256, 256
@@ -145,7 +154,7 @@ func broadcastRows(rec *gpu.Recorder, dx, dy, x, norm *gpu.Tensor, D int, scale 
 	}
 	k := gpu.Kernel{Name: "broadcast_rows", Data: struct{ L2, Accumulate bool }{l2, accumulate}, Access: access}
 	n := dx.Len()
-	return rec.Dispatch(k, rec.Groups(n, 256), []uint32{gpu.U32(n), gpu.U32(D), gpu.F32(scale)}, bufs...)
+	return rec.Dispatch(k, eltGroups(n), []uint32{gpu.U32(n), gpu.U32(D), gpu.F32(scale)}, bufs...)
 }
 
 // sumWG is the workgroup size of Sum.

@@ -1,38 +1,41 @@
-{{/* Elementwise ops: activations and the residual building blocks. One
-invocation per element on a 1-D grid split by flat_id. An InPlace kernel binds
-its output once, read_write, in place of the input it overwrites. */}}
+{{/* Elementwise ops: activations and the residual building blocks. Each
+kernel defines elt(i) for element i; elt_main runs it over all p.n elements
+with a grid-stride loop, so a capped number of workgroups covers any size
+(lavapipe pays per workgroup). An InPlace kernel binds its output once,
+read_write, in place of the input it overwrites. */}}
+
+{{define "elt_main"}}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  for (var i = gid.x; i < p.n; i += nwg.x * 256u) { elt(i); }
+}
+{{end}}
 
 {{/* gelu: y = gelu(x). Data: InPlace. */}}
 {{define "gelu"}}
-{{template "common" .}}
 {{template "gelu_fn" .}}
 struct Params { n: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 {{if not .InPlace}}@group(0) @binding(2) var<storage, read> x: array<f32>;{{end}}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat_id(gid, nwg, 256u);
-  if (i >= p.n) { return; }
+fn elt(i: u32) {
   {{if .InPlace}}y[i] = gelu(y[i]);{{else}}y[i] = gelu(x[i]);{{end}}
 }
+{{template "elt_main" .}}
 {{end}}
 
 {{/* gelu_backward: dx = dy * gelu'(h). Data: InPlace (dx is dy). */}}
 {{define "gelu_backward"}}
-{{template "common" .}}
 {{template "gelu_fn" .}}
 struct Params { n: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(2) var<storage, read> h: array<f32>;
 {{if not .InPlace}}@group(0) @binding(3) var<storage, read> dy: array<f32>;{{end}}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat_id(gid, nwg, 256u);
-  if (i >= p.n) { return; }
+fn elt(i: u32) {
   {{if .InPlace}}dx[i] *= gelu_grad(h[i]);{{else}}dx[i] = dy[i] * gelu_grad(h[i]);{{end}}
 }
+{{template "elt_main" .}}
 {{end}}
 
 {{define "silu_fn"}}
@@ -42,36 +45,29 @@ fn sigmoid(a: f32) -> f32 { return 1.0 / (1.0 + exp(-a)); }
 {{/* swiglu: y[r, j] = silu(x[r, j]) * x[r, H + j] for rows of 2H inputs and
 H outputs; silu(a) = a * sigmoid(a). */}}
 {{define "swiglu"}}
-{{template "common" .}}
 {{template "silu_fn" .}}
 struct Params { n: u32, H: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat_id(gid, nwg, 256u);
-  if (i >= p.n) { return; }
+fn elt(i: u32) {
   let j = (i / p.H) * 2u * p.H + i % p.H;
   let a = x[j];
   y[i] = a * sigmoid(a) * x[j + p.H];
 }
+{{template "elt_main" .}}
 {{end}}
 
 {{/* swiglu_backward: dx[r, j] = dy * x2 * silu'(x1), dx[r, H + j] = dy * silu(x1)
 with silu'(a) = s (1 + a (1 - s)), s = sigmoid(a). */}}
 {{define "swiglu_backward"}}
-{{template "common" .}}
 {{template "silu_fn" .}}
 struct Params { n: u32, H: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat_id(gid, nwg, 256u);
-  if (i >= p.n) { return; }
+fn elt(i: u32) {
   let j = (i / p.H) * 2u * p.H + i % p.H;
   let a = x[j];
   let s = sigmoid(a);
@@ -79,40 +75,35 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   dx[j] = d * x[j + p.H] * s * (1.0 + a * (1.0 - s));
   dx[j + p.H] = d * a * s;
 }
+{{template "elt_main" .}}
 {{end}}
 
 {{/* scale: y = a * x. Data: InPlace. */}}
 {{define "scale"}}
-{{template "common" .}}
 struct Params { n: u32, a: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 {{if not .InPlace}}@group(0) @binding(2) var<storage, read> x: array<f32>;{{end}}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat_id(gid, nwg, 256u);
-  if (i >= p.n) { return; }
+fn elt(i: u32) {
   {{if .InPlace}}y[i] *= p.a;{{else}}y[i] = p.a * x[i];{{end}}
 }
+{{template "elt_main" .}}
 {{end}}
 
 {{/* add: y = x + h, or with Gamma the LayerScale residual y = x + gamma[c] * h
 over rows of D channels. Data: InPlace (y is x), Gamma. */}}
 {{define "add"}}
-{{template "common" .}}
 struct Params { n: u32, D: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read> h: array<f32>;
 {{if .Gamma}}@group(0) @binding(3) var<storage, read> gamma: array<f32>;{{end}}
 {{if not .InPlace}}@group(0) @binding({{if .Gamma}}4{{else}}3{{end}}) var<storage, read> x: array<f32>;{{end}}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat_id(gid, nwg, 256u);
-  if (i >= p.n) { return; }
+fn elt(i: u32) {
   {{if .Gamma}}let v = gamma[i % p.D] * h[i];{{else}}let v = h[i];{{end}}
   {{if .InPlace}}y[i] += v;{{else}}y[i] = x[i] + v;{{end}}
 }
+{{template "elt_main" .}}
 {{end}}
 
 {{/* layerscale_backward: dh = gamma * dy, and per-chunk column sums of dy * h

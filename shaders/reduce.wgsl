@@ -30,6 +30,10 @@ control flow. Data: WG, Lanes (powers of two). */}}
 const WG = {{.WG}}u;
 const LANES = {{.Lanes}}u;
 const ROWS = {{div .WG .Lanes}}u;
+// One lane per row needs no reduction, and no barrier.
+{{if eq .Lanes 1}}
+fn row_reduce(v: vec2<f32>, lid: u32) -> vec2<f32> { return v; }
+{{else}}
 var<workgroup> red: array<vec2<f32>, {{.WG}}>;
 fn row_reduce(v: vec2<f32>, lid: u32) -> vec2<f32> {
   red[lid] = v;
@@ -43,6 +47,7 @@ fn row_reduce(v: vec2<f32>, lid: u32) -> vec2<f32> {
   workgroupBarrier();
   return r;
 }
+{{end}}
 {{end}}
 
 {{/* reduce_rows: out[r] = op(x[r, :]) for op sum, mean, max or l2 (the
@@ -85,9 +90,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 {{/* broadcast_rows: the backward of a row reduction, dx[r, c] (+)= scale *
 dy[r] (sum, mean, a full sum), times x[r, c] / norm[r] for the l2 norm (0 where
-the norm is 0). Data: L2, Accumulate. */}}
+the norm is 0). An elementwise kernel (elt_main in activation.wgsl).
+Data: L2, Accumulate. */}}
 {{define "broadcast_rows"}}
-{{template "common" .}}
 struct Params { n: u32, D: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -96,10 +101,7 @@ struct Params { n: u32, D: u32, scale: f32 }
 @group(0) @binding(3) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read> norm: array<f32>;
 {{end}}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat_id(gid, nwg, 256u);
-  if (i >= p.n) { return; }
+fn elt(i: u32) {
   let r = i / p.D;
   var g = p.scale * dy[r];
   {{if .L2}}
@@ -108,6 +110,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   {{end}}
   {{if .Accumulate}}dx[i] += g;{{else}}dx[i] = g;{{end}}
 }
+{{template "elt_main" .}}
 {{end}}
 
 {{/* sum_all: out[0] = scale * sum of every element of x, by one workgroup
