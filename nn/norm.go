@@ -130,7 +130,7 @@ func Softmax(rec *gpu.Recorder, y, x *gpu.Tensor, T float32) error {
 	if !(T > 0) {
 		return shapeErr(rec, op, "temperature %g: must be positive", T)
 	}
-	return rowDispatch(rec, op, rowKernel{}, x.Len()/x.Dim(-1), x.Dim(-1), 1/T, []gpu.Access{gpu.Read, gpu.ReadWrite}, x, y)
+	return rowDispatch(rec, op, rowKernel{Vec4: x.Dim(-1)%4 == 0}, x.Len()/x.Dim(-1), x.Dim(-1), 1/T, []gpu.Access{gpu.Read, gpu.ReadWrite}, x, y)
 }
 
 // SoftmaxBackward records dx = y * (dy - sum(dy * y)) / T per row, from the

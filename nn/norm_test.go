@@ -138,7 +138,7 @@ func TestSoftmax(t *testing.T) { forLayouts(t, testSoftmax) }
 
 func testSoftmax(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 18))
-	shapes := append(rowShapes, [2]int{2, 65537}, [2]int{7, 257})
+	shapes := append(rowShapes, [2]int{2, 65537}, [2]int{7, 257}, [2]int{1, 65536})
 	for i, s := range shapes {
 		rows, D := s[0], s[1]
 		T := []float32{1, 0.1, 0.04}[i%3]
