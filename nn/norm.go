@@ -146,7 +146,7 @@ func SoftmaxBackward(rec *gpu.Recorder, dx, dy, y *gpu.Tensor, T float32) error 
 	if !(T > 0) {
 		return shapeErr(rec, op, "temperature %g: must be positive", T)
 	}
-	return rowDispatch(rec, op, rowKernel{}, y.Len()/y.Dim(-1), y.Dim(-1), 1/T, []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}, dy, y, dx)
+	return rowDispatch(rec, op, rowKernel{Vec4: y.Dim(-1)%4 == 0}, y.Len()/y.Dim(-1), y.Dim(-1), 1/T, []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}, dy, y, dx)
 }
 
 // L2Normalize records y = x / max(||x||, eps) per row of x and saves each

@@ -176,14 +176,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {{end}}
 
 {{/* softmax_backward: dx = y * (dy - sum(dy * y)) * inv_t per row.
-Data: WG, Lanes. */}}
+Data: WG, Lanes, Vec4. */}}
 {{define "softmax_backward"}}
 {{template "row_reduce" .}}
+{{template "vec_t" .}}
 struct Params { rows: u32, D: u32, rpw: u32, inv_t: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<T>;
+@group(0) @binding(2) var<storage, read> y: array<T>;
+@group(0) @binding(3) var<storage, read_write> dx: array<T>;
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
 @compute @workgroup_size({{.WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -192,11 +193,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let last = min(first + p.rpw, p.rows);
   for (var r0 = first; r0 < last; r0 += ROWS) {
     let row = r0 + lid / LANES;
-    let n = select(0u, p.D, row < last);
-    let base = row * p.D;
-    var a = 0.0;
+    let n = select(0u, p.D / W, row < last);
+    let base = row * (p.D / W);
+    var a = T();
     for (var c = lane; c < n; c += LANES) { a = fma(dy[base + c], y[base + c], a); }
-    let d = row_reduce(vec2(a, 0.0), lid).x;
+    let d = row_reduce(vec2(hsum(a), 0.0), lid).x;
     for (var c = lane; c < n; c += LANES) { dx[base + c] = y[base + c] * (dy[base + c] - d) * p.inv_t; }
   }
 }
