@@ -19,7 +19,7 @@ CASES = [  # (Mh, Mw, h, w, D)
     (5, 5, 7, 9, 2),
     (5, 5, 5, 7, 1),
     (37, 37, 16, 22, 1),
-    (37, 37, 4, 4, 2),
+    (37, 37, 4, 4, 1),
     (6, 9, 3, 13, 1),
     (3, 4, 1, 2, 1),
 ]
@@ -29,7 +29,10 @@ def main():
     g = torch.Generator().manual_seed(0)
     out = {"torch": torch.__version__, "cases": []}
     for Mh, Mw, h, w, D in CASES:
-        x = torch.randn(Mh, Mw, D, generator=g, dtype=torch.float64)
+        # Inputs rounded to 3 decimals keep the file small; outputs are exact.
+        x = torch.round(torch.randn(Mh, Mw, D, generator=g, dtype=torch.float64) * 1000) / 1000
+        case = {"Mh": Mh, "Mw": Mw, "h": h, "w": w, "D": D,
+                "in": [round(v, 3) for v in x.flatten().tolist()]}
         xin = x.permute(2, 0, 1).unsqueeze(0)  # [1, D, Mh, Mw] as DINOv2 does
         for mode in ("scale", "antialias"):
             if mode == "scale":
@@ -40,11 +43,8 @@ def main():
                                   align_corners=False, antialias=True)
             assert tuple(y.shape[-2:]) == (h, w), (mode, y.shape)
             y = y[0].permute(1, 2, 0)  # [h, w, D]
-            out["cases"].append({
-                "mode": mode, "Mh": Mh, "Mw": Mw, "h": h, "w": w, "D": D,
-                "in": [round(v, 17) for v in x.flatten().tolist()],
-                "out": [round(v, 17) for v in y.flatten().tolist()],
-            })
+            case[mode] = y.flatten().tolist()
+        out["cases"].append(case)
     print(json.dumps(out, separators=(",", ":")))
 
 
