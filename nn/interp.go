@@ -25,9 +25,10 @@ const (
 	// output size n. It is PIL's separable filter: the Keys cubic with
 	// a = -0.5, its support widened by M / n when shrinking, evaluated at
 	// every input within the support and normalised to sum 1. (Checked
-	// against torch 1.13. Later releases restructured this CPU kernel but,
-	// as far as we can tell from their changelogs, kept the float weights for
-	// align_corners=False; we could not run a newer torch here to confirm.)
+	// against torch 1.13. The torch 2.x releases DINOv2 is used with moved
+	// this code (_compute_indices_min_size_weights_aa) but, reading its
+	// source, keep the same center, window bounds, filter and normalisation
+	// for float inputs; we could not run a newer torch here to confirm.)
 	BicubicAntialias
 )
 
