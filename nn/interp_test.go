@@ -22,7 +22,7 @@ func TestInterpWeightsMatchPyTorch(t *testing.T) {
 	require.NoError(t, err)
 	var fx struct {
 		Cases []struct {
-			Mh, Mw, H, W, D        int
+			Mh, Mw, H, W, D      int
 			In, Scale, Antialias []float64
 		}
 	}
