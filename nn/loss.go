@@ -58,8 +58,7 @@ func SoftmaxCrossEntropyBackward(rec *gpu.Recorder, dStudent, dLoss, student, te
 	}
 	k := gpu.Kernel{Name: "softmax_xent_backward", Data: struct{ Accumulate bool }{accumulate},
 		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}}
-	n := student.Len()
-	return rec.Dispatch(k, rec.Groups(n, 256), []uint32{gpu.U32(n), gpu.U32(K), gpu.F32(1 / tau)}, student, teacher, lse, tsum, dLoss, dStudent)
+	return rec.Dispatch(k, rec.Groups(R, 1), []uint32{gpu.U32(R), gpu.U32(K), gpu.F32(1 / tau)}, student, teacher, lse, tsum, dLoss, dStudent)
 }
 
 // TeacherSoftmax records probs[r] = softmax((t[r] - center) / temp) for

@@ -70,21 +70,23 @@ const chunkItems = 16
 func chunks(n int) int { return (n + chunkItems*256 - 1) / (chunkItems * 256) }
 
 // NormPartials is the length of the partials scratch tensor GradNorm needs
-// for these views.
+// for these views: one per invocation, 256 per started chunk of 4096
+// elements (a workgroup-wide reduction instead needs barriers, which made
+// the pass 9x slower on lavapipe).
 func NormPartials(views ...*gpu.Tensor) int {
 	n := 0
 	for _, v := range views {
 		if v != nil {
-			n += chunks(v.Len())
+			n += chunks(v.Len()) * 256
 		}
 	}
 	return n
 }
 
 // GradNorm records norm[0] = sqrt(sum over views of sum x^2), the global L2
-// norm of a list of gradient views, without leaving the GPU: every chunk of
-// every view writes its sum of squares to partials (at least
-// NormPartials(views...) long), then one workgroup adds them up.
+// norm of a list of gradient views, without leaving the GPU: every
+// invocation writes the sum of squares of its 16 elements to partials (at
+// least NormPartials(views...) long), then one workgroup adds them up.
 func GradNorm(rec *gpu.Recorder, norm, partials *gpu.Tensor, views ...*gpu.Tensor) error {
 	const op = "grad_norm"
 	if err := notNil(rec, op, []string{"norm", "partials"}, norm, partials); err != nil {
@@ -111,7 +113,7 @@ func GradNorm(rec *gpu.Recorder, norm, partials *gpu.Tensor, views ...*gpu.Tenso
 		if err := rec.Dispatch(k, rec.Groups(c, 1), []uint32{gpu.U32(v.Len()), gpu.U32(off)}, v, partials); err != nil {
 			return err
 		}
-		off += c
+		off += c * 256
 	}
 	f := gpu.Kernel{Name: "norm_final", Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
 	return rec.Dispatch(f, [3]uint32{1, 1, 1}, []uint32{gpu.U32(off)}, partials, norm)

@@ -93,10 +93,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{end}}
 
 {{/* softmax_xent_backward: ds[r, k] (+)= w[r] (softmax(s/tau)_k tsum[r] -
-t[r, k]) / tau, elementwise with the saved lse and tsum. Data: Accumulate. */}}
+t[r, k]) / tau with the saved lse and tsum. One workgroup per row like the
+forward, which spares a per-element division by K. Data: Accumulate. */}}
 {{define "softmax_xent_backward"}}
-{{template "common" .}}
-struct Params { n: u32, K: u32, inv_tau: f32 }
+struct Params { R: u32, K: u32, inv_tau: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> s: array<f32>;
 @group(0) @binding(2) var<storage, read> t: array<f32>;
@@ -105,12 +105,19 @@ struct Params { n: u32, K: u32, inv_tau: f32 }
 @group(0) @binding(5) var<storage, read> w: array<f32>;
 @group(0) @binding(6) var<storage, read_write> ds: array<f32>;
 @compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat_id(gid, nwg, 256u);
-  if (i >= p.n) { return; }
-  let r = i / p.K;
-  let g = w[r] * (exp(s[i] * p.inv_tau - lse[r]) * tsum[r] - t[i]) * p.inv_tau;
-  {{if .Accumulate}}ds[i] += g;{{else}}ds[i] = g;{{end}}
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= p.R) { return; }
+  let base = r * p.K;
+  let l = lse[r];
+  let ts = tsum[r];
+  let scale = w[r] * p.inv_tau;
+  for (var k = lid; k < p.K; k += 256u) {
+    let i = base + k;
+    let g = scale * (exp(s[i] * p.inv_tau - l) * ts - t[i]);
+    {{if .Accumulate}}ds[i] += g;{{else}}ds[i] = g;{{end}}
+  }
 }
 {{end}}
 

@@ -48,13 +48,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 [g*CHUNK, (g+1)*CHUNK), invocation l reads l, l+256, ... so neighbours read
 neighbouring addresses. Data: Items (elements per invocation). */}}
 
-{{/* sumsq_partial: partials[off + g] = sum of x^2 over chunk g. */}}
+{{/* sumsq_partial: partials[off + g*256 + l] = sum of x^2 over the Items
+elements invocation l of chunk g reads. Writing one partial per invocation
+avoids workgroup barriers, which cost more than the extra partials on
+lavapipe. */}}
 {{define "sumsq_partial"}}
 struct Params { n: u32, off: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> partials: array<f32>;
-var<workgroup> red: array<f32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -65,12 +67,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = base + j * 256u + lid;
     if (i < p.n) { s = fma(x[i], x[i], s); }
   }
-  red[lid] = s;
-  for (var w = 128u; w > 0u; w /= 2u) {
-    workgroupBarrier();
-    if (lid < w) { red[lid] += red[lid + w]; }
-  }
-  if (lid == 0u) { partials[p.off + g] = red[0]; }
+  partials[p.off + g * 256u + lid] = s;
 }
 {{end}}
 
