@@ -86,7 +86,8 @@ func NormPartials(views ...*gpu.Tensor) int {
 // GradNorm records norm[0] = sqrt(sum over views of sum x^2), the global L2
 // norm of a list of gradient views, without leaving the GPU: every
 // invocation writes the sum of squares of its 16 elements to partials (at
-// least NormPartials(views...) long), then one workgroup adds them up.
+// least NormPartials(views...) long), then one workgroup adds them up. norm
+// and partials are written, so neither may share a buffer with the views.
 func GradNorm(rec *gpu.Recorder, norm, partials *gpu.Tensor, views ...*gpu.Tensor) error {
 	const op = "grad_norm"
 	if err := notNil(rec, op, []string{"norm", "partials"}, norm, partials); err != nil {

@@ -30,28 +30,32 @@ func patchGrid(rec *gpu.Recorder, op string, images, patches *gpu.Tensor, P int)
 // written as a matmul with PyTorch's weight [D, C, P, P] flattened to
 // [D, C*P*P]. images is [B, C, H, W], patches [B, (H/P)*(W/P), C*P*P].
 func Patchify(rec *gpu.Recorder, patches, images *gpu.Tensor, P int) error {
-	const op = "patchify"
-	_, C, H, W, GW, N, err := patchGrid(rec, op, images, patches, P)
-	if err != nil {
-		return err
-	}
-	k := gpu.Kernel{Name: "patchify", Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
-	n := patches.Len()
-	return rec.Dispatch(k, rec.Groups(n, 256), []uint32{gpu.U32(n), gpu.U32(C), gpu.U32(H), gpu.U32(W), gpu.U32(P), gpu.U32(GW), gpu.U32(N)}, images, patches)
+	return patchPermute(rec, "patchify", images, patches, P, false, false)
 }
 
 // Unpatchify records the inverse permutation of Patchify, images = patches
 // laid back on the pixel grid (or images += with accumulate): the gradient
 // with respect to the images.
 func Unpatchify(rec *gpu.Recorder, images, patches *gpu.Tensor, P int, accumulate bool) error {
-	const op = "unpatchify"
-	_, C, H, W, GW, N, err := patchGrid(rec, op, images, patches, P)
+	return patchPermute(rec, "unpatchify", images, patches, P, true, accumulate)
+}
+
+func patchPermute(rec *gpu.Recorder, op string, images, patches *gpu.Tensor, P int, inverse, accumulate bool) error {
+	B, C, H, W, GW, N, err := patchGrid(rec, op, images, patches, P)
 	if err != nil {
 		return err
 	}
-	k := gpu.Kernel{Name: "unpatchify", Data: struct{ Accumulate bool }{accumulate}, Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
-	n := images.Len()
-	return rec.Dispatch(k, rec.Groups(n, 256), []uint32{gpu.U32(n), gpu.U32(C), gpu.U32(H), gpu.U32(W), gpu.U32(P), gpu.U32(GW), gpu.U32(N)}, patches, images)
+	if max := int(rec.Device().Limits().MaxWorkgroupsPerDim); C*H > max || B > max {
+		return shapeErr(rec, op, "images %s: channels x height %d and batch %d must not exceed %d", images, C*H, B, max)
+	}
+	k := gpu.Kernel{Name: "patch_permute", Data: struct{ Inverse, Accumulate bool }{inverse, accumulate},
+		Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
+	groups := [3]uint32{uint32((W + 63) / 64), uint32(C * H), uint32(B)}
+	params := []uint32{gpu.U32(C), gpu.U32(H), gpu.U32(W), gpu.U32(P), gpu.U32(GW), gpu.U32(N)}
+	if inverse {
+		return rec.Dispatch(k, groups, params, patches, images)
+	}
+	return rec.Dispatch(k, groups, params, images, patches)
 }
 
 // PatchEmbed records out = Patchify(images) W^T + bias, the patch embedding

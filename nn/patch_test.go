@@ -81,3 +81,21 @@ func TestPatchBadShapes(t *testing.T) {
 	err = PatchEmbedBackward(dev.Record(), nil, nil, zeros(t, 1, 3, 4, 2), nil, zeros(t, 1, 2, 5), zeros(t, 1, 2, 12), zeros(t, 5, 12), 2)
 	require.ErrorContains(t, err, "patch_embed_backward: dPatches <nil>: the input gradient needs a scratch tensor shaped like patches [1x2x12]")
 }
+
+func TestUnpatchifyAccumulate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	const B, C, H, W, P = 2, 3, 10, 15, 5
+	N, F := (H/P)*(W/P), C*P*P
+	p64, p32 := randn(rng, B*N*F, 1)
+	x64, x32 := randn(rng, B*C*H*W, 1)
+	images := upload(t, x32, B, C, H, W)
+	rec := dev.Record()
+	require.NoError(t, Unpatchify(rec, images, upload(t, p32, B, N, F), P, true))
+	run(t, rec)
+	want := ref.Unpatchify(p64, B, C, H, W, P)
+	for i := range want {
+		want[i] += x64[i]
+	}
+	// One f32 addition per element.
+	requireClose(t, want, read(t, images), 1e-6, 1e-6, "unpatchify accumulate")
+}

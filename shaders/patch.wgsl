@@ -1,53 +1,37 @@
-{{/* Patch embedding permutations. A conv with kernel = stride = P is a matmul
-over flattened patches: patches[b, n, f] with n = gy*GW + gx (row-major over
-the patch grid) and f = (c*P + ky)*P + kx, the order of PyTorch's conv weight
-[D, C, P, P] flattened to [D, C*P*P]. */}}
-
-{{/* patchify: patches[b, n, f] = images[b, c, gy*P + ky, gx*P + kx]. One
-invocation per output element: neighbouring invocations read runs of P
-neighbouring pixels and write neighbouring addresses. */}}
-{{define "patchify"}}
-{{template "common" .}}
-struct Params { total: u32, C: u32, H: u32, W: u32, P: u32, GW: u32, N: u32 }
+{{/* patch_permute: the permutation between images [B, C, H, W] and patches
+[B, N, C*P*P] of a conv with kernel = stride = P written as a matmul:
+  patches[b, gy*GW + gx, (c*P + ky)*P + kx] = images[b, c, gy*P + ky, gx*P + kx],
+the inner order of PyTorch's conv weight [D, C, P, P] flattened to [D, C*P*P].
+One invocation per pixel; the grid is (W, C*H, B), so a workgroup shares c
+and the row, and each lane does one division by P. Neighbouring lanes touch
+neighbouring pixels and runs of P neighbouring patch elements.
+Data: Inverse (patches -> images, the gradient), Accumulate (with Inverse). */}}
+{{define "patch_permute"}}
+struct Params { C: u32, H: u32, W: u32, P: u32, GW: u32, N: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> images: array<f32>;
-@group(0) @binding(2) var<storage, read_write> patches: array<f32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let o = flat_id(gid, nwg, 256u);
-  if (o >= p.total) { return; }
-  let F = p.C * p.P * p.P;
-  let f = o % F;
-  let n = (o / F) % p.N;
-  let b = o / (F * p.N);
-  let kx = f % p.P;
-  let ky = (f / p.P) % p.P;
-  let c = f / (p.P * p.P);
-  let y = (n / p.GW) * p.P + ky;
-  let x = (n % p.GW) * p.P + kx;
-  patches[o] = images[((b * p.C + c) * p.H + y) * p.W + x];
-}
-{{end}}
-
-{{/* unpatchify: the inverse permutation (the input gradient of patchify).
-One invocation per image element, so writes are contiguous. Data: Accumulate. */}}
-{{define "unpatchify"}}
-{{template "common" .}}
-struct Params { total: u32, C: u32, H: u32, W: u32, P: u32, GW: u32, N: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
+{{if .Inverse}}
 @group(0) @binding(1) var<storage, read> patches: array<f32>;
 @group(0) @binding(2) var<storage, read_write> images: array<f32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat_id(gid, nwg, 256u);
-  if (i >= p.total) { return; }
-  let x = i % p.W;
-  let y = (i / p.W) % p.H;
-  let c = (i / (p.W * p.H)) % p.C;
-  let b = i / (p.W * p.H * p.C);
+{{else}}
+@group(0) @binding(1) var<storage, read> images: array<f32>;
+@group(0) @binding(2) var<storage, read_write> patches: array<f32>;
+{{end}}
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let x = gid.x;
+  if (x >= p.W) { return; }
+  let cy = gid.y;
+  let b = gid.z;
+  let c = cy / p.H;
+  let y = cy % p.H;
   let n = (y / p.P) * p.GW + x / p.P;
   let f = (c * p.P + y % p.P) * p.P + x % p.P;
-  let v = patches[(b * p.N + n) * p.C * p.P * p.P + f];
-  {{if .Accumulate}}images[i] += v;{{else}}images[i] = v;{{end}}
+  let pi = (b * p.N + n) * p.C * p.P * p.P + f;
+  let ii = (b * p.C * p.H + cy) * p.W + x;
+  {{if .Inverse}}
+  {{if .Accumulate}}images[ii] += patches[pi];{{else}}images[ii] = patches[pi];{{end}}
+  {{else}}
+  patches[pi] = images[ii];
+  {{end}}
 }
 {{end}}
