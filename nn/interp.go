@@ -19,7 +19,9 @@ const (
 	// with scale_factor s = (n + 0.1) / M. PyTorch then maps output i to the
 	// source coordinate (i + 0.5) / s - 0.5 (the given s, not n / M), takes
 	// the Keys cubic with a = -0.75 on the 4 nearest inputs and clamps
-	// indices at the borders.
+	// indices at the borders. Even for n = M the result is not the identity
+	// (PyTorch takes no shortcut; fixture case 5x5 -> 5x7): DINOv2 itself
+	// skips the interpolation when the grid already fits a square input.
 	BicubicOffset InterpMode = iota
 	// BicubicAntialias is the mode of register models: antialias=True with
 	// output size n. It is PIL's separable filter: the Keys cubic with
@@ -187,14 +189,19 @@ func (pi *PosInterp) Release() {
 	}
 }
 
-// checkGrids checks that x holds a [rows, cols, D] grid (any leading shape,
-// last axis D) and y a [R, C, D] grid with the same D.
-func checkGrids(rec *gpu.Recorder, op string, pi *PosInterp, y, x *gpu.Tensor, yName, xName string, R, C, rows, cols int) error {
+// checkGrids checks that x holds pi's source grid [rows, cols, D] (any
+// leading shape, last axis D) and y its destination grid with the same D;
+// backward swaps the two grids.
+func checkGrids(rec *gpu.Recorder, op string, pi *PosInterp, y, x *gpu.Tensor, yName, xName string, backward bool) error {
 	if pi == nil {
 		return rec.Fail(fmt.Errorf("%s: PosInterp is nil", op))
 	}
 	if err := notNil(rec, op, []string{yName, xName}, y, x); err != nil {
 		return err
+	}
+	rows, cols, R, C := pi.Mh, pi.Mw, pi.H, pi.W
+	if backward {
+		rows, cols, R, C = R, C, rows, cols
 	}
 	D := x.Dim(-1)
 	if x.Len() != rows*cols*D || y.Dim(-1) != D || y.Len() != R*C*D {
@@ -207,7 +214,7 @@ func checkGrids(rec *gpu.Recorder, op string, pi *PosInterp, y, x *gpu.Tensor, y
 // Interp records out [H, W, D] = the bicubic resize of in [Mh, Mw, D] by pi
 // (tensors of any leading shape with these lengths and last axis D).
 func Interp(rec *gpu.Recorder, out, in *gpu.Tensor, pi *PosInterp) error {
-	if err := checkGrids(rec, "interp", pi, out, in, "out", "in", pi.H, pi.W, pi.Mh, pi.Mw); err != nil {
+	if err := checkGrids(rec, "interp", pi, out, in, "out", "in", false); err != nil {
 		return err
 	}
 	return resample(rec, out, in, pi.fy, pi.fx, pi.Mw, false)
@@ -216,7 +223,7 @@ func Interp(rec *gpu.Recorder, out, in *gpu.Tensor, pi *PosInterp) error {
 // InterpBackward records dIn (+)= the transpose of Interp applied to dOut,
 // the gradient of the position embeddings.
 func InterpBackward(rec *gpu.Recorder, dIn, dOut *gpu.Tensor, pi *PosInterp, accumulate bool) error {
-	if err := checkGrids(rec, "interp_backward", pi, dIn, dOut, "dIn", "dOut", pi.Mh, pi.Mw, pi.H, pi.W); err != nil {
+	if err := checkGrids(rec, "interp_backward", pi, dIn, dOut, "dIn", "dOut", true); err != nil {
 		return err
 	}
 	return resample(rec, dIn, dOut, pi.by, pi.bx, pi.W, accumulate)

@@ -112,4 +112,5 @@ func TestInterpBadShapes(t *testing.T) {
 	require.Error(t, rec.Submit())
 	err = InterpBackward(dev.Record(), zeros(t, 3, 4, 3), zeros(t, 5, 6, 2), pi, false)
 	require.ErrorContains(t, err, "interp_backward: dOut [5x6x2] -> dIn [3x4x3] for a 5x6 -> 3x4 grid: want [5x6x2] -> [3x4x2]")
+	require.ErrorContains(t, Interp(dev.Record(), zeros(t, 5, 6, 2), zeros(t, 3, 4, 2), nil), "interp: PosInterp is nil")
 }

@@ -123,7 +123,8 @@ func GradNorm(rec *gpu.Recorder, norm, partials *gpu.Tensor, views ...*gpu.Tenso
 // ClipGradNorm records views *= min(1, maxNorm / (norm[0] + 1e-6)) for the
 // norm GradNorm computed (torch.nn.utils.clip_grad_norm_), reading the norm
 // on the GPU so no step waits for a readback. norm must not share a buffer
-// with the views.
+// with the views. A non-finite norm leaves the gradients undefined: check
+// them with CheckFinite and skip such a step.
 func ClipGradNorm(rec *gpu.Recorder, norm *gpu.Tensor, maxNorm float32, views ...*gpu.Tensor) error {
 	const op = "clip_grad_norm"
 	if err := notNil(rec, op, []string{"norm"}, norm); err != nil {
