@@ -4,11 +4,11 @@ so more than 65535 rows split over a 2-D grid); invocations stride over the
 row so neighbours read neighbouring addresses, keep running statistics in
 registers and combine them once in workgroup memory. */}}
 
-{{/* row_reduce: workgroup reductions shared by the row kernels. lse_reduce
+{{/* loss_reduce: workgroup reductions shared by the loss row kernels. lse_reduce
 merges per-invocation (max, sum exp(x - max)) pairs; sum2_reduce adds pairs.
 Both must be called in uniform control flow and return the row's total to
 every invocation. */}}
-{{define "row_reduce"}}
+{{define "loss_reduce"}}
 const WG = 256u;
 // The most negative finite f32: a start value for running maxima that keeps
 // exp(m - max) finite (and zero) when a whole stride holds no element.
@@ -56,7 +56,7 @@ fn sum2_reduce(lid: u32, a: f32, b: f32) -> vec2<f32> {
   loss[r] = -sum_k t[r, k] log_softmax(z)_k = lse * sum_k t - sum_k t z,
 and saves lse[r] = logsumexp(z) and tsum[r] = sum_k t[r, k] for the backward. */}}
 {{define "softmax_xent"}}
-{{template "row_reduce" .}}
+{{template "loss_reduce" .}}
 struct Params { R: u32, K: u32, inv_tau: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> s: array<f32>;
@@ -125,7 +125,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 with EMA centering (Center false: no center). Two passes over the row: the
 running (max, sum) and the write. */}}
 {{define "teacher_softmax"}}
-{{template "row_reduce" .}}
+{{template "loss_reduce" .}}
 struct Params { R: u32, K: u32, inv_temp: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> t: array<f32>;
