@@ -47,7 +47,7 @@ const (
 
 const (
 	fmaWGSize = 64 // invocations per workgroup of bench_fma
-	fmaChains = 4  // independent vec4 chains per invocation: 16 FMAs in flight per lane
+	fmaChains = 6  // independent vec4 chains per invocation: 24 FMAs in flight per lane (2: 34, 4: 47, 6: 51, 8: 36 GFLOP/s on lavapipe)
 )
 
 func ceilings(s sizes) []benchCase {
