@@ -90,6 +90,11 @@ func ceilings(s sizes) []benchCase {
 //		x, y := e.randn(2056, 384), e.zeros(2056, 384)
 //		return func(rec *gpu.Recorder) error { return nn.LayerNorm(rec, y, x, ...) }
 //	}}
+//
+// The ops after matmul are counted this way: attention over T = 257 tokens,
+// H = 6 heads of D = 64 dims per image does 4*T*T*D*H flops forward (Q K^T
+// and P V) and 3x that forward+backward; LayerNorm and softmax are memory
+// bound, so they report bytes read plus written.
 func kernelCases(s sizes) []benchCase {
 	var cs []benchCase
 	T := s.tokens
