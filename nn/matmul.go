@@ -21,15 +21,16 @@ const (
 )
 
 // mmTile is the register tile of matmul_vec4: TM rows shared by the lanes of a
-// workgroup, TN columns per lane, WG lanes. TM*TN accumulators must fit the
-// 32 vector registers of an AVX-512 CPU (lavapipe) next to the loaded values.
+// workgroup, TN columns per lane, WG lanes. Loads per FMA fall as the tile
+// grows, but past about 32 accumulators (the vector registers of an AVX-512
+// CPU under lavapipe) the spills cost more than they save.
 type mmTile struct{ TM, TN, WG int }
 
 // mmTiles holds the tile per transpose variant, indexed by [TransA][TransB].
 // TM must be a multiple of 4 when A is transposed and TN when B is not (see
 // matmul_vec4). Measured on lavapipe at 1024^3 (fraction of the FMA peak):
 // NN 6x4 18%, 8x4 17%, 8x8 11-15%; NT 6x4 17%, 6x6 17%, 4x4 15%, 16x1 3%;
-// TN 8x4 20%, 4x4 9%. Tiles of 64 accumulators crashed lavapipe at 1024^3.
+// TN 8x4 20%, 8x8 19%, 4x4 9%. An 8x16 tile crashed lavapipe.
 var mmTiles = [2][2]mmTile{
 	{{TM: 6, TN: 4, WG: 8}, {TM: 6, TN: 4, WG: 8}},
 	{{TM: 8, TN: 4, WG: 8}, {TM: 8, TN: 4, WG: 8}},

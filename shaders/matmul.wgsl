@@ -30,9 +30,10 @@ fn store_c(base_c: u32, m: u32, n: u32, acc: f32) {
 
 {{/*
 matmul_vec4 is shaped by how lavapipe runs compute shaders: the invocations
-of a workgroup are SIMD lanes of one CPU thread, and every storage load inside
-a loop costs about the same however its lanes' addresses relate. So the kernel
-minimises load instructions per FMA: every load fetches a vec4, each
+of a workgroup are SIMD lanes of one CPU thread, and (in Mesa 25.0's JIT code)
+every storage load inside a loop is done lane by lane with a bounds check per
+component, whether its address is uniform or not, so a loaded vec4 costs about
+30 instructions per lane and an FMA two. So the kernel minimises loads per FMA: every load fetches a vec4, each
 invocation keeps a TM x TN tile of scalar accumulators in registers, and all
 lanes share the rows (A values are the same across lanes) while each lane owns
 TN columns. A vec4 runs along the contiguous dimension of each operand:
