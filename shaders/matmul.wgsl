@@ -33,10 +33,10 @@ matmul_vec4 is shaped by how lavapipe runs compute shaders: the invocations
 of a workgroup are SIMD lanes of one CPU thread, and (in Mesa 25.0's JIT code)
 every storage load inside a loop is done lane by lane with a bounds check per
 component, whether its address is uniform or not, so a loaded vec4 costs about
-30 instructions per lane and an FMA two. So the kernel minimises loads per FMA: every load fetches a vec4, each
-invocation keeps a TM x TN tile of scalar accumulators in registers, and all
-lanes share the rows (A values are the same across lanes) while each lane owns
-TN columns. A vec4 runs along the contiguous dimension of each operand:
+30 instructions per lane and an FMA two. So the kernel minimises loads per
+FMA: every load fetches a vec4, each invocation keeps a TM x TN tile of scalar
+accumulators in registers, and all lanes share the rows (A values are the same
+across lanes) while each lane owns TN columns. A vec4 runs along the contiguous dimension of each operand:
   A [M,K]: 4 consecutive k of one row      (needs K % 4 == 0)
   A [K,M] (TransA): 4 consecutive rows      (needs M % 4 == 0, TM % 4 == 0)
   B [K,N]: 4 consecutive columns            (needs N % 4 == 0, TN % 4 == 0)
