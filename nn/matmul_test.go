@@ -20,8 +20,12 @@ const mmAtol, mmRtol = 1e-4, 1e-4
 
 func TestMatMulAgainstReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
+	// The first cases take the fallback kernel, the rest the vec4 kernel for
+	// the transpose variants whose vec4 dimensions are multiples of 4: edges
+	// that are not multiples of any tile, M or N = 1, batch 1.
 	cases := []struct{ batch, M, N, K int }{
 		{1, 1, 1, 1}, {1, 7, 13, 5}, {3, 33, 65, 17}, {2, 70, 3, 129}, {1, 257, 97, 64},
+		{1, 4, 4, 4}, {2, 20, 36, 12}, {1, 1, 8, 4}, {3, 8, 1, 8}, {1, 68, 44, 40}, {2, 12, 8, 21},
 	}
 	for _, c := range cases {
 		for _, ta := range []bool{false, true} {
@@ -61,10 +65,16 @@ func TestMatMulAgainstReference(t *testing.T) {
 }
 
 func TestMatMulEpilogue(t *testing.T) {
+	// Both kernels: 23 columns of A take the fallback, 24 the vec4 kernel.
+	for _, K := range []int{23, 24} {
+		t.Run(fmt.Sprint("K", K), func(t *testing.T) { testMatMulEpilogue(t, 19, 37, K) })
+	}
+}
+
+func testMatMulEpilogue(t *testing.T, M, N, K int) {
 	// C = C0 + scale * gelu(A B^T + bias), with the pre-activation saved: the
 	// fused path of a ViT MLP's first layer followed by LayerScale.
 	rng := rand.New(rand.NewPCG(3, 4))
-	const M, N, K = 19, 37, 23
 	a64, a32 := randn(rng, M*K, 1)
 	w64, w32 := randn(rng, N*K, 0.3)
 	b64, b32 := randn(rng, N, 1)

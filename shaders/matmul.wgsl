@@ -1,20 +1,101 @@
 {{/*
 matmul: C[b] = epilogue(op(A[b]) x op(B[b])), op = identity or transpose.
-Data: TM, TN (outputs per invocation), WGX, WGY (invocations), TransA, TransB,
-binding indices Bias, Scale, PreAct (0 = absent), Act ("" or "gelu"), Accumulate.
+Two kernels share the epilogue: matmul_vec4 (fast, needs the vec4 alignment
+described there) and matmul (any shape).
 Epilogue: h = AB + bias; preact = h; y = act(h); C = (Accumulate ? C : 0) + scale * y.
 */}}
-{{define "matmul"}}
-{{template "common" .}}
+
+{{define "matmul_bindings"}}
 {{template "gelu_fn" .}}
 struct Params { M: u32, N: u32, K: u32, stride_a: u32, stride_b: u32, stride_c: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 {{if .Bias}}@group(0) @binding({{.Bias}}) var<storage, read> bias: array<f32>;{{end}}
 {{if .Scale}}@group(0) @binding({{.Scale}}) var<storage, read> scale: array<f32>;{{end}}
 {{if .PreAct}}@group(0) @binding({{.PreAct}}) var<storage, read_write> preact: array<f32>;{{end}}
+
+// store_c applies the epilogue to the product h of row m, column n.
+fn store_c(base_c: u32, m: u32, n: u32, acc: f32) {
+  if (m >= p.M || n >= p.N) { return; }
+  var h = acc;
+  {{if .Bias}}h += bias[n];{{end}}
+  let idx = base_c + m * p.N + n;
+  {{if .PreAct}}preact[idx] = h;{{end}}
+  var y = h;
+  {{if eq .Act "gelu"}}y = gelu(h);{{end}}
+  {{if .Scale}}y *= scale[n];{{end}}
+  {{if .Accumulate}}c[idx] += y;{{else}}c[idx] = y;{{end}}
+}
+{{end}}
+
+{{/*
+matmul_vec4 is shaped by how lavapipe runs compute shaders: the invocations
+of a workgroup are SIMD lanes of one CPU thread, and (in Mesa 25.0's JIT code)
+every storage load inside a loop is done lane by lane with a bounds check per
+component, whether its address is uniform or not, so a loaded vec4 costs about
+30 instructions per lane and an FMA two. So the kernel minimises loads per
+FMA: every load fetches a vec4, each invocation keeps a TM x TN tile of scalar
+accumulators in registers, and all lanes share the rows (A values are the same
+across lanes) while each lane owns TN columns. A vec4 runs along the contiguous dimension of each operand:
+  A [M,K]: 4 consecutive k of one row      (needs K % 4 == 0)
+  A [K,M] (TransA): 4 consecutive rows      (needs M % 4 == 0, TM % 4 == 0)
+  B [K,N]: 4 consecutive columns            (needs N % 4 == 0, TN % 4 == 0)
+  B [N,K] (TransB): 4 consecutive k         (needs K % 4 == 0)
+When either vec4 runs along k, one loop step covers 4 values of k (Us = 0..3),
+otherwise one (Us = 0). Rows and columns past the edge are clamped for loading
+and skipped when storing, so the loop has no bounds checks.
+Data: WG (lanes), Rows and Cols (I, Q = I/4, R = I%4 for each of TM, TN),
+RowGroups, ColGroups (0..TM/4-1, 0..TN/4-1), Us, Step, TransA, TransB and the
+epilogue fields. Strides of A and B are in vec4s.
+*/}}
+{{define "matmul_vec4"}}
+{{template "matmul_bindings" .}}
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base_a = wid.z * p.stride_a;
+  let base_b = wid.z * p.stride_b;
+  let K4 = p.K / 4u;
+  let M4 = p.M / 4u;
+  let N4 = p.N / 4u;
+  let m0 = wid.y * {{len .Rows}}u;
+  {{if .TransA}}{{range .RowGroups}}let ag{{.}} = base_a + min(m0 / 4u + {{.}}u, M4 - 1u);
+  {{end}}{{else}}{{range .Rows}}let ar{{.I}} = base_a + min(m0 + {{.I}}u, p.M - 1u) * K4;
+  {{end}}{{end}}
+  {{if .TransB}}let n0 = wid.x * {{mul .WG (len .Cols)}}u + lid.x;
+  {{range .Cols}}let bc{{.I}} = base_b + min(n0 + {{mul .I $.WG}}u, p.N - 1u) * K4;
+  {{end}}{{else}}let g0 = wid.x * {{mul .WG (len .ColGroups)}}u + lid.x;
+  {{range .ColGroups}}let bg{{.}} = base_b + min(g0 + {{mul . $.WG}}u, N4 - 1u);
+  {{end}}{{end}}
+  {{range $r := .Rows}}{{range $c := $.Cols}}var acc{{$r.I}}_{{$c.I}} = 0.0;
+  {{end}}{{end}}
+  for (var k = 0u; k < p.K; k += {{.Step}}u) {
+    {{if .TransA}}{{range $u := .Us}}{{range $q := $.RowGroups}}let va{{$q}}_{{$u}} = a[ag{{$q}} + (k + {{$u}}u) * M4];
+    {{end}}{{end}}{{else}}{{range .Rows}}let va{{.I}} = a[ar{{.I}} + k / 4u];
+    {{end}}{{end}}
+    {{if .TransB}}{{range .Cols}}let vb{{.I}} = b[bc{{.I}} + k / 4u];
+    {{end}}{{else}}{{range $u := .Us}}{{range $q := $.ColGroups}}let vb{{$q}}_{{$u}} = b[bg{{$q}} + (k + {{$u}}u) * N4];
+    {{end}}{{end}}{{end}}
+    {{range $u := .Us}}{{range $r := $.Rows}}{{range $c := $.Cols}}acc{{$r.I}}_{{$c.I}} = fma({{if $.TransA}}va{{$r.Q}}_{{$u}}[{{$r.R}}]{{else}}va{{$r.I}}[{{$u}}]{{end}}, {{if $.TransB}}vb{{$c.I}}[{{$u}}]{{else}}vb{{$c.Q}}_{{$u}}[{{$c.R}}]{{end}}, acc{{$r.I}}_{{$c.I}});
+    {{end}}{{end}}{{end}}
+  }
+  let base_c = wid.z * p.stride_c;
+  {{range $r := .Rows}}{{range $c := $.Cols}}store_c(base_c, m0 + {{$r.I}}u, {{if $.TransB}}n0 + {{mul $c.I $.WG}}u{{else}}4u * (g0 + {{mul $c.Q $.WG}}u) + {{$c.R}}u{{end}}, acc{{$r.I}}_{{$c.I}});
+  {{end}}{{end}}
+}
+{{end}}
+
+{{/*
+matmul is the fallback for shapes matmul_vec4 cannot take. Data: TM, TN
+(outputs per invocation), WGX, WGY (invocations), TransA, TransB and the
+epilogue fields.
+*/}}
+{{define "matmul"}}
+{{template "matmul_bindings" .}}
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
 
 const TM = {{.TM}}u;
 const TN = {{.TN}}u;
@@ -48,19 +129,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
   }
   for (var i = 0u; i < TM; i++) {
-    let m = m0 + i * {{.WGY}}u;
-    if (m >= p.M) { continue; }
     for (var j = 0u; j < TN; j++) {
-      let n = n0 + j * {{.WGX}}u;
-      if (n >= p.N) { continue; }
-      var h = acc[i * TN + j];
-      {{if .Bias}}h += bias[n];{{end}}
-      let idx = base_c + m * p.N + n;
-      {{if .PreAct}}preact[idx] = h;{{end}}
-      var y = h;
-      {{if eq .Act "gelu"}}y = gelu(h);{{end}}
-      {{if .Scale}}y *= scale[n];{{end}}
-      {{if .Accumulate}}c[idx] += y;{{else}}c[idx] = y;{{end}}
+      store_c(base_c, m0 + i * {{.WGY}}u, n0 + j * {{.WGX}}u, acc[i * TN + j]);
     }
   }
 }

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
+)
+
+// benchCase is one timed kernel workload. setup allocates its tensors from e
+// (released after the case) and returns the function that records one run.
+// flops is the arithmetic of one run (reported in GFLOP/s against the FMA
+// peak); memory-bound cases leave it 0 and set bytes, the bytes read plus
+// written (GB/s against the copy bandwidth). numpy, when set, times the same
+// matmul with numpy as a baseline.
+type benchCase struct {
+	name  string
+	flops float64
+	bytes float64
+	numpy *npMatMul
+	setup func(e *env) func(rec *gpu.Recorder) error
+}
+
+// sizes are the shapes of one run: ViT-S/14 training shapes, or small ones
+// for -quick.
+type sizes struct {
+	tokens  int      // rows of the activations: images x 257 tokens
+	linears [][2]int // in x out features of the ViT-S/14 linears: qkv, fc1, fc2
+	square  int      // a square matmul for comparison with other reports
+	fmaWG   int      // workgroups of the FMA peak kernel
+	fmaIter int      // steps of each FMA chain
+	copyLen int      // floats copied by the bandwidth kernel (beyond the caches)
+}
+
+var (
+	fullSizes = sizes{tokens: 8 * 257, linears: [][2]int{{384, 1152}, {384, 1536}, {1536, 384}}, square: 1024,
+		fmaWG: 1024, fmaIter: 512, copyLen: 16 << 20}
+	quickSizes = sizes{tokens: 257, linears: [][2]int{{96, 288}, {96, 384}, {384, 96}}, square: 256,
+		fmaWG: 128, fmaIter: 128, copyLen: 1 << 20}
+)
+
+// The ceilings every case is divided by.
+const (
+	peakFMA  = "peak/fma"
+	peakCopy = "peak/copy"
+)
+
+const (
+	fmaWGSize = 64 // invocations per workgroup of bench_fma
+	fmaChains = 6  // independent vec4 chains per invocation: 24 FMAs in flight per lane (2: 34, 4: 47, 6: 51, 8: 36 GFLOP/s on lavapipe)
+)
+
+func ceilings(s sizes) []benchCase {
+	chains := make([]int, fmaChains)
+	for i := range chains {
+		chains[i] = i
+	}
+	n := s.fmaWG * fmaWGSize
+	return []benchCase{{
+		name:  peakFMA,
+		flops: float64(n) * float64(s.fmaIter) * fmaChains * 4 * 2,
+		setup: func(e *env) func(*gpu.Recorder) error {
+			y := e.zeros(n * 4)
+			k := gpu.Kernel{Name: "bench_fma", Data: struct {
+				WG     int
+				Chains []int
+			}{fmaWGSize, chains}, Access: []gpu.Access{gpu.ReadWrite}}
+			return func(rec *gpu.Recorder) error {
+				return rec.Dispatch(k, rec.Groups(n, fmaWGSize), []uint32{gpu.U32(s.fmaIter), gpu.F32(0.999), gpu.F32(0.001)}, y)
+			}
+		},
+	}, {
+		name:  peakCopy,
+		bytes: 2 * 4 * float64(s.copyLen),
+		setup: func(e *env) func(*gpu.Recorder) error {
+			x, y := e.randn(s.copyLen), e.zeros(s.copyLen)
+			k := gpu.Kernel{Name: "bench_copy", Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
+			return func(rec *gpu.Recorder) error {
+				return rec.Dispatch(k, rec.Groups(s.copyLen/4, 256), []uint32{gpu.U32(s.copyLen / 4)}, x, y)
+			}
+		},
+	}}
+}
+
+// kernelCases lists the timed workloads. Adding an op is one entry: a name
+// (family/shape), its flops or bytes per run, and a setup that allocates
+// inputs with e.randn or e.zeros and returns a closure recording the op, e.g.
+//
+//	{name: "layernorm/2056x384", bytes: 2 * 4 * 2056 * 384, setup: func(e *env) func(*gpu.Recorder) error {
+//		x, y := e.randn(2056, 384), e.zeros(2056, 384)
+//		return func(rec *gpu.Recorder) error { return nn.LayerNorm(rec, y, x, ...) }
+//	}}
+//
+// The ops after matmul are counted this way: attention over T = 257 tokens,
+// H = 6 heads of D = 64 dims per image does 4*T*T*D*H flops forward (Q K^T
+// and P V) and 3x that forward+backward; LayerNorm and softmax are memory
+// bound, so they report bytes read plus written.
+func kernelCases(s sizes) []benchCase {
+	var cs []benchCase
+	T := s.tokens
+	for _, l := range s.linears {
+		in, out := l[0], l[1]
+		// A linear layer y = x W^T with W [out, in], and its two gradients:
+		// dx = dy W and dW = dy^T x.
+		cs = append(cs,
+			matmulCase("linear_fwd", T, in, out, false, true),
+			matmulCase("linear_dx", T, out, in, false, false),
+			matmulCase("linear_dw", out, T, in, true, false))
+	}
+	cs = append(cs, matmulCase("matmul", s.square, s.square, s.square, false, false))
+	return cs
+}
+
+// matmulCase is C[M,N] = op(A) op(B) with A stored [M,K] ([K,M] if ta) and B
+// stored [K,N] ([N,K] if tb), named family/MxKxN.
+func matmulCase(family string, M, K, N int, ta, tb bool) benchCase {
+	aShape, bShape := []int{M, K}, []int{K, N}
+	if ta {
+		aShape = []int{K, M}
+	}
+	if tb {
+		bShape = []int{N, K}
+	}
+	name := fmt.Sprintf("%s/%dx%dx%d", family, M, K, N)
+	return benchCase{
+		name:  name,
+		flops: 2 * float64(M) * float64(K) * float64(N),
+		numpy: &npMatMul{Name: name, A: aShape, B: bShape, TransA: ta, TransB: tb},
+		setup: func(e *env) func(*gpu.Recorder) error {
+			a, b, c := e.randn(aShape...), e.randn(bShape...), e.zeros(M, N)
+			return func(rec *gpu.Recorder) error {
+				return nn.MatMul(rec, c, a, b, nn.MatMulOpts{TransA: ta, TransB: tb})
+			}
+		},
+	}
+}

@@ -1,0 +1,77 @@
+// Command bench measures webdino on the current WebGPU device.
+//
+//	go run ./cmd/bench kernels [-json] [-quick] [-run REGEXP] [-time D] [-reps N]
+//
+// The kernels subcommand times every kernel case (see cases.go) together with
+// the two ceilings of the device measured in the same run: a pure-FMA kernel
+// (arithmetic peak, GFLOP/s) and a copy kernel (memory bandwidth, GB/s). Each
+// case is reported as a rate and as a fraction of its ceiling, and matmul
+// cases also against numpy (OpenBLAS) on the same shapes when /usr/bin/python3
+// has numpy. The machine is usually shared: compare ratios within one run.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// commands are the subcommands; nil ones are announced but not built yet.
+var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
+	"kernels": kernels,
+	"infer":   nil,
+	"train":   nil,
+	"browser": nil,
+	"curate":  nil,
+}
+
+const usage = `usage: bench <command> [flags]
+
+commands:
+  kernels   time the GPU kernels against the device's FMA peak and copy bandwidth
+  infer     (not built yet) time ViT-S/14 inference
+  train     (not built yet) time a training step
+  browser   (not built yet) run the benchmark in a headless browser
+  curate    (not built yet) time data curation
+
+Run 'bench <command> -help' for the flags of a command.
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+// errUsage reports that usage was already printed.
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return errUsage
+		}
+		return nil
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "bench: unknown command %q\n\n%s", args[0], usage)
+		return errUsage
+	}
+	if cmd == nil {
+		var names []string
+		for n, c := range commands {
+			if c != nil {
+				names = append(names, n)
+			}
+		}
+		return fmt.Errorf("%s is not built yet (available: %s)", args[0], strings.Join(names, ", "))
+	}
+	return cmd(args[1:], stdout, stderr)
+}
