@@ -87,8 +87,14 @@ func LoadImage(path string, opt DecodeOptions) (*RGB, error) {
 // nothing. Transparent pixels are composited over white: dropping alpha
 // would expose whatever colour the encoder left under fully transparent
 // pixels (often black or garbage), while white is what a viewer shows.
-// EXIF orientation is ignored, as in torchvision's PIL loader.
-func Decode(name string, b []byte, opt DecodeOptions) (*RGB, error) {
+// EXIF orientation is ignored, as in torchvision's PIL loader. A decoder
+// panic on hostile data is returned as a Corrupt error.
+func Decode(name string, b []byte, opt DecodeOptions) (rgb *RGB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			rgb, err = nil, &ImageError{name, Corrupt, fmt.Sprintf("decoder panic: %v", p), nil}
+		}
+	}()
 	fail := func(p Problem, err error, format string, args ...any) (*RGB, error) {
 		return nil, &ImageError{name, p, fmt.Sprintf(format, args...), err}
 	}
