@@ -125,7 +125,9 @@ func Decode(name string, b []byte, opt DecodeOptions) (rgb *RGB, err error) {
 	if err := checkSize(r.Dx(), r.Dy(), opt); err != nil {
 		return fail(err.Problem, nil, "%s %s", format, err.Detail)
 	}
-	return toRGB(img), nil
+	// VP8 stores BT.601 limited-range Y'CbCr, but x/image/webp returns it
+	// as an image.YCbCr, whose colour model is full-range JFIF.
+	return toRGB(img, format == "webp"), nil
 }
 
 // checkSize applies opt to a w x h image. The returned ImageError lacks Path.
@@ -145,14 +147,15 @@ func checkSize(w, h int, opt DecodeOptions) *ImageError {
 	return nil
 }
 
-// classify maps a decoder error to a Problem and a short detail.
+// classify maps a decoder error to a Problem and a short detail. The
+// decoders report data that stops early in several ways: io errors, or
+// "not enough pixel data" (png) and "short Huffman data" (jpeg).
 func classify(err error) (Problem, string) {
-	var (
-		jpegUnsup jpeg.UnsupportedError
-		msg       = err.Error()
-	)
+	var jpegUnsup jpeg.UnsupportedError
+	msg := err.Error()
 	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
+		strings.Contains(msg, "not enough pixel data"), strings.Contains(msg, "short Huffman data"):
 		return Truncated, "data ends early (" + msg + ")"
 	case errors.As(err, &jpegUnsup), strings.Contains(msg, "unsupported"):
 		return Unsupported, msg
@@ -224,12 +227,16 @@ func decodeBareCMYK(b []byte) (image.Image, error) {
 // toRGB converts any image to packed RGB, compositing over white. Every
 // fast path computes exactly what the generic path computes from
 // Color.RGBA(): premultiplied 16-bit channels plus the white background
-// 0xffff-a, keeping the high byte.
-func toRGB(img image.Image) *RGB {
+// 0xffff-a, keeping the high byte. studio selects limited-range Y'CbCr.
+func toRGB(img image.Image, studio bool) *RGB {
 	r := img.Bounds()
 	w, h := r.Dx(), r.Dy()
 	out := &RGB{H: h, W: w, Pix: make([]uint8, w*h*3)}
 	p := out.Pix
+	ycbcr16 := jfif16
+	if studio {
+		ycbcr16 = studio16
+	}
 	switch m := img.(type) {
 	case *image.YCbCr:
 		hs, vs := chromaShift(m.SubsampleRatio)
@@ -407,16 +414,47 @@ func chromaShift(s image.YCbCrSubsampleRatio) (h, v uint) {
 	return 0, 0
 }
 
-// ycbcr16 converts full-range (JFIF) Y'CbCr to 16-bit RGB with the same
+// jfif16 converts full-range (JFIF) Y'CbCr to 16-bit RGB with the same
 // 16.16 fixed-point constants as color.YCbCr.RGBA, so fast and generic paths
 // agree to the bit:
 //
 //	R = Y + 1.40200 (Cr-128), G = Y - 0.34414 (Cb-128) - 0.71414 (Cr-128),
 //	B = Y + 1.77200 (Cb-128).
-func ycbcr16(y, cb, cr uint8) (r, g, b uint32) {
+func jfif16(y, cb, cr uint8) (r, g, b uint32) {
 	yy := int32(y) * 0x10101
 	cb1, cr1 := int32(cb)-128, int32(cr)-128
 	return clamp16(yy + 91881*cr1), clamp16(yy - 22554*cb1 - 46802*cr1), clamp16(yy + 116130*cb1)
+}
+
+// studio16 converts BT.601 limited-range Y'CbCr (Y in 16..235, chroma in
+// 16..240, as in VP8/WebP) to RGB, in 14-bit fixed point, and returns the
+// 8-bit result scaled to 16 bits:
+//
+//	R = 1.164 (Y-16) + 1.596 (Cr-128), G = 1.164 (Y-16) - 0.392 (Cb-128) - 0.813 (Cr-128),
+//	B = 1.164 (Y-16) + 2.017 (Cb-128).
+//
+// The constants (coefficient*2^14, offsets including the rounding half)
+// match libwebp's integer conversion, so results agree with it wherever the
+// chroma planes are sampled alike (libwebp interpolates chroma; we repeat
+// it, as for JPEG).
+func studio16(y, cb, cr uint8) (r, g, b uint32) {
+	yy := int32(y) * 19077 >> 8
+	u, v := int32(cb), int32(cr)
+	return clip14(yy + v*26149>>8 - 14234),
+		clip14(yy - u*6419>>8 - v*13320>>8 + 8708),
+		clip14(yy + u*33050>>8 - 17685)
+}
+
+// clip14 turns a 14-bit fixed-point value into [0, 255], scaled by 0x101.
+func clip14(v int32) uint32 {
+	v >>= 6
+	switch {
+	case v < 0:
+		return 0
+	case v > 255:
+		return 0xffff
+	}
+	return uint32(v) * 0x101
 }
 
 // clamp16 turns a 16.16 fixed-point value scaled by 0x101 into [0, 0xffff].
