@@ -347,7 +347,9 @@ func (l *Loader) Batches(ctx context.Context, order []int) iter.Seq2[*Batch, err
 			index int
 			out   chan result // capacity 1: a worker never blocks on it
 		}
-		ctx, cancel := context.WithCancel(ctx)
+		// The consumer checks ctx itself: a derived context learns of the
+		// parent's end a moment later.
+		stop, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		defer cancel()
@@ -364,12 +366,12 @@ func (l *Loader) Batches(ctx context.Context, order []int) iter.Seq2[*Batch, err
 				j := job{i, make(chan result, 1)}
 				select {
 				case pending <- j:
-				case <-ctx.Done():
+				case <-stop.Done():
 					return
 				}
 				select {
 				case jobs <- j:
-				case <-ctx.Done():
+				case <-stop.Done():
 					return
 				}
 			}
