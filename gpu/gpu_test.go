@@ -97,3 +97,27 @@ func TestBadInputFailsBeforeSubmit(t *testing.T) {
 
 	require.NoError(t, rec.Submit(), "the recorder is reusable after a failed submit")
 }
+
+func TestRunTimedMeasuresWork(t *testing.T) {
+	const n = 1 << 22
+	x, err := dev.NewTensor("x", n)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	rec := dev.Record()
+	small := func() {
+		require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(256, 256), []uint32{U32(256), F32(1)}, x))
+	}
+	small()
+	tSmall, err := rec.RunTimed()
+	require.NoError(t, err)
+	for i := 0; i < 20; i++ {
+		require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(n, 256), []uint32{U32(n), F32(2)}, x))
+	}
+	tBig, err := rec.RunTimed()
+	require.NoError(t, err)
+	t.Logf("timestamps %v: one tiny dispatch %v, 20 fills of 16 MiB %v", dev.timestamps, tSmall, tBig)
+	require.Greater(t, tBig, tSmall)
+	got, err := dev.Read(x)
+	require.NoError(t, err)
+	require.Equal(t, float32(2), got[n-1])
+}

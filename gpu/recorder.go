@@ -156,7 +156,15 @@ func (r *Recorder) Len() int { return len(r.ops) }
 
 // Submit encodes everything recorded and submits it. The recorder is empty
 // afterwards and can be reused.
-func (r *Recorder) Submit() error {
+func (r *Recorder) Submit() error { return r.submit(nil) }
+
+// stamper brackets a recording with GPU timestamps (native only).
+type stamper interface {
+	begin(enc *wgpu.CommandEncoder) error
+	end(enc *wgpu.CommandEncoder) error
+}
+
+func (r *Recorder) submit(ts stamper) error {
 	defer r.reset()
 	if r.err != nil {
 		return r.err
@@ -177,6 +185,11 @@ func (r *Recorder) Submit() error {
 		return fmt.Errorf("submit: %w", err)
 	}
 	defer enc.Release()
+	if ts != nil {
+		if err := ts.begin(enc); err != nil {
+			return err
+		}
+	}
 	var groups []*wgpu.BindGroup
 	defer func() {
 		for _, g := range groups {
@@ -217,6 +230,11 @@ func (r *Recorder) Submit() error {
 		pass.DispatchWorkgroups(o.groups[0], o.groups[1], o.groups[2])
 	}
 	endPass()
+	if ts != nil {
+		if err := ts.end(enc); err != nil {
+			return err
+		}
+	}
 	cmd, err := enc.Finish(nil)
 	if err != nil {
 		return fmt.Errorf("submit: %w", err)
@@ -226,7 +244,8 @@ func (r *Recorder) Submit() error {
 	return nil
 }
 
-// Run submits and waits for the GPU to finish, returning the wall time.
+// Run submits and waits for the GPU to finish, returning the wall time
+// (which includes encoding and submission). RunTimed measures the GPU alone.
 func (r *Recorder) Run() (time.Duration, error) {
 	start := time.Now()
 	if err := r.Submit(); err != nil {
