@@ -1,0 +1,207 @@
+{{/* augment: DINOv2's image pipeline on the GPU. Source images are bytes
+packed 4 to a u32 word. Each output crop has a job record of JOB words
+(nn/image.go writes them):
+  0 source byte offset, 1 source width, 2 source channels (1 or 3),
+  3 source row of tmp row 0, 4 source column of weight index 0,
+  5 tmp rows, 6 tmp offset (words), 7 x table offset, 8 x taps,
+  9 y table offset, 10 y taps, 11 flip,
+  12 jitter op count, 13 jitter ops (4 bits each, first op lowest),
+  14..17 brightness, contrast, saturation, hue factors (f32 bits),
+  18 grayscale, 19 solarize, 20 blur, 21..29 blur taps (f32 bits).
+Weight tables hold rows [start, w_0 .. w_T-1] of i32: PIL's 22-bit fixed
+point weights, so the resize reproduces PIL's 8-bit arithmetic exactly. */}}
+
+{{define "augment_common"}}
+const JOB = 32u;
+@group(0) @binding(1) var<storage, read> jobs: array<u32>;
+// clip8 is PIL's rounding of a fixed-point sum (rounding half included) to a byte.
+fn clip8(s: i32) -> u32 { return u32(clamp(s >> 22u, 0, 255)); }
+{{end}}
+
+{{/* crop_resize_h: the horizontal pass. One invocation per tmp pixel
+(gid.x) of job base + gid.y; it writes the pixel's three bytes into one word. */}}
+{{define "crop_resize_h"}}
+{{template "augment_common" .}}
+struct Params { base: u32, ow: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> tabs: array<i32>;
+@group(0) @binding(3) var<storage, read> src: array<u32>;
+@group(0) @binding(4) var<storage, read_write> tmp: array<u32>;
+fn byte_at(i: u32) -> i32 { return i32((src[i >> 2u] >> ((i & 3u) << 3u)) & 255u); }
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let job = (p.base + gid.y) * JOB;
+  let q = gid.x;
+  if (q >= jobs[job + 5u] * p.ow) { return; }
+  let r = q / p.ow;
+  let j = q % p.ow;
+  let C = jobs[job + 2u];
+  let step = select(0u, 1u, C == 3u);
+  let T = jobs[job + 8u];
+  let row = jobs[job + 7u] + j * (T + 1u);
+  var at = jobs[job] + ((jobs[job + 3u] + r) * jobs[job + 1u] + jobs[job + 4u] + u32(tabs[row])) * C;
+  var s = vec3<i32>(2097152); // 1 << 21: rounding half
+  for (var t = 0u; t < T; t++) {
+    s += tabs[row + 1u + t] * vec3<i32>(byte_at(at), byte_at(at + step), byte_at(at + 2u * step));
+    at += C;
+  }
+  tmp[jobs[job + 6u] + q] = clip8(s.x) | (clip8(s.y) << 8u) | (clip8(s.z) << 16u);
+}
+{{end}}
+
+{{/* crop_resize_v: the vertical pass, mirror, and y = byte * scale + shift
+per channel into out [n, 3, oh, ow]. One invocation per output pixel. */}}
+{{define "crop_resize_v"}}
+{{template "augment_common" .}}
+struct Params { base: u32, oh: u32, ow: u32, s0: f32, s1: f32, s2: f32, b0: f32, b1: f32, b2: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> tabs: array<i32>;
+@group(0) @binding(3) var<storage, read> tmp: array<u32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let n = p.oh * p.ow;
+  let q = gid.x;
+  if (q >= n) { return; }
+  let c = p.base + gid.y;
+  let job = c * JOB;
+  let i = q / p.ow;
+  let j = q % p.ow;
+  let x = select(j, p.ow - 1u - j, jobs[job + 11u] != 0u);
+  let T = jobs[job + 10u];
+  let row = jobs[job + 9u] + i * (T + 1u);
+  var at = jobs[job + 6u] + u32(tabs[row]) * p.ow + x;
+  var s = vec3<i32>(2097152); // 1 << 21: rounding half
+  for (var t = 0u; t < T; t++) {
+    let v = tmp[at];
+    s += tabs[row + 1u + t] * vec3<i32>(i32(v & 255u), i32((v >> 8u) & 255u), i32(v >> 16u));
+    at += p.ow;
+  }
+  let o = c * 3u * n + q;
+  y[o] = fma(f32(clip8(s.x)), p.s0, p.b0);
+  y[o + n] = fma(f32(clip8(s.y)), p.s1, p.b1);
+  y[o + 2u * n] = fma(f32(clip8(s.z)), p.s2, p.b2);
+}
+{{end}}
+
+{{/* crop_color: colour jitter (the job's ops in order) then grayscale, in
+place on x [n, 3, S*S], one workgroup per crop. Contrast needs the mean gray
+value of the crop as it stands when contrast is applied: a first sweep
+recomputes the ops before it and reduces their gray values in workgroup
+memory. */}}
+{{define "crop_color"}}
+{{template "augment_common" .}}
+struct Params { npix: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+var<workgroup> part: array<f32, 256>;
+fn gray(c: vec3<f32>) -> f32 { return dot(c, vec3<f32>(0.299, 0.587, 0.114)); }
+// rotate_hue turns the hue by f turns in HSV, keeping saturation and value;
+// the HSV-to-RGB step is the branch-free form, continuous in the hue.
+fn rotate_hue(c: vec3<f32>, f: f32) -> vec3<f32> {
+  let v = max(c.r, max(c.g, c.b));
+  let d = v - min(c.r, min(c.g, c.b));
+  if (d <= 0.0) { return c; }
+  var h: f32;
+  if (v == c.r) { h = (c.g - c.b) / d; } else if (v == c.g) { h = 2.0 + (c.b - c.r) / d; } else { h = 4.0 + (c.r - c.g) / d; }
+  h = fract(h / 6.0 + f + 2.0) * 6.0;
+  let k = (vec3<f32>(5.0, 3.0, 1.0) + h) % vec3<f32>(6.0);
+  return v - (d * clamp(min(k, 4.0 - k), vec3<f32>(0.0), vec3<f32>(1.0)));
+}
+fn apply(c: vec3<f32>, op: u32, f: f32, mean: f32) -> vec3<f32> {
+  switch op {
+    case 0u: { return clamp(c * f, vec3<f32>(0.0), vec3<f32>(1.0)); }
+    case 1u: { return clamp(c * f + (1.0 - f) * mean, vec3<f32>(0.0), vec3<f32>(1.0)); }
+    case 2u: { return clamp(c * f + (1.0 - f) * gray(c), vec3<f32>(0.0), vec3<f32>(1.0)); }
+    default: { return rotate_hue(c, f); }
+  }
+}
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let job = wid.x * JOB;
+  let n = p.npix;
+  let off = wid.x * 3u * n;
+  let nops = jobs[job + 12u];
+  let ops = jobs[job + 13u];
+  var pre = 0u;
+  while (pre < nops && ((ops >> (4u * pre)) & 15u) != 1u) { pre++; }
+  var sum = 0.0;
+  if (pre < nops) {
+    for (var q = li; q < n; q += 256u) {
+      var c = vec3<f32>(x[off + q], x[off + n + q], x[off + 2u * n + q]);
+      for (var k = 0u; k < pre; k++) {
+        let op = (ops >> (4u * k)) & 15u;
+        c = apply(c, op, bitcast<f32>(jobs[job + 14u + op]), 0.0);
+      }
+      sum += gray(c);
+    }
+  }
+  part[li] = sum;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (li < s) { part[li] += part[li + s]; }
+    workgroupBarrier();
+  }
+  let mean = part[0] / f32(n);
+  let to_gray = jobs[job + 18u] != 0u;
+  if (nops == 0u && !to_gray) { return; }
+  for (var q = li; q < n; q += 256u) {
+    var c = vec3<f32>(x[off + q], x[off + n + q], x[off + 2u * n + q]);
+    for (var k = 0u; k < nops; k++) {
+      let op = (ops >> (4u * k)) & 15u;
+      c = apply(c, op, bitcast<f32>(jobs[job + 14u + op]), mean);
+    }
+    if (to_gray) { c = vec3<f32>(gray(c)); }
+    x[off + q] = c.r;
+    x[off + n + q] = c.g;
+    x[off + 2u * n + q] = c.b;
+  }
+}
+{{end}}
+
+{{/* crop_blur: one pass of the separable 9-tap Gaussian blur over x [n, 3,
+H, W] with reflect borders (H, W >= 5), along rows (Vertical false) or columns.
+Crops without blur are copied. The vertical pass also solarizes (when the
+job says so) and applies y = v * scale + shift per channel. One invocation
+per element. Data: Vertical. */}}
+{{define "crop_blur"}}
+{{template "common" .}}
+{{template "augment_common" .}}
+struct Params { total: u32, H: u32, W: u32, s0: f32, s1: f32, s2: f32, b0: f32, b1: f32, b2: f32, threshold: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+fn reflect(i: i32, n: i32) -> i32 { return select(select(i, 2 * n - 2 - i, i >= n), -i, i < 0); }
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let o = flat_id(gid, nwg, 256u);
+  if (o >= p.total) { return; }
+  let plane = o / (p.H * p.W);
+  let job = (plane / 3u) * JOB;
+  {{if .Vertical}}
+  let n = i32(p.H);
+  let pos = i32((o / p.W) % p.H);
+  let stride = p.W;
+  {{else}}
+  let n = i32(p.W);
+  let pos = i32(o % p.W);
+  let stride = 1u;
+  {{end}}
+  let base = o - u32(pos) * stride;
+  var v = x[o];
+  if (jobs[job + 20u] != 0u) {
+    v = 0.0;
+    for (var k = 0; k < 9; k++) {
+      v = fma(bitcast<f32>(jobs[job + 21u + u32(k)]), x[base + u32(reflect(pos + k - 4, n)) * stride], v);
+    }
+  }
+  {{if .Vertical}}
+  if (jobs[job + 19u] != 0u && v >= p.threshold) { v = 1.0 - v; }
+  let ch = plane % 3u;
+  let scale = select(select(p.s0, p.s1, ch == 1u), p.s2, ch == 2u);
+  let shift = select(select(p.b0, p.b1, ch == 1u), p.b2, ch == 2u);
+  v = fma(v, scale, shift);
+  {{end}}
+  y[o] = v;
+}
+{{end}}
