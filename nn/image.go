@@ -190,11 +190,8 @@ func pilTable(in, out int) *axisTable {
 	return t
 }
 
-// Job record layout (see shaders/augment.wgsl).
-const (
-	jobWords      = 32
-	maxCropsPerGo = 65535 // one dispatch row per crop
-)
+// jobWords is the size of a job record (see shaders/augment.wgsl).
+const jobWords = 32
 
 // CropPlan holds the GPU tables that turn a batch of images into N crops of
 // OH x OW. Build it with NewCropPlan and refill it with Set for each batch;
@@ -209,11 +206,11 @@ type CropPlan struct {
 	jobs, tabs, tmp *gpu.Tensor
 	scratch         *gpu.Tensor // [N, 3, OH, OW] for Augment's blur
 	chunks          []planChunk
-	hasPhoto        bool
+	hasBlur         bool // some crop is blurred
 }
 
 // planChunk is a run of crops whose horizontal pass fits in tmp at once.
-type planChunk struct{ first, n, maxPix int }
+type planChunk struct{ first, n, maxRows int }
 
 // NewCropPlan builds a plan for crops of batch at oh x ow.
 func NewCropPlan(dev *gpu.Device, batch *ImageBatch, crops []Crop, oh, ow int) (*CropPlan, error) {
@@ -297,10 +294,14 @@ func (p *CropPlan) Set(batch *ImageBatch, crops []Crop, oh, ow int) error {
 	}
 	lim := p.dev.Limits()
 	maxTmp := int(min(lim.MaxStorageBinding, lim.MaxBufferSize) / 4)
-	maxPix := int(lim.MaxWorkgroupsPerDim) * 256
+	// Grids are (columns / 16, rows / 4, crops).
+	maxDim := int(lim.MaxWorkgroupsPerDim)
+	if oh > 4*maxDim || ow > 16*maxDim {
+		return fmt.Errorf("crop_plan: output %dx%d is too large for the device's grid", oh, ow)
+	}
 	jobs := make([]uint32, len(crops)*jobWords)
 	var tabs []uint32
-	p.chunks, p.hasPhoto = p.chunks[:0], false
+	p.chunks, p.hasBlur = p.chunks[:0], false
 	tmpWords, tmpMax := 0, 0
 	for i, c := range crops {
 		if err := c.check(batch, oh, ow); err != nil {
@@ -314,16 +315,16 @@ func (p *CropPlan) Set(batch *ImageBatch, crops []Crop, oh, ow int) error {
 			y0, y1 = min(y0, ty.start[r]), max(y1, ty.start[r]+len(ty.w[r]))
 		}
 		rows := y1 - y0
-		if rows*ow > maxPix || rows*ow > maxTmp {
+		if rows > 4*maxDim || rows*ow > maxTmp {
 			return fmt.Errorf("crop_plan: crop %d needs %dx%d intermediate pixels: too large for the device", i, rows, ow)
 		}
-		if len(p.chunks) == 0 || tmpWords+rows*ow > maxTmp || p.chunks[len(p.chunks)-1].n == maxCropsPerGo {
+		if len(p.chunks) == 0 || tmpWords+rows*ow > maxTmp || p.chunks[len(p.chunks)-1].n == maxDim {
 			p.chunks = append(p.chunks, planChunk{first: i})
 			tmpWords = 0
 		}
 		ch := &p.chunks[len(p.chunks)-1]
 		ch.n++
-		ch.maxPix = max(ch.maxPix, rows*ow)
+		ch.maxRows = max(ch.maxRows, rows)
 		im := batch.images[c.Image]
 		j := jobs[i*jobWords : (i+1)*jobWords]
 		j[0], j[1], j[2] = uint32(im.off), uint32(im.W), uint32(im.C)
@@ -419,8 +420,8 @@ func (p *CropPlan) setPhoto(j []uint32, ph Photo) {
 		for i, v := range k {
 			j[21+i] = gpu.F32(float32(v))
 		}
+		p.hasBlur = true
 	}
-	p.hasPhoto = p.hasPhoto || len(ph.Jitter) > 0 || ph.Gray || ph.Sigma > 0 || ph.Solarize
 }
 
 // gaussian9 is torchvision's GaussianBlur(9) kernel: exp(-k^2 / 2 sigma^2)
@@ -437,6 +438,23 @@ func gaussian9(sigma float64) [9]float64 {
 		k[i] /= sum
 	}
 	return k
+}
+
+// blurData specialises crop_blur; the index lists unroll its loops.
+type blurData struct {
+	Vertical        bool
+	Taps, Win, Outs []int
+}
+
+func newBlurData(vertical bool) blurData {
+	seq := func(n int) []int {
+		s := make([]int, n)
+		for i := range s {
+			s[i] = i
+		}
+		return s
+	}
+	return blurData{vertical, seq(9), seq(16), seq(8)}
 }
 
 // Release frees the plan's buffers.
@@ -473,11 +491,11 @@ func resampleCrops(rec *gpu.Recorder, out *gpu.Tensor, batch *ImageBatch, p *Cro
 	v := gpu.Kernel{Name: "crop_resize_v", Access: acc}
 	np := norm.params(in)
 	for _, c := range p.chunks {
-		g := [3]uint32{uint32((c.maxPix + 255) / 256), uint32(c.n), 1}
+		g := [3]uint32{uint32((p.OW + 15) / 16), uint32((c.maxRows + 3) / 4), uint32(c.n)}
 		if err := rec.Dispatch(h, g, []uint32{gpu.U32(c.first), gpu.U32(p.OW)}, p.jobs, p.tabs, batch.Data, p.tmp); err != nil {
 			return err
 		}
-		g = [3]uint32{uint32((p.OH*p.OW + 255) / 256), uint32(c.n), 1}
+		g = [3]uint32{uint32((p.OW + 15) / 16), uint32((p.OH + 3) / 4), uint32(c.n)}
 		params := append([]uint32{gpu.U32(c.first), gpu.U32(p.OH), gpu.U32(p.OW)}, np...)
 		if err := rec.Dispatch(v, g, params, p.jobs, p.tabs, p.tmp, out); err != nil {
 			return err
@@ -503,20 +521,21 @@ func Augment(rec *gpu.Recorder, out *gpu.Tensor, batch *ImageBatch, p *CropPlan,
 	if err := checkPlan(rec, "augment", out, batch, p); err != nil {
 		return err
 	}
-	if p.N > maxCropsPerGo {
-		return shapeErr(rec, "augment", "%d crops: at most %d per call", p.N, maxCropsPerGo)
+	if maxDim := int(rec.Device().Limits().MaxWorkgroupsPerDim); 3*p.N > maxDim {
+		return shapeErr(rec, "augment", "%d crops: at most %d per call", p.N, maxDim/3)
 	}
 	if err := resampleCrops(rec, out, batch, p, Unit, 1.0/255); err != nil {
 		return err
 	}
-	if p.hasPhoto {
-		k := gpu.Kernel{Name: "crop_color", Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
-		if err := rec.Dispatch(k, [3]uint32{uint32(p.N), 1, 1}, []uint32{gpu.U32(p.OH * p.OW)}, p.jobs, out); err != nil {
-			return err
-		}
+	finish := append(norm.params(1), gpu.F32(float32(127.5/255)))
+	k := gpu.Kernel{Name: "crop_color", Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
+	if err := rec.Dispatch(k, [3]uint32{uint32(p.N), 1, 1}, append([]uint32{gpu.U32(p.OH * p.OW)}, finish...), p.jobs, out); err != nil {
+		return err
 	}
-	n := out.Len()
-	if err := p.grow(&p.scratch, n, "crop scratch"); err != nil {
+	if !p.hasBlur {
+		return nil
+	}
+	if err := p.grow(&p.scratch, out.Len(), "crop scratch"); err != nil {
 		return rec.Fail(err)
 	}
 	tmp, err := p.scratch.View(0, out.Shape...)
@@ -524,12 +543,14 @@ func Augment(rec *gpu.Recorder, out *gpu.Tensor, batch *ImageBatch, p *CropPlan,
 		return rec.Fail(err)
 	}
 	acc := []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}
-	params := append([]uint32{gpu.U32(n), gpu.U32(p.OH), gpu.U32(p.OW)}, norm.params(1)...)
-	params = append(params, gpu.F32(float32(127.5/255)))
-	if err := rec.Dispatch(gpu.Kernel{Name: "crop_blur", Data: struct{ Vertical bool }{false}, Access: acc},
-		rec.Groups(n, 256), params, p.jobs, out, tmp); err != nil {
+	// Each invocation blurs 8 outputs along the pass; workgroups are 16 x 4.
+	params := append([]uint32{gpu.U32(p.OH), gpu.U32(p.OW)}, finish...)
+	gh := [3]uint32{uint32((p.OW + 127) / 128), uint32((p.OH + 3) / 4), uint32(3 * p.N)}
+	if err := rec.Dispatch(gpu.Kernel{Name: "crop_blur", Data: newBlurData(false), Access: acc},
+		gh, params, p.jobs, out, tmp); err != nil {
 		return err
 	}
-	return rec.Dispatch(gpu.Kernel{Name: "crop_blur", Data: struct{ Vertical bool }{true}, Access: acc},
-		rec.Groups(n, 256), params, p.jobs, tmp, out)
+	gv := [3]uint32{uint32((p.OW + 15) / 16), uint32((p.OH + 31) / 32), uint32(3 * p.N)}
+	return rec.Dispatch(gpu.Kernel{Name: "crop_blur", Data: newBlurData(true), Access: acc},
+		gv, params, p.jobs, tmp, out)
 }
