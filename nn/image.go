@@ -296,7 +296,7 @@ func (p *CropPlan) Set(batch *ImageBatch, crops []Crop, oh, ow int) error {
 	maxTmp := int(min(lim.MaxStorageBinding, lim.MaxBufferSize) / 4)
 	// Grids are (columns / 16, rows / 4, crops).
 	maxDim := int(lim.MaxWorkgroupsPerDim)
-	if oh > 4*maxDim || ow > 16*maxDim {
+	if oh > 4*maxDim || ow > 16*maxDim { // conservative for every kernel
 		return fmt.Errorf("crop_plan: output %dx%d is too large for the device's grid", oh, ow)
 	}
 	jobs := make([]uint32, len(crops)*jobWords)
@@ -487,15 +487,17 @@ func checkPlan(rec *gpu.Recorder, op string, out *gpu.Tensor, batch *ImageBatch,
 // out = byte * in/std - mean/std.
 func resampleCrops(rec *gpu.Recorder, out *gpu.Tensor, batch *ImageBatch, p *CropPlan, norm Norm, in float64) error {
 	acc := []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}
-	h := gpu.Kernel{Name: "crop_resize_h", Access: acc}
-	v := gpu.Kernel{Name: "crop_resize_v", Access: acc}
+	quad := struct{ Quad []int }{[]int{0, 1, 2, 3}}
+	h := gpu.Kernel{Name: "crop_resize_h", Data: quad, Access: acc}
+	v := gpu.Kernel{Name: "crop_resize_v", Data: quad, Access: acc}
 	np := norm.params(in)
 	for _, c := range p.chunks {
-		g := [3]uint32{uint32((p.OW + 15) / 16), uint32((c.maxRows + 3) / 4), uint32(c.n)}
+		// Workgroups are 16 x 4 invocations of 4 pixels each.
+		g := [3]uint32{uint32((p.OW + 15) / 16), uint32((c.maxRows + 15) / 16), uint32(c.n)}
 		if err := rec.Dispatch(h, g, []uint32{gpu.U32(c.first), gpu.U32(p.OW)}, p.jobs, p.tabs, batch.Data, p.tmp); err != nil {
 			return err
 		}
-		g = [3]uint32{uint32((p.OW + 15) / 16), uint32((p.OH + 3) / 4), uint32(c.n)}
+		g = [3]uint32{uint32((p.OW + 63) / 64), uint32((p.OH + 3) / 4), uint32(c.n)}
 		params := append([]uint32{gpu.U32(c.first), gpu.U32(p.OH), gpu.U32(p.OW)}, np...)
 		if err := rec.Dispatch(v, g, params, p.jobs, p.tabs, p.tmp, out); err != nil {
 			return err

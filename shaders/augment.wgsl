@@ -30,9 +30,10 @@ fn finish(v: f32, ch: u32, solarize: bool) -> f32 {
 }
 {{end}}
 
-{{/* crop_resize_h: the horizontal pass. Invocation (j, r, c) computes tmp
-pixel (r, j) of job base + c and writes its three bytes into one word. The
-3-D grid spares integer divisions, which lavapipe runs lane by lane. */}}
+{{/* crop_resize_h: the horizontal pass. Invocation (j, rb, c) computes tmp
+pixels (4 rb + q, j), q < 4, of job base + c (one set of weight loads for
+four rows) and writes each pixel's three bytes into one word. Loads, not
+arithmetic, are what costs on lavapipe. Data: Quad (0..3, unrolled). */}}
 {{define "crop_resize_h"}}
 {{template "augment_common" .}}
 struct Params { base: u32, ow: u32 }
@@ -40,30 +41,49 @@ struct Params { base: u32, ow: u32 }
 @group(0) @binding(2) var<storage, read> tabs: array<i32>;
 @group(0) @binding(3) var<storage, read> src: array<u32>;
 @group(0) @binding(4) var<storage, read_write> tmp: array<u32>;
-fn byte_at(i: u32) -> i32 { return i32((src[i >> 2u] >> ((i & 3u) << 3u)) & 255u); }
+// pixel reads the channels of the pixel at byte at from the two words it
+// spans (one channel repeated when gray).
+fn pixel(at: u32, rgb: bool) -> vec3<i32> {
+  let a = at >> 2u;
+  let sh = (at & 3u) << 3u;
+  let hi = src[min(a + 1u, arrayLength(&src) - 1u)];
+  let v = (src[a] >> sh) | select(0u, hi << (32u - sh), sh != 0u);
+  let r = i32(v & 255u);
+  return select(vec3<i32>(r), vec3<i32>(r, i32((v >> 8u) & 255u), i32((v >> 16u) & 255u)), rgb);
+}
 @compute @workgroup_size(16, 4)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let job = (p.base + wid.z) * JOB;
   let j = gid.x;
-  let r = gid.y;
-  if (j >= p.ow || r >= jobs[job + 5u]) { return; }
+  let r0 = gid.y * 4u;
+  let rows = jobs[job + 5u];
+  if (j >= p.ow || r0 >= rows) { return; }
   let C = jobs[job + 2u];
-  let step = select(0u, 1u, C == 3u);
+  let rgb = C == 3u;
   let T = jobs[job + 8u];
   let row = jobs[job + 7u] + j * (T + 1u);
-  var at = jobs[job] + ((jobs[job + 3u] + r) * jobs[job + 1u] + jobs[job + 4u] + u32(tabs[row])) * C;
-  var s = vec3<i32>(2097152); // 1 << 21: rounding half
+  let x0 = jobs[job + 4u] + u32(tabs[row]);
+  let pitch = jobs[job + 1u] * C;
+  // Rows past the end read the last row and are not stored.
+  {{range .Quad}}var at{{.}} = jobs[job] + (jobs[job + 3u] + min(r0 + {{.}}u, rows - 1u)) * pitch + x0 * C;
+  var s{{.}} = vec3<i32>(2097152); // 1 << 21: rounding half
+  {{end}}
   for (var t = 0u; t < T; t++) {
-    s += tabs[row + 1u + t] * vec3<i32>(byte_at(at), byte_at(at + step), byte_at(at + 2u * step));
-    at += C;
+    let k = tabs[row + 1u + t];
+    {{range .Quad}}s{{.}} += k * pixel(at{{.}}, rgb);
+    at{{.}} += C;
+    {{end}}
   }
-  tmp[jobs[job + 6u] + r * p.ow + j] = clip8(s.x) | (clip8(s.y) << 8u) | (clip8(s.z) << 16u);
+  let o = jobs[job + 6u] + r0 * p.ow + j;
+  {{range .Quad}}if (r0 + {{.}}u < rows) { tmp[o + {{.}}u * p.ow] = clip8(s{{.}}.x) | (clip8(s{{.}}.y) << 8u) | (clip8(s{{.}}.z) << 16u); }
+  {{end}}
 }
 {{end}}
 
 {{/* crop_resize_v: the vertical pass, mirror, and y = byte * scale + shift
-per channel into out [n, 3, oh, ow]. Invocation (j, i, c) computes output
-pixel (i, j) of job base + c. */}}
+per channel into out [n, 3, oh, ow]. Invocation (jb, i, c) computes output
+pixels (i, 4 jb + q), q < 4, of job base + c, sharing the weight loads.
+Data: Quad (0..3, unrolled). */}}
 {{define "crop_resize_v"}}
 {{template "augment_common" .}}
 struct Params { base: u32, oh: u32, ow: u32, s0: f32, s1: f32, s2: f32, b0: f32, b1: f32, b2: f32 }
@@ -71,28 +91,36 @@ struct Params { base: u32, oh: u32, ow: u32, s0: f32, s1: f32, s2: f32, b0: f32,
 @group(0) @binding(2) var<storage, read> tabs: array<i32>;
 @group(0) @binding(3) var<storage, read> tmp: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+fn bytes3(v: u32) -> vec3<i32> { return vec3<i32>(i32(v & 255u), i32((v >> 8u) & 255u), i32(v >> 16u)); }
 @compute @workgroup_size(16, 4)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let j = gid.x;
+  let j0 = gid.x * 4u;
   let i = gid.y;
-  if (j >= p.ow || i >= p.oh) { return; }
+  if (j0 >= p.ow || i >= p.oh) { return; }
   let c = p.base + wid.z;
   let job = c * JOB;
-  let x = select(j, p.ow - 1u - j, jobs[job + 11u] != 0u);
+  let flip = jobs[job + 11u] != 0u;
   let T = jobs[job + 10u];
   let row = jobs[job + 9u] + i * (T + 1u);
-  var at = jobs[job + 6u] + u32(tabs[row]) * p.ow + x;
-  var s = vec3<i32>(2097152);
+  var at = jobs[job + 6u] + u32(tabs[row]) * p.ow;
+  // Columns past the end read the last column and are not stored.
+  {{range .Quad}}let x{{.}} = select(min(j0 + {{.}}u, p.ow - 1u), p.ow - 1u - min(j0 + {{.}}u, p.ow - 1u), flip);
+  var s{{.}} = vec3<i32>(2097152);
+  {{end}}
   for (var t = 0u; t < T; t++) {
-    let v = tmp[at];
-    s += tabs[row + 1u + t] * vec3<i32>(i32(v & 255u), i32((v >> 8u) & 255u), i32(v >> 16u));
+    let k = tabs[row + 1u + t];
+    {{range .Quad}}s{{.}} += k * bytes3(tmp[at + x{{.}}]);
+    {{end}}
     at += p.ow;
   }
   let n = p.oh * p.ow;
-  let o = c * 3u * n + i * p.ow + j;
-  y[o] = fma(f32(clip8(s.x)), p.s0, p.b0);
-  y[o + n] = fma(f32(clip8(s.y)), p.s1, p.b1);
-  y[o + 2u * n] = fma(f32(clip8(s.z)), p.s2, p.b2);
+  let o = c * 3u * n + i * p.ow + j0;
+  {{range .Quad}}if (j0 + {{.}}u < p.ow) {
+    y[o + {{.}}u] = fma(f32(clip8(s{{.}}.x)), p.s0, p.b0);
+    y[o + {{.}}u + n] = fma(f32(clip8(s{{.}}.y)), p.s1, p.b1);
+    y[o + {{.}}u + 2u * n] = fma(f32(clip8(s{{.}}.z)), p.s2, p.b2);
+  }
+  {{end}}
 }
 {{end}}
 
