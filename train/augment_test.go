@@ -13,6 +13,7 @@ import (
 
 	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
+	"github.com/webdino/webdino/nn/ref"
 )
 
 func TestRandomResizedCropRanges(t *testing.T) {
@@ -220,6 +221,88 @@ func TestAugmenterDeterministic(t *testing.T) {
 	for _, v := range g1[0] {
 		require.False(t, math.IsNaN(float64(v)) || math.Abs(float64(v)) > 3, "normalised values stay within [-2.2, 2.7]")
 	}
+}
+
+// TestAugmentMatchesReference runs sampled multi-crop parameters through the
+// GPU and through the float64 reference (nn/ref) and compares.
+func TestAugmentMatchesReference(t *testing.T) {
+	d := openDevice(t)
+	rng := rand.New(rand.NewPCG(8, 9))
+	imgs := append(photoBatch(rng, 2, 41, 57), nn.Image{H: 30, W: 26, C: 1, Pix: make([]byte, 30*26)})
+	for i := range imgs[2].Pix {
+		imgs[2].Pix[i] = byte(i * 7 % 251)
+	}
+	b, err := nn.UploadImages(d, imgs)
+	require.NoError(t, err)
+	defer b.Release()
+	cfg := DINOv2Augment()
+	cfg.GlobalSize, cfg.LocalSize, cfg.Locals, cfg.Patch = 21, 14, 4, 7
+	a, err := NewAugmenter(cfg, 5)
+	require.NoError(t, err)
+	gc, lc := a.Sample([][2]int{{41, 57}, {41, 57}, {30, 26}})
+	for _, set := range []struct {
+		crops []nn.Crop
+		S     int
+	}{{gc, 21}, {lc, 14}} {
+		p, err := nn.NewCropPlan(d, b, set.crops, set.S, set.S)
+		require.NoError(t, err)
+		out, err := d.NewTensor("out", len(set.crops), 3, set.S, set.S)
+		require.NoError(t, err)
+		rec := d.Record()
+		require.NoError(t, nn.Augment(rec, out, b, p, cfg.Norm))
+		_, err = rec.Run()
+		require.NoError(t, err)
+		got, err := d.Read(out)
+		require.NoError(t, err)
+		p.Release()
+		out.Buf.Release()
+		S, bad, worst := set.S, 0, 0.0
+		for i, c := range set.crops {
+			im := imgs[c.Image]
+			x := ref.CHW(ref.ResizeU8(im.Pix, im.W, im.C, c.Top, c.Left, c.H, c.W, c.RH, c.RW, 0, 0, S, S, c.Flip), S, S, im.C)
+			x = refPhoto(x, c.Photo, S)
+			x = ref.Normalize(x, cfg.Norm.Mean, cfg.Norm.Std)
+			for k, v := range x {
+				e := math.Abs(float64(got[i*3*S*S+k]) - v)
+				// f32 colour arithmetic on [0, 1] values, times 1/std <= 4.5.
+				if e > 1e-4 {
+					bad++
+				} else {
+					worst = math.Max(worst, e)
+				}
+			}
+		}
+		// Solarize is a step: a value within f32 rounding of its threshold
+		// may land on the other side. Allow a handful of such elements.
+		t.Logf("%d crops of %d: %d elements off by more than 1e-4, max error of the others %.2g", len(set.crops), S, bad, worst)
+		require.LessOrEqual(t, bad, 3, "elements off by more than 1e-4")
+	}
+}
+
+// refPhoto applies ph to x [3, S*S] with the reference ops.
+func refPhoto(x []float64, ph nn.Photo, S int) []float64 {
+	for _, op := range ph.Jitter {
+		switch op {
+		case nn.JitterBrightness:
+			x = ref.Brightness(x, ph.Brightness)
+		case nn.JitterContrast:
+			x = ref.Contrast(x, ph.Contrast)
+		case nn.JitterSaturation:
+			x = ref.Saturation(x, ph.Saturation)
+		case nn.JitterHue:
+			x = ref.Hue(x, ph.Hue)
+		}
+	}
+	if ph.Gray {
+		x = ref.Grayscale(x)
+	}
+	if ph.Sigma > 0 {
+		x = ref.Blur(x, S, S, ph.Sigma)
+	}
+	if ph.Solarize {
+		x = ref.Solarize(x)
+	}
+	return x
 }
 
 // TestAugmentThroughput measures crops/s of DINOv2's multi-crop (2 global
