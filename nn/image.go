@@ -8,6 +8,16 @@ import (
 	"github.com/webdino/webdino/gpu"
 )
 
+// The image pipeline (this file and shaders/augment.wgsl) follows what
+// DINOv2 runs: torchvision transforms on PIL images. Resizing mimics PIL
+// exactly, 8-bit intermediate included: PIL resizes uint8 images with
+// 22-bit fixed-point weights, horizontal pass first, rounding and clamping
+// to a byte after each pass; the kernels do the same integer arithmetic,
+// so crops equal PIL's byte for byte (nn/testdata/image.json.gz). The
+// photometric augmentations that follow work in f32 (PIL would round to
+// bytes after each op): they are random anyway, and parity there buys
+// nothing.
+
 // Image is a decoded 8-bit image: H rows of W pixels of C interleaved
 // channels, C = 3 (RGB) or 1 (gray, read as R = G = B).
 type Image struct {
