@@ -154,6 +154,22 @@ func CenterCropBox(h, w, resize, crop int) (Crop, error) {
 		OY: int(math.RoundToEven(float64(rh-crop) / 2)), OX: int(math.RoundToEven(float64(rw-crop) / 2))}, nil
 }
 
+// PatchAlignedSize picks the any-size input for an h x w image: the short
+// side becomes short (a multiple of patch) and the long side the multiple
+// of patch nearest to the aspect-preserving length (at least one patch).
+func PatchAlignedSize(h, w, short, patch int) (rh, rw int, err error) {
+	if h <= 0 || w <= 0 || patch <= 0 || short <= 0 || short%patch != 0 {
+		return 0, 0, fmt.Errorf("patch_aligned_size: image %dx%d, short side %d, patch %d: sizes must be positive and short a multiple of patch", h, w, short, patch)
+	}
+	long := func(l, s int) int {
+		return max(1, int(math.Round(float64(short)*float64(l)/float64(s)/float64(patch)))) * patch
+	}
+	if h <= w {
+		return short, long(w, h), nil
+	}
+	return long(h, w), short, nil
+}
+
 // axisTable is one axis of a PIL resize: for each output index, the first
 // input index and PIL's 22-bit fixed-point weights from there on.
 type axisTable struct {

@@ -238,6 +238,22 @@ func TestHueRoundTrip(t *testing.T) {
 	requireClose(t, []float64{0, 1, 0}, ref.Hue([]float64{1, 0, 0}, 1.0/3), 1e-12, 0, "red -> green")
 }
 
+func TestPatchAlignedSize(t *testing.T) {
+	for _, c := range [][6]int{
+		{480, 640, 224, 14, 224, 294}, // 298.7 -> 21 patches
+		{640, 480, 224, 14, 294, 224},
+		{500, 500, 518, 14, 518, 518},
+		{28, 28, 28, 14, 28, 28},
+		{10, 1000, 14, 14, 14, 1400},
+	} {
+		h, w, err := PatchAlignedSize(c[0], c[1], c[2], c[3])
+		require.NoError(t, err)
+		require.Equal(t, []int{c[4], c[5]}, []int{h, w}, "%v", c)
+	}
+	_, _, err := PatchAlignedSize(480, 640, 230, 14)
+	require.ErrorContains(t, err, "patch_aligned_size: image 480x640, short side 230, patch 14")
+}
+
 func TestImageBadInputs(t *testing.T) {
 	_, err := UploadImages(dev, []Image{{H: 0, W: 4, C: 3}})
 	require.ErrorContains(t, err, "upload_images: image 0 is 0x4: zero-size image")
