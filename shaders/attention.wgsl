@@ -13,15 +13,12 @@ are uniform (one load, broadcast to all lanes) and each fma pairs a private
 value with a broadcast one. Blocks are always full (rows past T are clamped
 and masked).
 
-Rows past T are clamped, not skipped: kernels neither return early nor load
-anything inside a branch, only guard their stores. A uniform load in a branch
-that a whole SIMD chunk of invocations skips crashed lavapipe intermittently
-(a scalar load from a garbage address).
+Rows past T are clamped, not skipped: kernels do not return early and only
+guard their stores.
 
 The loops over Dh and over a block are unrolled by the template (range over ints):
-rows live in named vec4 variables rather than private arrays. On lavapipe,
-dynamically indexed private arrays stay in memory and ran several times
-slower.
+rows live in named vec4 variables rather than dynamically indexed private
+arrays, which lavapipe keeps in memory.
 
 Data: WG (invocations), DV (Dh/4), BLK (rows per block).
 */}}
