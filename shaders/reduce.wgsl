@@ -19,3 +19,114 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   {{if .Accumulate}}out[n] += s;{{else}}out[n] = s;{{end}}
 }
 {{end}}
+
+{{/* row_reduce: a workgroup of WG invocations works on WG/LANES rows at a
+time, LANES lanes per row (lid = slot * LANES + lane). row_reduce combines one
+vec2 per invocation across the lanes of its row with the including kernel's
+own combine(a, b) (a sum, a max, the online softmax pair), by a tree in
+workgroup memory, and gives every lane its row's result. Call it in uniform
+control flow. Data: WG, Lanes (powers of two). */}}
+{{define "row_reduce"}}
+const WG = {{.WG}}u;
+const LANES = {{.Lanes}}u;
+const ROWS = {{div .WG .Lanes}}u;
+// One lane per row needs no reduction, and no barrier.
+{{if eq .Lanes 1}}
+fn row_reduce(v: vec2<f32>, lid: u32) -> vec2<f32> { return v; }
+{{else}}
+var<workgroup> red: array<vec2<f32>, {{.WG}}>;
+fn row_reduce(v: vec2<f32>, lid: u32) -> vec2<f32> {
+  red[lid] = v;
+  workgroupBarrier();
+  let lane = lid % LANES;
+  for (var s = LANES / 2u; s > 0u; s = s / 2u) {
+    if (lane < s) { red[lid] = combine(red[lid], red[lid + s]); }
+    workgroupBarrier();
+  }
+  let r = red[lid - lane];
+  workgroupBarrier();
+  return r;
+}
+{{end}}
+{{end}}
+
+{{/* reduce_rows: out[r] = op(x[r, :]) for op sum, mean, max or l2 (the
+Euclidean norm). Data: WG, Lanes, Op. */}}
+{{define "reduce_rows"}}
+{{template "row_reduce" .}}
+struct Params { rows: u32, D: u32, rpw: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+{{if eq .Op "max"}}
+const INIT = -3.4028235e38;
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return max(a, b); }
+{{else}}
+const INIT = 0.0;
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
+{{end}}
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % LANES;
+  let first = wid.x * p.rpw;
+  let last = min(first + p.rpw, p.rows);
+  for (var r0 = first; r0 < last; r0 += ROWS) {
+    let row = r0 + lid / LANES;
+    // Lanes past the last row skip their loops but join every barrier.
+    let n = select(0u, p.D, row < last);
+    let base = row * p.D;
+    var a = INIT;
+    for (var c = lane; c < n; c += LANES) {
+      let v = x[base + c];
+      {{if eq .Op "max"}}a = max(a, v);{{else if eq .Op "l2"}}a = fma(v, v, a);{{else}}a += v;{{end}}
+    }
+    let r = row_reduce(vec2(a, 0.0), lid).x;
+    if (lane == 0u && n > 0u) {
+      {{if eq .Op "mean"}}out[row] = r / f32(p.D);{{else if eq .Op "l2"}}out[row] = sqrt(r);{{else}}out[row] = r;{{end}}
+    }
+  }
+}
+{{end}}
+
+{{/* broadcast_rows: the backward of a row reduction, dx[r, c] (+)= scale *
+dy[r] (sum, mean, a full sum), times x[r, c] / norm[r] for the l2 norm (0 where
+the norm is 0). An elementwise kernel (elt_main in activation.wgsl).
+Data: L2, Accumulate. */}}
+{{define "broadcast_rows"}}
+struct Params { n: u32, D: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+{{if .L2}}
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@group(0) @binding(4) var<storage, read> norm: array<f32>;
+{{end}}
+fn elt(i: u32) {
+  let r = i / p.D;
+  var g = p.scale * dy[r];
+  {{if .L2}}
+  let n = norm[r];
+  g = select(0.0, g * x[i] / n, n > 0.0);
+  {{end}}
+  {{if .Accumulate}}dx[i] += g;{{else}}dx[i] = g;{{end}}
+}
+{{template "elt_main" .}}
+{{end}}
+
+{{/* sum_all: out[0] = scale * sum of every element of x, by one workgroup
+(losses and statistics: tensors of up to a few million elements). Data: WG. */}}
+{{define "sum_all"}}
+{{template "row_reduce" .}}
+struct Params { n: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var a = 0.0;
+  for (var i = lid; i < p.n; i += WG) { a += x[i]; }
+  let r = row_reduce(vec2(a, 0.0), lid).x;
+  if (lid == 0u) { out[0] = p.scale * r; }
+}
+{{end}}

@@ -1,0 +1,138 @@
+{{/* Elementwise ops: activations and the residual building blocks. Each
+kernel defines elt(i) for element i; elt_main runs it over all p.n elements
+with a grid-stride loop, so a capped number of workgroups covers any size
+(lavapipe pays per workgroup). An InPlace kernel binds its output once,
+read_write, in place of the input it overwrites. */}}
+
+{{define "elt_main"}}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  for (var i = gid.x; i < p.n; i += nwg.x * 256u) { elt(i); }
+}
+{{end}}
+
+{{/* gelu: y = gelu(x). Data: InPlace. */}}
+{{define "gelu"}}
+{{template "gelu_fn" .}}
+struct Params { n: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+{{if not .InPlace}}@group(0) @binding(2) var<storage, read> x: array<f32>;{{end}}
+fn elt(i: u32) {
+  {{if .InPlace}}y[i] = gelu(y[i]);{{else}}y[i] = gelu(x[i]);{{end}}
+}
+{{template "elt_main" .}}
+{{end}}
+
+{{/* gelu_backward: dx = dy * gelu'(h). Data: InPlace (dx is dy). */}}
+{{define "gelu_backward"}}
+{{template "gelu_fn" .}}
+struct Params { n: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(2) var<storage, read> h: array<f32>;
+{{if not .InPlace}}@group(0) @binding(3) var<storage, read> dy: array<f32>;{{end}}
+fn elt(i: u32) {
+  {{if .InPlace}}dx[i] *= gelu_grad(h[i]);{{else}}dx[i] = dy[i] * gelu_grad(h[i]);{{end}}
+}
+{{template "elt_main" .}}
+{{end}}
+
+{{define "silu_fn"}}
+fn sigmoid(a: f32) -> f32 { return 1.0 / (1.0 + exp(-a)); }
+{{end}}
+
+{{/* swiglu: y[r, j] = silu(x[r, j]) * x[r, H + j] for rows of 2H inputs and
+H outputs; silu(a) = a * sigmoid(a). */}}
+{{define "swiglu"}}
+{{template "silu_fn" .}}
+struct Params { n: u32, H: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+fn elt(i: u32) {
+  let j = (i / p.H) * 2u * p.H + i % p.H;
+  let a = x[j];
+  y[i] = a * sigmoid(a) * x[j + p.H];
+}
+{{template "elt_main" .}}
+{{end}}
+
+{{/* swiglu_backward: dx[r, j] = dy * x2 * silu'(x1), dx[r, H + j] = dy * silu(x1)
+with silu'(a) = s (1 + a (1 - s)), s = sigmoid(a). */}}
+{{define "swiglu_backward"}}
+{{template "silu_fn" .}}
+struct Params { n: u32, H: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+fn elt(i: u32) {
+  let j = (i / p.H) * 2u * p.H + i % p.H;
+  let a = x[j];
+  let s = sigmoid(a);
+  let d = dy[i];
+  dx[j] = d * x[j + p.H] * s * (1.0 + a * (1.0 - s));
+  dx[j + p.H] = d * a * s;
+}
+{{template "elt_main" .}}
+{{end}}
+
+{{/* scale: y = a * x. Data: InPlace. */}}
+{{define "scale"}}
+struct Params { n: u32, a: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+{{if not .InPlace}}@group(0) @binding(2) var<storage, read> x: array<f32>;{{end}}
+fn elt(i: u32) {
+  {{if .InPlace}}y[i] *= p.a;{{else}}y[i] = p.a * x[i];{{end}}
+}
+{{template "elt_main" .}}
+{{end}}
+
+{{/* add: y = x + h, or with Gamma the LayerScale residual y = x + gamma[c] * h
+over rows of D channels. Data: InPlace (y is x), Gamma. */}}
+{{define "add"}}
+struct Params { n: u32, D: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> h: array<f32>;
+{{if .Gamma}}@group(0) @binding(3) var<storage, read> gamma: array<f32>;{{end}}
+{{if not .InPlace}}@group(0) @binding({{if .Gamma}}4{{else}}3{{end}}) var<storage, read> x: array<f32>;{{end}}
+fn elt(i: u32) {
+  {{if .Gamma}}let v = gamma[i % p.D] * h[i];{{else}}let v = h[i];{{end}}
+  {{if .InPlace}}y[i] += v;{{else}}y[i] = x[i] + v;{{end}}
+}
+{{template "elt_main" .}}
+{{end}}
+
+{{/* layerscale_backward: dh = gamma * dy, and per-chunk column sums of dy * h
+over the rows first..last of workgroup wid.x into row wid.x of part [PARTS, D]
+(sum_rows finishes dgamma). Lanes own columns, so each row is read
+contiguously. Data: WG, Vec4. */}}
+{{define "layerscale_backward"}}
+{{template "vec_t" .}}
+struct Params { rows: u32, D: u32, rpw: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<T>;
+@group(0) @binding(2) var<storage, read> h: array<T>;
+@group(0) @binding(3) var<storage, read> gamma: array<T>;
+@group(0) @binding(4) var<storage, read_write> dh: array<T>;
+@group(0) @binding(5) var<storage, read_write> part: array<T>;
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n = p.D / W;
+  let first = wid.x * p.rpw;
+  let last = min(first + p.rpw, p.rows);
+  for (var c = lid; c < n; c += {{.WG}}u) {
+    let g = gamma[c];
+    var a = T();
+    for (var row = first; row < last; row++) {
+      let d = dy[row * n + c];
+      dh[row * n + c] = g * d;
+      a = fma(d, h[row * n + c], a);
+    }
+    part[wid.x * n + c] = a;
+  }
+}
+{{end}}

@@ -1,0 +1,258 @@
+{{/* Normalisations along the last axis: LayerNorm, softmax, L2. A row kernel
+gives workgroup wid.x the rows first..last (p.rpw of them), WG/LANES rows at a
+time with LANES lanes striding each row, and reduces a row with row_reduce
+from reduce.wgsl. */}}
+
+{{/* vec_t: rows are read as T = vec4<f32> when D is a multiple of 4 (a
+quarter of the loads and bounds checks), else as f32; W is the width and
+hsum(v) the sum of a T's components. Data: Vec4. */}}
+{{define "vec_t"}}
+{{if .Vec4}}alias T = vec4<f32>;
+const W = 4u;
+fn hsum(v: T) -> f32 { return v.x + v.y + v.z + v.w; }
+{{else}}alias T = f32;
+const W = 1u;
+fn hsum(v: T) -> f32 { return v; }
+{{end}}
+{{end}}
+
+{{/* layernorm: y = (x - mean) * rstd * gamma + beta per row of D, saving mean
+and rstd = 1/sqrt(var + eps) for the backward. The variance is an exact second
+pass over the row, which the first pass left in cache. Data: WG, Lanes, Vec4. */}}
+{{define "layernorm"}}
+{{template "row_reduce" .}}
+{{template "vec_t" .}}
+struct Params { rows: u32, D: u32, rpw: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read> gamma: array<T>;
+@group(0) @binding(3) var<storage, read> beta: array<T>;
+@group(0) @binding(4) var<storage, read_write> y: array<T>;
+@group(0) @binding(5) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(6) var<storage, read_write> rstd: array<f32>;
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % LANES;
+  let first = wid.x * p.rpw;
+  let last = min(first + p.rpw, p.rows);
+  let inv_d = 1.0 / f32(p.D);
+  for (var r0 = first; r0 < last; r0 += ROWS) {
+    let row = r0 + lid / LANES;
+    // Lanes past the last row skip their loops but join every barrier.
+    let n = select(0u, p.D / W, row < last);
+    let base = row * (p.D / W);
+    var s = T();
+    for (var c = lane; c < n; c += LANES) { s += x[base + c]; }
+    let mu = row_reduce(vec2(hsum(s), 0.0), lid).x * inv_d;
+    var q = T();
+    for (var c = lane; c < n; c += LANES) { let d = x[base + c] - mu; q = fma(d, d, q); }
+    let r = inverseSqrt(row_reduce(vec2(hsum(q), 0.0), lid).x * inv_d + p.eps);
+    for (var c = lane; c < n; c += LANES) { y[base + c] = fma((x[base + c] - mu) * r, gamma[c], beta[c]); }
+    if (lane == 0u && n > 0u) { mean[row] = mu; rstd[row] = r; }
+  }
+}
+{{end}}
+
+{{/* layernorm_backward: with xh = (x - mean) * rstd and g = dy * gamma,
+dx (+)= rstd * (g - mean(g) - xh * mean(g * xh)). The parameter gradients are
+layernorm_param_grads' job. Data: WG, Lanes, Vec4, Accumulate. */}}
+{{define "layernorm_backward"}}
+{{template "row_reduce" .}}
+{{template "vec_t" .}}
+struct Params { rows: u32, D: u32, rpw: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<T>;
+@group(0) @binding(2) var<storage, read> x: array<T>;
+@group(0) @binding(3) var<storage, read> gamma: array<T>;
+@group(0) @binding(4) var<storage, read> mean: array<f32>;
+@group(0) @binding(5) var<storage, read> rstd: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dx: array<T>;
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % LANES;
+  let first = wid.x * p.rpw;
+  let last = min(first + p.rpw, p.rows);
+  let inv_d = 1.0 / f32(p.D);
+  for (var r0 = first; r0 < last; r0 += ROWS) {
+    let row = min(r0 + lid / LANES, last - 1u);
+    let n = select(0u, p.D / W, r0 + lid / LANES < last);
+    let base = row * (p.D / W);
+    let mu = mean[row];
+    let r = rstd[row];
+    var sg = T();
+    var sgx = T();
+    for (var c = lane; c < n; c += LANES) {
+      let g = dy[base + c] * gamma[c];
+      sg += g;
+      sgx = fma(g, (x[base + c] - mu) * r, sgx);
+    }
+    let m = row_reduce(vec2(hsum(sg), hsum(sgx)), lid) * inv_d;
+    for (var c = lane; c < n; c += LANES) {
+      let v = r * (dy[base + c] * gamma[c] - m.x - (x[base + c] - mu) * r * m.y);
+      {{if .Accumulate}}dx[base + c] += v;{{else}}dx[base + c] = v;{{end}}
+    }
+  }
+}
+{{end}}
+
+{{/* layernorm_param_grads: per-chunk column sums of dy * xh (dgamma) and dy
+(dbeta) over the rows first..last of workgroup wid.x, into row wid.x of
+part[0] and part[1] (part is [2, PARTS, D]); sum_rows adds the chunks up.
+Lanes own columns, so every row is read contiguously. Data: WG, Vec4. */}}
+{{define "layernorm_param_grads"}}
+{{template "vec_t" .}}
+struct Params { rows: u32, D: u32, rpw: u32, parts: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<T>;
+@group(0) @binding(2) var<storage, read> x: array<T>;
+@group(0) @binding(3) var<storage, read> mean: array<f32>;
+@group(0) @binding(4) var<storage, read> rstd: array<f32>;
+@group(0) @binding(5) var<storage, read_write> part: array<T>;
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n = p.D / W;
+  let first = wid.x * p.rpw;
+  let last = min(first + p.rpw, p.rows);
+  for (var c = lid; c < n; c += {{.WG}}u) {
+    var dg = T();
+    var db = T();
+    for (var row = first; row < last; row++) {
+      let d = dy[row * n + c];
+      dg = fma(d, (x[row * n + c] - mean[row]) * rstd[row], dg);
+      db += d;
+    }
+    part[wid.x * n + c] = dg;
+    part[(p.parts + wid.x) * n + c] = db;
+  }
+}
+{{end}}
+
+{{/* softmax: y = softmax(x * inv_t) per row of D. One read pass keeps a
+running (max, sum of exp(v - max)) per lane, row_reduce merges the pairs, a
+second pass writes. Rows of any length (65536 prototypes) stream from memory.
+Data: WG, Lanes. */}}
+{{define "softmax"}}
+{{template "row_reduce" .}}
+struct Params { rows: u32, D: u32, rpw: u32, inv_t: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// (m, s) stands for s * exp(m); a lane that saw nothing holds (-FLT_MAX, 0).
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let m = max(a.x, b.x);
+  return vec2(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+}
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % LANES;
+  let first = wid.x * p.rpw;
+  let last = min(first + p.rpw, p.rows);
+  for (var r0 = first; r0 < last; r0 += ROWS) {
+    let row = r0 + lid / LANES;
+    // Lanes past the last row skip their loops but join every barrier.
+    let n = select(0u, p.D, row < last);
+    let base = row * p.D;
+    var m = -3.4028235e38;
+    var s = 0.0;
+    for (var c = lane; c < n; c += LANES) {
+      let v = x[base + c] * p.inv_t;
+      if (v > m) { s = fma(s, exp(m - v), 1.0); m = v; } else { s += exp(v - m); }
+    }
+    let t = row_reduce(vec2(m, s), lid);
+    let inv = 1.0 / t.y;
+    for (var c = lane; c < n; c += LANES) { y[base + c] = exp(x[base + c] * p.inv_t - t.x) * inv; }
+  }
+}
+{{end}}
+
+{{/* softmax_backward: dx = y * (dy - sum(dy * y)) * inv_t per row.
+Data: WG, Lanes. */}}
+{{define "softmax_backward"}}
+{{template "row_reduce" .}}
+struct Params { rows: u32, D: u32, rpw: u32, inv_t: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % LANES;
+  let first = wid.x * p.rpw;
+  let last = min(first + p.rpw, p.rows);
+  for (var r0 = first; r0 < last; r0 += ROWS) {
+    let row = r0 + lid / LANES;
+    let n = select(0u, p.D, row < last);
+    let base = row * p.D;
+    var a = 0.0;
+    for (var c = lane; c < n; c += LANES) { a = fma(dy[base + c], y[base + c], a); }
+    let d = row_reduce(vec2(a, 0.0), lid).x;
+    for (var c = lane; c < n; c += LANES) { dx[base + c] = y[base + c] * (dy[base + c] - d) * p.inv_t; }
+  }
+}
+{{end}}
+
+{{/* l2_normalize: y = x / max(|x|, eps) per row, saving norm = |x|.
+Data: WG, Lanes. */}}
+{{define "l2_normalize"}}
+{{template "row_reduce" .}}
+struct Params { rows: u32, D: u32, rpw: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> norm: array<f32>;
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % LANES;
+  let first = wid.x * p.rpw;
+  let last = min(first + p.rpw, p.rows);
+  for (var r0 = first; r0 < last; r0 += ROWS) {
+    let row = r0 + lid / LANES;
+    let n = select(0u, p.D, row < last);
+    let base = row * p.D;
+    var a = 0.0;
+    for (var c = lane; c < n; c += LANES) { let v = x[base + c]; a = fma(v, v, a); }
+    let nr = sqrt(row_reduce(vec2(a, 0.0), lid).x);
+    let inv = 1.0 / max(nr, p.eps);
+    for (var c = lane; c < n; c += LANES) { y[base + c] = x[base + c] * inv; }
+    if (lane == 0u && n > 0u) { norm[row] = nr; }
+  }
+}
+{{end}}
+
+{{/* l2_normalize_backward: with n = max(norm, eps), dx (+)= (dy - y * sum(dy * y)) / n
+where norm > eps, dy / eps where the clamp was active. Data: WG, Lanes, Accumulate. */}}
+{{define "l2_normalize_backward"}}
+{{template "row_reduce" .}}
+struct Params { rows: u32, D: u32, rpw: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read> norm: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % LANES;
+  let first = wid.x * p.rpw;
+  let last = min(first + p.rpw, p.rows);
+  for (var r0 = first; r0 < last; r0 += ROWS) {
+    let row = min(r0 + lid / LANES, last - 1u);
+    let n = select(0u, p.D, r0 + lid / LANES < last);
+    let base = row * p.D;
+    var a = 0.0;
+    for (var c = lane; c < n; c += LANES) { a = fma(dy[base + c], y[base + c], a); }
+    let nr = norm[row];
+    // Inside the clamp y no longer depends on the direction of x.
+    let d = select(0.0, row_reduce(vec2(a, 0.0), lid).x, nr > p.eps);
+    let inv = 1.0 / max(nr, p.eps);
+    for (var c = lane; c < n; c += LANES) {
+      let v = (dy[base + c] - y[base + c] * d) * inv;
+      {{if .Accumulate}}dx[base + c] += v;{{else}}dx[base + c] = v;{{end}}
+    }
+  }
+}
+{{end}}
