@@ -50,7 +50,8 @@ type Device struct {
 	mu      sync.Mutex
 	kernels map[string]*compiled
 
-	timestamps bool // the device supports timestamp queries
+	timestamps bool   // the device supports timestamp queries
+	jsQueue    func() // js only: waits for queue.onSubmittedWorkDone
 
 	uniform     *wgpu.Buffer // parameter arena shared by recordings
 	uniformSize uint64

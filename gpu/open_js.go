@@ -67,6 +67,8 @@ func Open() (*Device, error) {
 		return nil, err
 	}
 	wd := wgpu.NewDevice(dev)
+	queue := dev.Get("queue")
+	wait := func() { jsx.Await(queue.Call("onSubmittedWorkDone")) }
 	return &Device{dev: &wd, queue: wd.GetQueue(), info: info, limits: limits, shaders: set,
-		kernels: map[string]*compiled{}}, nil
+		kernels: map[string]*compiled{}, jsQueue: wait}, nil
 }

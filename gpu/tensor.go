@@ -228,6 +228,7 @@ func (d *Device) ReadBytes(t *Tensor) ([]byte, error) {
 	}
 	defer cmd.Release()
 	d.queue.Submit(cmd)
+	d.Sync()
 	status := wgpu.BufferMapAsyncStatusUnknown
 	if err := staging.MapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.BufferMapAsyncStatus) { status = s }); err != nil {
 		return nil, fmt.Errorf("read %s: map: %w", t, err)
@@ -241,6 +242,3 @@ func (d *Device) ReadBytes(t *Tensor) ([]byte, error) {
 	staging.Unmap()
 	return out, nil
 }
-
-// Sync waits until the GPU has finished all submitted work.
-func (d *Device) Sync() { d.dev.Poll(true, nil) }

@@ -7,3 +7,11 @@ import "time"
 // RunTimed submits, waits, and returns the wall time: the browser backend
 // has no timestamp queries.
 func (r *Recorder) RunTimed() (time.Duration, error) { return r.Run() }
+
+// Sync waits until the GPU has finished all submitted work
+// (queue.onSubmittedWorkDone; the js backend's Poll does nothing).
+func (d *Device) Sync() {
+	if d.jsQueue != nil {
+		d.jsQueue()
+	}
+}

@@ -70,3 +70,14 @@ func (r *Recorder) RunTimed() (time.Duration, error) {
 	}
 	return time.Duration(t1 - t0), nil
 }
+
+// Sync waits until the GPU has finished all submitted work. It polls
+// without blocking: wgpu-native's blocking poll gives up after 5 s and, with
+// more work than that queued, was seen to crash the process on lavapipe.
+func (d *Device) Sync() {
+	pause := 20 * time.Microsecond
+	for !d.dev.Poll(false, nil) {
+		time.Sleep(pause)
+		pause = min(2*pause, 2*time.Millisecond)
+	}
+}

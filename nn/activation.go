@@ -185,7 +185,7 @@ func LayerScaleBackward(rec *gpu.Recorder, dh, dgamma, dy, h, gamma, scratch *gp
 	if scratch.Len() < ScratchLen(D) {
 		return shapeErr(rec, op, "scratch %s: want at least %d elements for D = %d", scratch, ScratchLen(D), D)
 	}
-	rpw, groups := rowGrid(rows, Partials, 1)
+	rpw, groups := rowGrid(rows, partials, 1)
 	k := gpu.Kernel{Name: op, Data: rowKernel{WG: colWG, Vec4: D%4 == 0},
 		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite, gpu.ReadWrite}}
 	params := []uint32{gpu.U32(rows), gpu.U32(D), gpu.U32(rpw)}

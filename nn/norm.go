@@ -2,18 +2,18 @@ package nn
 
 import "github.com/webdino/webdino/gpu"
 
-// Partials is the number of row chunks whose per-column partial sums
+// partials is the number of row chunks whose per-column partial sums
 // LayerNormBackward and LayerScaleBackward keep in their scratch tensor
 // before adding them up (WGSL has no float atomics).
-const Partials = 64
+const partials = 64
 
 // ScratchLen is the number of floats of scratch LayerNormBackward and
 // LayerScaleBackward need for rows of D channels. One scratch tensor, in a
 // buffer of its own, can serve every such call of a recording in turn.
-func ScratchLen(D int) int { return 2 * Partials * D }
+func ScratchLen(D int) int { return 2 * partials * D }
 
-// rowArgs checks that x has rows of D and that every vector in vs holds D
-// values and every tensor in per one value per row; it returns the row count.
+// rowArgs checks that each tensor in ts holds one value per channel of x's
+// last axis, or one per row where perRow says so; it returns the row count.
 func rowArgs(rec *gpu.Recorder, op string, x *gpu.Tensor, names []string, ts []*gpu.Tensor, perRow []bool) (rows int, err error) {
 	D := x.Dim(-1)
 	rows = x.Len() / D
@@ -87,10 +87,10 @@ func LayerNormBackward(rec *gpu.Recorder, dx, dgamma, dbeta, dy, x, gamma, mean,
 		dy, x, gamma, mean, rstd, dx); err != nil {
 		return err
 	}
-	rpw, groups := rowGrid(rows, Partials, 1)
+	rpw, groups := rowGrid(rows, partials, 1)
 	pk := gpu.Kernel{Name: "layernorm_param_grads", Data: rowKernel{WG: colWG, Vec4: D%4 == 0},
 		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}}
-	params := []uint32{gpu.U32(rows), gpu.U32(D), gpu.U32(rpw), gpu.U32(Partials)}
+	params := []uint32{gpu.U32(rows), gpu.U32(D), gpu.U32(rpw), gpu.U32(partials)}
 	if err := rec.Dispatch(pk, [3]uint32{uint32(groups), 1, 1}, params, dy, x, mean, rstd, o.Scratch); err != nil {
 		return err
 	}
@@ -103,10 +103,10 @@ func LayerNormBackward(rec *gpu.Recorder, dx, dgamma, dbeta, dy, x, gamma, mean,
 const colWG = 64
 
 // sumPartials adds up the groups rows of partial sums that a kernel left in
-// consecutive [Partials, D] blocks of scratch, one block per output.
+// consecutive [partials, D] blocks of scratch, one block per output.
 func sumPartials(rec *gpu.Recorder, scratch *gpu.Tensor, groups, D int, accumulate bool, outs ...*gpu.Tensor) error {
 	for i, out := range outs {
-		part, err := scratch.View(i*Partials*D, groups, D)
+		part, err := scratch.View(i*partials*D, groups, D)
 		if err != nil {
 			return rec.Fail(err)
 		}
@@ -130,7 +130,7 @@ func Softmax(rec *gpu.Recorder, y, x *gpu.Tensor, T float32) error {
 	if !(T > 0) {
 		return shapeErr(rec, op, "temperature %g: must be positive", T)
 	}
-	return rowDispatch(rec, op, rowKernel{}, x.Len()/x.Dim(-1), x.Dim(-1), 1/T, []gpu.Access{gpu.Read, gpu.ReadWrite}, x, y)
+	return rowDispatch(rec, op, rowKernel{Vec4: x.Dim(-1)%4 == 0}, x.Len()/x.Dim(-1), x.Dim(-1), 1/T, []gpu.Access{gpu.Read, gpu.ReadWrite}, x, y)
 }
 
 // SoftmaxBackward records dx = y * (dy - sum(dy * y)) / T per row, from the
@@ -146,7 +146,7 @@ func SoftmaxBackward(rec *gpu.Recorder, dx, dy, y *gpu.Tensor, T float32) error 
 	if !(T > 0) {
 		return shapeErr(rec, op, "temperature %g: must be positive", T)
 	}
-	return rowDispatch(rec, op, rowKernel{}, y.Len()/y.Dim(-1), y.Dim(-1), 1/T, []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}, dy, y, dx)
+	return rowDispatch(rec, op, rowKernel{Vec4: y.Dim(-1)%4 == 0}, y.Len()/y.Dim(-1), y.Dim(-1), 1/T, []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}, dy, y, dx)
 }
 
 // L2Normalize records y = x / max(||x||, eps) per row of x and saves each

@@ -22,7 +22,7 @@ func plus(a, b []float64) []float64 {
 }
 
 // rowShapes are the (rows, D) cases of the row ops: length-1 rows, batch 1,
-// row lengths off every workgroup size, more rows than Partials and than
+// row lengths off every workgroup size, more rows than the 64 partial-sum chunks and than
 // maxRowGroups (so workgroups take several rows), and a 3-D tensor case below.
 var rowShapes = [][2]int{{1, 1}, {1, 3}, {5, 385}, {3, 1537}, {300, 7}, {130, 384}}
 
@@ -138,7 +138,7 @@ func TestSoftmax(t *testing.T) { forLayouts(t, testSoftmax) }
 
 func testSoftmax(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 18))
-	shapes := append(rowShapes, [2]int{2, 65537}, [2]int{7, 257})
+	shapes := append(rowShapes, [2]int{2, 65537}, [2]int{7, 257}, [2]int{1, 65536})
 	for i, s := range shapes {
 		rows, D := s[0], s[1]
 		T := []float32{1, 0.1, 0.04}[i%3]

@@ -38,9 +38,10 @@ var rowLayoutOverride *[2]int
 // lane per row (no reduction at all) was fastest for rows up to a few
 // thousand (LayerNorm 8224x384: 9 ms against 23 ms with 8 lanes per row;
 // softmax 1542x257: 1.4 against 3.6 ms), and 8 lanes, one SIMD batch, per row
-// for long rows (softmax 64x65536: 30 against 41-54 ms). A GPU gets 32 lanes
-// (a warp) per row and 8 rows per workgroup, or 256 lanes per row for long
-// rows.
+// for long rows, where one lane per row leaves too few invocations (softmax
+// 64x65536 with scalar loads: 30 against 41-54 ms). A GPU gets 32 lanes (a
+// warp) per row and 8 rows per workgroup, or 256 lanes per row for long rows;
+// the tests run every layout on lavapipe, but no GPU timed them yet.
 func rowLayout(d *gpu.Device, D int) (wg, lanes int) {
 	cpu := strings.EqualFold(d.Info().Type, "cpu")
 	switch {

@@ -130,15 +130,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {{end}}
 
 {{/* softmax: y = softmax(x * inv_t) per row of D. One read pass keeps a
-running (max, sum of exp(v - max)) per lane, row_reduce merges the pairs, a
-second pass writes. Rows of any length (65536 prototypes) stream from memory.
-Data: WG, Lanes. */}}
+running (max, sum of exp(v - max)) per lane and component, row_reduce merges
+the pairs, a second pass writes. Rows of any length (65536 prototypes) stream
+from memory. Data: WG, Lanes, Vec4. */}}
 {{define "softmax"}}
 {{template "row_reduce" .}}
+{{template "vec_t" .}}
 struct Params { rows: u32, D: u32, rpw: u32, inv_t: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read_write> y: array<T>;
 // (m, s) stands for s * exp(m); a lane that saw nothing holds (-FLT_MAX, 0).
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   let m = max(a.x, b.x);
@@ -152,15 +153,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var r0 = first; r0 < last; r0 += ROWS) {
     let row = r0 + lid / LANES;
     // Lanes past the last row skip their loops but join every barrier.
-    let n = select(0u, p.D, row < last);
-    let base = row * p.D;
-    var m = -3.4028235e38;
-    var s = 0.0;
+    let n = select(0u, p.D / W, row < last);
+    let base = row * (p.D / W);
+    var m = T(-3.4028235e38);
+    var s = T();
     for (var c = lane; c < n; c += LANES) {
       let v = x[base + c] * p.inv_t;
-      if (v > m) { s = fma(s, exp(m - v), 1.0); m = v; } else { s += exp(v - m); }
+      let m2 = max(m, v);
+      s = s * exp(m - m2) + exp(v - m2);
+      m = m2;
     }
+    {{if .Vec4}}
+    let t4 = combine(combine(vec2(m.x, s.x), vec2(m.y, s.y)), combine(vec2(m.z, s.z), vec2(m.w, s.w)));
+    let t = row_reduce(t4, lid);
+    {{else}}
     let t = row_reduce(vec2(m, s), lid);
+    {{end}}
     let inv = 1.0 / t.y;
     for (var c = lane; c < n; c += LANES) { y[base + c] = exp(x[base + c] * p.inv_t - t.x) * inv; }
   }
@@ -168,14 +176,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {{end}}
 
 {{/* softmax_backward: dx = y * (dy - sum(dy * y)) * inv_t per row.
-Data: WG, Lanes. */}}
+Data: WG, Lanes, Vec4. */}}
 {{define "softmax_backward"}}
 {{template "row_reduce" .}}
+{{template "vec_t" .}}
 struct Params { rows: u32, D: u32, rpw: u32, inv_t: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<T>;
+@group(0) @binding(2) var<storage, read> y: array<T>;
+@group(0) @binding(3) var<storage, read_write> dx: array<T>;
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
 @compute @workgroup_size({{.WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -184,11 +193,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let last = min(first + p.rpw, p.rows);
   for (var r0 = first; r0 < last; r0 += ROWS) {
     let row = r0 + lid / LANES;
-    let n = select(0u, p.D, row < last);
-    let base = row * p.D;
-    var a = 0.0;
+    let n = select(0u, p.D / W, row < last);
+    let base = row * (p.D / W);
+    var a = T();
     for (var c = lane; c < n; c += LANES) { a = fma(dy[base + c], y[base + c], a); }
-    let d = row_reduce(vec2(a, 0.0), lid).x;
+    let d = row_reduce(vec2(hsum(a), 0.0), lid).x;
     for (var c = lane; c < n; c += LANES) { dx[base + c] = y[base + c] * (dy[base + c] - d) * p.inv_t; }
   }
 }

@@ -1,0 +1,105 @@
+package nn
+
+import "github.com/webdino/webdino/gpu"
+
+// rowsOf returns the rows R and row length K of a [..., K] tensor.
+func rowsOf(x *gpu.Tensor) (R, K int) {
+	K = x.Dim(-1)
+	return x.Len() / K, K
+}
+
+// SoftmaxCrossEntropy records the DINO / iBOT loss per row of student logits
+// s [..., K] against teacher probabilities t of the same shape:
+//
+//	loss[r] = -sum_k t[r, k] log softmax(s[r] / tau)_k
+//
+// and saves lse[r] = logsumexp(s[r] / tau) and tsum[r] = sum_k t[r, k], which
+// the backward needs (teacher rows need not sum to one, e.g. after
+// Sinkhorn-Knopp). loss, lse and tsum have one element per row.
+func SoftmaxCrossEntropy(rec *gpu.Recorder, loss, lse, tsum, student, teacher *gpu.Tensor, tau float32) error {
+	const op = "softmax_xent"
+	if err := notNil(rec, op, []string{"loss", "lse", "tsum", "student", "teacher"}, loss, lse, tsum, student, teacher); err != nil {
+		return err
+	}
+	R, K := rowsOf(student)
+	if teacher.Len() != student.Len() || teacher.Dim(-1) != K {
+		return shapeErr(rec, op, "student %s, teacher %s: shapes differ", student, teacher)
+	}
+	if loss.Len() != R || lse.Len() != R || tsum.Len() != R {
+		return shapeErr(rec, op, "student %s -> loss %s, lse %s, tsum %s: want %d rows each", student, loss, lse, tsum, R)
+	}
+	if !(tau > 0) {
+		return shapeErr(rec, op, "temperature %g must be positive", tau)
+	}
+	k := gpu.Kernel{Name: "softmax_xent", Access: []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite, gpu.ReadWrite, gpu.ReadWrite}}
+	return rec.Dispatch(k, rec.Groups(R, 1), []uint32{gpu.U32(R), gpu.U32(K), gpu.F32(1 / tau)}, student, teacher, loss, lse, tsum)
+}
+
+// SoftmaxCrossEntropyBackward records the student gradient of
+// SoftmaxCrossEntropy scaled per row by the upstream gradient dLoss [R]:
+//
+//	dStudent[r, k] (+)= dLoss[r] (softmax(s[r] / tau)_k tsum[r] - t[r, k]) / tau
+//
+// using the lse and tsum the forward saved.
+func SoftmaxCrossEntropyBackward(rec *gpu.Recorder, dStudent, dLoss, student, teacher, lse, tsum *gpu.Tensor, tau float32, accumulate bool) error {
+	const op = "softmax_xent_backward"
+	if err := notNil(rec, op, []string{"dStudent", "dLoss", "student", "teacher", "lse", "tsum"}, dStudent, dLoss, student, teacher, lse, tsum); err != nil {
+		return err
+	}
+	R, K := rowsOf(student)
+	if teacher.Len() != student.Len() || teacher.Dim(-1) != K || dStudent.Len() != student.Len() || dStudent.Dim(-1) != K {
+		return shapeErr(rec, op, "student %s, teacher %s, dStudent %s: shapes differ", student, teacher, dStudent)
+	}
+	if dLoss.Len() != R || lse.Len() != R || tsum.Len() != R {
+		return shapeErr(rec, op, "student %s with dLoss %s, lse %s, tsum %s: want %d rows each", student, dLoss, lse, tsum, R)
+	}
+	if !(tau > 0) {
+		return shapeErr(rec, op, "temperature %g must be positive", tau)
+	}
+	k := gpu.Kernel{Name: "softmax_xent_backward", Data: struct{ Accumulate bool }{accumulate},
+		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}}
+	return rec.Dispatch(k, rec.Groups(R, 1), []uint32{gpu.U32(R), gpu.U32(K), gpu.F32(1 / tau)}, student, teacher, lse, tsum, dLoss, dStudent)
+}
+
+// TeacherSoftmax records probs[r] = softmax((t[r] - center) / temp) for
+// teacher logits t [..., K] and center [K] (nil for none), DINO's centred and
+// sharpened teacher. The teacher gets no gradient, so it has no backward.
+func TeacherSoftmax(rec *gpu.Recorder, probs, logits, center *gpu.Tensor, temp float32) error {
+	const op = "teacher_softmax"
+	if err := notNil(rec, op, []string{"probs", "logits"}, probs, logits); err != nil {
+		return err
+	}
+	R, K := rowsOf(logits)
+	if probs.Len() != logits.Len() || probs.Dim(-1) != K {
+		return shapeErr(rec, op, "logits %s -> probs %s: shapes differ", logits, probs)
+	}
+	if center != nil && center.Len() != K {
+		return shapeErr(rec, op, "logits %s, center %s: want %d elements", logits, center, K)
+	}
+	if !(temp > 0) {
+		return shapeErr(rec, op, "temperature %g must be positive", temp)
+	}
+	k := gpu.Kernel{Name: "teacher_softmax", Data: struct{ Center bool }{center != nil},
+		Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
+	bufs := []*gpu.Tensor{logits, probs}
+	if center != nil {
+		k.Access = append(k.Access, gpu.Read)
+		bufs = append(bufs, center)
+	}
+	return rec.Dispatch(k, rec.Groups(R, 1), []uint32{gpu.U32(R), gpu.U32(K), gpu.F32(1 / temp)}, bufs...)
+}
+
+// CenterUpdate records center = momentum center + (1 - momentum) mean_r
+// logits[r], the EMA of the teacher logits [..., K] over its rows.
+func CenterUpdate(rec *gpu.Recorder, center, logits *gpu.Tensor, momentum float32) error {
+	const op = "center_update"
+	if err := notNil(rec, op, []string{"center", "logits"}, center, logits); err != nil {
+		return err
+	}
+	R, K := rowsOf(logits)
+	if center.Len() != K {
+		return shapeErr(rec, op, "logits %s, center %s: want %d elements", logits, center, K)
+	}
+	k := gpu.Kernel{Name: "center_update", Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
+	return rec.Dispatch(k, rec.Groups(K, 64), []uint32{gpu.U32(R), gpu.U32(K), gpu.F32(momentum)}, logits, center)
+}

@@ -1,0 +1,111 @@
+//go:build !js
+
+package nn
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/nn/ref"
+)
+
+// teacherProbs returns R rows of K probabilities (a sharp softmax) scaled by
+// 0.9, so rows do not sum to one, as after Sinkhorn-Knopp.
+func teacherProbs(rng *rand.Rand, R, K int) ([]float64, []float32) {
+	l, _ := randn(rng, R*K, 1)
+	p := ref.TeacherSoftmax(l, nil, R, K, 0.05)
+	p32 := make([]float32, len(p))
+	for i := range p {
+		p32[i] = float32(0.9 * p[i])
+		p[i] = float64(p32[i])
+	}
+	return p, p32
+}
+
+func TestSoftmaxCrossEntropy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	const tau = 0.1
+	// More than 65535 rows take a 2-D grid of row workgroups, but such a case
+	// runs for seconds on lavapipe, so it is left out.
+	for _, s := range [][2]int{{1, 1}, {1, 65536}, {3, 1000}, {300, 7}, {5, 257}} {
+		R, K := s[0], s[1]
+		t.Run(fmt.Sprintf("%dx%d", R, K), func(t *testing.T) {
+			s64, s32 := randn(rng, R*K, 1)
+			t64, t32 := teacherProbs(rng, R, K)
+			w64, w32 := randn(rng, R, 1)
+			d064, d032 := randn(rng, R*K, 1)
+			student, teacher := upload(t, s32, R, K), upload(t, t32, R, K)
+			loss, lse, tsum := zeros(t, R), zeros(t, R), zeros(t, R)
+			ds := upload(t, d032, R, K)
+			rec := dev.Record()
+			require.NoError(t, SoftmaxCrossEntropy(rec, loss, lse, tsum, student, teacher, tau))
+			require.NoError(t, SoftmaxCrossEntropyBackward(rec, ds, upload(t, w32, R), student, teacher, lse, tsum, tau, true))
+			run(t, rec)
+			// Logits s/tau reach |40|, so lse and loss are O(50): f32 rounding
+			// of z and of K-term sums gives relative errors ~1e-6.
+			requireClose(t, ref.SoftmaxCrossEntropy(s64, t64, R, K, tau), read(t, loss), 1e-5, 1e-5, "loss")
+			want := ref.SoftmaxCrossEntropyBackward(s64, t64, w64, R, K, tau)
+			for i := range want {
+				want[i] += d064[i]
+			}
+			// An lse error of ~5e-6 becomes a relative error of 5e-6 in each
+			// softmax term, times |w|/tau ~ 10.
+			requireClose(t, want, read(t, ds), 1e-5, 1e-4, "dstudent")
+		})
+	}
+}
+
+func TestSoftmaxCrossEntropyReferenceGradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	const R, K, tau = 3, 11, 0.1
+	s, _ := randn(rng, R*K, 1)
+	tp, _ := teacherProbs(rng, R, K)
+	w, _ := randn(rng, R, 1)
+	checkGradient(t, func(s []float64) float64 { return dot(w, ref.SoftmaxCrossEntropy(s, tp, R, K, tau)) },
+		s, ref.SoftmaxCrossEntropyBackward(s, tp, w, R, K, tau), "softmax_xent")
+}
+
+func TestTeacherSoftmaxAndCenter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(35, 36))
+	const temp, m = 0.04, 0.9
+	for _, s := range [][2]int{{1, 1}, {2, 65536}, {130, 33}} {
+		R, K := s[0], s[1]
+		t.Run(fmt.Sprintf("%dx%d", R, K), func(t *testing.T) {
+			l64, l32 := randn(rng, R*K, 1)
+			c64, c32 := randn(rng, K, 0.3)
+			logits, center := upload(t, l32, R, K), upload(t, c32, K)
+			probs, plain := zeros(t, R, K), zeros(t, R, K)
+			rec := dev.Record()
+			require.NoError(t, TeacherSoftmax(rec, probs, logits, center, temp))
+			require.NoError(t, TeacherSoftmax(rec, plain, logits, nil, temp))
+			require.NoError(t, CenterUpdate(rec, center, logits, m))
+			run(t, rec)
+			// Logits / 0.04 reach |100|: an f32 rounding of z of 100 * 6e-8
+			// is a relative error of ~1e-5 in each probability.
+			requireClose(t, ref.TeacherSoftmax(l64, c64, R, K, temp), read(t, probs), 1e-7, 2e-5, "centred")
+			requireClose(t, ref.TeacherSoftmax(l64, nil, R, K, temp), read(t, plain), 1e-7, 2e-5, "plain")
+			// f32 sum of R <= 130 unit normals.
+			requireClose(t, ref.CenterUpdate(c64, l64, R, K, m), read(t, center), 1e-6, 1e-5, "center")
+		})
+	}
+}
+
+func TestLossBadShapes(t *testing.T) {
+	rec := dev.Record()
+	err := SoftmaxCrossEntropy(rec, zeros(t, 3), zeros(t, 3), zeros(t, 3), zeros(t, 3, 5), zeros(t, 3, 6), 0.1)
+	require.ErrorContains(t, err, "softmax_xent: student [3x5], teacher [3x6]: shapes differ")
+	require.Error(t, rec.Submit())
+	err = SoftmaxCrossEntropy(dev.Record(), zeros(t, 2), zeros(t, 3), zeros(t, 3), zeros(t, 3, 5), zeros(t, 3, 5), 0.1)
+	require.ErrorContains(t, err, "softmax_xent: student [3x5] -> loss [2], lse [3], tsum [3]: want 3 rows each")
+	err = SoftmaxCrossEntropy(dev.Record(), zeros(t, 3), zeros(t, 3), zeros(t, 3), zeros(t, 3, 5), zeros(t, 3, 5), 0)
+	require.ErrorContains(t, err, "softmax_xent: temperature 0 must be positive")
+	err = SoftmaxCrossEntropyBackward(dev.Record(), zeros(t, 3, 5), zeros(t, 4), zeros(t, 3, 5), zeros(t, 3, 5), zeros(t, 3), zeros(t, 3), 0.1, false)
+	require.ErrorContains(t, err, "softmax_xent_backward: student [3x5] with dLoss [4], lse [3], tsum [3]: want 3 rows each")
+	err = TeacherSoftmax(dev.Record(), zeros(t, 2, 7), zeros(t, 2, 7), zeros(t, 8), 0.04)
+	require.ErrorContains(t, err, "teacher_softmax: logits [2x7], center [8]: want 7 elements")
+	err = CenterUpdate(dev.Record(), zeros(t, 6), zeros(t, 2, 7), 0.9)
+	require.ErrorContains(t, err, "center_update: logits [2x7], center [6]: want 7 elements")
+}
