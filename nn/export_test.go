@@ -4,5 +4,5 @@ package nn
 
 import "github.com/webdino/webdino/gpu"
 
-// TestDevice gives external test packages (nn_test) the shared device.
-func TestDevice() *gpu.Device { return dev }
+// SharedDevice gives external test packages (nn_test) the shared device.
+func SharedDevice() *gpu.Device { return dev }

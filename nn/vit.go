@@ -182,7 +182,7 @@ func (m *ViT) Forward(images *gpu.Tensor, o ForwardOpts) (*Output, error) {
 	if o.Mask != nil && len(o.Mask) != B*N {
 		return nil, fmt.Errorf("vit forward: mask of %d patches for %d images of %d patches", len(o.Mask), B, N)
 	}
-	a, err := newArena(m.dev)
+	a, err := newActArena(m.dev)
 	if err != nil {
 		return nil, err
 	}
@@ -326,18 +326,18 @@ func (m *ViT) tokens(rec *gpu.Recorder, x, pe, posGrid *gpu.Tensor, gridBase int
 	return rec.Dispatch(k, rec.Groups(n, 256), []uint32{gpu.U32(n), gpu.U32(N), gpu.U32(c.Registers), gpu.U32(D), gpu.U32(gridBase)}, bufs...)
 }
 
-// arena allocates the activations of one pass and frees them together.
-type arena struct {
+// actArena allocates the activations of one pass and frees them together.
+type actArena struct {
 	dev  *gpu.Device
 	bufs []*gpu.Tensor
 	err  error
 }
 
-func newArena(dev *gpu.Device) (*arena, error) { return &arena{dev: dev}, nil }
+func newActArena(dev *gpu.Device) (*actArena, error) { return &actArena{dev: dev}, nil }
 
 // tensor allocates a zeroed tensor; the first failure is kept in a.err and
 // later calls return nil (callers check a.err once).
-func (a *arena) tensor(shape ...int) *gpu.Tensor {
+func (a *actArena) tensor(shape ...int) *gpu.Tensor {
 	if a.err != nil {
 		return nil
 	}
@@ -350,7 +350,7 @@ func (a *arena) tensor(shape ...int) *gpu.Tensor {
 	return t
 }
 
-func (a *arena) release() {
+func (a *actArena) release() {
 	for _, t := range a.bufs {
 		t.Buf.Release()
 	}

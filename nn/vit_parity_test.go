@@ -46,7 +46,7 @@ func maxAbsDiff(t *testing.T, want, got []float32, what string) float64 {
 }
 
 func TestViTParityWithPyTorch(t *testing.T) {
-	dev := nn.TestDevice()
+	dev := nn.SharedDevice()
 	for _, model := range []string{"vits14_d2", "vits14_d2_reg4"} {
 		for _, format := range []string{"pth", "safetensors"} {
 			path := filepath.Join("testdata", "vit", model+"."+format)
