@@ -1,0 +1,97 @@
+//go:build !js
+
+package nn_test
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/ckpt"
+	"github.com/webdino/webdino/nn"
+	"github.com/webdino/webdino/npy"
+)
+
+// The fixtures of nn/testdata/vit (see its README) come from
+// scripts/reference/dinov2_ref.py: the official architecture in PyTorch,
+// float32 on the CPU. Our kernels sum in another order in float32, so
+// outputs differ by rounding: |x_prenorm| <= 6.1, and after two blocks the
+// observed difference stays below 1e-5; 1e-4 (the bound) leaves
+// room for other devices.
+const parityTol = 1e-4
+
+func loadFixture(t *testing.T, name string) *npy.Array {
+	t.Helper()
+	a, err := npy.ReadFile(filepath.Join("testdata", "vit", name))
+	require.NoError(t, err)
+	return a
+}
+
+func maxAbsDiff(t *testing.T, want, got []float32, what string) float64 {
+	t.Helper()
+	require.Equal(t, len(want), len(got), "%s: length", what)
+	m := 0.0
+	for i := range want {
+		d := math.Abs(float64(want[i]) - float64(got[i]))
+		if math.IsNaN(d) {
+			t.Fatalf("%s: NaN at %d", what, i)
+		}
+		m = math.Max(m, d)
+	}
+	return m
+}
+
+func TestViTParityWithPyTorch(t *testing.T) {
+	dev := nn.SharedDevice()
+	for _, model := range []string{"vits14_d2", "vits14_d2_reg4"} {
+		for _, format := range []string{"pth", "safetensors"} {
+			path := filepath.Join("testdata", "vit", model+"."+format)
+			f, err := os.Open(path)
+			require.NoError(t, err)
+			st, _ := f.Stat()
+			c, _, err := ckpt.Import(f, st.Size())
+			f.Close()
+			require.NoError(t, err, path)
+			m, err := nn.NewViT(dev, c.Config)
+			require.NoError(t, err)
+			w := map[string][]float32{}
+			for k, v := range c.Weights {
+				w[k] = v.Data
+			}
+			require.NoError(t, m.SetWeights(w))
+			for _, size := range []string{"224x224", "224x308"} {
+				name := fmt.Sprintf("%s.%s %s", model, format, size)
+				in := loadFixture(t, "input_"+size+".npy")
+				images, err := dev.Upload("images", in.Float32, in.Shape...)
+				require.NoError(t, err)
+				out, err := m.Forward(images, nn.ForwardOpts{Intermediate: 2})
+				images.Buf.Release()
+				require.NoError(t, err, name)
+				pre := fmt.Sprintf("%s_%s_", model, size)
+				checks := []struct {
+					file string
+					got  []float32
+				}{
+					{"x_prenorm", out.Prenorm},
+					{"x_norm_clstoken", out.ClsToken()},
+					{"x_norm_regtokens", out.RegTokens()},
+					{"x_norm_patchtokens", out.PatchTokens()},
+					{"intermediate_patchtokens", append(out.IntermediatePatchTokens(0), out.IntermediatePatchTokens(1)...)},
+					{"intermediate_clstoken", append(out.IntermediateClsToken(0), out.IntermediateClsToken(1)...)},
+				}
+				worst := 0.0
+				for _, ch := range checks {
+					d := maxAbsDiff(t, loadFixture(t, pre+ch.file+".npy").Float32, ch.got, name+" "+ch.file)
+					require.LessOrEqual(t, d, parityTol, "%s %s: max abs error %.3g", name, ch.file, d)
+					worst = math.Max(worst, d)
+				}
+				t.Logf("%s: max abs error over all outputs %.3g", name, worst)
+			}
+			m.Release()
+		}
+	}
+}
