@@ -1,3 +1,5 @@
+//go:build wip
+
 package nn
 
 import "github.com/webdino/webdino/gpu"
