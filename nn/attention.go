@@ -1,42 +1,36 @@
-//go:build wip
-
 package nn
 
 import "github.com/webdino/webdino/gpu"
 
-// Attention kernel shape: each workgroup holds attWG rows (queries, or keys in
-// the dk/dv pass) of one (batch, head) and walks the other side in blocks of
-// attBlk rows. Small workgroups waste little on odd T (257 = 16*16 + 1).
-const (
-	attWG  = 16
-	attBlk = 8
-	// attMaxDh bounds the per-invocation register rows (4 of them in the
-	// dk/dv pass).
-	attMaxDh = 128
-)
+// AttnTensors are the per-head intermediates of one attention call, all
+// [B, H, T, Dh] except Scores and Probs [B, H, T, T]. The forward fills them
+// from qkv; the backward reads Q, K, V and Probs, and writes the gradients of
+// the same quantities into a second AttnTensors (its Scores holds dL/dProbs,
+// its Probs dL/dScores).
+//
+// Attention is composed of batched matmuls and a row softmax rather than
+// fused: the T x T probabilities are kept (B*H*T*T floats per block), which
+// the backward reuses and attention maps read directly, and every step runs
+// on the library's most tuned kernels.
+type AttnTensors struct {
+	Q, K, V, O    *gpu.Tensor
+	Scores, Probs *gpu.Tensor
+}
+
+// NewAttnTensors allocates the tensors of an attention over B images of T
+// tokens with H heads of Dh, through alloc (which may record the first error
+// and return nil; the caller checks it).
+func NewAttnTensors(alloc func(shape ...int) *gpu.Tensor, B, T, H, Dh int) AttnTensors {
+	return AttnTensors{
+		Q: alloc(B, H, T, Dh), K: alloc(B, H, T, Dh), V: alloc(B, H, T, Dh), O: alloc(B, H, T, Dh),
+		Scores: alloc(B, H, T, T), Probs: alloc(B, H, T, T),
+	}
+}
 
 // attnShape is the checked geometry of one attention call.
 type attnShape struct{ B, T, H, D, Dh int }
 
-// attnCheck validates qkv [B, T, 3*D] against heads and returns the shape.
-func attnCheck(rec *gpu.Recorder, op string, qkv *gpu.Tensor, heads int) (attnShape, error) {
-	if len(qkv.Shape) != 3 || qkv.Dim(2)%3 != 0 {
-		return attnShape{}, shapeErr(rec, op, "qkv %s: want [B, T, 3*D]", qkv)
-	}
-	s := attnShape{B: qkv.Dim(0), T: qkv.Dim(1), H: heads, D: qkv.Dim(2) / 3}
-	if heads <= 0 || s.D%heads != 0 {
-		return s, shapeErr(rec, op, "qkv %s: D = %d is not divisible by %d heads", qkv, s.D, heads)
-	}
-	s.Dh = s.D / heads
-	if s.Dh%4 != 0 || s.Dh > attMaxDh {
-		return s, shapeErr(rec, op, "qkv %s with %d heads: head size %d unsupported (want a multiple of 4 up to %d)",
-			qkv, heads, s.Dh, attMaxDh)
-	}
-	return s, nil
-}
-
-// attnShapeIs reports whether t has exactly the given shape.
-func attnShapeIs(t *gpu.Tensor, shape ...int) bool {
+func shapeIs(t *gpu.Tensor, shape ...int) bool {
 	if len(t.Shape) != len(shape) {
 		return false
 	}
@@ -48,103 +42,119 @@ func attnShapeIs(t *gpu.Tensor, shape ...int) bool {
 	return true
 }
 
-func (s attnShape) data() any {
-	return struct{ WG, DV, BLK int }{attWG, s.Dh / 4, attBlk}
+// attnCheck validates qkv [B, T, 3*D] against heads, the output or its
+// gradient x [B, T, D], and the intermediates a (named with prefix).
+func attnCheck(rec *gpu.Recorder, op string, qkv, x *gpu.Tensor, xName string, heads int, a AttnTensors, prefix string) (attnShape, error) {
+	names := []string{"qkv", xName}
+	for _, n := range []string{"Q", "K", "V", "O", "Scores", "Probs"} {
+		names = append(names, prefix+n)
+	}
+	if err := notNil(rec, op, names, qkv, x, a.Q, a.K, a.V, a.O, a.Scores, a.Probs); err != nil {
+		return attnShape{}, err
+	}
+	if len(qkv.Shape) != 3 || qkv.Dim(2)%3 != 0 {
+		return attnShape{}, shapeErr(rec, op, "qkv %s: want [B, T, 3*D]", qkv)
+	}
+	s := attnShape{B: qkv.Dim(0), T: qkv.Dim(1), H: heads, D: qkv.Dim(2) / 3}
+	if heads <= 0 || s.D%heads != 0 {
+		return s, shapeErr(rec, op, "qkv %s: D = %d is not divisible by %d heads", qkv, s.D, heads)
+	}
+	s.Dh = s.D / heads
+	if !shapeIs(x, s.B, s.T, s.D) {
+		return s, shapeErr(rec, op, "qkv %s -> %s %s: want [%d %d %d]", qkv, xName, x, s.B, s.T, s.D)
+	}
+	for i, t := range []*gpu.Tensor{a.Q, a.K, a.V, a.O, a.Scores, a.Probs} {
+		last := s.Dh
+		if i >= 4 {
+			last = s.T
+		}
+		if !shapeIs(t, s.B, s.H, s.T, last) {
+			return s, shapeErr(rec, op, "qkv %s, %d heads: %s %s, want [%d %d %d %d]", qkv, heads, names[i+2], t, s.B, s.H, s.T, last)
+		}
+	}
+	return s, nil
 }
 
-func (s attnShape) params(scale float32) []uint32 {
-	return []uint32{gpu.U32(s.T), gpu.U32(s.H), gpu.U32(s.D / 4), gpu.F32(scale)}
-}
-
-// rowGroups is the grid of the per-row kernels: (row blocks, heads, batch).
-func (s attnShape) rowGroups() [3]uint32 {
-	return [3]uint32{uint32((s.T + attWG - 1) / attWG), uint32(s.H), uint32(s.B)}
+// permute records one part of x [B, T, parts*D] <-> heads [B, H, T, Dh],
+// times a (see heads_permute).
+func (s attnShape) permute(rec *gpu.Recorder, merge bool, heads, x *gpu.Tensor, part int, a float32) error {
+	n := heads.Len()
+	k := gpu.Kernel{Name: "heads_permute", Data: struct{ Merge bool }{merge}, Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
+	params := []uint32{gpu.U32(n), gpu.U32(s.T), gpu.U32(s.H), gpu.U32(s.Dh), gpu.U32(x.Dim(2)), gpu.U32(part * s.D), gpu.F32(a)}
+	if merge {
+		return rec.Dispatch(k, rec.Groups(n, 256), params, heads, x)
+	}
+	return rec.Dispatch(k, rec.Groups(n, 256), params, x, heads)
 }
 
 // Attention records multi-head self-attention without mask,
-// out = softmax(scale q k^T) v per (batch, head), with heads concatenated:
-// qkv [B, T, 3*D] is the fused qkv Linear's output (q, k, v each split into
-// heads of Dh = D/heads columns), out is [B, T, D] (what the projection
-// consumes) and lse [B, heads, T] receives each row's log-sum-exp of the
-// scaled scores, which AttentionBackward needs. scale is normally Dh^-0.5.
-//
-// Flash-attention style: one pass of an online softmax over key blocks, so
-// no T x T score matrix is ever stored; the extra memory is lse, O(B*H*T).
-// Head sizes that are multiples of 4 up to 128 are supported.
-//
-// attn0, if not nil, is [B, heads, T] and receives the softmax row of query
-// 0 (the CLS token) for every head, for attention maps; it costs one extra
-// O(B*H*T*Dh) pass.
-func Attention(rec *gpu.Recorder, out, lse, attn0, qkv *gpu.Tensor, heads int, scale float32) error {
-	const op = "attention"
-	if err := notNil(rec, op, []string{"out", "lse", "qkv"}, out, lse, qkv); err != nil {
-		return err
-	}
-	s, err := attnCheck(rec, op, qkv, heads)
+// out = softmax(scale q k^T) v per (batch, head), heads concatenated:
+// qkv [B, T, 3*D] is the fused qkv Linear's output (q, k, v, each split into
+// heads of Dh = D/heads columns), out [B, T, D] is what the projection
+// consumes. scale is normally Dh^-0.5. a receives the intermediates; a.Probs
+// row 0 of each (batch, head) is the CLS attention map.
+func Attention(rec *gpu.Recorder, out, qkv *gpu.Tensor, heads int, scale float32, a AttnTensors) error {
+	s, err := attnCheck(rec, "attention", qkv, out, "out", heads, a, "")
 	if err != nil {
 		return err
 	}
-	if !attnShapeIs(out, s.B, s.T, s.D) {
-		return shapeErr(rec, op, "qkv %s -> out %s: want [%d %d %d]", qkv, out, s.B, s.T, s.D)
-	}
-	if !attnShapeIs(lse, s.B, s.H, s.T) {
-		return shapeErr(rec, op, "qkv %s, %d heads -> lse %s: want [%d %d %d]", qkv, heads, lse, s.B, s.H, s.T)
-	}
-	if attn0 != nil && !attnShapeIs(attn0, s.B, s.H, s.T) {
-		return shapeErr(rec, op, "qkv %s, %d heads -> attn0 %s: want [%d %d %d]", qkv, heads, attn0, s.B, s.H, s.T)
-	}
-	k := gpu.Kernel{Name: "attention_fwd", Data: s.data(), Access: []gpu.Access{gpu.Read, gpu.ReadWrite, gpu.ReadWrite}}
-	if err := rec.Dispatch(k, s.rowGroups(), s.params(scale), qkv, out, lse); err != nil {
-		return err
-	}
-	if attn0 == nil {
-		return nil
-	}
-	k = gpu.Kernel{Name: "attention_probs0", Data: s.data(), Access: []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}}
-	return rec.Dispatch(k, s.rowGroups(), s.params(scale), qkv, lse, attn0)
-}
-
-// AttentionBackward records the gradient of Attention: given qkv, the
-// forward's out and lse, and dout = dL/dout [B, T, D], it writes dqkv
-// [B, T, 3*D] in qkv's layout (ready for the qkv Linear's backward).
-// delta [B, heads, T] is scratch for rowsum(dout * out).
-//
-// Probabilities are recomputed block by block from lse, so memory stays
-// O(B*H*T). One pass over key blocks per query gives dq, another over query
-// blocks per key gives dk and dv: every output row has one writer, so no
-// atomics are needed.
-func AttentionBackward(rec *gpu.Recorder, dqkv, delta, qkv, out, lse, dout *gpu.Tensor, heads int, scale float32) error {
-	const op = "attention_backward"
-	if err := notNil(rec, op, []string{"dqkv", "delta", "qkv", "out", "lse", "dout"}, dqkv, delta, qkv, out, lse, dout); err != nil {
-		return err
-	}
-	s, err := attnCheck(rec, op, qkv, heads)
-	if err != nil {
-		return err
-	}
-	if !attnShapeIs(dqkv, qkv.Shape...) {
-		return shapeErr(rec, op, "qkv %s -> dqkv %s: shapes differ", qkv, dqkv)
-	}
-	for _, t := range []struct {
-		name string
-		t    *gpu.Tensor
-		want []int
-	}{
-		{"out", out, []int{s.B, s.T, s.D}}, {"dout", dout, []int{s.B, s.T, s.D}},
-		{"lse", lse, []int{s.B, s.H, s.T}}, {"delta", delta, []int{s.B, s.H, s.T}},
-	} {
-		if !attnShapeIs(t.t, t.want...) {
-			return shapeErr(rec, op, "qkv %s, %d heads: %s %s, want %v", qkv, heads, t.name, t.t, t.want)
+	for i, h := range []*gpu.Tensor{a.Q, a.K, a.V} {
+		f := float32(1)
+		if i == 0 {
+			f = scale
+		}
+		if err := s.permute(rec, false, h, qkv, i, f); err != nil {
+			return err
 		}
 	}
-	k := gpu.Kernel{Name: "attention_delta", Data: s.data(), Access: []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}}
-	if err := rec.Dispatch(k, rec.Groups(s.B*s.H*s.T, 64), s.params(scale), dout, out, delta); err != nil {
+	if err := MatMul(rec, a.Scores, a.Q, a.K, MatMulOpts{TransB: true}); err != nil {
 		return err
 	}
-	access := []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}
-	for _, name := range []string{"attention_bwd_dq", "attention_bwd_dkv"} {
-		k := gpu.Kernel{Name: name, Data: s.data(), Access: access}
-		if err := rec.Dispatch(k, s.rowGroups(), s.params(scale), qkv, dout, lse, delta, dqkv); err != nil {
+	if err := Softmax(rec, a.Probs, a.Scores, 1); err != nil {
+		return err
+	}
+	if err := MatMul(rec, a.O, a.Probs, a.V, MatMulOpts{}); err != nil {
+		return err
+	}
+	return s.permute(rec, true, a.O, out, 0, 1)
+}
+
+// AttentionBackward records the gradient of Attention: from qkv, the
+// forward's intermediates a and dout = dL/dout [B, T, D], it writes dqkv
+// [B, T, 3*D] in qkv's layout (ready for the qkv Linear's backward); g is
+// scratch of a's shapes for the gradients of the intermediates.
+//
+// With P = softmax(S), S = (scale q) k^T, O = P V:
+// dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)),
+// d(scale q) = dS K, dK = dS^T (scale q).
+func AttentionBackward(rec *gpu.Recorder, dqkv, dout, qkv *gpu.Tensor, heads int, scale float32, a, g AttnTensors) error {
+	const op = "attention_backward"
+	s, err := attnCheck(rec, op, qkv, dout, "dout", heads, a, "")
+	if err != nil {
+		return err
+	}
+	if _, err := attnCheck(rec, op, qkv, dout, "dout", heads, g, "d"); err != nil {
+		return err
+	}
+	if err := notNil(rec, op, []string{"dqkv"}, dqkv); err != nil {
+		return err
+	}
+	if !shapeIs(dqkv, qkv.Shape...) {
+		return shapeErr(rec, op, "qkv %s -> dqkv %s: shapes differ", qkv, dqkv)
+	}
+	steps := []func() error{
+		func() error { return s.permute(rec, false, g.O, dout, 0, 1) },
+		func() error { return MatMul(rec, g.V, a.Probs, g.O, MatMulOpts{TransA: true}) },
+		func() error { return MatMul(rec, g.Scores, g.O, a.V, MatMulOpts{TransB: true}) },
+		func() error { return SoftmaxBackward(rec, g.Probs, g.Scores, a.Probs, 1) },
+		func() error { return MatMul(rec, g.Q, g.Probs, a.K, MatMulOpts{}) },
+		func() error { return MatMul(rec, g.K, g.Probs, a.Q, MatMulOpts{TransA: true}) },
+		func() error { return s.permute(rec, true, g.Q, dqkv, 0, scale) },
+		func() error { return s.permute(rec, true, g.K, dqkv, 1, 1) },
+		func() error { return s.permute(rec, true, g.V, dqkv, 2, 1) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
 			return err
 		}
 	}

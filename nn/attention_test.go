@@ -1,4 +1,4 @@
-//go:build wip && !js
+//go:build !js
 
 package nn
 
@@ -26,8 +26,21 @@ func (c attnCase) String() string { return fmt.Sprintf("B%d_T%d_H%d_Dh%d", c.B, 
 
 func attnCases() []attnCase {
 	return []attnCase{
-		{1, 1, 1, 8}, {2, 5, 3, 8}, {1, 37, 2, 64}, {2, 70, 1, 12}, {1, 261, 3, 64}, {2, 17, 2, 64},
+		{1, 1, 1, 8}, {2, 5, 3, 7}, {1, 37, 2, 64}, {2, 70, 1, 12}, {1, 261, 3, 64}, {2, 17, 2, 64},
 	}
+}
+
+func attnTensors(t *testing.T, c attnCase) AttnTensors {
+	return NewAttnTensors(func(shape ...int) *gpu.Tensor { return zeros(t, shape...) }, c.B, c.T, c.H, c.Dh)
+}
+
+// cls0 extracts row 0 (the CLS query) of every (batch, head) of probs [B, H, T, T].
+func cls0(probs []float64, c attnCase) []float64 {
+	var out []float64
+	for bh := 0; bh < c.B*c.H; bh++ {
+		out = append(out, probs[bh*c.T*c.T:bh*c.T*c.T+c.T]...)
+	}
+	return out
 }
 
 func TestAttentionForwardAndProbs(t *testing.T) {
@@ -38,14 +51,13 @@ func TestAttentionForwardAndProbs(t *testing.T) {
 			scale := 1 / math.Sqrt(float64(c.Dh))
 			x64, x32 := randn(rng, c.B*c.T*3*D, 1)
 			qkv := upload(t, x32, c.B, c.T, 3*D)
-			out, lse, attn0 := zeros(t, c.B, c.T, D), zeros(t, c.B, c.H, c.T), zeros(t, c.B, c.H, c.T)
+			out, a := zeros(t, c.B, c.T, D), attnTensors(t, c)
 			rec := dev.Record()
-			require.NoError(t, Attention(rec, out, lse, attn0, qkv, c.H, float32(scale)))
+			require.NoError(t, Attention(rec, out, qkv, c.H, float32(scale), a))
 			run(t, rec)
-			wantOut, wantLse := ref.Attention(x64, c.B, c.T, c.H, c.Dh, scale)
+			wantOut, _ := ref.Attention(x64, c.B, c.T, c.H, c.Dh, scale)
 			requireClose(t, wantOut, read(t, out), attAtol, attRtol, "out")
-			requireClose(t, wantLse, read(t, lse), attAtol, attRtol, "lse")
-			requireClose(t, ref.AttentionProbs(x64, c.B, c.T, c.H, c.Dh, 0, scale), read(t, attn0), attAtol, attRtol, "attn0")
+			requireClose(t, ref.AttentionProbs(x64, c.B, c.T, c.H, c.Dh, 0, scale), cls0(read(t, a.Probs), c), attAtol, attRtol, "attn0")
 		})
 	}
 }
@@ -59,11 +71,11 @@ func TestAttentionBackward(t *testing.T) {
 			x64, x32 := randn(rng, c.B*c.T*3*D, 1)
 			g64, g32 := randn(rng, c.B*c.T*D, 1)
 			qkv, dout := upload(t, x32, c.B, c.T, 3*D), upload(t, g32, c.B, c.T, D)
-			out, lse := zeros(t, c.B, c.T, D), zeros(t, c.B, c.H, c.T)
-			delta, dqkv := zeros(t, c.B, c.H, c.T), zeros(t, c.B, c.T, 3*D)
+			out, dqkv := zeros(t, c.B, c.T, D), zeros(t, c.B, c.T, 3*D)
+			a, g := attnTensors(t, c), attnTensors(t, c)
 			rec := dev.Record()
-			require.NoError(t, Attention(rec, out, lse, nil, qkv, c.H, float32(scale)))
-			require.NoError(t, AttentionBackward(rec, dqkv, delta, qkv, out, lse, dout, c.H, float32(scale)))
+			require.NoError(t, Attention(rec, out, qkv, c.H, float32(scale), a))
+			require.NoError(t, AttentionBackward(rec, dqkv, dout, qkv, c.H, float32(scale), a, g))
 			run(t, rec)
 			want := ref.AttentionBackward(x64, g64, c.B, c.T, c.H, c.Dh, scale)
 			requireClose(t, want, read(t, dqkv), attAtol, attRtol, "dqkv")
@@ -85,33 +97,38 @@ func TestAttentionReferenceGradient(t *testing.T) {
 }
 
 func TestAttentionBadShapes(t *testing.T) {
-	qkv := zeros(t, 2, 5, 3*16)
-	out, lse := zeros(t, 2, 5, 16), zeros(t, 2, 2, 5)
+	qkv, out := zeros(t, 2, 5, 3*16), zeros(t, 2, 5, 16)
+	a := attnTensors(t, attnCase{2, 5, 2, 8})
+	wrongQ := a
+	wrongQ.Q = zeros(t, 2, 2, 5, 7)
+	wrongP := a
+	wrongP.Probs = zeros(t, 2, 2, 5, 8)
 	cases := []struct {
 		name string
 		call func(rec *gpu.Recorder) error
 		want string
 	}{
-		{"nil", func(rec *gpu.Recorder) error { return Attention(rec, out, nil, nil, qkv, 2, 1) },
-			"attention: tensor lse is nil"},
-		{"qkv not 3D", func(rec *gpu.Recorder) error { return Attention(rec, out, lse, nil, zeros(t, 10, 48), 2, 1) },
+		{"nil", func(rec *gpu.Recorder) error { return Attention(rec, out, nil, 2, 1, a) },
+			"attention: tensor qkv is nil"},
+		{"qkv not 3D", func(rec *gpu.Recorder) error { return Attention(rec, out, zeros(t, 10, 48), 2, 1, a) },
 			"attention: qkv [10x48]: want [B, T, 3*D]"},
-		{"heads", func(rec *gpu.Recorder) error { return Attention(rec, out, lse, nil, qkv, 3, 1) },
+		{"heads", func(rec *gpu.Recorder) error { return Attention(rec, out, qkv, 3, 1, a) },
 			"attention: qkv [2x5x48]: D = 16 is not divisible by 3 heads"},
-		{"head size", func(rec *gpu.Recorder) error { return Attention(rec, out, zeros(t, 2, 8, 5), nil, qkv, 8, 1) },
-			"attention: qkv [2x5x48] with 8 heads: head size 2 unsupported (want a multiple of 4 up to 128)"},
-		{"out", func(rec *gpu.Recorder) error { return Attention(rec, zeros(t, 2, 5, 48), lse, nil, qkv, 2, 1) },
+		{"out", func(rec *gpu.Recorder) error { return Attention(rec, zeros(t, 2, 5, 48), qkv, 2, 1, a) },
 			"attention: qkv [2x5x48] -> out [2x5x48]: want [2 5 16]"},
-		{"lse", func(rec *gpu.Recorder) error { return Attention(rec, out, zeros(t, 2, 5, 2), nil, qkv, 2, 1) },
-			"attention: qkv [2x5x48], 2 heads -> lse [2x5x2]: want [2 2 5]"},
-		{"attn0", func(rec *gpu.Recorder) error { return Attention(rec, out, lse, zeros(t, 2, 2, 4), qkv, 2, 1) },
-			"attention: qkv [2x5x48], 2 heads -> attn0 [2x2x4]: want [2 2 5]"},
+		{"Q", func(rec *gpu.Recorder) error { return Attention(rec, out, qkv, 2, 1, wrongQ) },
+			"attention: qkv [2x5x48], 2 heads: Q [2x2x5x7], want [2 2 5 8]"},
+		{"Probs", func(rec *gpu.Recorder) error { return Attention(rec, out, qkv, 2, 1, wrongP) },
+			"attention: qkv [2x5x48], 2 heads: Probs [2x2x5x8], want [2 2 5 5]"},
 		{"dqkv", func(rec *gpu.Recorder) error {
-			return AttentionBackward(rec, zeros(t, 2, 5, 16), lse, qkv, out, lse, out, 2, 1)
+			return AttentionBackward(rec, zeros(t, 2, 5, 16), out, qkv, 2, 1, a, a)
 		}, "attention_backward: qkv [2x5x48] -> dqkv [2x5x16]: shapes differ"},
 		{"dout", func(rec *gpu.Recorder) error {
-			return AttentionBackward(rec, zeros(t, 2, 5, 48), zeros(t, 2, 2, 5), qkv, out, lse, zeros(t, 1, 5, 16), 2, 1)
-		}, "attention_backward: qkv [2x5x48], 2 heads: dout [1x5x16], want [2 5 16]"},
+			return AttentionBackward(rec, zeros(t, 2, 5, 48), zeros(t, 1, 5, 16), qkv, 2, 1, a, a)
+		}, "attention_backward: qkv [2x5x48] -> dout [1x5x16]: want [2 5 16]"},
+		{"dProbs", func(rec *gpu.Recorder) error {
+			return AttentionBackward(rec, zeros(t, 2, 5, 48), out, qkv, 2, 1, a, wrongP)
+		}, "attention_backward: qkv [2x5x48], 2 heads: dProbs [2x2x5x8], want [2 2 5 5]"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

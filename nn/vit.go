@@ -1,5 +1,3 @@
-//go:build wip
-
 package nn
 
 import (
@@ -192,15 +190,12 @@ func (m *ViT) Forward(images *gpu.Tensor, o ForwardOpts) (*Output, error) {
 	t := a.tensor
 	patches, pe := t(B, N, c.InChans*P*P), t(B, N, D)
 	x, ln, mean, rstd := t(B, T, D), t(B, T, D), t(B*T), t(B*T)
-	qkv, att, lse := t(B, T, 3*D), t(B, T, D), t(B, c.Heads, T)
+	qkv, att := t(B, T, 3*D), t(B, T, D)
+	attn := NewAttnTensors(t, B, T, c.Heads, c.HeadDim())
 	hidden := t(B, T, c.MLPHidden)
 	var h12 *gpu.Tensor
 	if c.FFN == FFNSwiGLU {
 		h12 = t(B, T, 2*c.MLPHidden)
-	}
-	var attn0 *gpu.Tensor
-	if o.Attn0 {
-		attn0 = t(B, c.Heads, T)
 	}
 	inter := make([]*gpu.Tensor, o.Intermediate)
 	for i := range inter {
@@ -257,11 +252,7 @@ func (m *ViT) Forward(images *gpu.Tensor, o ForwardOpts) (*Output, error) {
 		}
 		LayerNorm(rec, ln, mean, rstd, x, bp("norm1.weight"), bp("norm1.bias"), eps)
 		MatMul(rec, qkv, ln, bp("attn.qkv.weight"), MatMulOpts{TransB: true, Bias: bp("attn.qkv.bias")})
-		var a0 *gpu.Tensor
-		if l == c.Depth-1 {
-			a0 = attn0
-		}
-		Attention(rec, att, lse, a0, qkv, c.Heads, scale)
+		Attention(rec, att, qkv, c.Heads, scale, attn)
 		MatMul(rec, x, att, bp("attn.proj.weight"), MatMulOpts{TransB: true, Bias: bp("attn.proj.bias"), Scale: bp("ls1.gamma"), Accumulate: true})
 		LayerNorm(rec, ln, mean, rstd, x, bp("norm2.weight"), bp("norm2.bias"), eps)
 		if c.FFN == FFNSwiGLU {
@@ -294,9 +285,13 @@ func (m *ViT) Forward(images *gpu.Tensor, o ForwardOpts) (*Output, error) {
 		}
 		out.Intermediate = append(out.Intermediate, v)
 	}
-	if attn0 != nil {
-		if out.Attn0, err = m.dev.Read(attn0); err != nil {
+	if o.Attn0 {
+		probs, err := m.dev.Read(attn.Probs)
+		if err != nil {
 			return nil, err
+		}
+		for bh := 0; bh < B*c.Heads; bh++ {
+			out.Attn0 = append(out.Attn0, probs[bh*T*T:bh*T*T+T]...)
 		}
 	}
 	return out, nil
