@@ -169,116 +169,29 @@ func (m *ViT) Forward(images *gpu.Tensor, o ForwardOpts) (*Output, error) {
 		return nil, fmt.Errorf("vit forward: images %s, want [B, %d, H, W]", images, c.InChans)
 	}
 	B, H, W := images.Shape[0], images.Shape[2], images.Shape[3]
-	P := c.PatchSize
-	if H%P != 0 || W%P != 0 || H < P || W < P {
-		return nil, fmt.Errorf("vit forward: images %s: height and width must be positive multiples of the patch size %d", images, P)
-	}
-	if o.Intermediate < 0 || o.Intermediate > c.Depth {
-		return nil, fmt.Errorf("vit forward: %d intermediate layers of a %d-block model", o.Intermediate, c.Depth)
-	}
-	gh, gw := H/P, W/P
-	N, R, D := gh*gw, c.Registers, c.EmbedDim
-	T := 1 + R + N
-	if o.Mask != nil && len(o.Mask) != B*N {
-		return nil, fmt.Errorf("vit forward: mask of %d patches for %d images of %d patches", len(o.Mask), B, N)
-	}
-	a, err := newActArena(m.dev)
+	a, err := m.NewActs(B, H, W, false, o.Intermediate)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("vit forward on %s: %w", images, err)
 	}
-	defer a.release()
-	t := a.tensor
-	patches, pe := t(B, N, c.InChans*P*P), t(B, N, D)
-	x, ln, mean, rstd := t(B, T, D), t(B, T, D), t(B*T), t(B*T)
-	qkv, att := t(B, T, 3*D), t(B, T, D)
-	attn := NewAttnTensors(t, B, T, c.Heads, c.HeadDim())
-	hidden := t(B, T, c.MLPHidden)
-	var h12 *gpu.Tensor
-	if c.FFN == FFNSwiGLU {
-		h12 = t(B, T, 2*c.MLPHidden)
-	}
-	inter := make([]*gpu.Tensor, o.Intermediate)
-	for i := range inter {
-		inter[i] = t(B, T, D)
-	}
-	normed := t(B, T, D)
-	var mask *gpu.Tensor
+	defer a.Release()
 	if o.Mask != nil {
-		mask = t(B, N)
-	}
-	if a.err != nil {
-		return nil, fmt.Errorf("vit forward on %s: %w", images, a.err)
-	}
-	if mask != nil {
-		words := make([]uint32, len(o.Mask))
-		for i, v := range o.Mask {
-			if v {
-				words[i] = 1
-			}
+		if err := a.SetMask(m.dev, o.Mask); err != nil {
+			return nil, fmt.Errorf("vit forward: %w", err)
 		}
-		if err := m.dev.WriteU32(mask, words); err != nil {
-			return nil, err
-		}
-	}
-	pi, err := m.posInterp(gh, gw)
-	if err != nil {
-		return nil, err
 	}
 	rec := m.dev.Record()
-	p := m.Params.Get
-	PatchEmbed(rec, pe, patches, images, p("patch_embed.proj.weight"), p("patch_embed.proj.bias"), P)
-	posGrid, gridBase := p("pos_embed"), 1
-	if pi != nil {
-		posGrid, gridBase = t(gh, gw, D), 0
-		if a.err != nil {
-			return nil, fmt.Errorf("vit forward on %s: %w", images, a.err)
-		}
-		grid, err := p("pos_embed").View(D, c.PosGrid, c.PosGrid, D)
-		if err != nil {
-			return nil, err
-		}
-		Interp(rec, posGrid, grid, pi)
-	}
-	m.tokens(rec, x, pe, posGrid, gridBase, mask)
-	eps := float32(c.LNEps)
-	scale := float32(1 / math.Sqrt(float64(c.HeadDim())))
-	for l := 0; l < c.Depth; l++ {
-		bp := func(name string) *gpu.Tensor {
-			full := fmt.Sprintf("blocks.%d.%s", l, name)
-			if m.Params.Layout.Shape(full) == nil {
-				return nil // optional: qkv bias, LayerScale
-			}
-			return p(full)
-		}
-		LayerNorm(rec, ln, mean, rstd, x, bp("norm1.weight"), bp("norm1.bias"), eps)
-		MatMul(rec, qkv, ln, bp("attn.qkv.weight"), MatMulOpts{TransB: true, Bias: bp("attn.qkv.bias")})
-		Attention(rec, att, qkv, c.Heads, scale, attn)
-		MatMul(rec, x, att, bp("attn.proj.weight"), MatMulOpts{TransB: true, Bias: bp("attn.proj.bias"), Scale: bp("ls1.gamma"), Accumulate: true})
-		LayerNorm(rec, ln, mean, rstd, x, bp("norm2.weight"), bp("norm2.bias"), eps)
-		if c.FFN == FFNSwiGLU {
-			MatMul(rec, h12, ln, bp("mlp.w12.weight"), MatMulOpts{TransB: true, Bias: bp("mlp.w12.bias")})
-			SwiGLU(rec, hidden, h12)
-			MatMul(rec, x, hidden, bp("mlp.w3.weight"), MatMulOpts{TransB: true, Bias: bp("mlp.w3.bias"), Scale: bp("ls2.gamma"), Accumulate: true})
-		} else {
-			MatMul(rec, hidden, ln, bp("mlp.fc1.weight"), MatMulOpts{TransB: true, Bias: bp("mlp.fc1.bias"), Act: GELU})
-			MatMul(rec, x, hidden, bp("mlp.fc2.weight"), MatMulOpts{TransB: true, Bias: bp("mlp.fc2.bias"), Scale: bp("ls2.gamma"), Accumulate: true})
-		}
-		if i := l - (c.Depth - o.Intermediate); i >= 0 {
-			LayerNorm(rec, inter[i], mean, rstd, x, p("norm.weight"), p("norm.bias"), eps)
-		}
-	}
-	LayerNorm(rec, normed, mean, rstd, x, p("norm.weight"), p("norm.bias"), eps)
+	m.Encode(rec, a, images, o.Mask != nil)
 	if err := rec.Submit(); err != nil {
 		return nil, fmt.Errorf("vit forward on %s: %w", images, err)
 	}
-	out := &Output{B: B, R: R, N: N, D: D, GridH: gh, GridW: gw, Heads: c.Heads}
-	if out.Prenorm, err = m.dev.Read(x); err != nil {
+	out := &Output{B: B, R: c.Registers, N: a.N, D: c.EmbedDim, GridH: a.GridH, GridW: a.GridW, Heads: c.Heads}
+	if out.Prenorm, err = m.dev.Read(a.X[0]); err != nil {
 		return nil, err
 	}
-	if out.Normed, err = m.dev.Read(normed); err != nil {
+	if out.Normed, err = m.dev.Read(a.Normed); err != nil {
 		return nil, err
 	}
-	for _, it := range inter {
+	for _, it := range a.Inter {
 		v, err := m.dev.Read(it)
 		if err != nil {
 			return nil, err
@@ -286,10 +199,11 @@ func (m *ViT) Forward(images *gpu.Tensor, o ForwardOpts) (*Output, error) {
 		out.Intermediate = append(out.Intermediate, v)
 	}
 	if o.Attn0 {
-		probs, err := m.dev.Read(attn.Probs)
+		probs, err := m.dev.Read(a.blocks[0].Attn.Probs)
 		if err != nil {
 			return nil, err
 		}
+		T := a.T
 		for bh := 0; bh < B*c.Heads; bh++ {
 			out.Attn0 = append(out.Attn0, probs[bh*T*T:bh*T*T+T]...)
 		}
@@ -321,34 +235,4 @@ func (m *ViT) tokens(rec *gpu.Recorder, x, pe, posGrid *gpu.Tensor, gridBase int
 	n := x.Len()
 	k := gpu.Kernel{Name: "vit_tokens", Data: data, Access: access}
 	return rec.Dispatch(k, rec.Groups(n, 256), []uint32{gpu.U32(n), gpu.U32(N), gpu.U32(c.Registers), gpu.U32(D), gpu.U32(gridBase)}, bufs...)
-}
-
-// actArena allocates the activations of one pass and frees them together.
-type actArena struct {
-	dev  *gpu.Device
-	bufs []*gpu.Tensor
-	err  error
-}
-
-func newActArena(dev *gpu.Device) (*actArena, error) { return &actArena{dev: dev}, nil }
-
-// tensor allocates a zeroed tensor; the first failure is kept in a.err and
-// later calls return nil (callers check a.err once).
-func (a *actArena) tensor(shape ...int) *gpu.Tensor {
-	if a.err != nil {
-		return nil
-	}
-	t, err := a.dev.NewTensor("activation", shape...)
-	if err != nil {
-		a.err = err
-		return nil
-	}
-	a.bufs = append(a.bufs, t)
-	return t
-}
-
-func (a *actArena) release() {
-	for _, t := range a.bufs {
-		t.Buf.Release()
-	}
 }

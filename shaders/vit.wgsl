@@ -40,3 +40,43 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }
 }
 {{end}}
+
+{{/* vit_tokens_backward: the gradient of vit_tokens from dx [B, T, D], one
+invocation per (token slot s, column d), looping over the batch. dsum[s, d]
+= sum_b dx[b, s, d] feeds the CLS token (s = 0), the registers, and the
+position embeddings (every slot but the registers); dpe [B, N, D] is dx at
+the patch slots, zero where a patch was masked; with Masked, dmask [N, D]
+receives per patch slot the sum over images of dx where that patch was
+masked (the caller sums its rows into the mask token's gradient). */}}
+{{define "vit_tokens_backward"}}
+{{template "common" .}}
+struct Params { n: u32, B: u32, N: u32, R: u32, D: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dsum: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dpe: array<f32>;
+{{if .Masked}}@group(0) @binding(4) var<storage, read> mask: array<u32>;
+@group(0) @binding(5) var<storage, read_write> dmask: array<f32>;{{end}}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat_id(gid, nwg, 256u);
+  if (i >= p.n) { return; }
+  let T = 1u + p.R + p.N;
+  let d = i % p.D;
+  let s = i / p.D;
+  var total = 0.0;
+  var masked = 0.0;
+  for (var b = 0u; b < p.B; b++) {
+    let v = dx[(b * T + s) * p.D + d];
+    total += v;
+    if (s > p.R) {
+      let n = s - 1u - p.R;
+      var e = v;
+      {{if .Masked}}if (mask[b * p.N + n] != 0u) { masked += v; e = 0.0; }{{end}}
+      dpe[(b * p.N + n) * p.D + d] = e;
+    }
+  }
+  dsum[i] = total;
+  {{if .Masked}}if (s > p.R) { dmask[(s - 1u - p.R) * p.D + d] = masked; }{{end}}
+}
+{{end}}

@@ -282,6 +282,35 @@ def vit_fixtures(args):
                 npy(p + "pos_embed.npy", model.pos_embed_for(x.shape[2] // 14, x.shape[3] // 14))
 
 
+def grad_fixtures(args):
+    """Gradients of every parameter of the registers model for one backward
+    pass: loss = sum(upstream * norm(x)) over all tokens of a masked forward
+    (iBOT student) on a grid that needs position interpolation."""
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    model = ViT(dim=args.dim, depth=args.depth, heads=args.heads, hidden=4 * args.dim, registers=4)
+    randomise(model, gen)
+    round_to_half_and_bf16(model)
+    name = f"vits14_d{args.depth}_reg4_grad"
+    sd = collections.OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
+    x = torch.randn(2, 3, 56, 70, generator=gen)
+    masks = torch.rand(2, 20, generator=gen) < 0.4
+    t = model.tokens(x, masks)
+    for b in model.blocks:
+        t = b(t)
+    n = model.norm(t)
+    upstream = torch.randn(n.shape, generator=gen)
+    (n * upstream).sum().backward()
+    save_safetensors(f"{args.out}/{name}_weights.safetensors",
+                     collections.OrderedDict((k, v.half()) for k, v in sd.items()), {"format": "pt"})
+    save_safetensors(f"{args.out}/{name}.safetensors",
+                     collections.OrderedDict((k, p.grad.detach().clone()) for k, p in model.named_parameters()),
+                     {"format": "pt"})
+    npy(f"{args.out}/{name}_input.npy", x)
+    npy(f"{args.out}/{name}_mask.npy", masks.float())
+    npy(f"{args.out}/{name}_upstream.npy", upstream)
+    npy(f"{args.out}/{name}_x_norm.npy", n)
+
+
 class Evil:
     """Pickles as a call to os.system: the importer must refuse it."""
     def __reduce__(self):
@@ -336,6 +365,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)  # reproducible summation order
     vit_fixtures(args)
+    grad_fixtures(args)
     importer_fixtures(args.ckpt_out)
 
 

@@ -1,0 +1,163 @@
+package nn
+
+import (
+	"fmt"
+
+	"github.com/webdino/webdino/gpu"
+)
+
+// blockActs are the activations of one transformer block that its backward
+// reads, for a batch of B sequences of T tokens. The block's input and output
+// residual streams live outside (ViTActs.X); X1 is the stream between the
+// attention and MLP branches. In inference one blockActs serves every block
+// and X1 is the stream itself.
+type blockActs struct {
+	Ln1, Mean1, Rstd1, QKV, Att, H1 *gpu.Tensor
+	Attn                            AttnTensors
+	X1                              *gpu.Tensor
+	Ln2, Mean2, Rstd2               *gpu.Tensor
+	Pre, Hid, H2                    *gpu.Tensor // MLP pre-activation (SwiGLU: its [.., 2*hidden] input), activation, output
+}
+
+func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Tensor) blockActs {
+	D := c.EmbedDim
+	pre := c.MLPHidden
+	if c.FFN == FFNSwiGLU {
+		pre *= 2
+	}
+	if x1 == nil {
+		x1 = t(B, T, D)
+	}
+	return blockActs{
+		Ln1: t(B, T, D), Mean1: t(B * T), Rstd1: t(B * T), QKV: t(B, T, 3*D), Att: t(B, T, D), H1: t(B, T, D),
+		Attn: NewAttnTensors(t, B, T, c.Heads, c.HeadDim()),
+		X1:   x1, Ln2: t(B, T, D), Mean2: t(B * T), Rstd2: t(B * T),
+		Pre: t(B, T, pre), Hid: t(B, T, c.MLPHidden), H2: t(B, T, D),
+	}
+}
+
+// blockGrads is the backward's scratch, shared by all blocks.
+type blockGrads struct {
+	Ln, QKV, Att, H *gpu.Tensor // d of Ln1/Ln2, QKV, Att, and of H1/H2 when LayerScale is on
+	Pre, Hid        *gpu.Tensor
+	Attn            AttnTensors
+	Scratch         *gpu.Tensor // column-sum partials of LayerNorm / LayerScale
+}
+
+func newBlockGrads(t func(...int) *gpu.Tensor, c ViTConfig, B, T int) blockGrads {
+	D := c.EmbedDim
+	pre := c.MLPHidden
+	if c.FFN == FFNSwiGLU {
+		pre *= 2
+	}
+	return blockGrads{
+		Ln: t(B, T, D), QKV: t(B, T, 3*D), Att: t(B, T, D), H: t(B, T, D),
+		Pre: t(B, T, pre), Hid: t(B, T, c.MLPHidden),
+		Attn: NewAttnTensors(t, B, T, c.Heads, c.HeadDim()), Scratch: t(ScratchLen(D)),
+	}
+}
+
+// blockParams resolves the tensors of block l in a flat buffer laid out by
+// the config (parameters or their gradients); optional ones are nil.
+type blockParams struct {
+	N1w, N1b, QKVw, QKVb, Projw, Projb, LS1 *gpu.Tensor
+	N2w, N2b, W1, B1, W2, B2, LS2           *gpu.Tensor
+}
+
+func (m *ViT) blockParams(f *Flat, l int) blockParams {
+	get := func(name string) *gpu.Tensor {
+		full := fmt.Sprintf("blocks.%d.%s", l, name)
+		if f.Layout.Shape(full) == nil {
+			return nil
+		}
+		return f.Get(full)
+	}
+	fc1, fc2 := "mlp.fc1", "mlp.fc2"
+	if m.Cfg.FFN == FFNSwiGLU {
+		fc1, fc2 = "mlp.w12", "mlp.w3"
+	}
+	return blockParams{
+		N1w: get("norm1.weight"), N1b: get("norm1.bias"), QKVw: get("attn.qkv.weight"), QKVb: get("attn.qkv.bias"),
+		Projw: get("attn.proj.weight"), Projb: get("attn.proj.bias"), LS1: get("ls1.gamma"),
+		N2w: get("norm2.weight"), N2b: get("norm2.bias"), W1: get(fc1 + ".weight"), B1: get(fc1 + ".bias"),
+		W2: get(fc2 + ".weight"), B2: get(fc2 + ".bias"), LS2: get("ls2.gamma"),
+	}
+}
+
+// blockForward records out = block(in): x1 = in + ls1 * proj(attn(norm1(in)));
+// out = x1 + ls2 * mlp(norm2(x1)). in, a.X1 and out may be one tensor (inference).
+func (m *ViT) blockForward(rec *gpu.Recorder, p blockParams, in, out *gpu.Tensor, a *blockActs) {
+	c := m.Cfg
+	eps := float32(c.LNEps)
+	if a.X1 != in {
+		rec.Copy(a.X1, in)
+	}
+	LayerNorm(rec, a.Ln1, a.Mean1, a.Rstd1, in, p.N1w, p.N1b, eps)
+	MatMul(rec, a.QKV, a.Ln1, p.QKVw, MatMulOpts{TransB: true, Bias: p.QKVb})
+	Attention(rec, a.Att, a.QKV, c.Heads, m.attnScale(), a.Attn)
+	MatMul(rec, a.X1, a.Att, p.Projw, MatMulOpts{TransB: true, Bias: p.Projb, PreAct: a.H1, Scale: p.LS1, Accumulate: true})
+	if out != a.X1 {
+		rec.Copy(out, a.X1)
+	}
+	LayerNorm(rec, a.Ln2, a.Mean2, a.Rstd2, a.X1, p.N2w, p.N2b, eps)
+	if c.FFN == FFNSwiGLU {
+		MatMul(rec, a.Pre, a.Ln2, p.W1, MatMulOpts{TransB: true, Bias: p.B1})
+		SwiGLU(rec, a.Hid, a.Pre)
+	} else {
+		MatMul(rec, a.Hid, a.Ln2, p.W1, MatMulOpts{TransB: true, Bias: p.B1, Act: GELU, PreAct: a.Pre})
+	}
+	MatMul(rec, out, a.Hid, p.W2, MatMulOpts{TransB: true, Bias: p.B2, PreAct: a.H2, Scale: p.LS2, Accumulate: true})
+}
+
+// linearBackward records the gradients of y = x W^T + b for x [.., K],
+// W [N, K]: dW += dy^T x, db += column sums of dy (skipped when db is nil),
+// dx = dy W (skipped when dx is nil).
+func linearBackward(rec *gpu.Recorder, dx, dW, db, dy, x, W *gpu.Tensor) {
+	N, K := dy.Dim(-1), x.Dim(-1)
+	dy2, err1 := dy.Reshape(dy.Len()/N, N)
+	x2, err2 := x.Reshape(x.Len()/K, K)
+	for _, err := range []error{err1, err2} {
+		if err != nil {
+			rec.Fail(err)
+			return
+		}
+	}
+	MatMul(rec, dW, dy2, x2, MatMulOpts{TransA: true, Accumulate: true})
+	if db != nil {
+		SumRows(rec, db, dy2, true)
+	}
+	if dx != nil {
+		MatMul(rec, dx, dy, W, MatMulOpts{})
+	}
+}
+
+// blockBackward records the gradients of block l: dx holds dL/d(out) on
+// entry and dL/d(in) on exit (the residual stream's gradient, updated in
+// place); parameter gradients are added into gp.
+func (m *ViT) blockBackward(rec *gpu.Recorder, p, gp blockParams, in *gpu.Tensor, a *blockActs, g *blockGrads, dx *gpu.Tensor) {
+	c := m.Cfg
+	ln := LayerNormBackwardOpts{Scratch: g.Scratch, AccumulateDX: true, AccumulateParams: true}
+	// The branch output's gradient: dx itself, or gamma * dx through LayerScale.
+	branch := func(ls, gls, h *gpu.Tensor) *gpu.Tensor {
+		if ls == nil {
+			return dx
+		}
+		LayerScaleBackward(rec, g.H, gls, dx, h, ls, g.Scratch, true)
+		return g.H
+	}
+	dh2 := branch(p.LS2, gp.LS2, a.H2)
+	linearBackward(rec, g.Hid, gp.W2, gp.B2, dh2, a.Hid, p.W2)
+	if c.FFN == FFNSwiGLU {
+		SwiGLUBackward(rec, g.Pre, g.Hid, a.Pre)
+	} else {
+		ActivateBackward(rec, g.Pre, g.Hid, a.Pre, GELU)
+	}
+	linearBackward(rec, g.Ln, gp.W1, gp.B1, g.Pre, a.Ln2, p.W1)
+	LayerNormBackward(rec, dx, gp.N2w, gp.N2b, g.Ln, a.X1, p.N2w, a.Mean2, a.Rstd2, ln)
+
+	dh1 := branch(p.LS1, gp.LS1, a.H1)
+	linearBackward(rec, g.Att, gp.Projw, gp.Projb, dh1, a.Att, p.Projw)
+	AttentionBackward(rec, g.QKV, g.Att, a.QKV, c.Heads, m.attnScale(), a.Attn, g.Attn)
+	linearBackward(rec, g.Ln, gp.QKVw, gp.QKVb, g.QKV, a.Ln1, p.QKVw)
+	LayerNormBackward(rec, dx, gp.N1w, gp.N1b, g.Ln, in, p.N1w, a.Mean1, a.Rstd1, ln)
+}

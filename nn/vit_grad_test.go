@@ -1,0 +1,101 @@
+//go:build !js
+
+package nn_test
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/ckpt"
+	"github.com/webdino/webdino/nn"
+)
+
+// The gradient fixture (scripts/reference/dinov2_ref.py, grad_fixtures): the
+// registers model, two 56x70 images (a 4x5 grid, so positions go through
+// the antialiased interpolation and its backward), iBOT masks on ~40% of the
+// patches, loss = sum(upstream * x_norm). Gradients are sums over 2*25
+// tokens of products of O(1) activations; float32 summation-order rounding
+// relative to each tensor's largest gradient stays near 1e-5, so 1e-3 of
+// the tensor's scale flags any missing or wrong term.
+const gradRelTol = 1e-3
+
+func readSafetensors(t *testing.T, path string) map[string]ckpt.Tensor {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	st, err := f.Stat()
+	require.NoError(t, err)
+	ts, err := ckpt.ReadSafetensors(f, st.Size())
+	require.NoError(t, err, path)
+	return ts
+}
+
+func TestViTBackwardMatchesPyTorch(t *testing.T) {
+	dev := nn.SharedDevice()
+	const pre = "vits14_d2_reg4_grad"
+	f, err := os.Open(filepath.Join("testdata", "vit", pre+"_weights.safetensors"))
+	require.NoError(t, err)
+	st, _ := f.Stat()
+	c, _, err := ckpt.Import(f, st.Size())
+	f.Close()
+	require.NoError(t, err)
+	m, err := nn.NewViT(dev, c.Config)
+	require.NoError(t, err)
+	defer m.Release()
+	w := map[string][]float32{}
+	for k, v := range c.Weights {
+		w[k] = v.Data
+	}
+	require.NoError(t, m.SetWeights(w))
+
+	in := loadFixture(t, pre+"_input.npy")
+	images, err := dev.Upload("images", in.Float32, in.Shape...)
+	require.NoError(t, err)
+	defer images.Buf.Release()
+	a, err := m.NewActs(2, 56, 70, true, 0)
+	require.NoError(t, err)
+	defer a.Release()
+	var mask []bool
+	for _, v := range loadFixture(t, pre+"_mask.npy").Float32 {
+		mask = append(mask, v != 0)
+	}
+	require.NoError(t, a.SetMask(dev, mask))
+	require.NoError(t, dev.Write(a.DNormed, loadFixture(t, pre+"_upstream.npy").Float32))
+	grads, err := m.NewGrads()
+	require.NoError(t, err)
+	defer grads.Release()
+
+	rec := dev.Record()
+	require.NoError(t, m.Encode(rec, a, images, true))
+	require.NoError(t, m.Backward(rec, a, grads, true))
+	require.NoError(t, rec.Submit())
+
+	normed, err := dev.Read(a.Normed)
+	require.NoError(t, err)
+	d := maxAbsDiff(t, loadFixture(t, pre+"_x_norm.npy").Float32, normed, "x_norm")
+	require.LessOrEqual(t, d, parityTol, "masked forward: max abs error %.3g", d)
+
+	want := readSafetensors(t, filepath.Join("testdata", "vit", pre+".safetensors"))
+	require.Len(t, want, len(c.Config.ParamShapes()))
+	worst := 0.0
+	for _, p := range c.Config.ParamShapes() {
+		wt, ok := want[p.Name]
+		require.True(t, ok, "fixture lacks %s", p.Name)
+		got, err := dev.Read(grads.Get(p.Name))
+		require.NoError(t, err)
+		scale := 0.0
+		for _, v := range wt.Data {
+			scale = math.Max(scale, math.Abs(float64(v)))
+		}
+		require.Greater(t, scale, 0.0, "%s: the fixture's gradient is zero, the test would prove nothing", p.Name)
+		rel := maxAbsDiff(t, wt.Data, got, p.Name) / scale
+		require.LessOrEqual(t, rel, gradRelTol, "%s: max abs error %.3g of the largest gradient %.3g", p.Name, rel*scale, scale)
+		worst = math.Max(worst, rel)
+	}
+	t.Logf("%d parameter gradients: worst max abs error relative to the tensor's largest gradient %.3g", len(want), worst)
+}
