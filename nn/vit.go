@@ -22,13 +22,7 @@ func NewViT(dev *gpu.Device, cfg ViTConfig) (*ViT, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	l := NewLayout(dev.Limits().MaxStorageBinding)
-	for _, p := range cfg.ParamShapes() {
-		if err := l.Add(p.Name, p.Shape...); err != nil {
-			return nil, fmt.Errorf("vit %s: %w", cfg, err)
-		}
-	}
-	f, err := l.Alloc(dev, "vit params")
+	f, err := allocParams(dev, cfg.ParamShapes(), "vit "+cfg.String())
 	if err != nil {
 		return nil, err
 	}

@@ -311,6 +311,33 @@ def grad_fixtures(args):
     npy(f"{args.out}/{name}_x_norm.npy", n)
 
 
+def head_fixtures(args):
+    """A DINO head (3-layer MLP, GELU, L2 normalisation, weight-normalised
+    prototypes with g trainable) on random rows: logits and the gradients of
+    sum(upstream * logits) for the input and every parameter."""
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    In, hidden, bottleneck, K, R = 24, 40, 12, 50, 5
+    mlp = nn.Sequential(nn.Linear(In, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                        nn.Linear(hidden, bottleneck))
+    last = nn.utils.weight_norm(nn.Linear(bottleneck, K, bias=False))
+    with torch.no_grad():
+        for p in list(mlp.parameters()) + [last.weight_v]:
+            p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[-1]))
+        last.weight_g.copy_(0.5 + torch.rand(K, 1, generator=gen))
+    x = torch.randn(R, In, generator=gen, requires_grad=True)
+    logits = last(F.normalize(mlp(x), dim=-1, p=2))
+    upstream = torch.randn(logits.shape, generator=gen)
+    (logits * upstream).sum().backward()
+    params = collections.OrderedDict([(f"mlp.{k}", v) for k, v in mlp.named_parameters()] +
+                                     [("last_layer.weight_g", last.weight_g), ("last_layer.weight_v", last.weight_v)])
+    tensors = collections.OrderedDict()
+    for k, v in params.items():
+        tensors[k] = v.detach().clone()
+        tensors["grad." + k] = v.grad.detach().clone()
+    tensors.update(x=x.detach(), upstream=upstream, logits=logits.detach(), **{"grad.x": x.grad.detach()})
+    save_safetensors(f"{args.out}/head.safetensors", tensors, {"format": "pt"})
+
+
 class Evil:
     """Pickles as a call to os.system: the importer must refuse it."""
     def __reduce__(self):
@@ -366,6 +393,7 @@ def main():
     torch.set_num_threads(1)  # reproducible summation order
     vit_fixtures(args)
     grad_fixtures(args)
+    head_fixtures(args)
     importer_fixtures(args.ckpt_out)
 
 
