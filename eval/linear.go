@@ -56,7 +56,14 @@ type ProbeOpts struct {
 	ValFraction float64
 	Norm        FeatureNorm
 	Seed        uint64
-	Progress    *data.Progress // counts SGD steps; nil for none
+	Progress    *data.Progress // counts SGD steps (Steps of them); nil for none
+}
+
+// Steps is the number of SGD steps a probe on n training rows takes: full
+// batches of the rows not held out, Epochs times.
+func (o ProbeOpts) Steps(n int) int {
+	fit := n - int(math.Round(o.ValFraction*float64(n)))
+	return o.Epochs * (fit / max(1, min(o.BatchSize, fit)))
 }
 
 // DefaultProbe is DINOv2's setting (its 13 learning rates, for the batch of
@@ -303,6 +310,7 @@ type probe struct {
 	bufs        []*gpu.Buffer
 	evalRows    int
 	ex, elogits *gpu.Tensor // evaluation chunks [evalRows, D], [evalRows, G*C]
+	epred       *gpu.Tensor // [evalRows*G] arg-max classes (u32)
 }
 
 // stageBytes caps the staged training data: enough batches per submission
@@ -333,6 +341,7 @@ func newProbe(dev *gpu.Device, D, C, G, B int) (*probe, error) {
 	p.lrs = alloc("learning rates", G)
 	p.x, p.y = alloc("batches", p.batches*alignUp(B*D)), alloc("labels", p.batches*alignUp(B))
 	p.ex, p.elogits = alloc("eval features", p.evalRows, D), alloc("eval logits", p.evalRows, GC)
+	p.epred = alloc("eval predictions", p.evalRows*G)
 	if err != nil {
 		p.release()
 		return nil, fmt.Errorf("linear probe: %w", err)
@@ -453,6 +462,7 @@ func (p *probe) accuracy(ctx context.Context, x []float32, labels []int) ([]floa
 	GC := p.G * p.C
 	correct := make([]int, p.G)
 	rec := p.dev.Record()
+	argmaxK := gpu.Kernel{Name: "probe_argmax", Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
 	for r0 := 0; r0 < len(labels); r0 += p.evalRows {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -463,18 +473,19 @@ func (p *probe) accuracy(ctx context.Context, x []float32, labels []int) ([]floa
 		if err := p.dev.Write(xv, x[r0*p.D:(r0+n)*p.D]); err != nil {
 			return nil, err
 		}
+		pv, _ := p.epred.View(0, n*p.G)
 		nn.MatMul(rec, zv, xv, p.w, nn.MatMulOpts{Bias: p.bias})
+		rec.Dispatch(argmaxK, rec.Groups(n*p.G, 64), []uint32{gpu.U32(n * p.G), gpu.U32(p.C)}, zv, pv)
 		if err := rec.Submit(); err != nil {
 			return nil, fmt.Errorf("linear probe: %w", err)
 		}
-		z, err := p.dev.Read(zv)
+		pred, err := p.dev.ReadU32(pv)
 		if err != nil {
 			return nil, err
 		}
 		for i := range n {
 			for g := range p.G {
-				row := z[(i*p.G+g)*p.C : (i*p.G+g+1)*p.C]
-				if argmax(row) == labels[r0+i] {
+				if int(pred[i*p.G+g]) == labels[r0+i] {
 					correct[g]++
 				}
 			}

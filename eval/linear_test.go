@@ -6,6 +6,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,6 +85,20 @@ func TestProbeSeparatesBlobs(t *testing.T) {
 		}
 		require.InDelta(t, r.Acc, float64(correct)/float64(test.N()), 0.005)
 	}
+}
+
+func TestProbeSelectsOnTestWithoutHoldOut(t *testing.T) {
+	train, test := blobSets(5, 37, 5, 600, 100, 0.3, 0)
+	o := smallProbe(5)
+	o.ValFraction, o.Epochs = 0, 2
+	var log strings.Builder
+	o.Progress = data.NewPlainProgress(&log, "probe", o.Steps(train.N()), time.Hour)
+	r, err := LinearProbe(context.Background(), dev, train, test, o)
+	require.NoError(t, err)
+	o.Progress.Finish()
+	require.Equal(t, r.TestAcc, r.ValAcc)
+	require.Equal(t, 2*(600/64), o.Steps(train.N()))
+	require.Contains(t, log.String(), "probe: 18/18 (100.0%)")
 }
 
 func TestProbeIsDeterministic(t *testing.T) {

@@ -56,3 +56,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   param[i] -= p.scale * lr[(i % p.GC) / p.C] * b;
 }
 {{end}}
+
+{{/* probe_argmax: pred[r] = the first index of the largest of the C logits
+of row r, so evaluation reads back one word per (sample, classifier) rather
+than C. */}}
+{{define "probe_argmax"}}
+{{template "common" .}}
+struct Params { rows: u32, C: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> z: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pred: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let r = flat_id(gid, nwg, 64u);
+  if (r >= p.rows) { return; }
+  let base = r * p.C;
+  var best = 0u;
+  for (var c = 1u; c < p.C; c++) {
+    if (z[base + c] > z[base + best]) { best = c; }
+  }
+  pred[r] = best;
+}
+{{end}}
