@@ -277,7 +277,7 @@ func normalize(f Features, norm FeatureNorm, mean, scale []float64) []float32 {
 	return x
 }
 
-func argmax[T float32 | float64](v []T) int {
+func argmax(v []float64) int {
 	best := 0
 	for i, x := range v {
 		if x > v[best] {
