@@ -37,6 +37,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first Ctrl-C finishes the current pass and closes the outputs; a
+	// second one kills the process as usual.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -313,20 +319,18 @@ func (c *config) embed(ctx context.Context, stdout, stderr io.Writer) (err error
 	} else {
 		progress = data.NewPlainProgress(stderr, "embed", files.Len(), data.DefaultInterval)
 	}
-	counted := 0
+	// Progress counts dataset files: embedded or rejected (not the folders
+	// the scan could not read).
+	counted, skipped := 0, rejects.Len()
 	start := time.Now()
 	err = embed.Run(ctx, dev, model, files, opts, func(r *embed.Result) error {
 		if err := c.write(out, files, r); err != nil {
 			return err
 		}
-		done := out.rows + rejects.Len()
-		progress.Add(done - counted)
-		counted = done
-		if n := rejects.Len(); n > 0 {
-			progress.SetExtra(fmt.Sprintf("(%d rejected)", n))
-		}
+		counted = advance(progress, counted, out.rows+rejects.Len()-skipped, rejects.Len())
 		return nil
 	})
+	advance(progress, counted, out.rows+rejects.Len()-skipped, rejects.Len())
 	progress.Finish()
 	c.report(stdout, stderr, out, rejects, D, time.Since(start))
 	if rejects.Len() > 0 {
@@ -335,6 +339,15 @@ func (c *config) embed(ctx context.Context, stdout, stderr io.Writer) (err error
 		}
 	}
 	return err
+}
+
+// advance moves progress from counted to done files and returns done.
+func advance(p *data.Progress, counted, done, rejected int) int {
+	if rejected > 0 {
+		p.SetExtra(fmt.Sprintf("(%d rejected)", rejected))
+	}
+	p.Add(done - counted)
+	return done
 }
 
 // write appends one forward pass to the outputs and draws its pictures.
