@@ -1,5 +1,3 @@
-//go:build wip
-
 // Package embed turns a set of images into backbone features: files are
 // decoded in parallel (data.Loader; bad files are skipped and recorded),
 // preprocessed on the GPU exactly as the reference evaluates (PIL bicubic

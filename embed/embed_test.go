@@ -1,4 +1,4 @@
-//go:build wip
+//go:build !js
 
 package embed
 

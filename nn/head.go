@@ -215,3 +215,34 @@ func firstErr(errs ...error) error {
 	}
 	return nil
 }
+
+// Rows returns the acts restricted to the first R rows (R at most a.R): the
+// same buffers, viewed from their start, so a batch whose row count varies
+// from step to step (iBOT's masked patches) reuses one allocation.
+func (a *HeadActs) Rows(R int) (*HeadActs, error) {
+	if R <= 0 || R > a.R {
+		return nil, fmt.Errorf("dino head: %d rows of acts made for %d", R, a.R)
+	}
+	var err error
+	v := func(t *gpu.Tensor) *gpu.Tensor {
+		if err != nil {
+			return nil
+		}
+		shape := append([]int{R}, t.Shape[1:]...)
+		var s *gpu.Tensor
+		s, err = t.View(0, shape...)
+		return s
+	}
+	b := *a
+	b.R, b.bufs = R, nil
+	b.X, b.Logits, b.DLogits, b.DX = v(a.X), v(a.Logits), v(a.DLogits), v(a.DX)
+	b.pre, b.h, b.dH = nil, nil, nil
+	for i := range a.pre {
+		b.pre, b.h, b.dH = append(b.pre, v(a.pre[i])), append(b.h, v(a.h[i])), append(b.dH, v(a.dH[i]))
+	}
+	b.z, b.zn, b.znorm, b.dZn, b.dZ, b.raw, b.dRaw = v(a.z), v(a.zn), v(a.znorm), v(a.dZn), v(a.dZ), v(a.raw), v(a.dRaw)
+	if err != nil {
+		return nil, fmt.Errorf("dino head: %w", err)
+	}
+	return &b, nil
+}

@@ -1,5 +1,3 @@
-//go:build wip
-
 // Command embed computes DINOv2 features of images with a webdino model.
 //
 //	embed --model MODEL.msgpack --out DIR [flags] INPUT...

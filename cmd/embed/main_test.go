@@ -1,4 +1,4 @@
-//go:build wip && !js
+//go:build !js
 
 package main
 
