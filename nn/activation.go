@@ -194,3 +194,13 @@ func LayerScaleBackward(rec *gpu.Recorder, dh, dgamma, dy, h, gamma, scratch *gp
 	}
 	return sumPartials(rec, scratch, groups, D, accumulate, dgamma)
 }
+
+// Fill records y = v in every element (zeroing gradients, constant upstream
+// gradients).
+func Fill(rec *gpu.Recorder, y *gpu.Tensor, v float32) error {
+	if err := notNil(rec, "fill", []string{"y"}, y); err != nil {
+		return err
+	}
+	k := gpu.Kernel{Name: "fill", Access: []gpu.Access{gpu.ReadWrite}}
+	return rec.Dispatch(k, rec.Groups(y.Len(), 256), []uint32{gpu.U32(y.Len()), gpu.F32(v)}, y)
+}

@@ -159,8 +159,7 @@ func CheckFinite(rec *gpu.Recorder, flag *gpu.Tensor, views ...*gpu.Tensor) erro
 	if flag.Len() != 1 {
 		return shapeErr(rec, op, "flag %s: want 1 element", flag)
 	}
-	fill := gpu.Kernel{Name: "fill", Access: []gpu.Access{gpu.ReadWrite}}
-	if err := rec.Dispatch(fill, [3]uint32{1, 1, 1}, []uint32{1, gpu.F32(0)}, flag); err != nil {
+	if err := Fill(rec, flag, 0); err != nil {
 		return err
 	}
 	k := gpu.Kernel{Name: "nonfinite", Data: struct{ Items int }{chunkItems}, Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
