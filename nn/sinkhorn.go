@@ -29,12 +29,16 @@ func SinkhornScratchLen(B, K int) int { return K + B }
 // would not be safe: at temp 0.04 a prototype whose logits all sit more than
 // about 3.5 below the batch's maximum underflows (exp(-88) is the smallest
 // normal f32) to a zero column and 0/0. A max per sample would change the
-// result, as the first prototype sums mix samples.
+// result, as the first prototype sums mix samples. What remains is a sample
+// whose logits all sit more than 87 temp below every prototype's maximum:
+// its row underflows to zeros and gives NaN (the NaN check of a training
+// step catches it). Cosine logits with the head's norm g near 1 span at most
+// 2 < 87 * 0.04.
 //
 // The kernels keep exp(...) in q and update only the scaling vectors, one
 // sweep over q per axis and iteration; scratch holds
-// SinkhornScratchLen(B, K) floats and must not share a buffer with q.
-// The teacher gets no gradient, so there is no backward.
+// SinkhornScratchLen(B, K) floats. q, logits and scratch must be in three
+// different buffers. The teacher gets no gradient, so there is no backward.
 func SinkhornKnopp(rec *gpu.Recorder, q, logits, scratch *gpu.Tensor, temp float32, iters int) error {
 	const op = "sinkhorn_knopp"
 	if err := notNil(rec, op, []string{"q", "logits", "scratch"}, q, logits, scratch); err != nil {
