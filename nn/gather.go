@@ -35,8 +35,7 @@ func ScatterRowsAdd(rec *gpu.Recorder, dx, dy, idx *gpu.Tensor, accumulate bool)
 		return err
 	}
 	if !accumulate {
-		fill := gpu.Kernel{Name: "fill", Access: []gpu.Access{gpu.ReadWrite}}
-		if err := rec.Dispatch(fill, rec.Groups(dx.Len(), 256), []uint32{gpu.U32(dx.Len()), gpu.F32(0)}, dx); err != nil {
+		if err := Fill(rec, dx, 0); err != nil {
 			return err
 		}
 	}
