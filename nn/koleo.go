@@ -7,11 +7,12 @@ import "github.com/webdino/webdino/gpu"
 //
 //	loss[0] = -1/B sum_i log(||x_i - x_nn(i)|| + eps)
 //
-// where nn(i) is the other row with the largest dot product with x_i (its
-// nearest neighbour, as x is normalised; the first one on ties), saved into
-// nnIdx [B] (a u32 tensor) for KoLeoBackward. The distance itself is the norm
-// of the difference, not sqrt(2 - 2 dot), which loses all precision for close
-// neighbours. The recipe's eps is 1e-8; it keeps duplicate rows (distance 0)
+// where nn(i) is the nearest other row (the first one on ties), saved into
+// nnIdx [B] (a u32 tensor) for KoLeoBackward. Neighbours and distances come
+// from differences, not from dot products as in the reference: for close
+// rows (an untrained model's CLS tokens) f32 dot products of normalised rows
+// all round to 1, which makes the reference's choice of neighbour noise and
+// sqrt(2 - 2 dot) lose every digit. The recipe's eps is 1e-8; it keeps duplicate rows (distance 0)
 // finite. A batch of one row has no neighbour: its loss is 0 and its gradient
 // 0. The reference's PairwiseDistance also adds 1e-8 to the difference before
 // the norm; that shifts distances by ~1e-8 and is left out.

@@ -1,6 +1,6 @@
 {{/* KoLeo regulariser on L2-normalised rows x [B, D] (B <= ~1024, the batch
 on one device): loss = -mean_i log(||x_i - x_n(i)|| + eps) with n(i) the
-other row of largest dot product with x_i. B^2 D work, so one invocation per
+nearest other row. B^2 D work, so one invocation per
 row and no workgroup memory; T is f32 or vec4 (vec_t in norm.wgsl). */}}
 
 {{/* koleo_dist: d = ||x_i - x_j|| over the n = D/W T-columns of rows i and j. */}}
@@ -15,9 +15,12 @@ fn dist(i: u32, j: u32, n: u32) -> f32 {
 }
 {{end}}
 
-{{/* koleo_nn: nn[i] = argmax_{j != i} x_i . x_j, the first such j on ties,
-and i itself when B = 1 (no other row: the loss and backward skip it). Four
-rows j at a time share each load of x_i. Data: Vec4. */}}
+{{/* koleo_nn: nn[i] = argmin_{j != i} ||x_i - x_j||^2, the first such j on
+ties, and i itself when B = 1 (no other row: the loss and backward skip it).
+Squared distances, not dot products: for close rows (an untrained model's
+CLS tokens differ by ~1e-4) every dot product of normalised rows rounds to
+1 in f32 and the argmax would be noise. Four rows j at a time share each
+load of x_i. Data: Vec4. */}}
 {{define "koleo_nn"}}
 {{template "common" .}}
 {{template "vec_t" .}}
@@ -25,13 +28,13 @@ struct Params { B: u32, D: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> nn: array<u32>;
-const NEG_MAX = -3.4028234663852886e38;
+const MAX = 3.4028234663852886e38;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = flat_id(gid, nwg, 64u);
   if (i >= p.B) { return; }
   let n = p.D / W;
-  var best = NEG_MAX;
+  var best = MAX;
   var arg = i;
   for (var j0 = 0u; j0 < p.B; j0 += 4u) {
     // Rows past the last are read as the last row again and skipped below.
@@ -44,15 +47,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var s3 = T();
     for (var c = 0u; c < n; c++) {
       let a = x[i * n + c];
-      s0 = fma(a, x[j0 * n + c], s0);
-      s1 = fma(a, x[b1 + c], s1);
-      s2 = fma(a, x[b2 + c], s2);
-      s3 = fma(a, x[b3 + c], s3);
+      let e0 = a - x[j0 * n + c];
+      let e1 = a - x[b1 + c];
+      let e2 = a - x[b2 + c];
+      let e3 = a - x[b3 + c];
+      s0 = fma(e0, e0, s0);
+      s1 = fma(e1, e1, s1);
+      s2 = fma(e2, e2, s2);
+      s3 = fma(e3, e3, s3);
     }
     var s = vec4(hsum(s0), hsum(s1), hsum(s2), hsum(s3));
     for (var t = 0u; t < 4u; t++) {
       let j = j0 + t;
-      if (j < p.B && j != i && s[t] > best) { best = s[t]; arg = j; }
+      if (j < p.B && j != i && s[t] < best) { best = s[t]; arg = j; }
     }
   }
   nn[i] = arg;

@@ -2,23 +2,19 @@ package ref
 
 import "math"
 
-// KoLeoNN returns, per row of x [B, D], the other row with the largest dot
-// product (the first on ties; the row itself when B = 1).
+// KoLeoNN returns, per row of x [B, D], the nearest other row (the first on
+// ties; the row itself when B = 1).
 func KoLeoNN(x []float64, B, D int) []int {
 	nn := make([]int, B)
 	for i := range nn {
 		nn[i] = i
-		best := math.Inf(-1)
+		best := math.Inf(1)
 		for j := 0; j < B; j++ {
 			if j == i {
 				continue
 			}
-			var s float64
-			for d := 0; d < D; d++ {
-				s += x[i*D+d] * x[j*D+d]
-			}
-			if s > best {
-				best, nn[i] = s, j
+			if d := dist(x, i, j, D); d < best {
+				best, nn[i] = d, j
 			}
 		}
 	}

@@ -1,0 +1,119 @@
+package train
+
+import (
+	"fmt"
+
+	"github.com/webdino/webdino/nn"
+)
+
+// Config is one DINOv2 training run.
+type Config struct {
+	Model nn.ViTConfig
+	// Prototypes K of the DINO (and iBOT) head; HeadHidden and Bottleneck
+	// size its MLP. SeparateIBOTHead gives iBOT a head of its own.
+	Prototypes, HeadHidden, Bottleneck int
+	SeparateIBOTHead                   bool
+
+	Augment AugmentConfig
+	Batch   int // images per step (each gives 2 global + Augment.Locals local crops)
+
+	Epochs, ItersPerEpoch int
+	BaseLR                float64 // scaled by sqrt(Batch/1024)
+	LayerDecay            float64 // layer-wise LR decay (0.9)
+	PatchEmbedLRMult      float64 // 0.2
+	ClipGrad              float64 // per-module gradient-norm clip (3.0); 0 disables
+	// Schedules of RECIPE.md, derived from the fields above by Schedules().
+	StudentTemp float64 // 0.1
+	// Centering is "centering" (EMA center, momentum CenterMomentum) or
+	// "sinkhorn" (Sinkhorn-Knopp, 3 iterations).
+	Centering      string
+	CenterMomentum float64
+
+	MaskProb             float64    // fraction of global crops that get iBOT masks (0.5)
+	MaskRatio            [2]float64 // stratified mask ratio range ([0.1, 0.5])
+	DINOWeight           float64
+	IBOTWeight           float64
+	KoLeoWeight          float64
+	FreezeLastLayerIters int // -1: one epoch, as the recipe
+	Seed                 uint64
+}
+
+// Schedules returns the per-iteration hyper-parameters.
+func (c Config) Schedules() Schedules {
+	s := RecipeSchedules(c.BaseLR, c.Batch, c.Epochs, c.ItersPerEpoch)
+	if c.FreezeLastLayerIters >= 0 {
+		s.FreezeLastLayer = c.FreezeLastLayerIters
+	}
+	return s
+}
+
+// Iterations is the run's length.
+func (c Config) Iterations() int { return c.Epochs * c.ItersPerEpoch }
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	if err := c.Model.Validate(); err != nil {
+		return err
+	}
+	if err := c.Augment.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.Augment.Patch != c.Model.PatchSize:
+		return fmt.Errorf("train: augmentation patch %d differs from the model's %d", c.Augment.Patch, c.Model.PatchSize)
+	case c.Augment.GlobalSize/c.Model.PatchSize != c.Model.PosGrid:
+		return fmt.Errorf("train: global crops of %d px give a %d-patch grid, the model stores positions for %d",
+			c.Augment.GlobalSize, c.Augment.GlobalSize/c.Model.PatchSize, c.Model.PosGrid)
+	case c.Batch < 2:
+		return fmt.Errorf("train: batch %d: KoLeo and the loss normalisation need at least 2 images", c.Batch)
+	case c.Prototypes <= 0 || c.Prototypes%64 != 0:
+		return fmt.Errorf("train: %d prototypes: want a positive multiple of 64", c.Prototypes)
+	case c.Epochs <= 0 || c.ItersPerEpoch <= 0:
+		return fmt.Errorf("train: %d epochs of %d iterations", c.Epochs, c.ItersPerEpoch)
+	case c.Centering != "centering" && c.Centering != "sinkhorn":
+		return fmt.Errorf("train: centering %q: want centering or sinkhorn", c.Centering)
+	case !(c.MaskRatio[0] >= 0 && c.MaskRatio[0] <= c.MaskRatio[1] && c.MaskRatio[1] < 1) || c.MaskProb < 0 || c.MaskProb > 1:
+		return fmt.Errorf("train: mask probability %g, ratio %v out of range", c.MaskProb, c.MaskRatio)
+	case !(c.StudentTemp > 0):
+		return fmt.Errorf("train: student temperature %g must be positive", c.StudentTemp)
+	}
+	return nil
+}
+
+// Recipe returns the reference settings for a backbone trained at global
+// crop size 224: K = 65536 prototypes (131072 for L and g), heads of
+// 2048/256, DINOv2's augmentation, loss weights and optimisation.
+func Recipe(model nn.ViTConfig, batch, epochs int) Config {
+	k := 65536
+	if model.EmbedDim >= 1024 {
+		k = 131072
+	}
+	model.PosGrid = 224 / model.PatchSize
+	return Config{
+		Model: model, Prototypes: k, HeadHidden: 2048, Bottleneck: 256,
+		Augment: DINOv2Augment(), Batch: batch, Epochs: epochs, ItersPerEpoch: 1250,
+		BaseLR: 0.004, LayerDecay: 0.9, PatchEmbedLRMult: 0.2, ClipGrad: 3,
+		StudentTemp: 0.1, Centering: "centering", CenterMomentum: 0.9,
+		MaskProb: 0.5, MaskRatio: [2]float64{0.1, 0.5},
+		DINOWeight: 1, IBOTWeight: 1, KoLeoWeight: 0.1, FreezeLastLayerIters: -1, Seed: 0,
+	}
+}
+
+// Demo is the small run `make demo` trains on Fashion-MNIST (28x28 gray):
+// patch 4, width 64, 4 blocks, global crops 28 (a 7x7 grid), 4 local crops
+// of 12, 1024 prototypes.
+func Demo() Config {
+	m := nn.ViTConfig{
+		PatchSize: 4, InChans: 3, EmbedDim: 64, Depth: 4, Heads: 4, MLPHidden: 256, FFN: nn.FFNMLP,
+		PosGrid: 7, LayerScale: true, QKVBias: true, LNEps: 1e-6, InterpOffset: 0.1,
+	}
+	a := DINOv2Augment()
+	a.GlobalSize, a.LocalSize, a.Locals, a.Patch = 28, 12, 4, 4
+	a.GlobalScale, a.LocalScale = [2]float64{0.4, 1}, [2]float64{0.1, 0.4}
+	c := Recipe(m, 128, 4)
+	c.Model, c.Augment = m, a
+	c.Prototypes, c.HeadHidden, c.Bottleneck = 1024, 256, 64
+	c.ItersPerEpoch = 60000 / 128
+	c.BaseLR = 0.004
+	return c
+}

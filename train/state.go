@@ -1,0 +1,157 @@
+package train
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/webdino/webdino/ckpt"
+	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
+)
+
+// Checkpoint blobs and the centers' group (docs/checkpoint.md).
+const (
+	blobConfig  = "train_config" // Config as JSON
+	blobAugment = "augment_rng"
+	blobMasks   = "mask_rng"
+	groupCenter = "centers"
+)
+
+// stateGroup is one flat buffer of the training state, by checkpoint group.
+type stateGroup struct {
+	name string
+	flat *nn.Flat
+}
+
+// groups lists the flat buffers a checkpoint holds: "student/<module>",
+// "teacher/<module>", "adam_m/<module>", "adam_v/<module>".
+func (t *Trainer) groups() []stateGroup {
+	var gs []stateGroup
+	tm := t.Teacher.Modules()
+	for i, m := range t.Student.Modules() {
+		gs = append(gs, stateGroup{"student/" + m.Name, m.Params}, stateGroup{"teacher/" + m.Name, tm[i].Params},
+			stateGroup{"adam_m/" + m.Name, t.M[i]}, stateGroup{"adam_v/" + m.Name, t.V[i]})
+	}
+	return gs
+}
+
+func (t *Trainer) centers() map[string]*gpu.Tensor {
+	return map[string]*gpu.Tensor{"center": t.Center, "ibot_center": t.IBOTCenter}
+}
+
+func (t *Trainer) readFlat(f *nn.Flat) (map[string]ckpt.Tensor, error) {
+	out := map[string]ckpt.Tensor{}
+	for _, name := range f.Layout.Names() {
+		v, err := t.dev.Read(f.Get(name))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		out[name] = ckpt.Tensor{Shape: f.Layout.Shape(name), Data: v}
+	}
+	return out, nil
+}
+
+// Snapshot reads the whole training state back into a checkpoint: the
+// teacher backbone as the model (what inference uses), and in Training the
+// student and teacher modules, the AdamW moments, the centers, the step and
+// the generators' states, so that Restore continues bit for bit.
+func (t *Trainer) Snapshot() (*ckpt.Checkpoint, error) {
+	cfg, err := json.Marshal(t.Cfg)
+	if err != nil {
+		return nil, err
+	}
+	tr := &ckpt.Training{Step: int64(t.StepsDone), Groups: map[string]map[string]ckpt.Tensor{}, Blobs: map[string][]byte{blobConfig: cfg}}
+	if tr.Blobs[blobAugment], err = t.aug.MarshalBinary(); err != nil {
+		return nil, err
+	}
+	if tr.Blobs[blobMasks], err = t.maskRS.MarshalBinary(); err != nil {
+		return nil, err
+	}
+	for _, g := range t.groups() {
+		if tr.Groups[g.name], err = t.readFlat(g.flat); err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", g.name, err)
+		}
+	}
+	centers := map[string]ckpt.Tensor{}
+	for name, c := range t.centers() {
+		v, err := t.dev.Read(c)
+		if err != nil {
+			return nil, err
+		}
+		centers[name] = ckpt.Tensor{Shape: []int{len(v)}, Data: v}
+	}
+	tr.Groups[groupCenter] = centers
+	weights, err := t.readFlat(t.Teacher.Backbone.Params)
+	if err != nil {
+		return nil, err
+	}
+	return &ckpt.Checkpoint{Config: t.Cfg.Model, Weights: weights, Training: tr,
+		Meta: map[string]string{"source": "webdino train", "weights": "teacher backbone"}}, nil
+}
+
+// TrainConfig returns the training config stored in a checkpoint written by
+// Snapshot.
+func TrainConfig(c *ckpt.Checkpoint) (Config, error) {
+	var cfg Config
+	if c.Training == nil || c.Training.Blobs[blobConfig] == nil {
+		return cfg, fmt.Errorf("checkpoint has no training state (a model-only file cannot be resumed)")
+	}
+	if err := json.Unmarshal(c.Training.Blobs[blobConfig], &cfg); err != nil {
+		return cfg, fmt.Errorf("checkpoint training config: %w", err)
+	}
+	return cfg, nil
+}
+
+// Restore loads a state written by Snapshot into t, whose config must be
+// the one the checkpoint was trained with.
+func (t *Trainer) Restore(c *ckpt.Checkpoint) error {
+	cfg, err := TrainConfig(c)
+	if err != nil {
+		return err
+	}
+	want, _ := json.Marshal(t.Cfg)
+	got, _ := json.Marshal(cfg)
+	if !bytes.Equal(want, got) {
+		return fmt.Errorf("checkpoint was trained with another config:\n  checkpoint %s\n  this run   %s", got, want)
+	}
+	tr := c.Training
+	for _, g := range t.groups() {
+		if err := t.writeFlat(g.flat, tr.Groups[g.name], g.name); err != nil {
+			return err
+		}
+	}
+	for name, dst := range t.centers() {
+		v, ok := tr.Groups[groupCenter][name]
+		if !ok || len(v.Data) != dst.Len() {
+			return fmt.Errorf("checkpoint: %s/%s missing or mis-shaped", groupCenter, name)
+		}
+		if err := t.dev.Write(dst, v.Data); err != nil {
+			return err
+		}
+	}
+	if err := t.aug.UnmarshalBinary(tr.Blobs[blobAugment]); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", blobAugment, err)
+	}
+	if err := t.maskRS.UnmarshalBinary(tr.Blobs[blobMasks]); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", blobMasks, err)
+	}
+	t.StepsDone = int(tr.Step)
+	return nil
+}
+
+func (t *Trainer) writeFlat(f *nn.Flat, ts map[string]ckpt.Tensor, group string) error {
+	if len(ts) != len(f.Layout.Names()) {
+		return fmt.Errorf("checkpoint group %s: %d tensors, want %d", group, len(ts), len(f.Layout.Names()))
+	}
+	for _, name := range f.Layout.Names() {
+		v, ok := ts[name]
+		if !ok || len(v.Data) != f.Get(name).Len() {
+			return fmt.Errorf("checkpoint group %s: tensor %q missing or mis-shaped", group, name)
+		}
+		if err := t.dev.Write(f.Get(name), v.Data); err != nil {
+			return fmt.Errorf("checkpoint group %s: %q: %w", group, name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,552 @@
+package train
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
+)
+
+// Losses are one step's loss terms (unweighted, as the reference logs them),
+// their weighted total, per-module gradient norms before clipping, and the
+// scheduled values the step used.
+type Losses struct {
+	Step                          int
+	DINO, IBOT, KoLeo, Total      float64
+	GradNorm                      map[string]float64
+	LR, WD, Momentum, TeacherTemp float64
+	MaskedPatches                 int
+}
+
+// ErrNonFinite is returned by Step when a loss or gradient is NaN or
+// infinite; the parameters are left as they were before the step.
+var ErrNonFinite = errors.New("non-finite loss or gradient")
+
+// Trainer runs DINOv2 steps on one device: student and teacher, AdamW
+// moments and gradients in flat buffers per module, and every activation of
+// a step allocated once.
+type Trainer struct {
+	Cfg              Config
+	Sched            Schedules
+	Student, Teacher *Model
+	// Grads, M and V are per module, in Modules() order.
+	Grads, M, V []*nn.Flat
+	// Center and IBOTCenter are the teacher centers (centering mode).
+	Center, IBOTCenter *gpu.Tensor
+	// StepsDone counts completed steps; the next step uses its schedules.
+	StepsDone int
+
+	dev    *gpu.Device
+	aug    *Augmenter
+	maskRS *rand.PCG
+	masker BlockMasker
+
+	global, local      *gpu.Tensor
+	sG, sL, tG         *nn.ViTActs
+	sHead, tHead       *nn.HeadActs
+	sIbot, tIbot       *nn.HeadActs // capacity: every global patch
+	clsG, clsL, maskIx *gpu.Tensor
+	tProbs, tPatch     *gpu.Tensor
+	targets, skScratch *gpu.Tensor
+	dino, ibot         xent
+	dDINO, ibotW       *gpu.Tensor
+	koleo              [2]koleoActs
+	koleoW             *gpu.Tensor
+	norms              []*gpu.Tensor // per module, one element each (bound views must be aligned)
+	partials           *gpu.Tensor
+	bufs               []*gpu.Tensor
+}
+
+// xent holds one SoftmaxCrossEntropy's per-row outputs.
+type xent struct{ loss, lse, tsum *gpu.Tensor }
+
+// koleoActs are KoLeo's tensors for one global crop's CLS tokens.
+type koleoActs struct{ y, norm, nn, loss, dy *gpu.Tensor }
+
+// koleoEps is the recipe's eps, for the normalisation and the log.
+const koleoEps = 1e-8
+
+// NewTrainer builds a trainer for c: a student initialised from c.Seed, the
+// teacher a copy of it, zero moments and centers.
+func NewTrainer(dev *gpu.Device, c Config) (*Trainer, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	t := &Trainer{Cfg: c, Sched: c.Schedules(), dev: dev}
+	if err := t.alloc(); err != nil {
+		t.Release()
+		return nil, err
+	}
+	if err := t.Student.Init(c.Seed); err != nil {
+		t.Release()
+		return nil, err
+	}
+	if err := t.copyStudentToTeacher(); err != nil {
+		t.Release()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *Trainer) alloc() error {
+	c := t.Cfg
+	var err error
+	if t.Student, err = NewModel(t.dev, c); err != nil {
+		return err
+	}
+	if t.Teacher, err = NewModel(t.dev, c); err != nil {
+		return err
+	}
+	for _, mod := range t.Student.Modules() {
+		for _, dst := range []*[]*nn.Flat{&t.Grads, &t.M, &t.V} {
+			f, err := mod.Params.Layout.Alloc(t.dev, mod.Name+" state")
+			if err != nil {
+				return err
+			}
+			*dst = append(*dst, f)
+		}
+	}
+	if t.aug, err = NewAugmenter(c.Augment, c.Seed); err != nil {
+		return err
+	}
+	t.maskRS = rand.NewPCG(c.Seed, 0x853c49e6748fea9b)
+	a := c.Augment
+	P, B, L, K, D := c.Model.PatchSize, c.Batch, a.Locals, c.Prototypes, c.Model.EmbedDim
+	g := a.GlobalSize / P
+	t.masker = NewBlockMasker(g, g)
+	bb := t.Student.Backbone
+	if t.sG, err = bb.NewActs(2*B, a.GlobalSize, a.GlobalSize, true, 0); err != nil {
+		return err
+	}
+	if L > 0 {
+		if t.sL, err = bb.NewActs(L*B, a.LocalSize, a.LocalSize, true, 0); err != nil {
+			return err
+		}
+	}
+	if t.tG, err = t.Teacher.Backbone.NewActs(2*B, a.GlobalSize, a.GlobalSize, false, 0); err != nil {
+		return err
+	}
+	maxMasked := 2 * B * g * g
+	if t.sHead, err = t.Student.Head.NewActs((2 + L) * B); err != nil {
+		return err
+	}
+	if t.tHead, err = t.Teacher.Head.NewActs(2 * B); err != nil {
+		return err
+	}
+	if t.sIbot, err = t.Student.ibot().NewActs(maxMasked); err != nil {
+		return err
+	}
+	if t.tIbot, err = t.Teacher.ibot().NewActs(maxMasked); err != nil {
+		return err
+	}
+	var aerr error
+	ten := func(shape ...int) *gpu.Tensor {
+		if aerr != nil {
+			return nil
+		}
+		var x *gpu.Tensor
+		x, aerr = t.dev.NewTensor("train", shape...)
+		t.bufs = append(t.bufs, x)
+		return x
+	}
+	t.global = ten(2*B, 3, a.GlobalSize, a.GlobalSize)
+	if L > 0 {
+		t.local = ten(L*B, 3, a.LocalSize, a.LocalSize)
+	}
+	t.clsG, t.clsL, t.maskIx = ten(2*B), ten(max(L*B, 1)), ten(maxMasked)
+	t.tProbs, t.tPatch, t.targets = ten(2*B, K), ten(maxMasked, K), ten((2+L)*B, K)
+	t.skScratch = ten(nn.SinkhornScratchLen(maxMasked, K))
+	t.Center, t.IBOTCenter = ten(K), ten(K)
+	R := (2 + L) * B
+	t.dino = xent{ten(R), ten(R), ten(R)}
+	t.ibot = xent{ten(maxMasked), ten(maxMasked), ten(maxMasked)}
+	t.dDINO, t.ibotW = ten(R), ten(maxMasked)
+	for k := range t.koleo {
+		t.koleo[k] = koleoActs{y: ten(B, D), norm: ten(B), nn: ten(B), loss: ten(1), dy: ten(B, D)}
+	}
+	t.koleoW = ten(1)
+	var views []*gpu.Tensor
+	for _, f := range t.Grads {
+		views = append(views, f.Chunks...)
+	}
+	for range t.Grads {
+		t.norms = append(t.norms, ten(1))
+	}
+	t.partials = ten(nn.NormPartials(views...))
+	if aerr != nil {
+		return aerr
+	}
+	// Constant index and weight tensors.
+	cls := func(n, T int) []uint32 {
+		ix := make([]uint32, n)
+		for i := range ix {
+			ix[i] = uint32(i * T)
+		}
+		return ix
+	}
+	if err := t.dev.WriteU32(t.clsG, cls(2*B, t.sG.T)); err != nil {
+		return err
+	}
+	if L > 0 {
+		if err := t.dev.WriteU32(t.clsL, cls(L*B, t.sL.T)); err != nil {
+			return err
+		}
+	}
+	// DINO: each term is a mean over the batch and the terms are averaged:
+	// 2 global terms and 2 per local crop (its row carries both teachers).
+	terms := 2 + 2*L
+	d := make([]float32, R)
+	for i := range d {
+		d[i] = float32(c.DINOWeight / float64(B*terms))
+	}
+	if err := t.dev.Write(t.dDINO, d); err != nil {
+		return err
+	}
+	return t.dev.Write(t.koleoW, []float32{float32(c.KoLeoWeight)})
+}
+
+// Release frees everything.
+func (t *Trainer) Release() {
+	for _, m := range []*Model{t.Student, t.Teacher} {
+		if m != nil {
+			m.Release()
+		}
+	}
+	for _, fs := range [][]*nn.Flat{t.Grads, t.M, t.V} {
+		for _, f := range fs {
+			f.Release()
+		}
+	}
+	for _, a := range []*nn.ViTActs{t.sG, t.sL, t.tG} {
+		if a != nil {
+			a.Release()
+		}
+	}
+	for _, a := range []*nn.HeadActs{t.sHead, t.tHead, t.sIbot, t.tIbot} {
+		if a != nil {
+			a.Release()
+		}
+	}
+	if t.aug != nil {
+		t.aug.Release()
+	}
+	for _, b := range t.bufs {
+		if b != nil {
+			b.Buf.Release()
+		}
+	}
+	t.bufs = nil
+}
+
+func (t *Trainer) copyStudentToTeacher() error {
+	rec := t.dev.Record()
+	sm, tm := t.Student.Modules(), t.Teacher.Modules()
+	for i := range sm {
+		for j := range sm[i].Params.Chunks {
+			rec.Copy(tm[i].Params.Chunks[j], sm[i].Params.Chunks[j])
+		}
+	}
+	return rec.Submit()
+}
+
+// rows views rows [from, from+n) of a [R, ...] tensor.
+func rows(rec *gpu.Recorder, x *gpu.Tensor, from, n int) *gpu.Tensor {
+	w := x.Len() / x.Dim(0)
+	shape := append([]int{n}, x.Shape[1:]...)
+	v, err := x.View(from*w, shape...)
+	if err != nil {
+		rec.Fail(err)
+	}
+	return v
+}
+
+// flat2 views a [B, T, D] tensor as [B*T, D].
+func flat2(rec *gpu.Recorder, x *gpu.Tensor) *gpu.Tensor {
+	v, err := x.Reshape(x.Len()/x.Dim(-1), x.Dim(-1))
+	if err != nil {
+		rec.Fail(err)
+	}
+	return v
+}
+
+// masks draws this step's iBOT masks for the 2B global crops and uploads
+// them, the masked rows' indices into the global tokens, and their loss
+// weights: 1 / (the image's masked patches) / (number of global crops), the
+// reference's normalisation. It returns the number of masked patches.
+func (t *Trainer) masks() (int, error) {
+	c := t.Cfg
+	B2, N, T := 2*c.Batch, t.sG.N, t.sG.T
+	R := c.Model.Registers
+	ms := t.masker.BatchMasks(rand.New(t.maskRS), B2, c.MaskProb, c.MaskRatio[0], c.MaskRatio[1])
+	flat := make([]bool, 0, B2*N)
+	var ix []uint32
+	var w []float32
+	for i, m := range ms {
+		flat = append(flat, m...)
+		count := 0
+		for _, v := range m {
+			if v {
+				count++
+			}
+		}
+		for n, v := range m {
+			if v {
+				ix = append(ix, uint32(i*T+1+R+n))
+				w = append(w, float32(c.IBOTWeight/float64(count)/float64(B2)))
+			}
+		}
+	}
+	if err := t.sG.SetMask(t.dev, flat); err != nil {
+		return 0, err
+	}
+	if len(ix) == 0 {
+		return 0, nil
+	}
+	if err := t.dev.WriteU32(rows(t.dev.Record(), t.maskIx, 0, len(ix)), ix); err != nil {
+		return 0, err
+	}
+	return len(ix), t.dev.Write(rows(t.dev.Record(), t.ibotW, 0, len(w)), w)
+}
+
+// Step trains on one batch of exactly Cfg.Batch images: augmentation, teacher and student passes, the three losses,
+// backward, clipping, AdamW and the teacher EMA. On ErrNonFinite nothing
+// was updated.
+func (t *Trainer) Step(batch *nn.ImageBatch) (Losses, error) {
+	c := t.Cfg
+	it := t.StepsDone
+	s := t.Sched
+	lo := Losses{Step: it, LR: s.LR.At(it), WD: s.WD.At(it), Momentum: s.Momentum.At(it), TeacherTemp: s.TeacherTemp.At(it)}
+	if batch == nil || batch.Len() != c.Batch {
+		return lo, fmt.Errorf("train step %d: want a batch of %d images", it, c.Batch)
+	}
+	M, err := t.masks()
+	if err != nil {
+		return lo, fmt.Errorf("train step %d: masks: %w", it, err)
+	}
+	lo.MaskedPatches = M
+	rec := t.dev.Record()
+	t.forwardBackward(rec, batch, M, float32(lo.TeacherTemp), it < s.FreezeLastLayer)
+	if err := rec.Submit(); err != nil {
+		return lo, fmt.Errorf("train step %d: %w", it, err)
+	}
+	if err := t.readLosses(&lo, M); err != nil {
+		return lo, fmt.Errorf("train step %d: %w", it, err)
+	}
+	rec = t.dev.Record()
+	t.update(rec, lo, it < s.FreezeLastLayer)
+	if err := rec.Submit(); err != nil {
+		return lo, fmt.Errorf("train step %d: update: %w", it, err)
+	}
+	t.StepsDone++
+	return lo, nil
+}
+
+func (t *Trainer) forwardBackward(rec *gpu.Recorder, batch *nn.ImageBatch, M int, temp float32, frozen bool) {
+	c := t.Cfg
+	B, L := c.Batch, c.Augment.Locals
+	tau := float32(c.StudentTemp)
+	t.aug.Record(rec, t.global, t.local, batch)
+
+	// Teacher on the unmasked global crops: CLS and the student's masked
+	// positions through the heads, then centred probabilities.
+	tb := t.Teacher
+	tb.Backbone.Encode(rec, t.tG, t.global, false)
+	nn.GatherRows(rec, t.tHead.X, flat2(rec, t.tG.Normed), t.clsG)
+	tb.Head.Forward(rec, t.tHead)
+	var sIb, tIb *nn.HeadActs
+	var maskIx, tPatch *gpu.Tensor
+	if M > 0 {
+		var err1, err2 error
+		sIb, err1 = t.sIbot.Rows(M)
+		tIb, err2 = t.tIbot.Rows(M)
+		if err := errors.Join(err1, err2); err != nil {
+			rec.Fail(err)
+			return
+		}
+		maskIx, tPatch = rows(rec, t.maskIx, 0, M), rows(rec, t.tPatch, 0, M)
+		nn.GatherRows(rec, tIb.X, flat2(rec, t.tG.Normed), maskIx)
+		tb.ibot().Forward(rec, tIb)
+	}
+	cm := float32(c.CenterMomentum)
+	if c.Centering == "sinkhorn" {
+		nn.SinkhornKnopp(rec, t.tProbs, t.tHead.Logits, t.skScratch, temp, 3)
+		if M > 0 {
+			nn.SinkhornKnopp(rec, tPatch, tIb.Logits, t.skScratch, temp, 3)
+		}
+	} else {
+		nn.TeacherSoftmax(rec, t.tProbs, t.tHead.Logits, t.Center, temp)
+		nn.CenterUpdate(rec, t.Center, t.tHead.Logits, cm)
+		if M > 0 {
+			nn.TeacherSoftmax(rec, tPatch, tIb.Logits, t.IBOTCenter, temp)
+			nn.CenterUpdate(rec, t.IBOTCenter, tIb.Logits, cm)
+		}
+	}
+	// DINO targets: teacher crop 2 for student crop 1 and vice versa; every
+	// local crop gets both (cross-entropy is linear in the target).
+	rec.Copy(rows(rec, t.targets, 0, B), rows(rec, t.tProbs, B, B))
+	rec.Copy(rows(rec, t.targets, B, B), rows(rec, t.tProbs, 0, B))
+	if L > 0 {
+		for j := 0; j < L; j++ {
+			nn.Add(rec, rows(rec, t.targets, (2+j)*B, B), rows(rec, t.tProbs, 0, B), rows(rec, t.tProbs, B, B))
+		}
+	}
+
+	// Student: masked global crops and local crops.
+	st := t.Student
+	st.Backbone.Encode(rec, t.sG, t.global, true)
+	nn.GatherRows(rec, rows(rec, t.sHead.X, 0, 2*B), flat2(rec, t.sG.Normed), t.clsG)
+	if L > 0 {
+		st.Backbone.Encode(rec, t.sL, t.local, false)
+		nn.GatherRows(rec, rows(rec, t.sHead.X, 2*B, L*B), flat2(rec, t.sL.Normed), t.clsL)
+	}
+	st.Head.Forward(rec, t.sHead)
+	nn.SoftmaxCrossEntropy(rec, t.dino.loss, t.dino.lse, t.dino.tsum, t.sHead.Logits, t.targets, tau)
+	if M > 0 {
+		nn.GatherRows(rec, sIb.X, flat2(rec, t.sG.Normed), maskIx)
+		st.ibot().Forward(rec, sIb)
+		nn.SoftmaxCrossEntropy(rec, rows(rec, t.ibot.loss, 0, M), rows(rec, t.ibot.lse, 0, M), rows(rec, t.ibot.tsum, 0, M), sIb.Logits, tPatch, tau)
+	}
+	for k := range t.koleo {
+		ka := &t.koleo[k]
+		nn.L2Normalize(rec, ka.y, ka.norm, rows(rec, t.sHead.X, k*B, B), koleoEps)
+		nn.KoLeo(rec, ka.loss, ka.nn, ka.y, koleoEps)
+	}
+
+	// Backward.
+	for _, g := range t.Grads {
+		for _, ch := range g.Chunks {
+			nn.Fill(rec, ch, 0)
+		}
+	}
+	grads := t.moduleGrads()
+	nn.SoftmaxCrossEntropyBackward(rec, t.sHead.DLogits, t.dDINO, t.sHead.Logits, t.targets, t.dino.lse, t.dino.tsum, tau, false)
+	st.Head.Backward(rec, t.sHead, grads["dino_head"])
+	if M > 0 {
+		nn.SoftmaxCrossEntropyBackward(rec, sIb.DLogits, rows(rec, t.ibotW, 0, M), sIb.Logits, tPatch, rows(rec, t.ibot.lse, 0, M), rows(rec, t.ibot.tsum, 0, M), tau, false)
+		ig := grads["dino_head"]
+		if st.IBOTHead != nil {
+			ig = grads["ibot_head"]
+		}
+		st.ibot().Backward(rec, sIb, ig)
+	}
+	for k := range t.koleo {
+		ka := &t.koleo[k]
+		nn.KoLeoBackward(rec, ka.dy, t.koleoW, ka.nn, ka.y, koleoEps, false)
+		nn.L2NormalizeBackward(rec, rows(rec, t.sHead.DX, k*B, B), ka.dy, ka.y, ka.norm, koleoEps, true)
+	}
+	dG := flat2(rec, t.sG.DNormed)
+	nn.ScatterRowsAdd(rec, dG, rows(rec, t.sHead.DX, 0, 2*B), t.clsG, false)
+	if M > 0 {
+		nn.ScatterRowsAdd(rec, dG, sIb.DX, maskIx, true)
+	}
+	st.Backbone.Backward(rec, t.sG, grads["backbone"], true)
+	if L > 0 {
+		nn.ScatterRowsAdd(rec, flat2(rec, t.sL.DNormed), rows(rec, t.sHead.DX, 2*B, L*B), t.clsL, false)
+		st.Backbone.Backward(rec, t.sL, grads["backbone"], false)
+	}
+	if frozen {
+		for i, mod := range st.Modules() {
+			for _, name := range mod.Params.Layout.Names() {
+				if paramGroup(mod.Name, name, c.Model.Depth, 1, 1).Last {
+					nn.Fill(rec, t.Grads[i].Get(name), 0)
+				}
+			}
+		}
+	}
+	for i, g := range t.Grads {
+		nn.GradNorm(rec, t.norms[i], t.partials, g.Chunks...)
+	}
+}
+
+// moduleGrads maps module names to their gradient buffers.
+func (t *Trainer) moduleGrads() map[string]*nn.Flat {
+	g := map[string]*nn.Flat{}
+	for i, mod := range t.Student.Modules() {
+		g[mod.Name] = t.Grads[i]
+	}
+	return g
+}
+
+// readLosses reads the per-row losses and the gradient norms back and
+// fails with ErrNonFinite on a NaN or an infinity.
+func (t *Trainer) readLosses(lo *Losses, M int) error {
+	c := t.Cfg
+	B, L := c.Batch, c.Augment.Locals
+	d, err := t.dev.Read(t.dino.loss)
+	if err != nil {
+		return err
+	}
+	for _, v := range d {
+		lo.DINO += float64(v)
+	}
+	lo.DINO /= float64(B * (2 + 2*L))
+	if M > 0 {
+		rl, err := t.dev.Read(rows(t.dev.Record(), t.ibot.loss, 0, M))
+		if err != nil {
+			return err
+		}
+		w, err := t.dev.Read(rows(t.dev.Record(), t.ibotW, 0, M))
+		if err != nil {
+			return err
+		}
+		for i := range rl {
+			lo.IBOT += float64(rl[i]) * float64(w[i])
+		}
+		if c.IBOTWeight != 0 {
+			lo.IBOT /= c.IBOTWeight
+		}
+	}
+	for k := range t.koleo {
+		v, err := t.dev.Read(t.koleo[k].loss)
+		if err != nil {
+			return err
+		}
+		lo.KoLeo += float64(v[0])
+	}
+	lo.Total = c.DINOWeight*lo.DINO + c.IBOTWeight*lo.IBOT + c.KoLeoWeight*lo.KoLeo
+	lo.GradNorm = map[string]float64{}
+	bad := math.IsNaN(lo.Total) || math.IsInf(lo.Total, 0)
+	for i, mod := range t.Student.Modules() {
+		n, err := t.dev.Read(t.norms[i])
+		if err != nil {
+			return err
+		}
+		lo.GradNorm[mod.Name] = float64(n[0])
+		bad = bad || math.IsNaN(float64(n[0])) || math.IsInf(float64(n[0]), 0)
+	}
+	if bad {
+		return fmt.Errorf("%w: dino %g, ibot %g, koleo %g, gradient norms %v", ErrNonFinite, lo.DINO, lo.IBOT, lo.KoLeo, lo.GradNorm)
+	}
+	return nil
+}
+
+// update clips each module's gradients, takes the AdamW step (per
+// parameter, with its group's LR and weight-decay multipliers; the
+// prototype layers are skipped while frozen) and moves the teacher.
+func (t *Trainer) update(rec *gpu.Recorder, lo Losses, frozen bool) {
+	c := t.Cfg
+	for i, mod := range t.Student.Modules() {
+		if c.ClipGrad > 0 {
+			nn.ClipGradNorm(rec, t.norms[i], float32(c.ClipGrad), t.Grads[i].Chunks...)
+		}
+		for _, name := range mod.Params.Layout.Names() {
+			g := paramGroup(mod.Name, name, c.Model.Depth, c.LayerDecay, c.PatchEmbedLRMult)
+			if g.Last && frozen {
+				continue
+			}
+			nn.AdamW(rec, mod.Params.Get(name), t.Grads[i].Get(name), t.M[i].Get(name), t.V[i].Get(name), nn.AdamWOpts{
+				LR: float32(lo.LR * g.LR), WeightDecay: float32(lo.WD * g.WD),
+				Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Step: t.StepsDone + 1,
+			})
+		}
+	}
+	tm := t.Teacher.Modules()
+	for i, mod := range t.Student.Modules() {
+		for j, ch := range mod.Params.Chunks {
+			nn.EMA(rec, tm[i].Params.Chunks[j], ch, float32(lo.Momentum))
+		}
+	}
+}
