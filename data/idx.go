@@ -138,3 +138,41 @@ func readIdxLabels(path string) ([]int, error) {
 	}
 	return out, nil
 }
+
+// Subset keeps the first n images (all of them when n <= 0 or n >= N).
+func (g *Gray) Subset(n int) *Gray {
+	if n <= 0 || n >= g.N {
+		return g
+	}
+	s := &Gray{N: n, H: g.H, W: g.W, Pixels: g.Pixels[:n*g.H*g.W]}
+	if g.Labels != nil {
+		s.Labels = g.Labels[:n]
+	}
+	return s
+}
+
+// GrayDataset is a Gray set as a Dataset: each image copied to three
+// channels, paths "<Name>/<index>".
+type GrayDataset struct {
+	*Gray
+	Name string
+}
+
+func (d GrayDataset) Len() int          { return d.N }
+func (d GrayDataset) Path(i int) string { return fmt.Sprintf("%s/%d", d.Name, i) }
+func (d GrayDataset) Label(i int) int {
+	if d.Labels == nil {
+		return -1
+	}
+	return d.Labels[i]
+}
+
+// Load returns image i as RGB.
+func (d GrayDataset) Load(i int) (*RGB, error) {
+	src := d.Image(i)
+	pix := make([]uint8, 3*len(src))
+	for j, v := range src {
+		pix[3*j], pix[3*j+1], pix[3*j+2] = v, v, v
+	}
+	return &RGB{H: d.H, W: d.W, Pix: pix}, nil
+}

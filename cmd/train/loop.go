@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/webdino/webdino/ckpt"
+	"github.com/webdino/webdino/data"
+	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
+	"github.com/webdino/webdino/train"
+)
+
+// session is one invocation of the training loop.
+type session struct {
+	o              *options
+	c              train.Config
+	dev            *gpu.Device
+	tr             *train.Trainer
+	ds             data.Dataset
+	stdout, stderr io.Writer
+	start          time.Time
+	pos            dataPos
+	rejects        data.Rejects
+	metrics        *os.File
+	enc            *json.Encoder
+	steps          []stepRecord
+	evals          []evalRecord
+	lastSaved      int
+}
+
+// dataPos is where the next batch starts: the data epoch (whose order is
+// data.Permutation(n, seed, epoch)) and the position in that order.
+type dataPos struct{ Epoch, Pos int }
+
+const (
+	scalarEpoch = "data_epoch"
+	scalarPos   = "data_pos"
+)
+
+func dataPosition(c *ckpt.Checkpoint) dataPos {
+	return dataPos{Epoch: int(c.Training.Scalars[scalarEpoch]), Pos: int(c.Training.Scalars[scalarPos])}
+}
+
+// stepRecord and evalRecord are the lines of metrics.jsonl.
+type stepRecord struct {
+	Step         int                `json:"step"`
+	Epoch        float64            `json:"epoch"`
+	Total        float64            `json:"loss"`
+	DINO         float64            `json:"dino"`
+	IBOT         float64            `json:"ibot"`
+	KoLeo        float64            `json:"koleo"`
+	LR           float64            `json:"lr"`
+	WD           float64            `json:"wd"`
+	Momentum     float64            `json:"teacher_momentum"`
+	TeacherTemp  float64            `json:"teacher_temp"`
+	GradNorm     map[string]float64 `json:"grad_norm"`
+	Masked       int                `json:"masked_patches"`
+	ImagesPerSec float64            `json:"images_per_s"`
+	Elapsed      float64            `json:"elapsed_s"`
+}
+
+type evalRecord struct {
+	Step    int     `json:"step"`
+	KNNTop1 float64 `json:"knn_top1"`
+	Train   int     `json:"knn_train_images"`
+	Test    int     `json:"knn_test_images"`
+}
+
+func (s *session) openMetrics() error {
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if s.o.resume != "" {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	}
+	f, err := os.OpenFile(outPath(s.o, "metrics.jsonl"), flags, 0o644)
+	if err != nil {
+		return err
+	}
+	s.metrics, s.enc = f, json.NewEncoder(f)
+	return nil
+}
+
+func (s *session) loop(ctx context.Context) error {
+	c, tr := s.c, s.tr
+	stopAt := c.Iterations()
+	if s.o.steps > 0 {
+		stopAt = min(stopAt, tr.StepsDone+s.o.steps)
+	}
+	evalEvery := s.o.evalEvery
+	if evalEvery <= 0 {
+		evalEvery = c.ItersPerEpoch
+	}
+	s.lastSaved = tr.StepsDone
+	prog := data.NewProgress("train", (stopAt-tr.StepsDone)*c.Batch)
+	n := s.ds.Len()
+	for tr.StepsDone < stopAt {
+		perm := data.Permutation(n, c.Seed, s.pos.Epoch)
+		where := make([]int, n)
+		for i, v := range perm {
+			where[v] = i
+		}
+		loader := data.Loader{Data: s.ds, BatchSize: c.Batch, Workers: s.o.workers, DropLast: true, Rejects: &s.rejects}
+		t0 := time.Now()
+		for b, err := range loader.Batches(ctx, perm[s.pos.Pos:]) {
+			if err != nil {
+				return s.stop(ctx, err)
+			}
+			lo, err := s.step(b)
+			if err != nil {
+				prog.Finish()
+				return err
+			}
+			s.pos.Pos = where[b.Indices[len(b.Indices)-1]] + 1
+			dt := time.Since(t0)
+			t0 = time.Now()
+			s.record(lo, dt)
+			prog.Add(c.Batch)
+			prog.SetExtra(fmt.Sprintf("step %d/%d loss %.3f (dino %.3f ibot %.3f koleo %.2f) lr %.2g",
+				tr.StepsDone, c.Iterations(), lo.Total, lo.DINO, lo.IBOT, lo.KoLeo, lo.LR))
+			if tr.StepsDone%s.o.saveEvery == 0 {
+				if err := s.save(); err != nil {
+					return err
+				}
+			}
+			if tr.StepsDone%evalEvery == 0 && tr.StepsDone < stopAt {
+				if err := s.evaluate(ctx); err != nil {
+					return s.stop(ctx, err)
+				}
+			}
+			if tr.StepsDone >= stopAt {
+				break
+			}
+			if ctx.Err() != nil {
+				return s.stop(ctx, ctx.Err())
+			}
+		}
+		if tr.StepsDone < stopAt {
+			s.pos = dataPos{Epoch: s.pos.Epoch + 1}
+		}
+	}
+	prog.Finish()
+	if err := s.save(); err != nil {
+		return err
+	}
+	if r := s.rejects.Len(); r > 0 {
+		fmt.Fprintf(s.stdout, "skipped %d unreadable images: %s\n", r, outPath(s.o, "rejects.jsonl"))
+		if err := s.rejects.WriteFile(outPath(s.o, "rejects.jsonl")); err != nil {
+			return err
+		}
+	}
+	if err := s.evaluate(ctx); err != nil {
+		return s.stop(ctx, err)
+	}
+	if err := s.plots(); err != nil {
+		return err
+	}
+	if err := s.pictures(ctx); err != nil {
+		return s.stop(ctx, err)
+	}
+	fmt.Fprintf(s.stdout, "done: %d steps in %s; checkpoint %s\n", tr.StepsDone, time.Since(s.start).Round(time.Second), outPath(s.o, "checkpoint.msgpack"))
+	return nil
+}
+
+// step uploads one batch and trains on it.
+func (s *session) step(b *data.Batch) (train.Losses, error) {
+	imgs := make([]nn.Image, len(b.Images))
+	for i, im := range b.Images {
+		imgs[i] = nn.Image{H: im.H, W: im.W, C: 3, Pix: im.Pix}
+	}
+	batch, err := nn.UploadImages(s.dev, imgs)
+	if err != nil {
+		return train.Losses{}, err
+	}
+	defer batch.Release()
+	lo, err := s.tr.Step(batch)
+	if errors.Is(err, train.ErrNonFinite) {
+		return lo, fmt.Errorf("%w\nstopped before applying step %d; the checkpoint %s is the last good state (step %d)",
+			err, lo.Step, outPath(s.o, "checkpoint.msgpack"), s.lastSaved)
+	}
+	return lo, err
+}
+
+// stop handles an interruption: on Ctrl-C the state after the last
+// completed step is saved; other errors pass through.
+func (s *session) stop(ctx context.Context, err error) error {
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		if serr := s.save(); serr != nil {
+			return serr
+		}
+		return context.Canceled
+	}
+	return err
+}
+
+func (s *session) record(lo train.Losses, dt time.Duration) {
+	r := stepRecord{
+		Step: lo.Step + 1, Epoch: float64(lo.Step+1) / float64(s.c.ItersPerEpoch),
+		Total: lo.Total, DINO: lo.DINO, IBOT: lo.IBOT, KoLeo: lo.KoLeo,
+		LR: lo.LR, WD: lo.WD, Momentum: lo.Momentum, TeacherTemp: lo.TeacherTemp, GradNorm: lo.GradNorm,
+		Masked: lo.MaskedPatches, ImagesPerSec: float64(s.c.Batch) / dt.Seconds(), Elapsed: time.Since(s.start).Seconds(),
+	}
+	s.steps = append(s.steps, r)
+	s.enc.Encode(r)
+}
+
+// save writes the checkpoint atomically.
+func (s *session) save() error {
+	snap, err := s.tr.Snapshot()
+	if err != nil {
+		return err
+	}
+	snap.Training.Scalars = map[string]float64{scalarEpoch: float64(s.pos.Epoch), scalarPos: float64(s.pos.Pos)}
+	if err := ckpt.WriteFile(outPath(s.o, "checkpoint.msgpack"), snap); err != nil {
+		return err
+	}
+	s.lastSaved = s.tr.StepsDone
+	return nil
+}
+
