@@ -221,4 +221,3 @@ func (s *session) save() error {
 	s.lastSaved = s.tr.StepsDone
 	return nil
 }
-
