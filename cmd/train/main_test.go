@@ -1,0 +1,123 @@
+//go:build !js
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"image"
+	"image/color"
+	"image/png"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// imageFolder writes an ImageFolder tree of small random pictures: two
+// classes of n images, plus one corrupt file.
+func imageFolder(t *testing.T, n int) string {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for c, class := range []string{"dark", "light"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, class), 0o755))
+		for i := 0; i < n; i++ {
+			img := image.NewRGBA(image.Rect(0, 0, 30+rng.IntN(6), 30+rng.IntN(6)))
+			for p := 0; p < len(img.Pix); p += 4 {
+				v := uint8(rng.IntN(128) + 128*c)
+				img.Pix[p], img.Pix[p+1], img.Pix[p+2], img.Pix[p+3] = v, uint8(rng.IntN(256)), v, 255
+			}
+			img.Set(0, 0, color.RGBA{255, 0, 0, 255})
+			f, err := os.Create(filepath.Join(dir, class, string(rune('a'+i))+".png"))
+			require.NoError(t, err)
+			require.NoError(t, png.Encode(f, img))
+			require.NoError(t, f.Close())
+		}
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "dark", "broken.png"), []byte("not a png"), 0o644))
+	return dir
+}
+
+func tinyArgs(data, out string) []string {
+	return []string{"--data", data, "--image-folder", "--out", out, "--batch", "4", "--epochs", "2",
+		"--iters-per-epoch", "2", "--prototypes", "64", "--locals", "1", "--knn-train", data, "--knn-test", data,
+		"--pca", "2", "--save-every", "1", "--knn-train-n", "0", "--knn-test-n", "0"}
+}
+
+func readMetrics(t *testing.T, path string) (steps []map[string]any, evals []map[string]any) {
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &m))
+		if _, ok := m["knn_top1"]; ok {
+			evals = append(evals, m)
+		} else {
+			steps = append(steps, m)
+		}
+	}
+	return steps, evals
+}
+
+func TestTrainEndToEndAndExactResume(t *testing.T) {
+	data := imageFolder(t, 7)
+	straight := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), tinyArgs(data, straight), &stdout, &stderr)
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	for _, f := range []string{"checkpoint.msgpack", "metrics.jsonl", "losses.png", "knn.png", "pca/000.png", "pca/grid.png", "rejects.jsonl"} {
+		require.FileExists(t, filepath.Join(straight, f))
+	}
+	require.Contains(t, stdout.String(), "skipped 1 unreadable images")
+	steps, evals := readMetrics(t, filepath.Join(straight, "metrics.jsonl"))
+	require.Len(t, steps, 4)
+	require.Len(t, evals, 2) // after epoch 1 and at the end
+
+	// Interrupted after 3 steps (--steps), then resumed: the same losses.
+	split := t.TempDir()
+	first := append(tinyArgs(data, split), "--steps", "3")
+	require.Equal(t, 0, run(context.Background(), first, &stdout, &stderr), stderr.String())
+	resumed := append(tinyArgs(data, split), "--resume", filepath.Join(split, "checkpoint.msgpack"))
+	require.Equal(t, 0, run(context.Background(), resumed, &stdout, &stderr), stderr.String())
+	got, _ := readMetrics(t, filepath.Join(split, "metrics.jsonl"))
+	require.Len(t, got, 4)
+	for i := range steps {
+		for _, k := range []string{"step", "loss", "dino", "ibot", "koleo", "grad_norm", "lr"} {
+			require.Equal(t, steps[i][k], got[i][k], "step %d %s", i+1, k)
+		}
+	}
+}
+
+func TestTrainFlagErrors(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run(context.Background(), []string{"--help"}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "usage: train [flags]")
+	require.Contains(t, stderr.String(), "-centering")
+
+	stderr.Reset()
+	require.Equal(t, 2, run(context.Background(), []string{"extra"}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), `unexpected arguments ["extra"]`)
+
+	stderr.Reset()
+	require.Equal(t, 1, run(context.Background(), []string{"--config", "vitx14"}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "vitx14")
+
+	stderr.Reset()
+	require.Equal(t, 1, run(context.Background(), []string{"--centering", "median", "--out", t.TempDir()}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), `centering "median": want centering or sinkhorn`)
+
+	stderr.Reset()
+	empty := t.TempDir()
+	require.Equal(t, 1, run(context.Background(), []string{"--data", empty, "--out", t.TempDir()}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "no images found")
+
+	stderr.Reset()
+	require.Equal(t, 1, run(context.Background(), []string{"--resume", filepath.Join(empty, "nope.msgpack"), "--out", t.TempDir()}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "nope.msgpack")
+}
