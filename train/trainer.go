@@ -272,19 +272,24 @@ func flat2(rec *gpu.Recorder, x *gpu.Tensor) *gpu.Tensor {
 	return v
 }
 
-// masks draws this step's iBOT masks for the 2B global crops and uploads
-// them, the masked rows' indices into the global tokens, and their loss
-// weights: 1 / (the image's masked patches) / (number of global crops), the
-// reference's normalisation. It returns the number of masked patches.
-func (t *Trainer) masks() (int, error) {
+// setMasks uploads the iBOT masks of the 2B global crops, the masked rows'
+// indices into the global tokens, and their loss weights: 1 / (the image's
+// masked patches) / (number of global crops), the reference's
+// normalisation. It returns the number of masked patches.
+func (t *Trainer) setMasks(ms [][]bool) (int, error) {
 	c := t.Cfg
 	B2, N, T := 2*c.Batch, t.sG.N, t.sG.T
 	R := c.Model.Registers
-	ms := t.masker.BatchMasks(rand.New(t.maskRS), B2, c.MaskProb, c.MaskRatio[0], c.MaskRatio[1])
+	if len(ms) != B2 {
+		return 0, fmt.Errorf("%d masks for %d global crops", len(ms), B2)
+	}
 	flat := make([]bool, 0, B2*N)
 	var ix []uint32
 	var w []float32
 	for i, m := range ms {
+		if len(m) != N {
+			return 0, fmt.Errorf("mask %d has %d patches, want %d", i, len(m), N)
+		}
 		flat = append(flat, m...)
 		count := 0
 		for _, v := range m {
@@ -311,24 +316,47 @@ func (t *Trainer) masks() (int, error) {
 	return len(ix), t.dev.Write(rows(t.dev.Record(), t.ibotW, 0, len(w)), w)
 }
 
-// Step trains on one batch of exactly Cfg.Batch images: augmentation, teacher and student passes, the three losses,
-// backward, clipping, AdamW and the teacher EMA. On ErrNonFinite nothing
-// was updated.
+// Step trains on one batch of exactly Cfg.Batch images: augmentation,
+// teacher and student passes, the three losses, backward, clipping, AdamW
+// and the teacher EMA. On ErrNonFinite nothing was updated.
 func (t *Trainer) Step(batch *nn.ImageBatch) (Losses, error) {
 	c := t.Cfg
+	if batch == nil || batch.Len() != c.Batch {
+		return Losses{Step: t.StepsDone}, fmt.Errorf("train step %d: want a batch of %d images", t.StepsDone, c.Batch)
+	}
+	masks := t.masker.BatchMasks(rand.New(t.maskRS), 2*c.Batch, c.MaskProb, c.MaskRatio[0], c.MaskRatio[1])
+	rec := t.dev.Record()
+	t.aug.Record(rec, t.global, t.local, batch)
+	return t.step(rec, masks)
+}
+
+// StepCrops trains on given crops instead of augmenting images: global
+// [2B, 3, G, G] and local [Locals*B, 3, L, L], normalised and crop-major
+// (see Augmenter.Sample), with the iBOT masks of the 2B global crops. The
+// whole-step fixtures drive the trainer through it.
+func (t *Trainer) StepCrops(global, local []float32, masks [][]bool) (Losses, error) {
+	if err := t.dev.Write(t.global, global); err != nil {
+		return Losses{Step: t.StepsDone}, fmt.Errorf("train step %d: global crops: %w", t.StepsDone, err)
+	}
+	if t.local != nil {
+		if err := t.dev.Write(t.local, local); err != nil {
+			return Losses{Step: t.StepsDone}, fmt.Errorf("train step %d: local crops: %w", t.StepsDone, err)
+		}
+	}
+	return t.step(t.dev.Record(), masks)
+}
+
+// step records everything after the crops into rec and runs it.
+func (t *Trainer) step(rec *gpu.Recorder, masks [][]bool) (Losses, error) {
 	it := t.StepsDone
 	s := t.Sched
 	lo := Losses{Step: it, LR: s.LR.At(it), WD: s.WD.At(it), Momentum: s.Momentum.At(it), TeacherTemp: s.TeacherTemp.At(it)}
-	if batch == nil || batch.Len() != c.Batch {
-		return lo, fmt.Errorf("train step %d: want a batch of %d images", it, c.Batch)
-	}
-	M, err := t.masks()
+	M, err := t.setMasks(masks)
 	if err != nil {
 		return lo, fmt.Errorf("train step %d: masks: %w", it, err)
 	}
 	lo.MaskedPatches = M
-	rec := t.dev.Record()
-	t.forwardBackward(rec, batch, M, float32(lo.TeacherTemp), it < s.FreezeLastLayer)
+	t.forwardBackward(rec, M, float32(lo.TeacherTemp))
 	if err := rec.Submit(); err != nil {
 		return lo, fmt.Errorf("train step %d: %w", it, err)
 	}
@@ -344,11 +372,10 @@ func (t *Trainer) Step(batch *nn.ImageBatch) (Losses, error) {
 	return lo, nil
 }
 
-func (t *Trainer) forwardBackward(rec *gpu.Recorder, batch *nn.ImageBatch, M int, temp float32, frozen bool) {
+func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, temp float32) {
 	c := t.Cfg
 	B, L := c.Batch, c.Augment.Locals
 	tau := float32(c.StudentTemp)
-	t.aug.Record(rec, t.global, t.local, batch)
 
 	// Teacher on the unmasked global crops: CLS and the student's masked
 	// positions through the heads, then centred probabilities.
@@ -447,15 +474,6 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, batch *nn.ImageBatch, M int
 		nn.ScatterRowsAdd(rec, flat2(rec, t.sL.DNormed), rows(rec, t.sHead.DX, 2*B, L*B), t.clsL, false)
 		st.Backbone.Backward(rec, t.sL, grads["backbone"], false)
 	}
-	if frozen {
-		for i, mod := range st.Modules() {
-			for _, name := range mod.Params.Layout.Names() {
-				if paramGroup(mod.Name, name, c.Model.Depth, 1, 1).Last {
-					nn.Fill(rec, t.Grads[i].Get(name), 0)
-				}
-			}
-		}
-	}
 	for i, g := range t.Grads {
 		nn.GradNorm(rec, t.norms[i], t.partials, g.Chunks...)
 	}
@@ -524,8 +542,10 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 }
 
 // update clips each module's gradients, takes the AdamW step (per
-// parameter, with its group's LR and weight-decay multipliers; the
-// prototype layers are skipped while frozen) and moves the teacher.
+// parameter, with its group's LR and weight-decay multipliers) and moves
+// the teacher. Frozen prototype layers get learning rate 0, as the
+// reference's last-layer LR schedule does: their moments still follow the
+// gradients and their gradients still count in the clipping norm.
 func (t *Trainer) update(rec *gpu.Recorder, lo Losses, frozen bool) {
 	c := t.Cfg
 	for i, mod := range t.Student.Modules() {
@@ -534,11 +554,12 @@ func (t *Trainer) update(rec *gpu.Recorder, lo Losses, frozen bool) {
 		}
 		for _, name := range mod.Params.Layout.Names() {
 			g := paramGroup(mod.Name, name, c.Model.Depth, c.LayerDecay, c.PatchEmbedLRMult)
+			lr := lo.LR * g.LR
 			if g.Last && frozen {
-				continue
+				lr = 0
 			}
 			nn.AdamW(rec, mod.Params.Get(name), t.Grads[i].Get(name), t.M[i].Get(name), t.V[i].Get(name), nn.AdamWOpts{
-				LR: float32(lo.LR * g.LR), WeightDecay: float32(lo.WD * g.WD),
+				LR: float32(lr), WeightDecay: float32(lo.WD * g.WD),
 				Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Step: t.StepsDone + 1,
 			})
 		}
