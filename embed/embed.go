@@ -10,6 +10,11 @@ package embed
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/webdino/webdino/ckpt"
 
 	"github.com/webdino/webdino/data"
 	"github.com/webdino/webdino/gpu"
@@ -189,4 +194,30 @@ func forward(dev *gpu.Device, model *nn.ViT, ds data.Dataset, b *data.Batch, g g
 		}
 	}
 	return r, nil
+}
+
+// LoadModel reads a webdino checkpoint's backbone onto dev. Official weight
+// files get an error that says how to convert them.
+func LoadModel(dev *gpu.Device, path string) (*nn.ViT, error) {
+	c, err := ckpt.ReadFile(path)
+	if err != nil {
+		if ext := strings.ToLower(filepath.Ext(path)); slices.Contains([]string{".pth", ".pt", ".safetensors", ".bin"}, ext) ||
+			strings.Contains(err.Error(), "cmd/convert") {
+			return nil, fmt.Errorf("--model %s is not a webdino checkpoint (%v); convert official weights first: go run ./cmd/convert %s model.msgpack", path, err, path)
+		}
+		return nil, fmt.Errorf("--model: %w", err)
+	}
+	m, err := nn.NewViT(dev, c.Config)
+	if err != nil {
+		return nil, err
+	}
+	w := make(map[string][]float32, len(c.Weights))
+	for k, t := range c.Weights {
+		w[k] = t.Data
+	}
+	if err := m.SetWeights(w); err != nil {
+		m.Release()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
 }

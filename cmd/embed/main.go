@@ -24,11 +24,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/webdino/webdino/ckpt"
 	"github.com/webdino/webdino/data"
 	"github.com/webdino/webdino/embed"
 	"github.com/webdino/webdino/gpu"
-	"github.com/webdino/webdino/nn"
 	"github.com/webdino/webdino/viz"
 )
 
@@ -200,32 +198,6 @@ func (c *config) dataset() (*data.Files, error) {
 	return all, nil
 }
 
-// loadModel reads a webdino checkpoint onto dev. Official weight files are
-// the usual mistake: the error names the file and the conversion.
-func loadModel(dev *gpu.Device, path string) (*nn.ViT, error) {
-	c, err := ckpt.ReadFile(path)
-	if err != nil {
-		if ext := strings.ToLower(filepath.Ext(path)); slices.Contains([]string{".pth", ".pt", ".safetensors", ".bin"}, ext) ||
-			strings.Contains(err.Error(), "cmd/convert") {
-			return nil, fmt.Errorf("--model %s is not a webdino checkpoint (%v); convert official weights first: go run ./cmd/convert %s model.msgpack", path, err, path)
-		}
-		return nil, fmt.Errorf("--model: %w", err)
-	}
-	m, err := nn.NewViT(dev, c.Config)
-	if err != nil {
-		return nil, err
-	}
-	w := make(map[string][]float32, len(c.Weights))
-	for k, t := range c.Weights {
-		w[k] = t.Data
-	}
-	if err := m.SetWeights(w); err != nil {
-		m.Release()
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return m, nil
-}
-
 // manifestRow is one line of manifest.jsonl.
 type manifestRow struct {
 	Row       int    `json:"row"`
@@ -282,7 +254,7 @@ func (c *config) embed(ctx context.Context, stdout, stderr io.Writer) (err error
 		return err
 	}
 	defer dev.Close()
-	model, err := loadModel(dev, c.model)
+	model, err := embed.LoadModel(dev, c.model)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,113 @@
+//go:build !js
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image"
+	"image/png"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/ckpt"
+	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/train"
+)
+
+// folder writes an ImageFolder of two easily separated classes (dark and
+// bright noise) and one unreadable file.
+func folder(t *testing.T, n int, seed uint64) string {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(seed, 3))
+	for c, class := range []string{"dark", "bright"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, class), 0o755))
+		for i := 0; i < n; i++ {
+			img := image.NewGray(image.Rect(0, 0, 32, 32))
+			for p := range img.Pix {
+				img.Pix[p] = uint8(rng.IntN(100) + 155*c)
+			}
+			f, err := os.Create(filepath.Join(dir, class, string(rune('a'+i))+".png"))
+			require.NoError(t, err)
+			require.NoError(t, png.Encode(f, img))
+			require.NoError(t, f.Close())
+		}
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "bright", "zz.png"), []byte("broken"), 0o644))
+	return dir
+}
+
+// model writes the demo config's initial teacher as a checkpoint, with its
+// LayerScale gammas raised from 1e-5 to 1 so that the blocks shape the CLS
+// token (at init it is nearly the same for every image).
+func model(t *testing.T) string {
+	dev, err := gpu.Open()
+	require.NoError(t, err)
+	defer dev.Close()
+	c := train.Demo()
+	c.Batch, c.Prototypes = 2, 64
+	tr, err := train.NewTrainer(dev, c)
+	require.NoError(t, err)
+	defer tr.Release()
+	bb := tr.Teacher.Backbone
+	for _, name := range bb.Params.Layout.Names() {
+		if strings.HasSuffix(name, "gamma") {
+			ones := make([]float32, bb.Params.Get(name).Len())
+			for i := range ones {
+				ones[i] = 1
+			}
+			require.NoError(t, dev.Write(bb.Params.Get(name), ones))
+		}
+	}
+	snap, err := tr.Snapshot()
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "model.msgpack")
+	require.NoError(t, ckpt.WriteFile(path, snap))
+	return path
+}
+
+func TestEvalKNNAndLinear(t *testing.T) {
+	m := model(t)
+	trainDir, testDir := folder(t, 12, 1), folder(t, 6, 2)
+	out := filepath.Join(t.TempDir(), "result.json")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"--model", m, "--train", trainDir, "--test", testDir, "--crop", "28", "--json", out}, &stdout, &stderr)
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	require.Contains(t, stdout.String(), "24 train, 12 test images, 2 classes, 2 unreadable images skipped")
+	var r Result
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &r))
+	require.NotNil(t, r.KNNTop1)
+	require.NotNil(t, r.LinearTop)
+	// Brightness survives even random features: both classifiers separate
+	// the two classes.
+	require.GreaterOrEqual(t, *r.KNNTop1, 0.9)
+	require.GreaterOrEqual(t, *r.LinearTop, 0.9)
+}
+
+func TestEvalErrors(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run(context.Background(), []string{"--help"}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "usage: eval")
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--train", "a", "--test", "b"}, 2, "--model is required"},
+		{[]string{"--model", "m"}, 2, "give --train and --test, or --fashion-mnist"},
+		{[]string{"--model", "m", "--fashion-mnist", "--no-knn", "--no-linear"}, 2, "leave nothing to do"},
+		{[]string{"--model", "weights.pth", "--fashion-mnist", "--train-n", "10", "--test-n", "10"}, 1, "convert official weights first: go run ./cmd/convert weights.pth"},
+	} {
+		stderr.Reset()
+		require.Equal(t, c.code, run(context.Background(), c.args, &stdout, &stderr), c.args)
+		require.Contains(t, stderr.String(), c.want)
+	}
+}
