@@ -61,9 +61,6 @@ func (c Config) Validate() error {
 	switch {
 	case c.Augment.Patch != c.Model.PatchSize:
 		return fmt.Errorf("train: augmentation patch %d differs from the model's %d", c.Augment.Patch, c.Model.PatchSize)
-	case c.Augment.GlobalSize/c.Model.PatchSize != c.Model.PosGrid:
-		return fmt.Errorf("train: global crops of %d px give a %d-patch grid, the model stores positions for %d",
-			c.Augment.GlobalSize, c.Augment.GlobalSize/c.Model.PatchSize, c.Model.PosGrid)
 	case c.Batch < 2:
 		return fmt.Errorf("train: batch %d: KoLeo and the loss normalisation need at least 2 images", c.Batch)
 	case c.Prototypes <= 0 || c.Prototypes%64 != 0:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/webdino/webdino/ckpt"
 	"github.com/webdino/webdino/gpu"
@@ -151,6 +152,36 @@ func (t *Trainer) writeFlat(f *nn.Flat, ts map[string]ckpt.Tensor, group string)
 		}
 		if err := t.dev.Write(f.Get(name), v.Data); err != nil {
 			return fmt.Errorf("checkpoint group %s: %q: %w", group, name, err)
+		}
+	}
+	return nil
+}
+
+// LoadWeights starts a new run from trained weights: the student and the
+// teacher of a training checkpoint, or a model-only checkpoint's backbone
+// in both (the heads keep their initialisation). Optimiser moments, centers
+// and the step are not taken: a high-resolution phase or a fine-tuning run
+// starts its schedules afresh. The backbone configs must match (a new crop
+// size is fine: positions are interpolated).
+func (t *Trainer) LoadWeights(c *ckpt.Checkpoint) error {
+	want, _ := json.Marshal(t.Cfg.Model)
+	got, _ := json.Marshal(c.Config)
+	if !bytes.Equal(want, got) {
+		return fmt.Errorf("checkpoint holds another backbone: %s, this run %s", c.Config, t.Cfg.Model)
+	}
+	if c.Training == nil {
+		for _, m := range []*Model{t.Student, t.Teacher} {
+			if err := t.writeFlat(m.Backbone.Params, c.Weights, "weights"); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, g := range t.groups() {
+		if strings.HasPrefix(g.name, "student/") || strings.HasPrefix(g.name, "teacher/") {
+			if err := t.writeFlat(g.flat, c.Training.Groups[g.name], g.name); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
