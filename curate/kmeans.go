@@ -323,7 +323,7 @@ func (km *KMeans) Predict(ctx context.Context, dev *gpu.Device, x Rows, maxRows 
 // 2007). Deterministic for a seed; the distance updates run in parallel.
 func KMeansPlusPlus(x []float32, d, k, s int, seed uint64) []float32 {
 	n := len(x) / d
-	rng := rand.New(rand.NewPCG(seed, 0x6b6d65616e73))
+	rng := newRand(seed)
 	sample := rng.Perm(n)[:s]
 	best := make([]float64, s)
 	for i := range best {
@@ -372,3 +372,6 @@ func KMeansPlusPlus(x []float32, d, k, s int, seed uint64) []float32 {
 	}
 	return cent
 }
+
+// newRand is the generator of every random choice in curate.
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x6b6d65616e73)) }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/eval"
 )
 
 // lloydRef is the float64 reference: iters of assign (nearest centroid,
@@ -130,4 +132,32 @@ func TestFixedPointScatterNegative(t *testing.T) {
 	km, err := KMeansFit(context.Background(), dev, x, 1, KMeansOpts{K: 1, Iters: 1})
 	require.NoError(t, err)
 	require.InDelta(t, (-1+0.75+1e-6-0.5-1e-6-0.25)/6, km.Centroids[0], 1e-8)
+}
+
+func TestIVFRecall(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const n, nq, d = 6000, 300, 36
+	x := blobs(rng, n+nq, d, 40)
+	eval.Normalize(x, d)
+	base, query := x[:n*d], x[n*d:]
+	ix, err := BuildIVF(context.Background(), dev, base, d, IVFOpts{Lists: 64, Seed: 1})
+	require.NoError(t, err)
+	defer ix.Release()
+	exact, err := SearchAll(context.Background(), dev, Mat{query, d}, Mat{base, d}, SearchOpts{K: 10})
+	require.NoError(t, err)
+	prev := 0.0
+	for _, np := range []int{1, 4, 16, 64} {
+		got, err := ix.Search(context.Background(), query, 10, np)
+		require.NoError(t, err)
+		r := Recall(exact, got, 10)
+		t.Logf("IVF %d lists, nprobe %d: recall@10 %.3f", 64, np, r)
+		require.GreaterOrEqual(t, r, prev)
+		prev = r
+		if np == 64 { // every list probed: exact
+			require.Equal(t, 1.0, r)
+			for i := range exact.Similar {
+				require.InDelta(t, exact.Similar[i], got.Similar[i], 1e-6)
+			}
+		}
+	}
 }
