@@ -70,7 +70,8 @@ func (d *Dedup) Groups() [][]int {
 }
 
 // SelfDedup links every image of pool to those of its K nearest
-// neighbours (itself excluded) more similar than the threshold and keeps
+// neighbours (itself excluded; K is capped at nn.MaxTopK-1 = 63 since the
+// search also returns the image itself) more similar than the threshold and keeps
 // one image per connected component: the one with the lowest index. Rows
 // should be L2-normalised (cosine similarity).
 func SelfDedup(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts) (*Dedup, error) {

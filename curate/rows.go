@@ -166,3 +166,6 @@ func npyHeader(r io.Reader) ([]int, int64, error) {
 	}
 	return shape, off + int64(hl), nil
 }
+
+// Paths are the files of the shards, in order.
+func (s *Shards) Paths() []string { return s.paths }
