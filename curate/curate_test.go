@@ -203,8 +203,8 @@ func prf(truth, got []int) (precision, recall float64) {
 
 func TestSelfDedupPlanted(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	const n, d = 3000, 128
-	x, truth := plantedPool(rng, n, d, 300)
+	const n, d = 2000, 128
+	x, truth := plantedPool(rng, n, d, 200)
 	dd, err := SelfDedup(context.Background(), dev, Mat{x, d}, DedupOpts{K: 64, Threshold: 0.6, MaxRows: 1100})
 	require.NoError(t, err)
 	p, r := prf(truth, dd.Component)

@@ -14,9 +14,10 @@ import (
 	"github.com/webdino/webdino/gpu"
 )
 
-const dedupUsage = `usage: curate dedup --pool POOL --out DIR [--eval EVAL]... [flags]
+const dedupUsage = `usage: curate dedup --pool POOL... --out DIR [--eval EVAL]... [flags]
 
-Deduplicates the embedded pool POOL (the --out of curate embed):
+Deduplicates the embedded pool (the --out of curate embed; several --pool
+directories form one pool, in flag order):
 
   self      every image is linked to those of its --k nearest neighbours
             with cosine similarity above --threshold; in each connected
@@ -74,7 +75,8 @@ type dedupReport struct {
 
 func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flags("dedup", dedupUsage, stderr)
-	poolDir := fs.String("pool", "", "embedded pool `DIR` (curate embed --out)")
+	var pools multi
+	fs.Var(&pools, "pool", "embedded pool `DIR` (curate embed --out; repeatable, earlier pools win ties)")
 	out := fs.String("out", "", "output `DIR`")
 	var evals multi
 	fs.Var(&evals, "eval", "embedded evaluation set `DIR` (repeatable)")
@@ -88,7 +90,7 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	switch {
-	case *poolDir == "":
+	case len(pools) == 0:
 		return usageErr(stderr, "dedup", "--pool is required")
 	case *out == "":
 		return usageErr(stderr, "dedup", "--out is required")
@@ -96,7 +98,7 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErr(stderr, "dedup", "--k %d, want 1..64", o.K)
 	}
 	o.Threshold = float32(*thr)
-	p, err := openPool(*poolDir)
+	p, err := openPool(pools...)
 	if err != nil {
 		return err
 	}

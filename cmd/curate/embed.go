@@ -29,7 +29,7 @@ Embeds images with a webdino checkpoint into DIR, in shards:
   ids-NNNNN.jsonl one line per row: {"row", "path", "source"}
   done-NNNNN.json written last: {"rows", "next"}, the shard is complete
   rejects.jsonl   files that could not be decoded (skipped)
-  source.json     {"source", "inputs", "files"}: what the pool is
+  source.json     {"source", "inputs", "files", "model"}: what the pool is
 
 INPUT is an image file, a folder (scanned recursively, sorted) or, with
 --list, a list file (one path per line). The pool's images are the inputs in
@@ -61,6 +61,7 @@ type sourceInfo struct {
 	Source string   `json:"source"`
 	Inputs []string `json:"inputs"`
 	Files  int      `json:"files"`
+	Model  string   `json:"model"`
 }
 
 func embedCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -102,7 +103,7 @@ func embedCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	info := sourceInfo{Source: *source, Inputs: append(append([]string{}, lists...), fs.Args()...), Files: files.Len()}
+	info := sourceInfo{Source: *source, Inputs: append(append([]string{}, lists...), fs.Args()...), Files: files.Len(), Model: *model}
 	shards, next, rows, err := resumeState(*out, info)
 	if err != nil {
 		return err
@@ -198,9 +199,9 @@ func resumeState(dir string, info sourceInfo) (shards, next, rows int, err error
 		if err := json.Unmarshal(b, &old); err != nil {
 			return 0, 0, 0, fmt.Errorf("%s: %w", path, err)
 		}
-		if old.Source != info.Source || old.Files != info.Files || !slices.Equal(old.Inputs, info.Inputs) {
-			return 0, 0, 0, fmt.Errorf("%s holds a pool of other inputs (%s: %d files from %s); use another --out",
-				dir, old.Source, old.Files, strings.Join(old.Inputs, " "))
+		if old.Source != info.Source || old.Files != info.Files || old.Model != info.Model || !slices.Equal(old.Inputs, info.Inputs) {
+			return 0, 0, 0, fmt.Errorf("%s holds a pool of other inputs or another model (%s: %d files from %s, model %s); use another --out",
+				dir, old.Source, old.Files, strings.Join(old.Inputs, " "), old.Model)
 		}
 	} else {
 		b, _ := json.MarshalIndent(info, "", "  ")
@@ -324,30 +325,34 @@ type pool struct {
 	ids  []idRow
 }
 
-// openPool opens the complete shards of an embed output directory.
-func openPool(dir string) (*pool, error) {
+// openPool opens the complete shards of embed output directories as one
+// pool, in order.
+func openPool(dirs ...string) (*pool, error) {
 	var paths []string
-	p := &pool{dir: dir}
-	for s := 0; ; s++ {
-		if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("done-%05d.json", s))); err != nil {
-			break
-		}
-		paths = append(paths, filepath.Join(dir, fmt.Sprintf("emb-%05d.npy", s)))
-		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("ids-%05d.jsonl", s)))
-		if err != nil {
-			return nil, err
-		}
-		dec := json.NewDecoder(strings.NewReader(string(b)))
-		for dec.More() {
-			var r idRow
-			if err := dec.Decode(&r); err != nil {
-				return nil, fmt.Errorf("%s shard %d ids: %w", dir, s, err)
+	p := &pool{dir: strings.Join(dirs, ",")}
+	for _, dir := range dirs {
+		before := len(paths)
+		for s := 0; ; s++ {
+			if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("done-%05d.json", s))); err != nil {
+				break
 			}
-			p.ids = append(p.ids, r)
+			paths = append(paths, filepath.Join(dir, fmt.Sprintf("emb-%05d.npy", s)))
+			b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("ids-%05d.jsonl", s)))
+			if err != nil {
+				return nil, err
+			}
+			dec := json.NewDecoder(strings.NewReader(string(b)))
+			for dec.More() {
+				var r idRow
+				if err := dec.Decode(&r); err != nil {
+					return nil, fmt.Errorf("%s shard %d ids: %w", dir, s, err)
+				}
+				p.ids = append(p.ids, r)
+			}
 		}
-	}
-	if len(paths) == 0 {
-		return nil, fmt.Errorf("%s holds no complete embedding shards (run curate embed first)", dir)
+		if len(paths) == before {
+			return nil, fmt.Errorf("%s holds no complete embedding shards (run curate embed first)", dir)
+		}
 	}
 	var err error
 	if p.rows, err = curate.OpenShards(paths); err != nil {
@@ -355,7 +360,7 @@ func openPool(dir string) (*pool, error) {
 	}
 	if p.rows.Len() != len(p.ids) {
 		p.rows.Close()
-		return nil, fmt.Errorf("%s: %d embedding rows but %d ids", dir, p.rows.Len(), len(p.ids))
+		return nil, fmt.Errorf("%s: %d embedding rows but %d ids", p.dir, p.rows.Len(), len(p.ids))
 	}
 	return p, nil
 }

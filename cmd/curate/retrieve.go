@@ -14,11 +14,12 @@ import (
 	"github.com/webdino/webdino/gpu"
 )
 
-const retrieveUsage = `usage: curate retrieve --pool POOL [--dedup DEDUP.jsonl] --curated SET... --out DIR [flags]
+const retrieveUsage = `usage: curate retrieve --pool POOL... [--dedup DEDUP.jsonl] --curated SET... --out DIR [flags]
 
 Retrieves pool images near curated sets, as DINOv2 did for LVD-142M. POOL
-and every SET are embed outputs (curate embed --out); --dedup restricts the
-candidates to the rows that curate dedup kept.
+and every SET are embed outputs (curate embed --out; the --pool directories
+in the order given to curate dedup); --dedup restricts the candidates to
+the rows that curate dedup kept.
 
   sample   for every curated image its --k nearest pool images (exact
            search; one hit per pool image, for its most similar image)
@@ -72,7 +73,8 @@ type retrieveReport struct {
 
 func retrieveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flags("retrieve", retrieveUsage, stderr)
-	poolDir := fs.String("pool", "", "embedded pool `DIR`")
+	var pools multi
+	fs.Var(&pools, "pool", "embedded pool `DIR` (repeatable)")
 	dedupPath := fs.String("dedup", "", "`FILE` dedup.jsonl of the pool: only kept rows are retrieved")
 	var sets multi
 	fs.Var(&sets, "curated", "embedded curated set `DIR` (repeatable)")
@@ -92,14 +94,14 @@ func retrieveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	switch {
-	case *poolDir == "" || *out == "" || len(sets) == 0:
+	case len(pools) == 0 || *out == "" || len(sets) == 0:
 		return usageErr(stderr, "retrieve", "--pool, --curated and --out are required")
 	case *mode != "sample" && *mode != "cluster" && *mode != "auto":
 		return usageErr(stderr, "retrieve", "--mode %q: want sample, cluster or auto", *mode)
 	case *k < 1 || *k > 32:
 		return usageErr(stderr, "retrieve", "--k %d, want 1..32", *k)
 	}
-	p, err := openPool(*poolDir)
+	p, err := openPool(pools...)
 	if err != nil {
 		return err
 	}
