@@ -34,7 +34,7 @@ commands:
   infer     (not built yet) time ViT-S/14 inference
   train     (not built yet) time a training step
   browser   (not built yet) run the benchmark in a headless browser
-  curate    (not built yet) time data curation
+  curate    time exact k-NN, IVF and k-means of data curation
 
 Run 'bench <command> -help' for the flags of a command.
 `

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os/exec"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/webdino/webdino/curate"
+	"github.com/webdino/webdino/eval"
+	"github.com/webdino/webdino/gpu"
+)
+
+func init() { commands["curate"] = curateBench }
+
+// curateSizes are the shapes of a curate run.
+type curateSizes struct {
+	pool, queries, d, k   int
+	lists                 int
+	nprobe                []int
+	kmPoints, kmK, kmIter int
+}
+
+var (
+	// The issue's scale is 1M x 384 against 10k queries: about 7.7 TFLOP
+	// of similarities, hours on lavapipe; these are scaled down.
+	curateFull  = curateSizes{pool: 50000, queries: 1000, d: 384, k: 10, lists: 224, nprobe: []int{1, 4, 16}, kmPoints: 20000, kmK: 256, kmIter: 3}
+	curateQuick = curateSizes{pool: 4000, queries: 200, d: 64, k: 10, lists: 64, nprobe: []int{1, 8}, kmPoints: 2000, kmK: 32, kmIter: 2}
+)
+
+// curateResult is one reported figure.
+type curateResult struct {
+	Name          string   `json:"name"`
+	Value         float64  `json:"value"`
+	Unit          string   `json:"unit"`
+	BaselineRatio *float64 `json:"baseline_ratio,omitempty"`
+	Note          string   `json:"note,omitempty"`
+}
+
+func curateBench(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("curate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, `print one JSON object per line: {"name","value","unit"[,"baseline_ratio","note"]}`)
+	quick := fs.Bool("quick", false, "small shapes (a smoke test, not a measurement)")
+	s := curateFull
+	fs.IntVar(&s.pool, "pool", s.pool, "pool rows")
+	fs.IntVar(&s.queries, "queries", s.queries, "query rows")
+	fs.IntVar(&s.d, "d", s.d, "embedding dimension")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: bench curate [flags]
+
+Times data curation on the current WebGPU device with synthetic embeddings
+(unit vectors around 1000 random centres, so k-means and IVF have structure):
+
+  knn/exact      exact k-NN (curate.Search: GPU similarity matmul + top-k
+                 per block, CPU merge) of the queries against the pool, in
+                 GFLOP/s of similarity (2 x pool x queries x d), against
+                 numpy (matmul + argpartition) on the same shapes
+  ivf/build      k-means of the pool into lists and packing (seconds)
+  ivf/nprobe=N   IVF search time, recall@10 against exact and speed-up
+  kmeans/iter    one Lloyd iteration (assign + fixed-point update), seconds
+
+Defaults: pool 50000 x 384 against 1000 queries (the issue's 1M x 10k takes
+hours on a CPU device); -quick: 4000 x 64 against 200. The machine is
+usually shared: compare ratios within one run.
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if *quick {
+		s = curateQuick
+	}
+	dev, err := gpu.Open()
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	fmt.Fprintln(stderr, "device:", dev.Info())
+	res, err := measureCurate(dev, s, stderr)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		for _, r := range res {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "case\tvalue\tunit\tvs numpy\tnote")
+	for _, r := range res {
+		base := "-"
+		if r.BaselineRatio != nil {
+			base = fmt.Sprintf("%.2fx", *r.BaselineRatio)
+		}
+		fmt.Fprintf(w, "%s\t%.3f\t%s\t%s\t%s\n", r.Name, r.Value, r.Unit, base, r.Note)
+	}
+	return w.Flush()
+}
+
+// clustered draws n unit vectors of d around c random centres.
+func clustered(rng *rand.Rand, n, d, c int) []float32 {
+	centres := make([]float32, c*d)
+	for i := range centres {
+		centres[i] = float32(rng.NormFloat64())
+	}
+	x := make([]float32, n*d)
+	for i := range n {
+		m := rng.IntN(c)
+		for j := range d {
+			x[i*d+j] = centres[m*d+j] + float32(0.7*rng.NormFloat64())
+		}
+	}
+	eval.Normalize(x, d)
+	return x
+}
+
+func measureCurate(dev *gpu.Device, s curateSizes, stderr io.Writer) ([]curateResult, error) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	all := clustered(rng, s.pool+s.queries, s.d, 1000)
+	pool, query := all[:s.pool*s.d], all[s.pool*s.d:]
+	var res []curateResult
+	flops := 2 * float64(s.pool) * float64(s.queries) * float64(s.d)
+	shape := fmt.Sprintf("%dx%dx%d", s.pool, s.queries, s.d)
+
+	start := time.Now()
+	exact, err := curate.SearchAll(ctx, dev, curate.Mat{Data: query, D: s.d}, curate.Mat{Data: pool, D: s.d}, curate.SearchOpts{K: s.k})
+	if err != nil {
+		return nil, err
+	}
+	tExact := time.Since(start).Seconds()
+	r := curateResult{Name: "knn/exact/" + shape, Value: flops / tExact / 1e9, Unit: "GFLOP/s",
+		Note: fmt.Sprintf("%.2fs, k=%d, %.0f queries/s", tExact, s.k, float64(s.queries)/tExact)}
+	if np, err := numpyKNN(s); err != nil {
+		fmt.Fprintln(stderr, "no numpy baseline:", err)
+	} else {
+		ratio := tExact / np
+		ratio = 1 / ratio
+		r.BaselineRatio = &ratio
+		r.Note += fmt.Sprintf("; numpy %.2fs", np)
+	}
+	res = append(res, r)
+
+	start = time.Now()
+	ix, err := curate.BuildIVF(ctx, dev, pool, s.d, curate.IVFOpts{Lists: s.lists, Iters: 5, Seed: 1, Sample: min(s.pool, 64*s.lists)})
+	if err != nil {
+		return nil, err
+	}
+	defer ix.Release()
+	res = append(res, curateResult{Name: fmt.Sprintf("ivf/build/%d-lists", s.lists), Value: time.Since(start).Seconds(), Unit: "s"})
+	for _, np := range s.nprobe {
+		start = time.Now()
+		got, err := ix.Search(ctx, query, s.k, np)
+		if err != nil {
+			return nil, err
+		}
+		t := time.Since(start).Seconds()
+		res = append(res, curateResult{Name: fmt.Sprintf("ivf/nprobe=%d/%d-lists", np, s.lists), Value: t, Unit: "s",
+			Note: fmt.Sprintf("recall@%d %.3f, speed-up %.1fx over exact", s.k, curate.Recall(exact, got, s.k), tExact/t)})
+	}
+
+	x := pool[:min(s.pool, s.kmPoints)*s.d]
+	var times [2]float64
+	for i, iters := range []int{1, 1 + s.kmIter} {
+		start = time.Now()
+		if _, err := curate.KMeansFit(ctx, dev, x, s.d, curate.KMeansOpts{K: s.kmK, Iters: iters, Seed: 1, Sample: s.kmK}); err != nil {
+			return nil, err
+		}
+		times[i] = time.Since(start).Seconds()
+	}
+	it := (times[1] - times[0]) / float64(s.kmIter)
+	res = append(res, curateResult{Name: fmt.Sprintf("kmeans/iter/%dx%d-k%d", len(x)/s.d, s.d, s.kmK), Value: it, Unit: "s",
+		Note: fmt.Sprintf("%.1f GFLOP/s of assignment matmul", 2*float64(len(x))*float64(s.kmK)/it/1e9)})
+	return res, nil
+}
+
+// numpyKNNScript times exact top-k by blocks of 1024 queries: matmul,
+// argpartition, sort of the k. Prints seconds.
+const numpyKNNScript = `
+import sys, time
+import numpy as np
+n, q, d, k = map(int, sys.argv[1:5])
+rng = np.random.default_rng(0)
+p = rng.standard_normal((n, d), dtype=np.float32)
+x = rng.standard_normal((q, d), dtype=np.float32)
+t = time.perf_counter()
+for i in range(0, q, 1024):
+    s = x[i:i+1024] @ p.T
+    top = np.argpartition(-s, k, axis=1)[:, :k]
+    v = np.take_along_axis(s, top, 1)
+    o = np.argsort(-v, axis=1)
+print(time.perf_counter() - t)
+`
+
+func numpyKNN(s curateSizes) (float64, error) {
+	cmd := exec.Command(python, "-c", numpyKNNScript, fmt.Sprint(s.pool), fmt.Sprint(s.queries), fmt.Sprint(s.d), fmt.Sprint(s.k))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	var t float64
+	if _, err := fmt.Sscan(string(out), &t); err != nil || t <= 0 || math.IsNaN(t) {
+		return 0, fmt.Errorf("numpy printed %q", out)
+	}
+	return t, nil
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/webdino/webdino/curate"
+	"github.com/webdino/webdino/gpu"
+)
+
+const dedupUsage = `usage: curate dedup --pool POOL... --out DIR [--eval EVAL]... [flags]
+
+Deduplicates the embedded pool (the --out of curate embed; several --pool
+directories form one pool, in flag order):
+
+  self      every image is linked to those of its --k nearest neighbours
+            with cosine similarity above --threshold; in each connected
+            component the image with the lowest row is kept, the others
+            are duplicates of it
+  relative  with --eval (embedded evaluation sets, repeatable), every
+            pool image more similar than --eval-threshold to an
+            evaluation image is dropped, with its whole copy component
+
+Outputs in DIR:
+  dedup.jsonl     one line per pool row: {"row", "path", "source", "keep",
+                  "reason" (kept, duplicate, eval-duplicate), "similarity"
+                  (to the nearest other pool image, or to the evaluation
+                  image for eval-duplicate), "of" (that image's path),
+                  "component" (the kept row of the copy component)}
+  report.json     counts per stage and the settings
+  nn-similarity.png  histogram of every image's nearest-neighbour
+                  similarity with the thresholds marked
+  dup-groups.png  the largest duplicate groups, one per row, kept image
+                  first (images that cannot be read are grey)
+
+The searches are exact and stream both sides in blocks of --max-rows rows
+(GPU and CPU memory stay bounded).
+
+Flags:
+`
+
+// dedupRow is one line of dedup.jsonl.
+type dedupRow struct {
+	Row        int     `json:"row"`
+	Path       string  `json:"path"`
+	Source     string  `json:"source"`
+	Keep       bool    `json:"keep"`
+	Reason     string  `json:"reason"`
+	Similarity float32 `json:"similarity"`
+	Of         string  `json:"of,omitempty"`
+	Component  int     `json:"component"`
+}
+
+// dedupReport is report.json of dedup.
+type dedupReport struct {
+	Pool           int      `json:"pool"`
+	AfterSelf      int      `json:"after_self_dedup"`
+	Groups         int      `json:"duplicate_groups"`
+	EvalDropped    int      `json:"eval_dropped"`
+	Kept           int      `json:"kept"`
+	K              int      `json:"k"`
+	Threshold      float32  `json:"threshold"`
+	EvalThreshold  float32  `json:"eval_threshold"`
+	Evals          []string `json:"evals,omitempty"`
+	EvalImages     int      `json:"eval_images"`
+	SelfSeconds    float64  `json:"self_seconds"`
+	RelativeSecond float64  `json:"relative_seconds"`
+}
+
+func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flags("dedup", dedupUsage, stderr)
+	var pools multi
+	fs.Var(&pools, "pool", "embedded pool `DIR` (curate embed --out; repeatable, earlier pools win ties)")
+	out := fs.String("out", "", "output `DIR`")
+	var evals multi
+	fs.Var(&evals, "eval", "embedded evaluation set `DIR` (repeatable)")
+	o := curate.DefaultDedup
+	fs.IntVar(&o.K, "k", o.K, "nearest neighbours per image, 1..64 (the search returns at most 64 rows, the image itself among them: k = 64 links 63 others)")
+	thr := fs.Float64("threshold", float64(o.Threshold), "cosine similarity above which two images are copies")
+	evalThr := fs.Float64("eval-threshold", curate.DefaultRelativeThreshold, "similarity to an evaluation image above which a pool image is dropped")
+	fs.IntVar(&o.MaxRows, "max-rows", 65536, "rows of each side of a search held in memory at once")
+	groups := fs.Int("groups", 8, "duplicate groups drawn in dup-groups.png (0: no picture)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case len(pools) == 0:
+		return usageErr(stderr, "dedup", "--pool is required")
+	case *out == "":
+		return usageErr(stderr, "dedup", "--out is required")
+	case o.K < 1 || o.K > 64:
+		return usageErr(stderr, "dedup", "--k %d, want 1..64", o.K)
+	}
+	o.Threshold = float32(*thr)
+	p, err := openPool(pools...)
+	if err != nil {
+		return err
+	}
+	defer p.rows.Close()
+	var ev []*pool
+	for _, e := range evals {
+		q, err := openPool(e)
+		if err != nil {
+			return err
+		}
+		defer q.rows.Close()
+		ev = append(ev, q)
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	dev, err := gpu.Open()
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+
+	n := p.rows.Len()
+	rep := dedupReport{Pool: n, K: o.K, Threshold: o.Threshold, EvalThreshold: float32(*evalThr), Evals: evals}
+	progress := newProgress(stderr, "self-dedup (million pairs)", int(int64(n)*int64(n)/1e6))
+	last := int64(0)
+	o.Progress = func(done, total int64) {
+		progress.Add(int(done/1e6 - last))
+		last = done / 1e6
+	}
+	start := time.Now()
+	dd, err := curate.SelfDedup(ctx, dev, p.rows, o)
+	progress.Finish()
+	if err != nil {
+		return err
+	}
+	rep.SelfSeconds = time.Since(start).Seconds()
+	rep.AfterSelf = dd.Kept()
+	rep.Groups = len(dd.Groups())
+
+	drop := make([]bool, n)
+	var rel *curate.Relative
+	var evalIDs []idRow
+	if len(ev) > 0 {
+		start = time.Now()
+		var files []string
+		for _, e := range ev {
+			files = append(files, e.rows.Paths()...)
+			evalIDs = append(evalIDs, e.ids...)
+		}
+		all, err := curate.OpenShards(files)
+		if err != nil {
+			return err
+		}
+		defer all.Close()
+		rep.EvalImages = all.Len()
+		if rel, err = curate.RelativeDedup(ctx, dev, p.rows, all, float32(*evalThr), o.MaxRows); err != nil {
+			return err
+		}
+		drop = curate.DropComponents(dd.Component, rel.Drop)
+		rep.RelativeSecond = time.Since(start).Seconds()
+	}
+	rows := make([]dedupRow, n)
+	for i := range n {
+		r := dedupRow{Row: i, Path: p.ids[i].Path, Source: p.ids[i].Source, Component: dd.Component[i], Similarity: dd.NearestSim[i], Reason: "kept"}
+		if dd.Nearest[i] >= 0 {
+			r.Of = p.ids[dd.Nearest[i]].Path
+		}
+		switch {
+		case drop[i]:
+			r.Reason = "eval-duplicate"
+			if rel.Drop(i) {
+				r.Similarity, r.Of = rel.NearestSim[i], evalIDs[rel.Nearest[i]].Path
+			}
+			rep.EvalDropped++
+		case !dd.Keep(i):
+			r.Reason = "duplicate"
+		default:
+			r.Keep = true
+			rep.Kept++
+		}
+		rows[i] = r
+	}
+	if err := writeJSONL(filepath.Join(*out, "dedup.jsonl"), rows); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(*out, "report.json"), rep); err != nil {
+		return err
+	}
+	marks := []float32{o.Threshold}
+	if len(ev) > 0 {
+		marks = append(marks, float32(*evalThr))
+	}
+	if err := writePNG(filepath.Join(*out, "nn-similarity.png"), histogram(dd.NearestSim, marks, "nearest-neighbour cosine similarity")); err != nil {
+		return err
+	}
+	if gs := dd.Groups(); *groups > 0 && len(gs) > 0 {
+		slices.SortStableFunc(gs, func(a, b []int) int { return len(b) - len(a) })
+		gs = gs[:min(len(gs), *groups)]
+		paths := make([][]string, len(gs))
+		for g, m := range gs {
+			for _, i := range m {
+				paths[g] = append(paths[g], p.ids[i].Path)
+			}
+		}
+		if err := writePNG(filepath.Join(*out, "dup-groups.png"), groupGrid(paths, 8, 64)); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "pool %d images\nself-dedup (k %d, similarity > %.2f): %d kept, %d duplicate groups, %d duplicates removed (%.1fs)\n",
+		n, o.K, o.Threshold, rep.AfterSelf, rep.Groups, n-rep.AfterSelf, rep.SelfSeconds)
+	if len(ev) > 0 {
+		fmt.Fprintf(stdout, "relative dedup against %d evaluation images (similarity > %.2f): %d removed (%.1fs)\n",
+			rep.EvalImages, *evalThr, rep.EvalDropped, rep.RelativeSecond)
+	}
+	fmt.Fprintf(stdout, "kept %d of %d: %s\n", rep.Kept, n, filepath.Join(*out, "dedup.jsonl"))
+	return nil
+}
+
+func writeJSONL[T any](path string, rows []T) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(f)
+	for _, r := range rows {
+		if err := enc.Encode(r); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

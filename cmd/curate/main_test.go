@@ -1,0 +1,207 @@
+//go:build !js
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"image"
+	"image/color"
+	"image/png"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/ckpt"
+	"github.com/webdino/webdino/nn"
+)
+
+// tinyModel writes a random 2-block ViT for 56-pixel crops: the plumbing
+// test needs a checkpoint, not a trained one.
+func tinyModel(t *testing.T, dir string) string {
+	cfg := nn.ViTConfig{PatchSize: 14, InChans: 3, EmbedDim: 64, Depth: 2, Heads: 2, MLPHidden: 128,
+		FFN: nn.FFNMLP, Registers: 1, PosGrid: 4, LayerScale: true, QKVBias: true, LNEps: 1e-6}
+	cfg.SetHubInterpolation()
+	rng := rand.New(rand.NewPCG(7, 8))
+	c := &ckpt.Checkpoint{Config: cfg, Weights: map[string]ckpt.Tensor{}, Meta: map[string]string{}}
+	for _, p := range cfg.ParamShapes() {
+		ts := ckpt.Tensor{Shape: p.Shape, Data: make([]float32, p.Numel())}
+		for i := range ts.Data {
+			ts.Data[i] = float32(0.2 * rng.NormFloat64())
+		}
+		c.Weights[p.Name] = ts
+	}
+	path := filepath.Join(dir, "tiny.msgpack")
+	require.NoError(t, ckpt.WriteFile(path, c))
+	return path
+}
+
+// writeImage writes a random blocky picture of seed.
+func writeImage(t *testing.T, path string, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0))
+	img := image.NewRGBA(image.Rect(0, 0, 64, 64))
+	for by := 0; by < 8; by++ {
+		for bx := 0; bx < 8; bx++ {
+			c := color.RGBA{uint8(rng.IntN(256)), uint8(rng.IntN(256)), uint8(rng.IntN(256)), 255}
+			for y := by * 8; y < by*8+8; y++ {
+				for x := bx * 8; x < bx*8+8; x++ {
+					img.SetRGBA(x, y, c)
+				}
+			}
+		}
+	}
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, png.Encode(f, img))
+	require.NoError(t, f.Close())
+}
+
+func copyFile(t *testing.T, dst, src string) {
+	b, err := os.ReadFile(src)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(dst, b, 0o644))
+}
+
+func readLines[T any](t *testing.T, path string) []T {
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	var out []T
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var v T
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &v), sc.Text())
+		out = append(out, v)
+	}
+	return out
+}
+
+func runOK(t *testing.T, args ...string) string {
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), args, &out, &errOut)
+	require.Equal(t, 0, code, "curate %v:\n%s\n%s", args, out.String(), errOut.String())
+	return out.String()
+}
+
+// TestEndToEnd embeds a pool of 14 distinct pictures and 3 byte copies (in
+// 4-row shards, interrupted and resumed), an evaluation set holding one
+// pool picture and a curated set of 2, then deduplicates and retrieves.
+// A random model's features tell little apart except exact copies, which
+// embed identically: the threshold is set just below 1.
+func TestEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	model := tinyModel(t, dir)
+	poolImgs := filepath.Join(dir, "imgs", "pool")
+	evalImgs := filepath.Join(dir, "imgs", "eval")
+	curImgs := filepath.Join(dir, "imgs", "cur")
+	for _, d := range []string{poolImgs, evalImgs, curImgs} {
+		require.NoError(t, os.MkdirAll(d, 0o755))
+	}
+	for i := range 14 {
+		writeImage(t, filepath.Join(poolImgs, "p"+string(rune('a'+i))+".png"), uint64(i))
+	}
+	// Copies sort after their originals: pa, pb, pc are kept.
+	for _, c := range [][2]string{{"pa", "pz1"}, {"pa", "pz2"}, {"pc", "pz3"}} {
+		copyFile(t, filepath.Join(poolImgs, c[1]+".png"), filepath.Join(poolImgs, c[0]+".png"))
+	}
+	copyFile(t, filepath.Join(evalImgs, "e1.png"), filepath.Join(poolImgs, "pc.png"))
+	writeImage(t, filepath.Join(evalImgs, "e2.png"), 100)
+	copyFile(t, filepath.Join(curImgs, "c1.png"), filepath.Join(poolImgs, "pe.png"))
+	writeImage(t, filepath.Join(curImgs, "c2.png"), 101)
+	require.NoError(t, os.WriteFile(filepath.Join(poolImgs, "broken.png"), []byte("not a png"), 0o644))
+
+	emb := func(out string, in string, extra ...string) string {
+		return runOK(t, append([]string{"embed", "--model", model, "--out", out, "--resize", "64", "--crop", "56", "--batch", "3", "--shard-rows", "4"}, append(extra, in)...)...)
+	}
+	pool := filepath.Join(dir, "pool")
+	emb(pool, poolImgs)
+	ids := func() []idRow {
+		p, err := openPool(pool)
+		require.NoError(t, err)
+		p.rows.Close()
+		return p.ids
+	}
+	full := ids()
+	require.Len(t, full, 17)
+	// An interruption inside shard 2: its files are incomplete.
+	for _, f := range []string{"done-00002.json", "done-00003.json", "done-00004.json", "emb-00003.npy", "ids-00004.jsonl"} {
+		os.Remove(filepath.Join(pool, f))
+	}
+	require.Len(t, ids(), 8)
+	emb(pool, poolImgs)
+	require.Equal(t, full, ids())
+	require.Contains(t, emb(pool, poolImgs), "complete, 17 rows")
+	emb(filepath.Join(dir, "eval"), evalImgs)
+	emb(filepath.Join(dir, "cur"), curImgs, "--source", "curated-demo")
+
+	out := filepath.Join(dir, "dedup")
+	text := runOK(t, "dedup", "--pool", pool, "--eval", filepath.Join(dir, "eval"), "--out", out, "--threshold", "0.99999", "--eval-threshold", "0.99999", "--max-rows", "5")
+	require.Contains(t, text, "pool 17 images")
+	rows := readLines[dedupRow](t, filepath.Join(out, "dedup.jsonl"))
+	reasons := map[string]string{}
+	for _, r := range rows {
+		reasons[filepath.Base(r.Path)] = r.Reason
+	}
+	require.Equal(t, "kept", reasons["pa.png"])
+	require.Equal(t, "duplicate", reasons["pz1.png"])
+	require.Equal(t, "duplicate", reasons["pz2.png"])
+	require.Equal(t, "eval-duplicate", reasons["pc.png"], "pc is in the eval set")
+	require.Equal(t, "eval-duplicate", reasons["pz3.png"], "pz3 is a copy of pc: its component goes too")
+	require.Equal(t, "kept", reasons["pb.png"])
+	for _, f := range []string{"report.json", "nn-similarity.png", "dup-groups.png"} {
+		_, err := os.Stat(filepath.Join(out, f))
+		require.NoError(t, err, f)
+	}
+
+	if os.Getenv("CURATE_KEEP") != "" {
+		copyFile(t, "/tmp/curate-hist.png", filepath.Join(out, "nn-similarity.png"))
+		copyFile(t, "/tmp/curate-groups.png", filepath.Join(out, "dup-groups.png"))
+	}
+	final := filepath.Join(dir, "final")
+	text = runOK(t, "retrieve", "--pool", pool, "--dedup", filepath.Join(out, "dedup.jsonl"), "--curated", filepath.Join(dir, "cur"),
+		"--out", final, "--mode", "sample", "--k", "2")
+	require.Contains(t, text, "curated-demo: 2 curated images, sample retrieval")
+	man := readLines[manifestRow](t, filepath.Join(final, "manifest.jsonl"))
+	var got []manifestRow
+	for _, m := range man {
+		require.NotEqual(t, "pc.png", filepath.Base(m.Path))
+		require.NotEqual(t, "pz1.png", filepath.Base(m.Path))
+		if m.Reason == "retrieved-sample" && filepath.Base(m.Query) == "c1.png" && m.Similarity > 0.99999 {
+			got = append(got, m)
+		}
+	}
+	require.Len(t, got, 1, "c1 is a copy of pe: its nearest pool image")
+	require.Equal(t, "pe.png", filepath.Base(got[0].Path))
+	require.Equal(t, "curated-demo", got[0].Source)
+
+	runOK(t, "retrieve", "--pool", pool, "--curated", filepath.Join(dir, "cur"), "--out", final, "--mode", "cluster",
+		"--clusters", "3", "--min-curated", "0", "--per-cluster", "100")
+	man = readLines[manifestRow](t, filepath.Join(final, "manifest.jsonl"))
+	require.Greater(t, len(man), 2)
+	for _, m := range man[2:] {
+		require.Equal(t, "retrieved-cluster", m.Reason)
+		require.GreaterOrEqual(t, m.Cluster, 0)
+	}
+}
+
+func TestHelpAndErrors(t *testing.T) {
+	for _, c := range []string{"embed", "dedup", "retrieve"} {
+		var out, errOut bytes.Buffer
+		require.Equal(t, 0, run(context.Background(), []string{c, "--help"}, &out, &errOut))
+		require.Contains(t, errOut.String(), "usage: curate "+c)
+	}
+	var out, errOut bytes.Buffer
+	require.Equal(t, 2, run(context.Background(), []string{"bogus"}, &out, &errOut))
+	require.Contains(t, errOut.String(), `unknown command "bogus"`)
+	errOut.Reset()
+	require.Equal(t, 2, run(context.Background(), []string{"dedup", "--out", "x"}, &out, &errOut))
+	require.Contains(t, errOut.String(), "--pool is required")
+	errOut.Reset()
+	require.Equal(t, 1, run(context.Background(), []string{"dedup", "--pool", t.TempDir(), "--out", t.TempDir()}, &out, &errOut))
+	require.Contains(t, errOut.String(), "no complete embedding shards")
+}

@@ -1,0 +1,159 @@
+package curate
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/webdino/webdino/gpu"
+)
+
+// DedupOpts are the self-deduplication settings of the paper.
+type DedupOpts struct {
+	K         int     // neighbours searched per image (64)
+	Threshold float32 // cosine similarity above which two images are copies (0.6)
+	MaxRows   int     // search block rows (SearchOpts.MaxRows)
+	Progress  func(done, total int64)
+}
+
+// DefaultDedup is the paper's setting: k = 64, similarity > 0.6.
+var DefaultDedup = DedupOpts{K: 64, Threshold: 0.6}
+
+// Dedup is the result of a self-deduplication of n images.
+type Dedup struct {
+	// Component labels every image with the smallest index in its
+	// component of the copy graph; that image is the one kept.
+	Component []int
+	// Nearest is each image's most similar other image (-1 if none) and
+	// NearestSim the similarity: the histogram of the report, and the
+	// reason an image was dropped.
+	Nearest    []int
+	NearestSim []float32
+	Edges      int // pairs above the threshold (each counted once per direction found)
+}
+
+// Keep reports whether image i survives: it represents its component.
+func (d *Dedup) Keep(i int) bool { return d.Component[i] == i }
+
+// Kept counts the survivors.
+func (d *Dedup) Kept() int {
+	n := 0
+	for i := range d.Component {
+		if d.Keep(i) {
+			n++
+		}
+	}
+	return n
+}
+
+// Groups returns the components with more than one member, each sorted
+// ascending, ordered by their kept image.
+func (d *Dedup) Groups() [][]int {
+	at := map[int]int{}
+	var gs [][]int
+	for i, c := range d.Component {
+		g, ok := at[c]
+		if !ok {
+			g = len(gs)
+			at[c] = g
+			gs = append(gs, nil)
+		}
+		gs[g] = append(gs[g], i)
+	}
+	out := gs[:0]
+	for _, g := range gs {
+		if len(g) > 1 {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// SelfDedup links every image of pool to those of its K nearest
+// neighbours (itself excluded; K is capped at nn.MaxTopK-1 = 63 since the
+// search also returns the image itself) more similar than the threshold and keeps
+// one image per connected component: the one with the lowest index. Rows
+// should be L2-normalised (cosine similarity).
+func SelfDedup(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts) (*Dedup, error) {
+	n := pool.Len()
+	// One more neighbour than asked: the image itself is among them.
+	k := min(o.K+1, 64, n)
+	if o.K < 1 {
+		return nil, fmt.Errorf("self-dedup: k = %d, want >= 1", o.K)
+	}
+	uf := NewUnionFind(n)
+	d := &Dedup{Nearest: make([]int, n), NearestSim: make([]float32, n)}
+	err := Search(ctx, dev, pool, pool, SearchOpts{K: k, MaxRows: o.MaxRows, Progress: o.Progress}, func(b Block) error {
+		for r := 0; r*k < len(b.Index); r++ {
+			i := b.First + r
+			d.Nearest[i], d.NearestSim[i] = -1, float32(math.Inf(-1))
+			for j := r * k; j < (r+1)*k; j++ {
+				nb, s := b.Index[j], b.Similar[j]
+				if nb < 0 || nb == i {
+					continue
+				}
+				if d.Nearest[i] < 0 {
+					d.Nearest[i], d.NearestSim[i] = nb, s
+				}
+				if s > o.Threshold {
+					uf.Union(i, nb)
+					d.Edges++
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("self-dedup: %w", err)
+	}
+	d.Component = uf.Components()
+	return d, nil
+}
+
+// Relative is the result of a relative deduplication: for every pool
+// image, its most similar evaluation image and that similarity.
+type Relative struct {
+	Nearest    []int
+	NearestSim []float32
+	Threshold  float32
+}
+
+// Drop reports whether pool image i is too close to an evaluation image.
+func (r *Relative) Drop(i int) bool { return r.NearestSim[i] > r.Threshold }
+
+// DefaultRelativeThreshold is the paper's: pool images more similar than
+// 0.45 to any evaluation image are removed.
+const DefaultRelativeThreshold = 0.45
+
+// RelativeDedup finds each pool image's most similar image among the
+// evaluation sets (one exact search, k = 1) so that every pool image above
+// threshold can be removed.
+func RelativeDedup(ctx context.Context, dev *gpu.Device, pool, evals Rows, threshold float32, maxRows int) (*Relative, error) {
+	r := &Relative{Nearest: make([]int, pool.Len()), NearestSim: make([]float32, pool.Len()), Threshold: threshold}
+	err := Search(ctx, dev, pool, evals, SearchOpts{K: 1, MaxRows: maxRows}, func(b Block) error {
+		copy(r.Nearest[b.First:], b.Index)
+		copy(r.NearestSim[b.First:], b.Similar)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relative dedup: %w", err)
+	}
+	return r, nil
+}
+
+// DropComponents extends drop to whole components: when any member of a
+// copy component is dropped, all are (a copy of an evaluation image's
+// near-duplicate is as much a leak as the near-duplicate).
+func DropComponents(component []int, drop func(i int) bool) []bool {
+	bad := map[int]bool{}
+	for i, c := range component {
+		if drop(i) {
+			bad[c] = true
+		}
+	}
+	out := make([]bool, len(component))
+	for i, c := range component {
+		out[i] = bad[c]
+	}
+	return out
+}

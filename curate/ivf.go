@@ -1,0 +1,337 @@
+package curate
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/webdino/webdino/eval"
+	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
+)
+
+// IVFOpts configure BuildIVF.
+type IVFOpts struct {
+	Lists  int    // inverted lists (k-means clusters); about sqrt(n) is usual
+	Iters  int    // k-means iterations (10)
+	Seed   uint64 // k-means++ seed
+	Sample int    // k-means points (0: all); the rest are only assigned
+}
+
+// IVF is an inverted-file index: the base is partitioned by k-means and a
+// query is compared only with the rows of the nprobe lists whose
+// centroids score highest, so a search costs about nprobe/Lists of an
+// exact one (plus the coarse step) at some loss of recall.
+type IVF struct {
+	dev        *gpu.Device
+	D          int
+	KM         *KMeans
+	cent, bias *gpu.Tensor
+	packs      []*gpu.Tensor // lists packed into bindable buffers
+	list       []ivfList
+	order      []int // packed position (list start + r) -> base row
+}
+
+type ivfList struct {
+	pack, row, size int // buffer, first row in it, rows
+	first           int // first entry in order
+}
+
+// BuildIVF clusters base [n, d] and packs its rows list by list on the
+// GPU. Normalise the rows for cosine similarity.
+func BuildIVF(ctx context.Context, dev *gpu.Device, base []float32, d int, o IVFOpts) (ix *IVF, err error) {
+	n := len(base) / d
+	if o.Iters == 0 {
+		o.Iters = 10
+	}
+	sample := base
+	if o.Sample > 0 && o.Sample < n {
+		sample = make([]float32, 0, o.Sample*d)
+		for _, i := range randPerm(n, o.Seed)[:o.Sample] {
+			sample = append(sample, base[i*d:(i+1)*d]...)
+		}
+	}
+	km, err := KMeansFit(ctx, dev, sample, d, KMeansOpts{K: o.Lists, Iters: o.Iters, Seed: o.Seed})
+	if err != nil {
+		return nil, fmt.Errorf("ivf: %w", err)
+	}
+	assign := km.Assign
+	if len(sample) != len(base) {
+		if assign, _, err = km.Predict(ctx, dev, Mat{base, d}, 0); err != nil {
+			return nil, fmt.Errorf("ivf: %w", err)
+		}
+	}
+	ix = &IVF{dev: dev, D: d, KM: km, list: make([]ivfList, o.Lists)}
+	defer func() {
+		if err != nil {
+			ix.Release()
+		}
+	}()
+	members := make([][]int, o.Lists)
+	for i, a := range assign {
+		members[a] = append(members[a], i)
+	}
+	// Lists start at rows whose offset is 256-byte aligned.
+	g := 64 / gcd(d, 64)
+	limit := int(dev.Limits().MaxStorageBinding/4) / d / g * g
+	var packs [][]float32
+	rows := 0
+	for l, m := range members {
+		if len(m) > limit {
+			return nil, fmt.Errorf("ivf: list %d holds %d rows, more than one binding (%d): use more lists", l, len(m), limit)
+		}
+		if len(packs) == 0 || rows+len(m) > limit {
+			packs = append(packs, nil)
+			rows = 0
+		}
+		ix.list[l] = ivfList{pack: len(packs) - 1, row: rows, size: len(m), first: len(ix.order)}
+		p := &packs[len(packs)-1]
+		for _, i := range m {
+			*p = append(*p, base[i*d:(i+1)*d]...)
+		}
+		ix.order = append(ix.order, m...)
+		rows += (len(m) + g - 1) / g * g
+		*p = append(*p, make([]float32, (rows*d)-len(*p))...)
+	}
+	for _, p := range packs {
+		t, err := dev.Upload("ivf lists", padded(p, len(p), max(len(p), d)), max(1, len(p)/d), d)
+		if err != nil {
+			return nil, fmt.Errorf("ivf: %w", err)
+		}
+		ix.packs = append(ix.packs, t)
+	}
+	if ix.cent, err = dev.Upload("ivf centroids", km.Centroids, o.Lists, d); err != nil {
+		return nil, fmt.Errorf("ivf: %w", err)
+	}
+	bias := make([]float32, o.Lists)
+	for l := range bias {
+		var s float64
+		for _, v := range km.Centroids[l*d : (l+1)*d] {
+			s += float64(v) * float64(v)
+		}
+		bias[l] = float32(-s / 2)
+	}
+	if ix.bias, err = dev.Upload("ivf bias", bias, o.Lists); err != nil {
+		return nil, fmt.Errorf("ivf: %w", err)
+	}
+	return ix, nil
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+func randPerm(n int, seed uint64) []int {
+	return newRand(seed).Perm(n)
+}
+
+// Release frees the index's GPU memory.
+func (ix *IVF) Release() {
+	for _, t := range append([]*gpu.Tensor{ix.cent, ix.bias}, ix.packs...) {
+		if t != nil {
+			t.Buf.Release()
+		}
+	}
+}
+
+// Probe returns, per query, the nprobe lists to visit: those whose
+// centroid is nearest (the assignment score x.c - |c|^2/2).
+func (ix *IVF) Probe(ctx context.Context, query []float32, nprobe int) ([]int, error) {
+	lists := len(ix.list)
+	nprobe = min(nprobe, lists)
+	if nprobe < 1 || nprobe > nn.MaxTopK {
+		return nil, fmt.Errorf("ivf: nprobe %d, want 1..%d", nprobe, nn.MaxTopK)
+	}
+	d := ix.D
+	nq := len(query) / d
+	limit := int(ix.dev.Limits().MaxStorageBinding / 4)
+	rows := max(1, min(nq, limit/lists, limit/d, 65536))
+	out := make([]int, 0, nq*nprobe)
+	for q0 := 0; q0 < nq; q0 += rows {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		q1 := min(nq, q0+rows)
+		err := withTensors(ix.dev, [][]int{{q1 - q0, d}, {q1 - q0, lists}, {q1 - q0, nprobe}, {q1 - q0, nprobe}}, func(t []*gpu.Tensor) error {
+			if err := ix.dev.Write(t[0], query[q0*d:q1*d]); err != nil {
+				return err
+			}
+			rec := ix.dev.Record()
+			nn.MatMul(rec, t[1], t[0], ix.cent, nn.MatMulOpts{TransB: true, Bias: ix.bias})
+			nn.TopK(rec, t[2], t[3], t[1], nprobe, 0)
+			if err := rec.Submit(); err != nil {
+				return err
+			}
+			p, err := ix.dev.ReadU32(t[3])
+			for _, l := range p {
+				out = append(out, int(l))
+			}
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("ivf probe: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// withTensors allocates zeroed tensors of the shapes, calls f, frees them.
+func withTensors(dev *gpu.Device, shapes [][]int, f func([]*gpu.Tensor) error) error {
+	ts := make([]*gpu.Tensor, len(shapes))
+	defer func() {
+		for _, t := range ts {
+			if t != nil {
+				t.Buf.Release()
+			}
+		}
+	}()
+	for i, s := range shapes {
+		t, err := dev.NewTensor("curate scratch", s...)
+		if err != nil {
+			return err
+		}
+		ts[i] = t
+	}
+	return f(ts)
+}
+
+// ivfBudget bounds the similarity scores of one submission (floats).
+const ivfBudget = 8 << 20
+
+// Search returns the k nearest indexed rows of each query among the rows
+// of its nprobe lists. Per list, the queries that probe it are gathered
+// and compared with the list in one matmul and top-k; lists go to the GPU
+// in batches bounded by ivfBudget scores and the lists' sorted results
+// merge on the CPU.
+func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eval.Neighbours, error) {
+	d := ix.D
+	if len(query)%d != 0 || len(query) == 0 {
+		return nil, fmt.Errorf("ivf search: %d values are not rows of %d", len(query), d)
+	}
+	if k < 1 || k > nn.MaxTopK {
+		return nil, fmt.Errorf("ivf search: k = %d, want 1..%d", k, nn.MaxTopK)
+	}
+	probe, err := ix.Probe(ctx, query, nprobe)
+	if err != nil {
+		return nil, err
+	}
+	nprobe = len(probe) / (len(query) / d)
+	nq := len(query) / d
+	byList := make([][]int, len(ix.list))
+	for q := range nq {
+		for _, l := range probe[q*nprobe : (q+1)*nprobe] {
+			if ix.list[l].size > 0 {
+				byList[l] = append(byList[l], q)
+			}
+		}
+	}
+	out := &eval.Neighbours{K: k, Index: make([]int, nq*k), Similar: make([]float32, nq*k)}
+	for i := range out.Index {
+		out.Index[i], out.Similar[i] = -1, float32(math.Inf(-1))
+	}
+	g := 64 / gcd(d, 64)
+	align := func(x, a int) int { return (x + a - 1) / a * a }
+	for l0 := 0; l0 < len(ix.list); {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		// A batch of lists: gathered queries, scores, top-k segments.
+		type seg struct{ l, q, s, o int }
+		var segs []seg
+		qRows, sLen, oLen := 0, 0, 0
+		l1 := l0
+		for ; l1 < len(ix.list); l1++ {
+			m := len(byList[l1])
+			if m == 0 {
+				continue
+			}
+			sz := align(m*ix.list[l1].size, 64)
+			if len(segs) > 0 && sLen+sz > ivfBudget {
+				break
+			}
+			segs = append(segs, seg{l1, qRows, sLen, oLen})
+			qRows += align(m, g)
+			sLen += sz
+			oLen += align(m*k, 64)
+		}
+		l0 = l1
+		if len(segs) == 0 {
+			continue
+		}
+		gathered := make([]float32, qRows*d)
+		for _, s := range segs {
+			for j, q := range byList[s.l] {
+				copy(gathered[(s.q+j)*d:], query[q*d:(q+1)*d])
+			}
+		}
+		err := withTensors(ix.dev, [][]int{{qRows, d}, {sLen}, {oLen}, {oLen}}, func(t []*gpu.Tensor) error {
+			if err := ix.dev.Write(t[0], gathered); err != nil {
+				return err
+			}
+			rec := ix.dev.Record()
+			for _, s := range segs {
+				m, L := len(byList[s.l]), ix.list[s.l]
+				kk := min(k, L.size)
+				q, _ := t[0].View(s.q*d, m, d)
+				sc, _ := t[1].View(s.s, m, L.size)
+				v, _ := t[2].View(s.o, m, kk)
+				i, _ := t[3].View(s.o, m, kk)
+				b, _ := ix.packs[L.pack].View(L.row*d, L.size, d)
+				nn.MatMul(rec, sc, q, b, nn.MatMulOpts{TransB: true})
+				nn.TopK(rec, v, i, sc, kk, 0)
+			}
+			if err := rec.Submit(); err != nil {
+				return err
+			}
+			vals, err := ix.dev.Read(t[2])
+			if err != nil {
+				return err
+			}
+			idxs, err := ix.dev.ReadU32(t[3])
+			if err != nil {
+				return err
+			}
+			for _, s := range segs {
+				L := ix.list[s.l]
+				kk := min(k, L.size)
+				for j, q := range byList[s.l] {
+					at := s.o + j*kk
+					ids := idxs[at : at+kk]
+					for c, p := range ids {
+						ids[c] = uint32(ix.order[L.first+int(p)])
+					}
+					mergeTop(out.Similar[q*k:(q+1)*k], out.Index[q*k:(q+1)*k], vals[at:at+kk], ids)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("ivf search: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// Recall is the fraction of the exact top-k (per query) that approx found.
+func Recall(exact, approx *eval.Neighbours, k int) float64 {
+	nq := len(exact.Index) / exact.K
+	hit, all := 0, 0
+	for q := range nq {
+		found := map[int]bool{}
+		for _, i := range approx.Index[q*approx.K : q*approx.K+min(k, approx.K)] {
+			found[i] = true
+		}
+		for _, i := range exact.Index[q*exact.K : q*exact.K+min(k, exact.K)] {
+			if i >= 0 {
+				all++
+				if found[i] {
+					hit++
+				}
+			}
+		}
+	}
+	return float64(hit) / float64(max(1, all))
+}

@@ -1,0 +1,163 @@
+//go:build !js
+
+package curate
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/eval"
+)
+
+// lloydRef is the float64 reference: iters of assign (nearest centroid,
+// lowest index on ties) and mean update (empty clusters keep theirs),
+// then a final assignment.
+func lloydRef(x []float32, d int, init []float32, iters int) ([]float64, []int) {
+	n, k := len(x)/d, len(init)/d
+	c := make([]float64, len(init))
+	for i, v := range init {
+		c[i] = float64(v)
+	}
+	assign := make([]int, n)
+	step := func() {
+		for i := range n {
+			best, bd := 0, math.Inf(1)
+			for j := range k {
+				var s float64
+				for e := range d {
+					t := float64(x[i*d+e]) - c[j*d+e]
+					s += t * t
+				}
+				if s < bd {
+					best, bd = j, s
+				}
+			}
+			assign[i] = best
+		}
+	}
+	for range iters {
+		step()
+		sum := make([]float64, len(c))
+		cnt := make([]int, k)
+		for i, a := range assign {
+			cnt[a]++
+			for e := range d {
+				sum[a*d+e] += float64(x[i*d+e])
+			}
+		}
+		for j := range k {
+			if cnt[j] > 0 {
+				for e := range d {
+					c[j*d+e] = sum[j*d+e] / float64(cnt[j])
+				}
+			}
+		}
+	}
+	step()
+	return c, assign
+}
+
+// blobs draws n points around k random centres (spread 3) with unit noise.
+func blobs(rng *rand.Rand, n, d, k int) []float32 {
+	centres := make([]float64, k*d)
+	for i := range centres {
+		centres[i] = 3 * rng.NormFloat64()
+	}
+	x := make([]float32, n*d)
+	for i := range n {
+		c := rng.IntN(k)
+		for e := range d {
+			x[i*d+e] = float32(centres[c*d+e] + rng.NormFloat64())
+		}
+	}
+	return x
+}
+
+func TestKMeansVsReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, c := range []struct{ n, d, k, iters, maxRows int }{
+		{1001, 19, 7, 6, 0},    // scalar matmul path
+		{1500, 20, 13, 4, 600}, // vec4 path, three point chunks
+		{50, 8, 1, 2, 0},
+	} {
+		x := blobs(rng, c.n, c.d, 8)
+		o := KMeansOpts{K: c.k, Iters: c.iters, Seed: 42, MaxRows: c.maxRows}
+		km, err := KMeansFit(context.Background(), dev, x, c.d, o)
+		require.NoError(t, err)
+		init := KMeansPlusPlus(x, c.d, c.k, min(c.n, 64*c.k), 42)
+		wantC, wantA := lloydRef(x, c.d, init, c.iters)
+		require.Equal(t, wantA, km.Assign, "%+v", c)
+		for i, w := range wantC {
+			// float32 features and means of up to 1500 points: 1e-4
+			// relative to the spread of 3.
+			require.InDelta(t, w, km.Centroids[i], 3e-4, "%+v centroid value %d", c, i)
+		}
+		total := 0
+		for _, s := range km.Sizes {
+			total += s
+		}
+		require.Equal(t, c.n, total)
+		var inertia float64
+		for i, a := range wantA {
+			for e := range c.d {
+				t := float64(x[i*c.d+e]) - wantC[a*c.d+e]
+				inertia += t * t
+			}
+		}
+		require.InEpsilon(t, inertia, km.Inertia, 1e-3)
+
+		// Determinism: the same bits again.
+		km2, err := KMeansFit(context.Background(), dev, x, c.d, o)
+		require.NoError(t, err)
+		require.Equal(t, km.Centroids, km2.Centroids)
+
+		// Predict agrees with the fit's final assignment.
+		a, dist, err := km.Predict(context.Background(), dev, Mat{x, c.d}, 333)
+		require.NoError(t, err)
+		require.Equal(t, km.Assign, a)
+		require.Len(t, dist, c.n)
+	}
+	_, err := KMeansFit(context.Background(), dev, make([]float32, 10), 5, KMeansOpts{K: 3})
+	require.ErrorContains(t, err, "k = 3 for 2 points")
+}
+
+func TestFixedPointScatterNegative(t *testing.T) {
+	// Sums that cancel to small negatives exercise the carry and the
+	// negation in the conversion back to float.
+	x := []float32{-1, 0.75, 1e-6, -0.5, -1e-6, -0.25}
+	km, err := KMeansFit(context.Background(), dev, x, 1, KMeansOpts{K: 1, Iters: 1})
+	require.NoError(t, err)
+	require.InDelta(t, (-1+0.75+1e-6-0.5-1e-6-0.25)/6, km.Centroids[0], 1e-8)
+}
+
+func TestIVFRecall(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const n, nq, d = 6000, 300, 36
+	x := blobs(rng, n+nq, d, 40)
+	eval.Normalize(x, d)
+	base, query := x[:n*d], x[n*d:]
+	ix, err := BuildIVF(context.Background(), dev, base, d, IVFOpts{Lists: 64, Seed: 1})
+	require.NoError(t, err)
+	defer ix.Release()
+	exact, err := SearchAll(context.Background(), dev, Mat{query, d}, Mat{base, d}, SearchOpts{K: 10})
+	require.NoError(t, err)
+	prev := 0.0
+	for _, np := range []int{1, 4, 16, 64} {
+		got, err := ix.Search(context.Background(), query, 10, np)
+		require.NoError(t, err)
+		r := Recall(exact, got, 10)
+		t.Logf("IVF %d lists, nprobe %d: recall@10 %.3f", 64, np, r)
+		require.GreaterOrEqual(t, r, prev)
+		prev = r
+		if np == 64 { // every list probed: exact
+			require.Equal(t, 1.0, r)
+			for i := range exact.Similar {
+				require.InDelta(t, exact.Similar[i], got.Similar[i], 1e-6)
+			}
+		}
+	}
+}
