@@ -72,12 +72,19 @@ A NaN or infinite loss or gradient stops the run before the bad update; the
 last checkpoint stays as it was. --resume continues a run exactly (same
 losses, bit for bit, on the same device).
 
+High-resolution phase (paper: a short final phase at 518 px): start a new
+run from the trained checkpoint with larger crops, e.g.
+  train --init runs/demo/checkpoint.msgpack --global-size 56 --local-size 24 --epochs 1 --out runs/demo-hr
+Position embeddings are interpolated to the new grid (and trained through
+the interpolation); the schedules are compressed into the phase.
+
 Flags:
 `
 
 // options are the command line.
 type options struct {
-	preset, data, out, resume           string
+	preset, data, out, resume, init     string
+	globalSize, localSize               int
 	imageFolder                         bool
 	knnTrain, knnTest                   string
 	knnTrainN, knnTestN, pcaN           int
@@ -103,6 +110,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.imageFolder, "image-folder", false, "--data is an ImageFolder tree (labels from class folders)")
 	fs.StringVar(&o.out, "out", "runs/demo", "output folder")
 	fs.StringVar(&o.resume, "resume", "", "continue the run saved in this checkpoint")
+	fs.StringVar(&o.init, "init", "", "start a new run (fresh optimiser and schedules) from this checkpoint's weights: the high-resolution phase, or fine-tuning")
+	fs.IntVar(&o.globalSize, "global-size", 0, "global crop side in pixels, a multiple of the patch (default: the config's; larger for the high-resolution phase)")
+	fs.IntVar(&o.localSize, "local-size", 0, "local crop side in pixels, a multiple of the patch (default: the config's)")
 	fs.StringVar(&o.knnTrain, "knn-train", "", "labelled ImageFolder for the k-NN memory (default: Fashion-MNIST train when training on it)")
 	fs.StringVar(&o.knnTest, "knn-test", "", "labelled ImageFolder to classify (default: Fashion-MNIST test)")
 	fs.IntVar(&o.knnTrainN, "knn-train-n", 5000, "use the first N images of the k-NN memory (0: all)")
@@ -161,6 +171,12 @@ func (o *options) config() (train.Config, error) {
 	}
 	if o.locals >= 0 {
 		c.Augment.Locals = o.locals
+	}
+	if o.globalSize > 0 {
+		c.Augment.GlobalSize = o.globalSize
+	}
+	if o.localSize > 0 {
+		c.Augment.LocalSize = o.localSize
 	}
 	c.Seed = o.seed
 	return c, c.Validate()
@@ -229,6 +245,15 @@ func trainMain(ctx context.Context, o *options, stdout, stderr io.Writer) error 
 		}
 		s.pos = dataPosition(resume)
 		fmt.Fprintf(stdout, "resumed %s at step %d\n", o.resume, tr.StepsDone)
+	} else if o.init != "" {
+		start, err := ckpt.ReadFile(o.init)
+		if err != nil {
+			return err
+		}
+		if err := tr.LoadWeights(start); err != nil {
+			return fmt.Errorf("--init %s: %w", o.init, err)
+		}
+		fmt.Fprintf(stdout, "started from the weights of %s\n", o.init)
 	}
 	fmt.Fprintf(stdout, "model %s, %d parameters; %d images, batch %d, %d steps (%d epochs of %d)\n",
 		c.Model, c.Model.NumParams(), ds.Len(), c.Batch, c.Iterations(), c.Epochs, c.ItersPerEpoch)

@@ -92,6 +92,15 @@ func TestTrainEndToEndAndExactResume(t *testing.T) {
 			require.Equal(t, steps[i][k], got[i][k], "step %d %s", i+1, k)
 		}
 	}
+
+	// A high-resolution phase from the trained weights: crops of 36 px,
+	// a 9x9 grid interpolated from the stored 7x7.
+	hr := t.TempDir()
+	phase := append(tinyArgs(data, hr), "--init", filepath.Join(straight, "checkpoint.msgpack"),
+		"--global-size", "36", "--local-size", "16", "--epochs", "1", "--pca", "0")
+	stdout.Reset()
+	require.Equal(t, 0, run(context.Background(), phase, &stdout, &stderr), stderr.String())
+	require.Contains(t, stdout.String(), "started from the weights of")
 }
 
 func TestTrainFlagErrors(t *testing.T) {
