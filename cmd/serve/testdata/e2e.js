@@ -1,0 +1,77 @@
+// Drives the viewer in headless Chromium (playwright-core, no downloaded
+// browser) for browser_test.go:
+//
+//   node e2e.js URL OUTDIR [SHORT]
+//
+// It loads the page, which runs the bundled model on the first bundled
+// photo, runs it once more for the steady-state time (at SHORT, if given),
+// shows the similarity of one patch, and writes OUTDIR/result.json (the
+// arrays the page computed, its timings, the console) and
+// OUTDIR/page.png. Failures exit non-zero with the page's error.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+const [url, outDir, short] = process.argv.slice(2);
+const chromiumPath = process.env.WEBDINO_CHROMIUM || '/usr/bin/chromium';
+
+(async () => {
+  const userDir = fs.mkdtempSync(path.join(outDir, 'profile-'));
+  // WebGPU in headless Debian Chromium runs on SwiftShader and needs
+  // --enable-unsafe-webgpu; the rest keep it off the network and work as root.
+  const ctx = await chromium.launchPersistentContext(userDir, {
+    executablePath: chromiumPath,
+    headless: true,
+    viewport: { width: 1120, height: 1500 },
+    args: [
+      '--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+    ],
+  });
+  const console_ = [];
+  const page = ctx.pages()[0] || (await ctx.newPage());
+  page.on('console', (m) => console_.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => console_.push(`pageerror: ${e.message}`));
+  let exit = 0;
+  try {
+    await page.goto(url);
+    const done = () => page.waitForFunction(() => {
+      const s = window.webdinoState;
+      return s && (s.error || (s.runs > 0 && !document.querySelector('#controls[aria-disabled="true"]')));
+    }, null, { timeout: 300000, polling: 200 });
+    await done();
+    const failed = await page.evaluate(() => window.webdinoState.error);
+    if (failed) throw new Error('page: ' + failed);
+    const first = await page.evaluate(() => window.webdinoState.timings);
+    await page.evaluate((s) => window.webdinoRun(s ? +s : 0), short || '');
+    await page.evaluate(() => window.webdinoState.runs >= 2 || Promise.reject(new Error('second run missing: ' + window.webdinoState.error)));
+    // Click the patch at a quarter of the way across the input.
+    const box = await page.locator('#input-canvas').boundingBox();
+    await page.mouse.click(box.x + box.width / 4, box.y + box.height / 4);
+    await page.waitForFunction(() => window.webdinoState.similarity && !window.webdinoState.error, null, { timeout: 60000 });
+    const out = await page.evaluate(() => {
+      const s = window.webdinoState, r = s.result;
+      const arr = (a) => Array.from(a);
+      return {
+        adapter: s.adapter, model: s.model.config,
+        width: r.width, height: r.height, gh: r.gh, gw: r.gw, heads: r.heads, dim: r.dim,
+        patches: arr(r.patches), pcaRGB: arr(r.pcaRGB), foreground: arr(r.foreground),
+        attn: r.attn.map(arr), similarity: arr(s.similarity.sim),
+        timings: s.timings,
+      };
+    });
+    out.firstTimings = first;
+    out.console = console_;
+    fs.writeFileSync(path.join(outDir, 'result.json'), JSON.stringify(out));
+  } catch (err) {
+    console.error(String(err && err.stack || err));
+    console.error('console:\n' + console_.join('\n'));
+    exit = 1;
+  } finally {
+    await page.screenshot({ path: path.join(outDir, 'page.png'), fullPage: true }).catch(() => {});
+    await ctx.close();
+    fs.rmSync(userDir, { recursive: true, force: true });
+  }
+  process.exit(exit);
+})();
