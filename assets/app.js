@@ -139,7 +139,7 @@ async function drawSimilarity() {
   const r = state.result;
   if (!r || picked < 0) return;
   const s = await webdinoGo.similarity(picked);
-  state.similarity = s;
+  state.similarity = { sim: s.sim, rgba: s.rgba, patch: picked };
   const [w, h] = displaySize(r);
   markPatch(paint($('sim-canvas'), w, h, [gridCanvas(s.rgba, r.gw, r.gh), 1]), r, w, h);
   $('sim-caption').textContent = `Cosine similarity to patch (${picked % r.gw}, ${Math.floor(picked / r.gw)}), from ${Math.min(...s.sim).toFixed(2)} (dark) to 1 (bright)`;

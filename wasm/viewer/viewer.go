@@ -34,8 +34,8 @@ func (m *Model) Release() { m.ViT.Release() }
 
 // LoadModel reads a webdino checkpoint (msgpack) or, failing that, official
 // DINOv2 weights (.pth, .safetensors) held in b, and uploads the backbone to
-// dev. The errors say which of the three cases went wrong and, when the
-// model is larger than the device allows, which limit it exceeds.
+// dev. The errors say which of the three cases went wrong and, when a
+// parameter tensor is larger than the device allows, the device's limits.
 func LoadModel(dev *gpu.Device, name string, b []byte) (*Model, error) {
 	c, err := ckpt.Decode(b)
 	source := "webdino checkpoint"
@@ -49,15 +49,11 @@ func LoadModel(dev *gpu.Device, name string, b []byte) (*Model, error) {
 		}
 		c, source = ic, "imported "+info.Format
 	}
-	cfg := c.Config
-	need := uint64(cfg.NumParams()) * 4
-	if l := dev.Limits(); need > l.MaxBufferSize {
-		return nil, fmt.Errorf("%s (%s, %d parameters) needs a %d MB parameter buffer, but this device allows buffers of at most %d MB (maxBufferSize): try a smaller model",
-			name, cfg, cfg.NumParams(), need>>20, l.MaxBufferSize>>20)
-	}
-	vit, err := nn.NewViT(dev, cfg)
+	vit, err := nn.NewViT(dev, c.Config)
 	if err != nil {
-		return nil, fmt.Errorf("%s does not fit this device: %w", name, err)
+		l := dev.Limits()
+		return nil, fmt.Errorf("%s (%s) does not fit this device (buffers up to %d MB, bindings up to %d MB): %w",
+			name, c.Config, l.MaxBufferSize>>20, l.MaxStorageBinding>>20, err)
 	}
 	w := make(map[string][]float32, len(c.Weights))
 	for k, t := range c.Weights {

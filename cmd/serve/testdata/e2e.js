@@ -4,8 +4,8 @@
 //   node e2e.js URL OUTDIR [SHORT]
 //
 // It loads the page, which runs the bundled model on the first bundled
-// photo, runs it once more for the steady-state time (at SHORT, if given),
-// shows the similarity of one patch, and writes OUTDIR/result.json (the
+// photo, runs it once more for the steady-state time, then twice at short
+// side SHORT (if given), clicks a patch to show its similarity, and writes OUTDIR/result.json (the
 // arrays the page computed, its timings, the console) and
 // OUTDIR/page.png. Failures exit non-zero with the page's error.
 'use strict';
@@ -43,13 +43,25 @@ const chromiumPath = process.env.WEBDINO_CHROMIUM || '/usr/bin/chromium';
     await done();
     const failed = await page.evaluate(() => window.webdinoState.error);
     if (failed) throw new Error('page: ' + failed);
-    const first = await page.evaluate(() => window.webdinoState.timings);
-    await page.evaluate((s) => window.webdinoRun(s ? +s : 0), short || '');
-    await page.evaluate(() => window.webdinoState.runs >= 2 || Promise.reject(new Error('second run missing: ' + window.webdinoState.error)));
-    // Click the patch at a quarter of the way across the input.
+    const timings = { cold: await page.evaluate(() => window.webdinoState.timings) };
+    const runAt = async (side) => {
+      const n = await page.evaluate(() => window.webdinoState.runs);
+      await page.evaluate((v) => window.webdinoRun(v), side);
+      const s = await page.evaluate(() => ({ runs: window.webdinoState.runs, error: window.webdinoState.error, t: window.webdinoState.timings }));
+      if (s.error || s.runs !== n + 1) throw new Error(`run at ${side}: ${s.error || 'no result'}`);
+      return s.t;
+    };
+    // The same size again: shaders compiled, the steady-state time.
+    timings.warm = await runAt(await page.evaluate(() => window.webdinoState.result.height < window.webdinoState.result.width ? window.webdinoState.result.height : window.webdinoState.result.width));
+    if (short) {
+      timings.shortCold = await runAt(+short);
+      timings.shortWarm = await runAt(+short);
+    }
+    // Click the patch a quarter of the way across and down the input.
+    await page.evaluate(() => { window.webdinoState.similarity = null; });
     const box = await page.locator('#input-canvas').boundingBox();
     await page.mouse.click(box.x + box.width / 4, box.y + box.height / 4);
-    await page.waitForFunction(() => window.webdinoState.similarity && !window.webdinoState.error, null, { timeout: 60000 });
+    await page.waitForFunction(() => window.webdinoState.similarity || window.webdinoState.error, null, { timeout: 60000 });
     const out = await page.evaluate(() => {
       const s = window.webdinoState, r = s.result;
       const arr = (a) => Array.from(a);
@@ -57,11 +69,10 @@ const chromiumPath = process.env.WEBDINO_CHROMIUM || '/usr/bin/chromium';
         adapter: s.adapter, model: s.model.config,
         width: r.width, height: r.height, gh: r.gh, gw: r.gw, heads: r.heads, dim: r.dim,
         patches: arr(r.patches), pcaRGB: arr(r.pcaRGB), foreground: arr(r.foreground),
-        attn: r.attn.map(arr), similarity: arr(s.similarity.sim),
-        timings: s.timings,
+        attn: r.attn.map(arr), similarity: arr(s.similarity.sim), similarityPatch: s.similarity.patch,
       };
     });
-    out.firstTimings = first;
+    out.timings = timings;
     out.console = console_;
     fs.writeFileSync(path.join(outDir, 'result.json'), JSON.stringify(out));
   } catch (err) {
