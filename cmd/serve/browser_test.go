@@ -89,6 +89,7 @@ type pageResult struct {
 		}
 		TotalMs float64
 	}
+	Checks  map[string]string
 	Console []string
 }
 
@@ -149,6 +150,13 @@ func TestBrowserMatchesNative(t *testing.T) {
 	for _, c := range page.Console {
 		t.Logf("page console: %s", c)
 	}
+	for k, v := range page.Checks {
+		t.Logf("page check %s: %s", k, v)
+	}
+	require.Contains(t, page.Checks["notCheckpoint"], "notes.msgpack is not a webdino checkpoint")
+	require.Contains(t, page.Checks["notImage"], "broken.png: not an image")
+	require.Equal(t, strconv.Itoa(browserShort)+"x"+strconv.Itoa(browserShort), page.Checks["filePicked"]) // the square astronaut
+	require.Contains(t, page.Checks["noWebGPU"], "does not expose WebGPU")
 
 	// The same model on the same photo, natively.
 	var man struct{ Models, Photos []struct{ File string } }

@@ -16,6 +16,33 @@ const { chromium } = require('playwright-core');
 const [url, outDir, short] = process.argv.slice(2);
 const chromiumPath = process.env.WEBDINO_CHROMIUM || '/usr/bin/chromium';
 
+// errorChecks feeds the page bad inputs and a photo through the file
+// pickers, then opens the page in a tab whose navigator.gpu is removed, and
+// returns what the page said each time.
+async function errorChecks(ctx, page, url) {
+  const checks = {};
+  const expectError = async (sel, file, key) => {
+    await page.evaluate(() => { window.webdinoState.error = null; });
+    await page.setInputFiles(sel, file);
+    await page.waitForFunction(() => window.webdinoState.error, null, { timeout: 60000 });
+    checks[key] = await page.evaluate(() => window.webdinoState.error);
+  };
+  await expectError('#model-file', { name: 'notes.msgpack', mimeType: 'application/octet-stream', buffer: Buffer.from('hello, not a checkpoint') }, 'notCheckpoint');
+  await expectError('#photo-file', { name: 'broken.png', mimeType: 'image/png', buffer: Buffer.from('not an image at all') }, 'notImage');
+  const runs = await page.evaluate(() => window.webdinoState.runs);
+  await page.setInputFiles('#photo-file', path.join(__dirname, '..', '..', '..', 'assets', 'photos', 'astronaut.jpg'));
+  await page.waitForFunction((n) => window.webdinoState.runs > n || window.webdinoState.error, runs, { timeout: 120000 });
+  const r = await page.evaluate(() => ({ error: window.webdinoState.error, w: window.webdinoState.result.width, h: window.webdinoState.result.height }));
+  checks.filePicked = r.error || `${r.w}x${r.h}`;
+  const tab = await ctx.newPage();
+  await tab.addInitScript(() => { delete Navigator.prototype.gpu; });
+  await tab.goto(url);
+  await tab.waitForFunction(() => window.webdinoState && window.webdinoState.error, null, { timeout: 30000 });
+  checks.noWebGPU = await tab.evaluate(() => window.webdinoState.error);
+  await tab.close();
+  return checks;
+}
+
 (async () => {
   const userDir = fs.mkdtempSync(path.join(outDir, 'profile-'));
   // WebGPU in headless Debian Chromium runs on SwiftShader and needs
@@ -73,6 +100,7 @@ const chromiumPath = process.env.WEBDINO_CHROMIUM || '/usr/bin/chromium';
       };
     });
     out.timings = timings;
+    out.checks = await errorChecks(ctx, page, url);
     out.console = console_;
     fs.writeFileSync(path.join(outDir, 'result.json'), JSON.stringify(out));
   } catch (err) {
