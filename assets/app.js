@@ -14,6 +14,30 @@ let picked = -1; // the patch whose similarity is shown
 
 function status(msg) { $('status').textContent = msg; }
 
+// WebGPU validation and out-of-memory errors never reach Go (the js backend
+// returns nil errors and the device reports them as events), so the page
+// listens on the device the Go program requests and fails the action that
+// caused them: otherwise a shader the browser rejects or a buffer it could
+// not allocate would show silently wrong pictures.
+const gpuErrors = [];
+if (window.GPUAdapter) {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const dev = await requestDevice.apply(this, args);
+    dev.addEventListener('uncapturederror', (e) => gpuErrors.push(e.error.message));
+    dev.lost.then((info) => showError(`The WebGPU device was lost (${info.reason || 'unknown'}): ${info.message} Reload the page.`));
+    return dev;
+  };
+}
+
+function checkGPU() {
+  if (!gpuErrors.length) return;
+  const n = gpuErrors.length, first = gpuErrors[0];
+  gpuErrors.length = 0;
+  const oom = /out of memory|OutOfMemory|exceeds|limit/i.test(first);
+  throw new Error(`WebGPU reported ${n} error(s), so the results are not valid${oom ? ' (the model or the resolution is too large for this device: try a lower resolution or a smaller model)' : ''}. First: ${first}`);
+}
+
 function showError(msg) {
   state.error = msg;
   const e = $('error');
@@ -31,7 +55,9 @@ async function act(what, f) {
   showError('');
   status(what + '…');
   try {
+    gpuErrors.length = 0;
     await f();
+    checkGPU();
   } catch (err) {
     showError(what + ' failed: ' + (err && err.message ? err.message : err));
     status('Ready.');
@@ -149,6 +175,8 @@ async function run() {
   const t0 = performance.now();
   const r = await webdinoGo.run(+$('short').value);
   const total = performance.now() - t0;
+  await new Promise((resolve) => setTimeout(resolve, 0)); // let pending GPU error events fire
+  checkGPU();
   state.result = r;
   state.runs++;
   if (picked < 0 || picked >= r.gh * r.gw) picked = Math.floor(r.gh / 2) * r.gw + Math.floor(r.gw / 2);

@@ -187,20 +187,20 @@ func TestBrowserMatchesNative(t *testing.T) {
 	patches := o.PatchTokens()
 
 	// Same WGSL kernels, but Tint/SwiftShader and naga/lavapipe compile
-	// them differently (fused multiply-adds, exp and erf approximations):
-	// float32 rounding differences through two blocks stay near 1e-5 of
-	// the largest feature, while a wrong preprocessing or a broken kernel
-	// moves features by O(1). 1e-3 of the largest value separates the two.
+	// them differently (fused multiply-adds, exp and erf approximations).
+	// Measured on the demo model: 5e-7 of the largest feature. A wrong
+	// preprocessing or a broken kernel moves features by O(1); 1e-4 leaves
+	// room for deeper (trained) models while catching those.
 	require.Len(t, page.Patches, len(patches))
 	t.Logf("patch tokens: largest difference %.2g of the largest value", maxRelDiff(page.Patches, patches))
-	require.Less(t, maxRelDiff(page.Patches, patches), 1e-3, "patch tokens")
+	require.Less(t, maxRelDiff(page.Patches, patches), 1e-4, "patch tokens")
 
 	maps, err := viz.AttnMaps(o.Attn0, o.Heads, o.R, o.GridH, o.GridW)
 	require.NoError(t, err)
 	require.Len(t, page.Attn, len(maps))
 	for i := range maps {
 		t.Logf("attention map %d: largest difference %.2g of the largest value", i, maxRelDiff(page.Attn[i], maps[i]))
-		require.Less(t, maxRelDiff(page.Attn[i], maps[i]), 1e-3, "attention map %d", i)
+		require.Less(t, maxRelDiff(page.Attn[i], maps[i]), 1e-4, "attention map %d", i)
 	}
 
 	// The PCA picture thresholds the first component, so a patch within
