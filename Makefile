@@ -6,7 +6,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 # wgpu-native wants a runtime dir; lavapipe only warns without one.
 export XDG_RUNTIME_DIR ?= /tmp/webdino-runtime
 
-.PHONY: demo test setup bench vet wasm-check
+.PHONY: demo test setup bench vet wasm-check wasm serve
 
 setup:
 	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
@@ -25,7 +25,17 @@ vet:
 	go vet ./...
 
 wasm-check:
-	GOOS=js GOARCH=wasm go build ./gpu/... ./nn/... ./shaders/... ./ckpt/... ./npy/... ./data/... ./eval/... ./train/... ./embed/... ./viz/...
+	GOOS=js GOARCH=wasm go build ./gpu/... ./nn/... ./shaders/... ./ckpt/... ./npy/... ./data/... ./eval/... ./train/... ./embed/... ./viz/... ./wasm/... ./assets/...
 
 test: setup vet wasm-check
 	go test -count=1 -timeout 30m ./...
+
+# The browser viewer: the wasm build goes into assets/build, which cmd/serve
+# embeds (so `make wasm` must run before building cmd/serve).
+wasm:
+	GOOS=js GOARCH=wasm go build -trimpath -ldflags="-s -w" -o assets/build/webdino.wasm ./wasm
+	gzip -9 -n -k -f assets/build/webdino.wasm
+	cp "$$(go env GOROOT)/lib/wasm/wasm_exec.js" assets/build/wasm_exec.js
+
+serve: wasm
+	go run ./cmd/serve $(SERVE_FLAGS)

@@ -155,7 +155,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // Lanes past the last row skip their loops but join every barrier.
     let n = select(0u, p.D / W, row < last);
     let base = row * (p.D / W);
-    var m = T(-3.4028235e38);
+    var m = T(-3.4028234663852886e38); // -f32 max exactly: Tint (browsers) rejects literals beyond it
     var s = T();
     for (var c = lane; c < n; c += LANES) {
       let v = x[base + c] * p.inv_t;

@@ -59,7 +59,7 @@ struct Params { rows: u32, D: u32, rpw: u32 }
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 {{if eq .Op "max"}}
-const INIT = -3.4028235e38;
+const INIT = -3.4028234663852886e38; // -f32 max exactly: Tint (browsers) rejects literals beyond it
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return max(a, b); }
 {{else}}
 const INIT = 0.0;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the browser end-to-end test (cmd/serve/browser_test.go) needs
+# on Debian 12, idempotently:
+# - Debian's chromium (WebGPU through SwiftShader with --enable-unsafe-webgpu);
+# - playwright-core from npm (the driver only: it never downloads a browser)
+#   into $WEBDINO_BROWSER_DIR (default ~/.cache/webdino/browser), where the
+#   test looks for it.
+set -euo pipefail
+
+dir=${WEBDINO_BROWSER_DIR:-$HOME/.cache/webdino/browser}
+playwright_version=1.65.1
+
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+sudo_cmd=""
+if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+
+need=()
+if ! have_pkg chromium; then need+=(chromium); fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then need+=(nodejs npm); fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup-browser: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ -f "$dir/node_modules/playwright-core/package.json" ]; then
+  echo "setup-browser: chromium and playwright-core present"
+  exit 0
+fi
+echo "setup-browser: installing playwright-core $playwright_version into $dir"
+mkdir -p "$dir"
+# PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: playwright-core downloads nothing, but
+# say it anyway so that no install hook ever tries.
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund \
+  --prefix "$dir" "playwright-core@$playwright_version" >/dev/null
+echo "setup-browser: done"

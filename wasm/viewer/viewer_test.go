@@ -1,0 +1,106 @@
+//go:build !js
+
+package viewer
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/data"
+	"github.com/webdino/webdino/embed"
+	"github.com/webdino/webdino/gpu"
+)
+
+const (
+	demoModel = "../../assets/models/demo-vits14-d2-reg4-random.msgpack"
+	photo     = "../../assets/photos/chelsea.jpg"
+)
+
+func open(t *testing.T) *gpu.Device {
+	dev, err := gpu.Open()
+	require.NoError(t, err)
+	t.Cleanup(dev.Close)
+	return dev
+}
+
+func readFile(t *testing.T, path string) []byte {
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b
+}
+
+func TestLoadModelErrors(t *testing.T) {
+	dev := open(t)
+	_, err := LoadModel(dev, "cat.jpg", readFile(t, photo))
+	require.ErrorContains(t, err, "cat.jpg is not a webdino checkpoint (.msgpack")
+	require.ErrorContains(t, err, "nor official DINOv2 weights")
+	b := readFile(t, demoModel)
+	_, err = LoadModel(dev, "half.msgpack", b[:len(b)/2])
+	require.ErrorContains(t, err, "half.msgpack: ckpt:")
+	_, err = LoadModel(dev, "empty", nil)
+	require.ErrorContains(t, err, "empty is not a webdino checkpoint")
+}
+
+// TestLoadModelImportsOfficialWeights: the page also takes hub .pth files;
+// the demo checkpoint was converted from this one, so the configs agree.
+func TestLoadModelImportsOfficialWeights(t *testing.T) {
+	dev := open(t)
+	m, err := LoadModel(dev, "demo", readFile(t, demoModel))
+	require.NoError(t, err)
+	defer m.Release()
+	require.Equal(t, "webdino checkpoint", m.Source)
+	p, err := LoadModel(dev, "hub.pth", readFile(t, "../../nn/testdata/vit/vits14_d2_reg4.pth"))
+	require.NoError(t, err)
+	defer p.Release()
+	require.Equal(t, "imported pth", p.Source)
+	require.Equal(t, m.ViT.Cfg, p.ViT.Cfg)
+}
+
+// TestRunMatchesEmbed: the viewer's preprocessing and forward are those of
+// `embed --any-size`, on the same device bit for bit.
+func TestRunMatchesEmbed(t *testing.T) {
+	dev := open(t)
+	m, err := LoadModel(dev, "demo", readFile(t, demoModel))
+	require.NoError(t, err)
+	defer m.Release()
+	img, err := DecodeImage("chelsea.jpg", readFile(t, photo))
+	require.NoError(t, err)
+	r, err := Run(dev, m, img, 126) // 320x212 -> 126x196: 9x14 patches
+	require.NoError(t, err)
+	require.Equal(t, [4]int{126, 196, 9, 14}, [4]int{r.H, r.W, r.GH, r.GW})
+	require.Equal(t, [2]int{196, 126}, [2]int{r.Input.Rect.Dx(), r.Input.Rect.Dy()})
+	require.Len(t, r.Attn, r.Heads+1)
+	require.Len(t, r.PCA.RGB, 3*r.GH*r.GW)
+	require.Len(t, r.Steps, 6)
+
+	abs, err := filepath.Abs(photo)
+	require.NoError(t, err)
+	var ref *embed.Result
+	err = embed.Run(context.Background(), dev, m.ViT, &data.Files{Paths: []string{abs}},
+		embed.Options{AnySize: true, Short: 126, Attn0: true, Workers: 1}, func(res *embed.Result) error {
+			ref = res
+			return nil
+		})
+	require.NoError(t, err)
+	require.Equal(t, ref.Out.PatchTokens(), r.Patches)
+	require.Equal(t, ref.Out.Attn0, r.Attn0)
+
+	s, err := r.Similarity(20)
+	require.NoError(t, err)
+	require.InDelta(t, 1, s[20], 1e-6)
+	s2, err := r.Similarity(57)
+	require.NoError(t, err)
+	require.InDelta(t, s[57], s2[20], 1e-6) // cosine similarity is symmetric
+	for _, v := range s {
+		require.False(t, math.IsNaN(float64(v)) || v > 1+1e-6 || v < -1-1e-6)
+	}
+	_, err = r.Similarity(r.GH * r.GW)
+	require.ErrorContains(t, err, "outside the grid")
+	_, err = Run(dev, m, img, 100)
+	require.ErrorContains(t, err, "multiple of patch")
+}
