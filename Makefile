@@ -6,11 +6,15 @@ export PATH := /usr/local/go/bin:$(PATH)
 # wgpu-native wants a runtime dir; lavapipe only warns without one.
 export XDG_RUNTIME_DIR ?= /tmp/webdino-runtime
 
-.PHONY: demo test setup bench vet wasm-check wasm serve
+.PHONY: demo test setup setup-browser bench vet wasm-check wasm serve
 
 setup:
 	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
 	@bash scripts/setup.sh
+
+# Chromium and playwright-core for the browser end-to-end test.
+setup-browser:
+	@bash scripts/setup-browser.sh
 
 # Trains the demo model on Fashion-MNIST (about ten minutes on two CPU cores
 # without a GPU): k-NN accuracy, checkpoint, plots and PCA pictures in runs/demo.
@@ -27,8 +31,9 @@ vet:
 wasm-check:
 	GOOS=js GOARCH=wasm go build ./gpu/... ./nn/... ./shaders/... ./ckpt/... ./npy/... ./data/... ./eval/... ./train/... ./embed/... ./viz/... ./wasm/... ./assets/...
 
-test: setup vet wasm-check
-	go test -count=1 -timeout 30m ./...
+# The browser test must run, not skip, under `make test`.
+test: setup setup-browser vet wasm-check
+	WEBDINO_REQUIRE_BROWSER=1 go test -count=1 -timeout 30m ./...
 
 # The browser viewer: the wasm build goes into assets/build, which cmd/serve
 # embeds (so `make wasm` must run before building cmd/serve).
