@@ -13,6 +13,8 @@ type Config struct {
 	// size its MLP. SeparateIBOTHead gives iBOT a head of its own.
 	Prototypes, HeadHidden, Bottleneck int
 	SeparateIBOTHead                   bool
+	// LayerScaleInit is the initial LayerScale gamma (the reference: 1e-5).
+	LayerScaleInit float64
 
 	Augment AugmentConfig
 	Batch   int // images per step (each gives 2 global + Augment.Locals local crops)
@@ -87,7 +89,7 @@ func Recipe(model nn.ViTConfig, batch, epochs int) Config {
 	}
 	model.PosGrid = 224 / model.PatchSize
 	return Config{
-		Model: model, Prototypes: k, HeadHidden: 2048, Bottleneck: 256,
+		Model: model, Prototypes: k, HeadHidden: 2048, Bottleneck: 256, LayerScaleInit: 1e-5,
 		Augment: DINOv2Augment(), Batch: batch, Epochs: epochs, ItersPerEpoch: 1250,
 		BaseLR: 0.004, LayerDecay: 0.9, PatchEmbedLRMult: 0.2, ClipGrad: 3,
 		StudentTemp: 0.1, Centering: "centering", CenterMomentum: 0.9,

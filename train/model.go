@@ -79,9 +79,9 @@ func (m *Model) Release() {
 // linear weights truncated normal (std 0.02) with zero biases, the patch
 // embedding and the prototype directions PyTorch's default uniform
 // (+-1/sqrt(fan_in)), positions truncated normal (0.02), CLS and register
-// tokens N(0, 1e-6^2), mask token 0, LayerNorms 1 and 0, LayerScale 1e-5,
-// weight-norm g 1.
-func (m *Model) Init(seed uint64) error {
+// tokens N(0, 1e-6^2), mask token 0, LayerNorms 1 and 0, LayerScale
+// gammas layerScale (the reference: 1e-5), weight-norm g 1.
+func (m *Model) Init(seed uint64, layerScale float64) error {
 	rng := rand.New(rand.NewPCG(seed, 0x2545f4914f6cdd1d))
 	for _, mod := range m.Modules() {
 		for _, name := range mod.Params.Layout.Names() {
@@ -90,7 +90,7 @@ func (m *Model) Init(seed uint64) error {
 			if w := mod.Params.Layout.Shape(strings.TrimSuffix(name, ".bias") + ".weight"); len(w) > 1 {
 				fanIn = numel(w) / w[0]
 			}
-			v := initValues(rng, name, shape, fanIn)
+			v := initValues(rng, name, shape, fanIn, layerScale)
 			if err := m.dev.Write(mod.Params.Get(name), v); err != nil {
 				return fmt.Errorf("init %s.%s: %w", mod.Name, name, err)
 			}
@@ -109,7 +109,7 @@ func numel(shape []int) int {
 
 // initValues draws the initial values of one tensor; fanIn is that of its
 // layer's weight.
-func initValues(rng *rand.Rand, name string, shape []int, fanIn int) []float32 {
+func initValues(rng *rand.Rand, name string, shape []int, fanIn int, layerScale float64) []float32 {
 	v := make([]float32, numel(shape))
 	fill := func(f func() float64) {
 		for i := range v {
@@ -133,7 +133,7 @@ func initValues(rng *rand.Rand, name string, shape []int, fanIn int) []float32 {
 	}
 	switch {
 	case strings.HasSuffix(name, "gamma"):
-		fill(func() float64 { return 1e-5 })
+		fill(func() float64 { return layerScale })
 	case strings.Contains(name, "norm") && strings.HasSuffix(name, ".weight"), name == "last_layer.weight_g":
 		fill(func() float64 { return 1 })
 	case strings.HasPrefix(name, "patch_embed.proj."), name == "last_layer.weight_v":

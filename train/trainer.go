@@ -80,7 +80,7 @@ func NewTrainer(dev *gpu.Device, c Config) (*Trainer, error) {
 		t.Release()
 		return nil, err
 	}
-	if err := t.Student.Init(c.Seed); err != nil {
+	if err := t.Student.Init(c.Seed, c.LayerScaleInit); err != nil {
 		t.Release()
 		return nil, err
 	}

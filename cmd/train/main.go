@@ -89,7 +89,7 @@ type options struct {
 	knnTrain, knnTest                   string
 	knnTrainN, knnTestN, pcaN           int
 	batch, epochs, itersPerEpoch, steps int
-	lr                                  float64
+	lr, layerScale                      float64
 	centering                           string
 	prototypes, locals                  int
 	seed                                uint64
@@ -123,6 +123,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.itersPerEpoch, "iters-per-epoch", 0, "iterations per epoch; schedules count in epochs (default: the config's)")
 	fs.IntVar(&o.steps, "steps", 0, "stop after this many steps of the run (schedules still span --epochs); 0: the whole run")
 	fs.Float64Var(&o.lr, "lr", 0, "base learning rate at batch 1024, scaled by sqrt(batch/1024) (default: the config's)")
+	fs.Float64Var(&o.layerScale, "layerscale-init", 0, "initial LayerScale gamma (default: the config's; the reference 1e-5)")
 	fs.StringVar(&o.centering, "centering", "", "teacher centering: centering (EMA center) or sinkhorn (default: the config's)")
 	fs.IntVar(&o.prototypes, "prototypes", 0, "prototypes K of the heads (default: the config's)")
 	fs.IntVar(&o.locals, "locals", -1, "local crops per image; -1: the config's")
@@ -165,6 +166,9 @@ func (o *options) config() (train.Config, error) {
 	}
 	if o.centering != "" {
 		c.Centering = o.centering
+	}
+	if o.layerScale > 0 {
+		c.LayerScaleInit = o.layerScale
 	}
 	if o.prototypes > 0 {
 		c.Prototypes = o.prototypes
