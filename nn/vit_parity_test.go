@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -24,9 +25,19 @@ import (
 // room for other devices.
 const parityTol = 1e-4
 
+// fixtureDir holds the parity fixtures: nn/testdata/vit, or the folder in
+// WEBDINO_VIT_FIXTURES (e.g. a full-depth set the reference script wrote
+// outside the repository with --depth 12 --dim 384 --heads 6 --out DIR).
+func fixtureDir() string {
+	if d := os.Getenv("WEBDINO_VIT_FIXTURES"); d != "" {
+		return d
+	}
+	return filepath.Join("testdata", "vit")
+}
+
 func loadFixture(t *testing.T, name string) *npy.Array {
 	t.Helper()
-	a, err := npy.ReadFile(filepath.Join("testdata", "vit", name))
+	a, err := npy.ReadFile(filepath.Join(fixtureDir(), name))
 	require.NoError(t, err)
 	return a
 }
@@ -47,9 +58,13 @@ func maxAbsDiff(t *testing.T, want, got []float32, what string) float64 {
 
 func TestViTParityWithPyTorch(t *testing.T) {
 	dev := nn.SharedDevice()
-	for _, model := range []string{"vits14_d2", "vits14_d2_reg4"} {
+	models, err := filepath.Glob(filepath.Join(fixtureDir(), "vits14_d*.pth"))
+	require.NoError(t, err)
+	require.Len(t, models, 2, "want the plain and the registers model in %s", fixtureDir())
+	for _, file := range models {
+		model := strings.TrimSuffix(filepath.Base(file), ".pth")
 		for _, format := range []string{"pth", "safetensors"} {
-			path := filepath.Join("testdata", "vit", model+"."+format)
+			path := filepath.Join(fixtureDir(), model+"."+format)
 			f, err := os.Open(path)
 			require.NoError(t, err)
 			st, _ := f.Stat()
