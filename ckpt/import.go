@@ -3,6 +3,7 @@ package ckpt
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -17,6 +18,10 @@ type ImportInfo struct {
 	Ignored []string // tensors outside the backbone (heads, the student), by name in the file
 }
 
+// ErrWebdino is Import's answer for a file that is already a webdino
+// checkpoint.
+var ErrWebdino = errors.New("import: this is already a webdino checkpoint (read it with ckpt.ReadFile)")
+
 // Import reads official DINOv2 weights, telling the formats apart by their
 // first bytes: a zip (PyTorch .pth) or a safetensors header.
 func Import(r io.ReaderAt, size int64) (*Checkpoint, *ImportInfo, error) {
@@ -28,7 +33,7 @@ func Import(r io.ReaderAt, size int64) (*Checkpoint, *ImportInfo, error) {
 	case n == 9 && head[8] == '{' && int64(binary.LittleEndian.Uint64(head[:8])) <= size-8:
 		return ImportSafetensors(r, size)
 	case n >= 1 && head[0] >= 0x80 && head[0] <= 0x8f:
-		return nil, nil, fmt.Errorf("import: this is already a webdino checkpoint (read it with ckpt.ReadFile)")
+		return nil, nil, ErrWebdino
 	}
 	return nil, nil, fmt.Errorf("import: unknown format (starts with % x): want a PyTorch .pth (zip) or a .safetensors file", head[:n])
 }

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -52,6 +53,10 @@ IN is a PyTorch .pth (hub state dict, or a training checkpoint holding a
 Dinov2WithRegistersModel); the format is detected from the content. The model
 config is inferred from the tensor shapes and printed.
 
+IN may also be a webdino training checkpoint (cmd/train's output): OUT is
+then its model alone (the teacher backbone), without the training state,
+which is what the browser viewer and cmd/embed need.
+
 `)
 		fs.PrintDefaults()
 	}
@@ -84,6 +89,16 @@ func convert(in, out string, meta map[string]string, stdout io.Writer) error {
 		return err
 	}
 	c, info, err := ckpt.Import(f, st.Size())
+	if errors.Is(err, ckpt.ErrWebdino) {
+		if c, err = ckpt.ReadFile(in); err != nil {
+			return err
+		}
+		c.Training = nil
+		if c.Meta == nil {
+			c.Meta = map[string]string{}
+		}
+		info = &ckpt.ImportInfo{Format: "webdino checkpoint"}
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}

@@ -48,3 +48,28 @@ func TestConvertErrors(t *testing.T) {
 		require.Contains(t, stderr.String(), c.want)
 	}
 }
+
+// A webdino training checkpoint converts to its model alone.
+func TestConvertStripsTrainingState(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "model.msgpack")
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run([]string{filepath.Join("..", "..", "nn", "testdata", "vit", "vits14_d2.pth"), model}, &stdout, &stderr), stderr.String())
+	c, err := ckpt.ReadFile(model)
+	require.NoError(t, err)
+	c.Training = &ckpt.Training{Step: 7, Groups: map[string]map[string]ckpt.Tensor{"adam_m/backbone": c.Weights}}
+	c.Meta = nil
+	full := filepath.Join(dir, "train.msgpack")
+	require.NoError(t, ckpt.WriteFile(full, c))
+	out := filepath.Join(dir, "stripped.msgpack")
+	stdout.Reset()
+	require.Equal(t, 0, run([]string{full, out}, &stdout, &stderr), stderr.String())
+	require.Contains(t, stdout.String(), "(webdino checkpoint)")
+	s, err := ckpt.ReadFile(out)
+	require.NoError(t, err)
+	require.Nil(t, s.Training)
+	require.Equal(t, c.Weights, s.Weights)
+	full2, _ := os.Stat(full)
+	small, _ := os.Stat(out)
+	require.Less(t, small.Size(), full2.Size()*2/3)
+}
