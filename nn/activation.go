@@ -113,10 +113,39 @@ func Scale(rec *gpu.Recorder, y, x *gpu.Tensor, a float32) error {
 	if err := sameLen(rec, op, []string{"y", "x"}, y, x); err != nil {
 		return err
 	}
-	if same(y, x) {
-		return eltwise(rec, op, y.Len(), true, []uint32{gpu.F32(a)}, []gpu.Access{gpu.ReadWrite}, y)
+	return scaleRows(rec, y, x, nil, a, 1)
+}
+
+// ScaleRows records y[r, :] = s[r] x[r, :] for the rows of x (last axis
+// D): stochastic depth's per-sample keep factors, expanded to tokens. y may
+// be x (in place).
+func ScaleRows(rec *gpu.Recorder, y, x, s *gpu.Tensor) error {
+	const op = "scale_rows"
+	if err := sameLen(rec, op, []string{"y", "x"}, y, x); err != nil {
+		return err
 	}
-	return eltwise(rec, op, y.Len(), false, []uint32{gpu.F32(a)}, []gpu.Access{gpu.ReadWrite, gpu.Read}, y, x)
+	if err := notNil(rec, op, []string{"s"}, s); err != nil {
+		return err
+	}
+	D := x.Dim(-1)
+	if s.Len()*D != x.Len() {
+		return shapeErr(rec, op, "x %s, s %s: want one factor per row of %d", x, s, D)
+	}
+	return scaleRows(rec, y, x, s, 1, D)
+}
+
+// scaleRows dispatches the scale kernel: y = a * x, times s[row] when s is set.
+func scaleRows(rec *gpu.Recorder, y, x, s *gpu.Tensor, a float32, D int) error {
+	data := struct{ InPlace, Rows bool }{same(y, x), s != nil}
+	bufs, access := []*gpu.Tensor{y}, []gpu.Access{gpu.ReadWrite}
+	if !data.InPlace {
+		bufs, access = append(bufs, x), append(access, gpu.Read)
+	}
+	if s != nil {
+		bufs, access = append(bufs, s), append(access, gpu.Read)
+	}
+	k := gpu.Kernel{Name: "scale", Data: data, Access: access}
+	return rec.Dispatch(k, eltGroups(x.Len()), []uint32{gpu.U32(x.Len()), gpu.F32(a), gpu.U32(D)}, bufs...)
 }
 
 // Add records y = x + h; with y the same tensor as x it adds h in place

@@ -98,6 +98,29 @@ func TestScaleAdd(t *testing.T) {
 	}
 }
 
+func TestScaleRows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(39, 40))
+	const R, D = 13, 7
+	x64, x32 := randn(rng, R*D, 1)
+	s := make([]float32, R)
+	for r := range s {
+		s[r] = float32(r%3) * 1.25 // 0 drops a row, as stochastic depth does
+	}
+	x, st, y := upload(t, x32, R, D), upload(t, s, R), zeros(t, R, D)
+	rec := dev.Record()
+	require.NoError(t, ScaleRows(rec, y, x, st))
+	require.NoError(t, ScaleRows(rec, x, x, st)) // in place
+	run(t, rec)
+	want := make([]float64, R*D)
+	for i := range want {
+		want[i] = float64(s[i/D]) * x64[i]
+	}
+	requireClose(t, want, read(t, y), 1e-7, 1e-7, "scale_rows")
+	requireClose(t, want, read(t, x), 1e-7, 1e-7, "scale_rows in place")
+	rec = dev.Record()
+	require.EqualError(t, ScaleRows(rec, y, x, zeros(t, R+1)), "scale_rows: x [13x7], s [14]: want one factor per row of 7")
+}
+
 func TestScaleLargeGrid(t *testing.T) {
 	// 65535*256 + 3 elements need a 2-D grid of workgroups.
 	const n = 65535*256 + 3

@@ -11,6 +11,7 @@ type MatMulOpts struct {
 	Act            Activation  // applied after the bias
 	PreAct         *gpu.Tensor // if set, receives AB+bias (what the activation's backward needs)
 	Scale          *gpu.Tensor // [N], multiplies the activated output (LayerScale)
+	RowScale       *gpu.Tensor // one factor per row of C (over all batches): stochastic depth's per-sample keep
 	Accumulate     bool        // C += result instead of C = result (gradient accumulation, residuals)
 }
 
@@ -86,6 +87,9 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 	if o.Scale != nil && o.Scale.Len() != N {
 		return shapeErr(rec, op, "scale %s for %d columns", o.Scale, N)
 	}
+	if o.RowScale != nil && o.RowScale.Len() != c.Len()/N {
+		return shapeErr(rec, op, "row scale %s for %d rows", o.RowScale, c.Len()/N)
+	}
 	if o.PreAct != nil && o.PreAct.Len() != c.Len() {
 		return shapeErr(rec, op, "pre-activation %s for output %s", o.PreAct, c)
 	}
@@ -93,7 +97,7 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 		return shapeErr(rec, op, "unknown activation %q", o.Act)
 	}
 	type epilogue struct {
-		Bias, Scale, PreAct int
+		Bias, Scale, PreAct, RowScale int
 		Act                 string
 		Accumulate          bool
 	}
@@ -111,6 +115,7 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 	e.Bias = add(o.Bias, gpu.Read)
 	e.Scale = add(o.Scale, gpu.Read)
 	e.PreAct = add(o.PreAct, gpu.ReadWrite)
+	e.RowScale = add(o.RowScale, gpu.Read)
 	strideA, strideB := M*K, K*N
 	if bBatch == 1 {
 		strideB = 0

@@ -72,30 +72,55 @@ func TestMatMulEpilogue(t *testing.T) {
 }
 
 func testMatMulEpilogue(t *testing.T, M, N, K int) {
-	// C = C0 + scale * gelu(A B^T + bias), with the pre-activation saved: the
-	// fused path of a ViT MLP's first layer followed by LayerScale.
+	// C = C0 + rowscale * scale * gelu(A B^T + bias), with the
+	// pre-activation saved: the fused path of a ViT MLP's first layer
+	// followed by LayerScale and stochastic depth. A is [3, M/3.., K] so the
+	// row factors must follow the batch.
 	rng := rand.New(rand.NewPCG(3, 4))
 	a64, a32 := randn(rng, M*K, 1)
 	w64, w32 := randn(rng, N*K, 0.3)
 	b64, b32 := randn(rng, N, 1)
 	s64, s32 := randn(rng, N, 1)
 	c64, c32 := randn(rng, M*N, 1)
+	r64, r32 := randn(rng, M, 1)
 	out := upload(t, c32, M, N)
 	pre := zeros(t, M, N)
 	rec := dev.Record()
 	require.NoError(t, MatMul(rec, out, upload(t, a32, M, K), upload(t, w32, N, K), MatMulOpts{
 		TransB: true, Bias: upload(t, b32, N), Act: GELU, PreAct: pre, Scale: upload(t, s32, N), Accumulate: true,
+		RowScale: upload(t, r32, M),
 	}))
 	run(t, rec)
 	h := ref.MatMul(a64, w64, 1, M, N, K, false, true, true)
 	want := make([]float64, M*N)
 	for i := range h {
 		h[i] += b64[i%N]
-		want[i] = c64[i] + s64[i%N]*ref.GELU(h[i])
+		want[i] = c64[i] + r64[i/N]*s64[i%N]*ref.GELU(h[i])
 	}
 	requireClose(t, h, read(t, pre), mmAtol, mmRtol, "pre-activation")
 	// The GPU erf approximation is good to 1.5e-7 absolute.
 	requireClose(t, want, read(t, out), mmAtol, mmRtol, "output")
+}
+
+func TestMatMulRowScaleBatched(t *testing.T) {
+	// A [3, 5, 8] times a shared B^T [6, 8]: row factors index rows over all
+	// batches.
+	rng := rand.New(rand.NewPCG(7, 8))
+	const batch, M, N, K = 3, 5, 6, 8
+	a64, a32 := randn(rng, batch*M*K, 1)
+	w64, w32 := randn(rng, N*K, 1)
+	r64, r32 := randn(rng, batch*M, 1)
+	out := zeros(t, batch, M, N)
+	rec := dev.Record()
+	require.NoError(t, MatMul(rec, out, upload(t, a32, batch, M, K), upload(t, w32, N, K), MatMulOpts{TransB: true, RowScale: upload(t, r32, batch*M)}))
+	run(t, rec)
+	want := ref.MatMul(a64, w64, batch, M, N, K, false, true, true)
+	for i := range want {
+		want[i] *= r64[i/N]
+	}
+	requireClose(t, want, read(t, out), mmAtol, mmRtol, "batched row scale")
+	err := MatMul(dev.Record(), out, upload(t, a32, batch, M, K), upload(t, w32, N, K), MatMulOpts{TransB: true, RowScale: zeros(t, M)})
+	require.ErrorContains(t, err, "matmul: row scale [5] for 15 rows")
 }
 
 func TestMatMulBadShapes(t *testing.T) {

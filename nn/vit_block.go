@@ -17,6 +17,9 @@ type blockActs struct {
 	X1                              *gpu.Tensor
 	Ln2, Mean2, Rstd2               *gpu.Tensor
 	Pre, Hid, H2                    *gpu.Tensor // MLP pre-activation (SwiGLU: its [.., 2*hidden] input), activation, output
+	// Drop holds stochastic depth's per-token factors of the two branches
+	// (keep/(1-rate) of the token's sample), or nil when it is off.
+	Drop [2]*gpu.Tensor
 }
 
 func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Tensor) blockActs {
@@ -39,6 +42,7 @@ func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Ten
 // blockGrads is the backward's scratch, shared by all blocks.
 type blockGrads struct {
 	Ln, QKV, Att, H *gpu.Tensor // d of Ln1/Ln2, QKV, Att, and of H1/H2 when LayerScale is on
+	Drop            *gpu.Tensor // the residual gradient times a branch's drop factors
 	Pre, Hid        *gpu.Tensor
 	Attn            AttnTensors
 	Scratch         *gpu.Tensor // column-sum partials of LayerNorm / LayerScale
@@ -51,7 +55,7 @@ func newBlockGrads(t func(...int) *gpu.Tensor, c ViTConfig, B, T int) blockGrads
 		pre *= 2
 	}
 	return blockGrads{
-		Ln: t(B, T, D), QKV: t(B, T, 3*D), Att: t(B, T, D), H: t(B, T, D),
+		Ln: t(B, T, D), QKV: t(B, T, 3*D), Att: t(B, T, D), H: t(B, T, D), Drop: t(B, T, D),
 		Pre: t(B, T, pre), Hid: t(B, T, c.MLPHidden),
 		Attn: NewAttnTensors(t, B, T, c.Heads, c.HeadDim()), Scratch: t(ScratchLen(D)),
 	}
@@ -95,7 +99,7 @@ func (m *ViT) blockForward(rec *gpu.Recorder, p blockParams, in, out *gpu.Tensor
 	LayerNorm(rec, a.Ln1, a.Mean1, a.Rstd1, in, p.N1w, p.N1b, eps)
 	MatMul(rec, a.QKV, a.Ln1, p.QKVw, MatMulOpts{TransB: true, Bias: p.QKVb})
 	Attention(rec, a.Att, a.QKV, c.Heads, m.attnScale(), a.Attn)
-	MatMul(rec, a.X1, a.Att, p.Projw, MatMulOpts{TransB: true, Bias: p.Projb, PreAct: a.H1, Scale: p.LS1, Accumulate: true})
+	MatMul(rec, a.X1, a.Att, p.Projw, MatMulOpts{TransB: true, Bias: p.Projb, PreAct: a.H1, Scale: p.LS1, RowScale: a.Drop[0], Accumulate: true})
 	if out != a.X1 {
 		rec.Copy(out, a.X1)
 	}
@@ -106,7 +110,7 @@ func (m *ViT) blockForward(rec *gpu.Recorder, p blockParams, in, out *gpu.Tensor
 	} else {
 		MatMul(rec, a.Hid, a.Ln2, p.W1, MatMulOpts{TransB: true, Bias: p.B1, Act: GELU, PreAct: a.Pre})
 	}
-	MatMul(rec, out, a.Hid, p.W2, MatMulOpts{TransB: true, Bias: p.B2, PreAct: a.H2, Scale: p.LS2, Accumulate: true})
+	MatMul(rec, out, a.Hid, p.W2, MatMulOpts{TransB: true, Bias: p.B2, PreAct: a.H2, Scale: p.LS2, RowScale: a.Drop[1], Accumulate: true})
 }
 
 // linearBackward records the gradients of y = x W^T + b for x [.., K],
@@ -137,15 +141,21 @@ func linearBackward(rec *gpu.Recorder, dx, dW, db, dy, x, W *gpu.Tensor) {
 func (m *ViT) blockBackward(rec *gpu.Recorder, p, gp blockParams, in *gpu.Tensor, a *blockActs, g *blockGrads, dx *gpu.Tensor) {
 	c := m.Cfg
 	ln := LayerNormBackwardOpts{Scratch: g.Scratch, AccumulateDX: true, AccumulateParams: true}
-	// The branch output's gradient: dx itself, or gamma * dx through LayerScale.
-	branch := func(ls, gls, h *gpu.Tensor) *gpu.Tensor {
-		if ls == nil {
-			return dx
+	// The branch output's gradient: dx through the drop factors and
+	// LayerScale, when they are on.
+	branch := func(ls, gls, h, drop *gpu.Tensor) *gpu.Tensor {
+		dy := dx
+		if drop != nil {
+			ScaleRows(rec, g.Drop, dx, drop)
+			dy = g.Drop
 		}
-		LayerScaleBackward(rec, g.H, gls, dx, h, ls, g.Scratch, true)
+		if ls == nil {
+			return dy
+		}
+		LayerScaleBackward(rec, g.H, gls, dy, h, ls, g.Scratch, true)
 		return g.H
 	}
-	dh2 := branch(p.LS2, gp.LS2, a.H2)
+	dh2 := branch(p.LS2, gp.LS2, a.H2, a.Drop[1])
 	linearBackward(rec, g.Hid, gp.W2, gp.B2, dh2, a.Hid, p.W2)
 	if c.FFN == FFNSwiGLU {
 		SwiGLUBackward(rec, g.Pre, g.Hid, a.Pre)
@@ -155,7 +165,7 @@ func (m *ViT) blockBackward(rec *gpu.Recorder, p, gp blockParams, in *gpu.Tensor
 	linearBackward(rec, g.Ln, gp.W1, gp.B1, g.Pre, a.Ln2, p.W1)
 	LayerNormBackward(rec, dx, gp.N2w, gp.N2b, g.Ln, a.X1, p.N2w, a.Mean2, a.Rstd2, ln)
 
-	dh1 := branch(p.LS1, gp.LS1, a.H1)
+	dh1 := branch(p.LS1, gp.LS1, a.H1, a.Drop[0])
 	linearBackward(rec, g.Att, gp.Projw, gp.Projb, dh1, a.Att, p.Projw)
 	AttentionBackward(rec, g.QKV, g.Att, a.QKV, c.Heads, m.attnScale(), a.Attn, g.Attn)
 	linearBackward(rec, g.Ln, gp.QKVw, gp.QKVb, g.QKV, a.Ln1, p.QKVw)

@@ -4,6 +4,7 @@ package nn_test
 
 import (
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -98,4 +99,73 @@ func TestViTBackwardMatchesPyTorch(t *testing.T) {
 		worst = math.Max(worst, rel)
 	}
 	t.Logf("%d parameter gradients: worst max abs error relative to the tensor's largest gradient %.3g", len(want), worst)
+}
+
+// Stochastic depth, checked through its two limits on the gradient
+// fixture's model: with every branch dropped the blocks are the identity
+// and get no gradient; with a rate near 0 nothing changes.
+func TestViTDropPath(t *testing.T) {
+	dev := nn.SharedDevice()
+	const pre = "vits14_d2_reg4_grad"
+	f, err := os.Open(filepath.Join("testdata", "vit", pre+"_weights.safetensors"))
+	require.NoError(t, err)
+	st, _ := f.Stat()
+	c, _, err := ckpt.Import(f, st.Size())
+	f.Close()
+	require.NoError(t, err)
+	m, err := nn.NewViT(dev, c.Config)
+	require.NoError(t, err)
+	defer m.Release()
+	w := map[string][]float32{}
+	for k, v := range c.Weights {
+		w[k] = v.Data
+	}
+	require.NoError(t, m.SetWeights(w))
+	in := loadFixture(t, pre+"_input.npy")
+	images, err := dev.Upload("images", in.Float32, in.Shape...)
+	require.NoError(t, err)
+	defer images.Buf.Release()
+
+	pass := func(rate float64) (normed []float32, grads *nn.Flat) {
+		a, err := m.NewActs(2, 56, 70, true, 0)
+		require.NoError(t, err)
+		defer a.Release()
+		require.NoError(t, a.SetDropPath(dev, rate, rand.New(rand.NewPCG(1, 2))))
+		require.NoError(t, dev.Write(a.DNormed, loadFixture(t, pre+"_upstream.npy").Float32))
+		grads, err = m.NewGrads()
+		require.NoError(t, err)
+		rec := dev.Record()
+		require.NoError(t, m.Encode(rec, a, images, false))
+		require.NoError(t, m.Backward(rec, a, grads, false))
+		require.NoError(t, rec.Submit())
+		normed, err = dev.Read(a.Normed)
+		require.NoError(t, err)
+		return normed, grads
+	}
+	readGrad := func(g *nn.Flat, name string) []float32 {
+		v, err := dev.Read(g.Get(name))
+		require.NoError(t, err)
+		return v
+	}
+	base, gBase := pass(0)
+	defer gBase.Release()
+	near, gNear := pass(1e-9)
+	defer gNear.Release()
+	require.LessOrEqual(t, maxAbsDiff(t, base, near, "x_norm"), 1e-6)
+	for _, name := range []string{"blocks.1.mlp.fc1.weight", "blocks.0.ls1.gamma", "pos_embed"} {
+		require.LessOrEqual(t, maxAbsDiff(t, readGrad(gBase, name), readGrad(gNear, name), name), 1e-4)
+	}
+
+	_, gAll := pass(0.999999)
+	defer gAll.Release()
+	for _, name := range []string{"blocks.0.attn.qkv.weight", "blocks.1.mlp.fc2.bias", "blocks.1.ls2.gamma", "blocks.0.norm1.weight"} {
+		for _, v := range readGrad(gAll, name) {
+			require.Zero(t, v, "%s gets a gradient through dropped branches", name)
+		}
+	}
+	nonzero := false
+	for _, v := range readGrad(gAll, "cls_token") {
+		nonzero = nonzero || v != 0
+	}
+	require.True(t, nonzero, "the tokens still reach the loss through the residual stream")
 }

@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 
 	"github.com/webdino/webdino/gpu"
 )
@@ -26,6 +27,7 @@ type ViTActs struct {
 	// Backward only.
 	DNormed, dx, dsum, dpe, dmask *gpu.Tensor
 	grads                         blockGrads
+	drop                          [][2]*gpu.Tensor // per block and branch: [B*T] factors
 
 	bufs []*gpu.Tensor
 }
@@ -71,6 +73,7 @@ func (m *ViT) NewActs(B, h, w int, train bool, intermediate int) (*ViTActs, erro
 		}
 		for l := 0; l < c.Depth; l++ {
 			a.blocks = append(a.blocks, newBlockActs(t, c, B, T, nil))
+			a.drop = append(a.drop, [2]*gpu.Tensor{t(B * T), t(B * T)})
 		}
 		a.DNormed, a.dx, a.dsum, a.dpe = t(B, T, D), t(B, T, D), t(T, D), t(B, N, D)
 		a.dmask = t(N, D)
@@ -114,6 +117,43 @@ func (a *ViTActs) SetMask(dev *gpu.Device, mask []bool) error {
 		}
 	}
 	return dev.WriteU32(a.Mask, words)
+}
+
+// SetDropPath draws stochastic depth for the next Encode and Backward of
+// these training activations: every residual branch of every block is
+// dropped for each sample with probability rate, and kept ones are scaled
+// by 1/(1-rate) (DINOv2 uses one rate for all blocks). rate 0 turns it off.
+// Draws come from rng, so a seeded run is reproducible.
+func (a *ViTActs) SetDropPath(dev *gpu.Device, rate float64, rng *rand.Rand) error {
+	if !a.Train {
+		return fmt.Errorf("vit: stochastic depth needs training activations")
+	}
+	if !(rate >= 0 && rate < 1) {
+		return fmt.Errorf("vit: drop-path rate %g: want [0, 1)", rate)
+	}
+	for l := range a.blocks {
+		a.blocks[l].Drop = [2]*gpu.Tensor{}
+		if rate == 0 {
+			continue
+		}
+		for br := 0; br < 2; br++ {
+			f := make([]float32, a.B*a.T)
+			for b := 0; b < a.B; b++ {
+				keep := float32(0)
+				if rng.Float64() >= rate {
+					keep = float32(1 / (1 - rate))
+				}
+				for i := 0; i < a.T; i++ {
+					f[b*a.T+i] = keep
+				}
+			}
+			if err := dev.Write(a.drop[l][br], f); err != nil {
+				return err
+			}
+			a.blocks[l].Drop[br] = a.drop[l][br]
+		}
+	}
+	return nil
 }
 
 func (m *ViT) attnScale() float32 { return float32(1 / math.Sqrt(float64(m.Cfg.HeadDim()))) }

@@ -78,14 +78,18 @@ fn elt(i: u32) {
 {{template "elt_main" .}}
 {{end}}
 
-{{/* scale: y = a * x. Data: InPlace. */}}
+{{/* scale: y = a * x, or with Rows y[r, :] = a * s[r] * x[r, :] over rows
+of D (stochastic depth's per-sample factors). Data: InPlace, Rows. */}}
 {{define "scale"}}
-struct Params { n: u32, a: f32 }
+struct Params { n: u32, a: f32, D: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 {{if not .InPlace}}@group(0) @binding(2) var<storage, read> x: array<f32>;{{end}}
+{{if .Rows}}@group(0) @binding({{if .InPlace}}2{{else}}3{{end}}) var<storage, read> s: array<f32>;{{end}}
 fn elt(i: u32) {
-  {{if .InPlace}}y[i] *= p.a;{{else}}y[i] = p.a * x[i];{{end}}
+  var f = p.a;
+  {{if .Rows}}f *= s[i / p.D];{{end}}
+  {{if .InPlace}}y[i] *= f;{{else}}y[i] = f * x[i];{{end}}
 }
 {{template "elt_main" .}}
 {{end}}

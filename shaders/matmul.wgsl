@@ -2,7 +2,7 @@
 matmul: C[b] = epilogue(op(A[b]) x op(B[b])), op = identity or transpose.
 Two kernels share the epilogue: matmul_vec4 (fast, needs the vec4 alignment
 described there) and matmul (any shape).
-Epilogue: h = AB + bias; preact = h; y = act(h); C = (Accumulate ? C : 0) + scale * y.
+Epilogue: h = AB + bias; preact = h; y = act(h); C = (Accumulate ? C : 0) + rowscale[row] * scale * y.
 */}}
 
 {{define "matmul_bindings"}}
@@ -13,6 +13,7 @@ struct Params { M: u32, N: u32, K: u32, stride_a: u32, stride_b: u32, stride_c: 
 {{if .Bias}}@group(0) @binding({{.Bias}}) var<storage, read> bias: array<f32>;{{end}}
 {{if .Scale}}@group(0) @binding({{.Scale}}) var<storage, read> scale: array<f32>;{{end}}
 {{if .PreAct}}@group(0) @binding({{.PreAct}}) var<storage, read_write> preact: array<f32>;{{end}}
+{{if .RowScale}}@group(0) @binding({{.RowScale}}) var<storage, read> rowscale: array<f32>;{{end}}
 
 // store_c applies the epilogue to the product h of row m, column n.
 fn store_c(base_c: u32, m: u32, n: u32, acc: f32) {
@@ -24,6 +25,7 @@ fn store_c(base_c: u32, m: u32, n: u32, acc: f32) {
   var y = h;
   {{if eq .Act "gelu"}}y = gelu(h);{{end}}
   {{if .Scale}}y *= scale[n];{{end}}
+  {{if .RowScale}}y *= rowscale[idx / p.N];{{end}}
   {{if .Accumulate}}c[idx] += y;{{else}}c[idx] = y;{{end}}
 }
 {{end}}

@@ -15,6 +15,9 @@ type Config struct {
 	SeparateIBOTHead                   bool
 	// LayerScaleInit is the initial LayerScale gamma (the reference: 1e-5).
 	LayerScaleInit float64
+	// DropPath is the stochastic-depth rate of every residual branch of
+	// the student (the recipe: 0.3 to 0.4).
+	DropPath float64
 
 	Augment AugmentConfig
 	Batch   int // images per step (each gives 2 global + Augment.Locals local crops)
@@ -73,6 +76,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: centering %q: want centering or sinkhorn", c.Centering)
 	case !(c.MaskRatio[0] >= 0 && c.MaskRatio[0] <= c.MaskRatio[1] && c.MaskRatio[1] < 1) || c.MaskProb < 0 || c.MaskProb > 1:
 		return fmt.Errorf("train: mask probability %g, ratio %v out of range", c.MaskProb, c.MaskRatio)
+	case !(c.DropPath >= 0 && c.DropPath < 1):
+		return fmt.Errorf("train: drop-path rate %g: want [0, 1)", c.DropPath)
 	case !(c.StudentTemp > 0):
 		return fmt.Errorf("train: student temperature %g must be positive", c.StudentTemp)
 	}
@@ -83,13 +88,13 @@ func (c Config) Validate() error {
 // crop size 224: K = 65536 prototypes (131072 for L and g), heads of
 // 2048/256, DINOv2's augmentation, loss weights and optimisation.
 func Recipe(model nn.ViTConfig, batch, epochs int) Config {
-	k := 65536
+	k, drop := 65536, 0.3
 	if model.EmbedDim >= 1024 {
-		k = 131072
+		k, drop = 131072, 0.4
 	}
 	model.PosGrid = 224 / model.PatchSize
 	return Config{
-		Model: model, Prototypes: k, HeadHidden: 2048, Bottleneck: 256, LayerScaleInit: 1e-5,
+		Model: model, Prototypes: k, HeadHidden: 2048, Bottleneck: 256, LayerScaleInit: 1e-5, DropPath: drop,
 		Augment: DINOv2Augment(), Batch: batch, Epochs: epochs, ItersPerEpoch: 1250,
 		BaseLR: 0.004, LayerDecay: 0.9, PatchEmbedLRMult: 0.2, ClipGrad: 3,
 		StudentTemp: 0.1, Centering: "centering", CenterMomentum: 0.9,
@@ -114,5 +119,6 @@ func Demo() Config {
 	c.Model, c.Augment = m, a
 	c.Prototypes, c.HeadHidden, c.Bottleneck = 1024, 256, 64
 	c.ItersPerEpoch = 40
+	c.DropPath = 0
 	return c
 }

@@ -28,6 +28,7 @@ func fixtureConfig() Config {
 	c.Augment.GlobalSize, c.Augment.LocalSize, c.Augment.Locals, c.Augment.Patch = 16, 8, 2, 4
 	c.Prototypes, c.HeadHidden, c.Bottleneck = 64, 32, 16
 	c.ItersPerEpoch = 3
+	c.DropPath = 0
 	return c
 }
 

@@ -355,6 +355,14 @@ func (t *Trainer) step(rec *gpu.Recorder, masks [][]bool) (Losses, error) {
 	if err != nil {
 		return lo, fmt.Errorf("train step %d: masks: %w", it, err)
 	}
+	for _, a := range []*nn.ViTActs{t.sG, t.sL} {
+		if a == nil {
+			continue
+		}
+		if err := a.SetDropPath(t.dev, t.Cfg.DropPath, rand.New(t.maskRS)); err != nil {
+			return lo, fmt.Errorf("train step %d: %w", it, err)
+		}
+	}
 	lo.MaskedPatches = M
 	t.forwardBackward(rec, M, float32(lo.TeacherTemp))
 	if err := rec.Submit(); err != nil {

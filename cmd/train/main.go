@@ -89,7 +89,7 @@ type options struct {
 	knnTrain, knnTest                   string
 	knnTrainN, knnTestN, pcaN           int
 	batch, epochs, itersPerEpoch, steps int
-	lr, layerScale                      float64
+	lr, layerScale, dropPath            float64
 	centering                           string
 	prototypes, locals                  int
 	seed                                uint64
@@ -124,6 +124,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.steps, "steps", 0, "stop after this many steps of the run (schedules still span --epochs); 0: the whole run")
 	fs.Float64Var(&o.lr, "lr", 0, "base learning rate at batch 1024, scaled by sqrt(batch/1024) (default: the config's)")
 	fs.Float64Var(&o.layerScale, "layerscale-init", 0, "initial LayerScale gamma (default: the config's; the reference 1e-5)")
+	fs.Float64Var(&o.dropPath, "drop-path", -1, "stochastic-depth rate of the student's residual branches; -1: the config's (recipe 0.3-0.4, demo 0)")
 	fs.StringVar(&o.centering, "centering", "", "teacher centering: centering (EMA center) or sinkhorn (default: the config's)")
 	fs.IntVar(&o.prototypes, "prototypes", 0, "prototypes K of the heads (default: the config's)")
 	fs.IntVar(&o.locals, "locals", -1, "local crops per image; -1: the config's")
@@ -166,6 +167,9 @@ func (o *options) config() (train.Config, error) {
 	}
 	if o.centering != "" {
 		c.Centering = o.centering
+	}
+	if o.dropPath >= 0 {
+		c.DropPath = o.dropPath
 	}
 	if o.layerScale > 0 {
 		c.LayerScaleInit = o.layerScale
