@@ -98,8 +98,8 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 	}
 	type epilogue struct {
 		Bias, Scale, PreAct, RowScale int
-		Act                 string
-		Accumulate          bool
+		Act                           string
+		Accumulate                    bool
 	}
 	e := epilogue{Act: string(o.Act), Accumulate: o.Accumulate}
 	access := []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}
