@@ -54,6 +54,7 @@ type Device struct {
 	jsQueue    func() // js only: waits for queue.onSubmittedWorkDone
 
 	uniform     *wgpu.Buffer // parameter arena shared by recordings
+	mem         memStats     // tensor buffer bytes (memstats.go)
 	uniformSize uint64
 	release     func()
 }
