@@ -18,7 +18,7 @@ const torchScript = "scripts/reference/bench_torch.py"
 // torchResult is what bench_torch.py prints.
 type torchResult struct {
 	ImagesPerS   float64 `json:"images_per_s"`
-	PeakRSSBytes uint64  `json:"peak_rss_bytes,omitempty"` // train: ru_maxrss growth over model build and steps
+	PeakRSSBytes uint64  `json:"peak_rss_bytes,omitempty"` // train: peak RSS (VmHWM) growth over model build and steps
 	Memory       string  `json:"memory,omitempty"`         // how PeakRSSBytes was measured
 	Torch        string  `json:"torch"`
 	Threads      int     `json:"threads"`

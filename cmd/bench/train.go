@@ -69,7 +69,8 @@ warm-up step, then -steps timed steps; images/s is source images per
 second. device_peak_bytes is the most tensor-buffer memory allocated at
 once. A PyTorch CPU step with the same shapes (bench_torch.py train) gives
 baseline_ratio = webdino images/s / torch images/s and torch's memory
-(growth of the peak resident set, ru_maxrss).
+(peak resident set during the run minus before it,
+VmHWM reset through /proc/self/clear_refs).
 
 At ViT-S/14 recipe size a step of 32 images does about 5 TFLOP, and the iBOT
 tensors are [2*batch*256, K] floats: on a CPU (lavapipe) use e.g. -batch 2,

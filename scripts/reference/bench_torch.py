@@ -15,15 +15,16 @@ per-module clipping, teacher EMA) but is not numerically identical: masks
 are random patches rather than blocks, and there is no augmentation (the
 crops are random tensors). It is for timing only.
 
-Memory: peak_rss_bytes is the growth of the process's peak resident set
-(getrusage ru_maxrss) from just before the models are built to after the
-last step: parameters, optimiser state, activations and allocator caches.
+Memory: peak_rss_bytes is the process's peak resident set during model
+building and the steps (VmHWM, restarted by writing 5 to
+/proc/self/clear_refs) minus its resident set just before: parameters,
+optimiser state, activations and allocator caches. (ru_maxrss cannot be
+restarted, and importing torch peaks above a small model's whole step.)
 """
 import argparse
 import json
 import math
 import os
-import resource
 import sys
 import time
 
@@ -47,8 +48,22 @@ def init_(model, gen):
             p.copy_(0.02 * torch.randn(p.shape, generator=gen))
 
 
-def maxrss_bytes():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+def proc_status(key):
+    """A /proc/self/status memory field in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024  # kB
+    raise KeyError(key)
+
+
+def reset_peak_rss():
+    """Restarts the peak resident set (VmHWM) from the current one, so that
+    importing torch, whose transient peak is larger than a small model's
+    whole step, does not hide the step. Returns the resident set now."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return proc_status("VmRSS")
 
 
 def infer(a):
@@ -107,7 +122,7 @@ def koleo(x, eps=1e-8):
 
 def train(a):
     torch.manual_seed(0)
-    rss0 = maxrss_bytes()
+    rss0 = reset_peak_rss()
     student = Model(a)
     init_(student, torch.Generator().manual_seed(0))
     teacher = Model(a)  # not deepcopy: weight_norm's derived weight is no graph leaf
@@ -172,7 +187,8 @@ def train(a):
     if not math.isfinite(loss):
         raise SystemExit(f"bench_torch: non-finite loss {loss}")
     return {"images_per_s": B * a.steps / secs, "seconds_per_step": secs / a.steps,
-            "peak_rss_bytes": maxrss_bytes() - rss0, "memory": "ru_maxrss growth from before the models are built"}
+            "peak_rss_bytes": proc_status("VmHWM") - rss0,
+            "memory": "peak RSS (VmHWM, reset through /proc/self/clear_refs) minus RSS before the models are built"}
 
 
 def main():
