@@ -94,14 +94,15 @@ flags:
 		return err
 	}
 	flops := vitFLOPs(cfg, *size, *size)
+	name := *model
+	if *depth > 0 {
+		name = fmt.Sprintf("%s-depth%d", name, *depth)
+	}
 	r := inferResult{
-		Name:  fmt.Sprintf("infer/%s/%d/b%d", *model, *size, *batch),
+		Name:  fmt.Sprintf("infer/%s/%d/b%d", name, *size, *batch),
 		Value: float64(*batch) / secs, Unit: "images/s",
 		GFLOPs: flops * float64(*batch) / secs / 1e9, PeakGFLOPs: peak, GFLOPPerImage: flops / 1e9,
 		SecondsPerBatch: secs, Iters: *iters, Device: d.Info().String(),
-	}
-	if *depth > 0 {
-		r.Name = fmt.Sprintf("infer/%s-depth%d/%d/b%d", *model, *depth, *size, *batch)
 	}
 	r.PeakRatio = r.GFLOPs / peak
 	if *useTorch {
