@@ -54,9 +54,9 @@ type Device struct {
 	jsQueue    func() // js only: waits for queue.onSubmittedWorkDone
 
 	uniform     *wgpu.Buffer // parameter arena shared by recordings
-	mem         memStats     // tensor buffer bytes (memstats.go)
 	uniformSize uint64
 	release     func()
+	mem         memStats // tensor-buffer bytes allocated (memstats.go)
 }
 
 // Info returns the adapter description.
