@@ -56,6 +56,7 @@ type Device struct {
 	uniform     *wgpu.Buffer // parameter arena shared by recordings
 	uniformSize uint64
 	release     func()
+	mem         memStats // tensor-buffer bytes allocated (memstats.go)
 }
 
 // Info returns the adapter description.

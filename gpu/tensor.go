@@ -25,6 +25,7 @@ func (b *Buffer) Release() {
 		b.buf.Destroy()
 		b.buf.Release()
 		b.buf = nil
+		b.dev.mem.free(b.size)
 	}
 }
 
@@ -119,6 +120,7 @@ func (d *Device) NewBuffer(label string, size uint64) (*Buffer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("allocate %q (%d bytes): %w", label, size, err)
 	}
+	d.mem.alloc(size)
 	return &Buffer{dev: d, buf: b, size: size, label: label}, nil
 }
 

@@ -43,8 +43,8 @@ func TestKernelsQuickJSON(t *testing.T) {
 
 func TestCommands(t *testing.T) {
 	var out, errOut bytes.Buffer
-	err := run([]string{"train"}, &out, &errOut)
-	require.ErrorContains(t, err, "train is not built yet")
+	err := run([]string{"browser"}, &out, &errOut)
+	require.ErrorContains(t, err, "browser is not built yet")
 	require.Error(t, run([]string{"nonsense"}, &out, &errOut))
 	require.Contains(t, errOut.String(), `unknown command "nonsense"`)
 	errOut.Reset()
@@ -54,4 +54,82 @@ func TestCommands(t *testing.T) {
 	}
 	err = run([]string{"kernels", "-run", "nomatch$^"}, &out, &errOut)
 	require.ErrorContains(t, err, "matches no case")
+}
+
+// decodeOne parses the single JSON line of an infer or train run into v.
+func decodeOne(t *testing.T, out []byte, v any) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	require.Len(t, lines, 1, string(out))
+	dec := json.NewDecoder(strings.NewReader(lines[0]))
+	dec.DisallowUnknownFields()
+	require.NoError(t, dec.Decode(v), lines[0])
+}
+
+// requireBaseline checks that a run has either a positive baseline ratio
+// with torch's figures, or says why the baseline is missing.
+func requireBaseline(t *testing.T, ratio *float64, torch *torchResult, missing string) {
+	t.Helper()
+	if ratio == nil {
+		require.NotEmpty(t, missing)
+		require.Nil(t, torch)
+		return
+	}
+	require.Empty(t, missing)
+	require.Greater(t, *ratio, 0.0)
+	require.NotNil(t, torch)
+	require.Greater(t, torch.ImagesPerS, 0.0)
+	require.Greater(t, torch.Threads, 0)
+}
+
+func TestInferTinyJSON(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.NoError(t, run([]string{"infer", "-json", "-batch", "2", "-size", "42", "-depth", "1", "-iters", "1"}, &out, &errOut), errOut.String())
+	var r inferResult
+	decodeOne(t, out.Bytes(), &r)
+	require.Equal(t, "infer/vits14-depth1/42/b2", r.Name)
+	require.Equal(t, "images/s", r.Unit)
+	require.Greater(t, r.Value, 0.0)
+	require.Greater(t, r.GFLOPs, 0.0)
+	require.Greater(t, r.PeakGFLOPs, 0.0)
+	require.InDelta(t, r.GFLOPs/r.PeakGFLOPs, r.PeakRatio, 1e-9)
+	// 9 patches, 10 tokens, D 384, H 1536: see vitFLOPs.
+	want := 2*9*588*384.0 + 2*10*384*1152 + 4*10*10*384 + 2*10*384*384 + 4*10*384*1536
+	require.InDelta(t, want/1e9, r.GFLOPPerImage, 1e-12)
+	requireBaseline(t, r.BaselineRatio, r.Torch, r.BaselineMissing)
+}
+
+func TestTrainTinyJSON(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.NoError(t, run([]string{"train", "-json", "-config", "demo", "-batch", "2", "-prototypes", "64", "-steps", "1"}, &out, &errOut), errOut.String())
+	var r trainResult
+	decodeOne(t, out.Bytes(), &r)
+	require.Equal(t, "train/demo/b2/k64", r.Name)
+	require.Equal(t, "images/s", r.Unit)
+	require.Greater(t, r.Value, 0.0)
+	require.Equal(t, trainShape{Config: "demo", Model: "dim 64, depth 4, heads 4, patch 4", Batch: 2, GlobalSize: 28, LocalSize: 12,
+		Locals: 4, Prototypes: 64, HeadHidden: 256, Bottleneck: 64, ImageSize: 28, ImageChans: 1}, r.Ran)
+	// At least the student's parameters, gradients and two AdamW moments.
+	require.Greater(t, r.DevicePeakBytes, uint64(4*4*200_000))
+	requireBaseline(t, r.BaselineRatio, r.Torch, r.BaselineMissing)
+	if r.Torch != nil {
+		require.Greater(t, r.Torch.PeakRSSBytes, uint64(0))
+		require.NotEmpty(t, r.Torch.Memory)
+	}
+}
+
+func TestInferTrainFlags(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.NoError(t, run([]string{"infer", "-help"}, &out, &errOut))
+	for _, f := range []string{"-json", "-batch", "-model", "-size", "-depth", "-iters", "-torch", "baseline_ratio"} {
+		require.Contains(t, errOut.String(), f)
+	}
+	errOut.Reset()
+	require.NoError(t, run([]string{"train", "-help"}, &out, &errOut))
+	for _, f := range []string{"-json", "-config", "-batch", "-steps", "-prototypes", "-locals", "-torch", "device_peak_bytes"} {
+		require.Contains(t, errOut.String(), f)
+	}
+	require.ErrorContains(t, run([]string{"infer", "-model", "vitx"}, &out, &errOut), `unknown preset "vitx"`)
+	require.ErrorContains(t, run([]string{"infer", "-size", "30"}, &out, &errOut), "multiple of the patch size 14")
+	require.ErrorContains(t, run([]string{"train", "-config", "big"}, &out, &errOut), `-config "big"`)
 }

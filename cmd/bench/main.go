@@ -1,6 +1,8 @@
 // Command bench measures webdino on the current WebGPU device.
 //
 //	go run ./cmd/bench kernels [-json] [-quick] [-run REGEXP] [-time D] [-reps N]
+//	go run ./cmd/bench infer [-json] [-batch 32] [-model vits14] [-size 224] [-iters N]
+//	go run ./cmd/bench train [-json] [-config demo|vits14] [-batch N] [-steps N] [-prototypes K]
 //
 // The kernels subcommand times every kernel case (see cases.go) together with
 // the two ceilings of the device measured in the same run: a pure-FMA kernel
@@ -21,8 +23,8 @@ import (
 // commands are the subcommands; nil ones are announced but not built yet.
 var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"kernels": kernels,
-	"infer":   nil,
-	"train":   nil,
+	"infer":   infer,
+	"train":   trainBench,
 	"browser": nil,
 	"curate":  nil,
 }
@@ -31,8 +33,8 @@ const usage = `usage: bench <command> [flags]
 
 commands:
   kernels   time the GPU kernels against the device's FMA peak and copy bandwidth
-  infer     (not built yet) time ViT-S/14 inference
-  train     (not built yet) time a training step
+  infer     time ViT-S/14 inference against the FMA peak and PyTorch on the CPU
+  train     time DINOv2 training steps (demo or ViT-S/14) against PyTorch on the CPU
   browser   (not built yet) run the benchmark in a headless browser
   curate    time exact k-NN, IVF and k-means of data curation
 

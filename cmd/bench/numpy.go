@@ -61,13 +61,7 @@ func numpyBaseline(cs []benchCase, o options) (map[string]float64, error) {
 		return nil, err
 	}
 	cmd := exec.Command(python, "-c", numpyScript, fmt.Sprint(o.minTime.Seconds()), fmt.Sprint(o.maxReps))
-	// These OpenBLAS overrides may be set for other tools on this machine;
-	// the baseline should see the CPU as OpenBLAS detects it.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "OPENBLAS_CORETYPE=") && !strings.HasPrefix(kv, "OPENBLAS_L2_SIZE=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd.Env = baselineEnv()
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -83,4 +77,17 @@ func numpyBaseline(cs []benchCase, o options) (map[string]float64, error) {
 		return nil, fmt.Errorf("numpy output %q: %w", out, err)
 	}
 	return rates, nil
+}
+
+// baselineEnv is the environment of the Python baselines. These OpenBLAS
+// overrides may be set for other tools on this machine; the baseline should
+// see the CPU as OpenBLAS detects it.
+func baselineEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OPENBLAS_CORETYPE=") && !strings.HasPrefix(kv, "OPENBLAS_L2_SIZE=") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }

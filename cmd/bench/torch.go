@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// torchScript is the PyTorch baseline of infer and train, relative to the
+// repository root.
+const torchScript = "scripts/reference/bench_torch.py"
+
+// torchResult is what bench_torch.py prints.
+type torchResult struct {
+	ImagesPerS   float64 `json:"images_per_s"`
+	PeakRSSBytes uint64  `json:"peak_rss_bytes,omitempty"` // train: peak RSS (VmHWM) growth over model build and steps
+	Memory       string  `json:"memory,omitempty"`         // how PeakRSSBytes was measured
+	Torch        string  `json:"torch"`
+	Threads      int     `json:"threads"`
+}
+
+// torchBaseline runs bench_torch.py mode with args and returns its result,
+// or an error saying why there is no baseline (no torch, no script).
+func torchBaseline(mode string, args ...string) (*torchResult, error) {
+	script, err := findScript(torchScript)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(python, append([]string{script, mode}, args...)...)
+	cmd.Env = baselineEnv()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		if strings.Contains(stderr.String(), "No module named 'torch'") {
+			return nil, errors.New(python + " has no torch (Debian: apt-get install python3-torch)")
+		}
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no %s", python)
+		}
+		return nil, fmt.Errorf("%s %s: %v: %s", python, torchScript, err, strings.TrimSpace(stderr.String()))
+	}
+	var r torchResult
+	if err := json.Unmarshal(out, &r); err != nil || r.ImagesPerS <= 0 {
+		return nil, fmt.Errorf("%s output %q: %v", torchScript, out, err)
+	}
+	return &r, nil
+}
+
+// findScript looks for rel in the working directory and its parents, so the
+// command works from the repository root (go run) and from cmd/bench (go test).
+func findScript(rel string) (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, rel)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("%s not found above the working directory", rel)
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
+	"github.com/webdino/webdino/train"
+)
+
+// trainResult is the one line train reports.
+type trainResult struct {
+	Name           string   `json:"name"` // train/<config>/b<batch>/k<prototypes>
+	Value          float64  `json:"value"`
+	Unit           string   `json:"unit"` // images/s (source images, each giving 2 + locals crops)
+	BaselineRatio  *float64 `json:"baseline_ratio,omitempty"`
+	SecondsPerStep float64  `json:"seconds_per_step"`
+	Steps          int      `json:"steps"`
+	// DevicePeakBytes is the most bytes of tensor buffers allocated on the
+	// device at once, from opening it to the end of the last step: models,
+	// optimiser state, every activation of a step, the images.
+	DevicePeakBytes uint64       `json:"device_peak_bytes"`
+	Ran             trainShape   `json:"ran"`
+	Torch           *torchResult `json:"torch,omitempty"`
+	BaselineMissing string       `json:"baseline_missing,omitempty"`
+	Device          string       `json:"device"`
+}
+
+// trainShape is what a step ran.
+type trainShape struct {
+	Config     string `json:"config"`
+	Model      string `json:"model"`
+	Batch      int    `json:"batch"`
+	GlobalSize int    `json:"global_size"`
+	LocalSize  int    `json:"local_size"`
+	Locals     int    `json:"locals"`
+	Prototypes int    `json:"prototypes"`
+	HeadHidden int    `json:"head_hidden"`
+	Bottleneck int    `json:"bottleneck"`
+	ImageSize  int    `json:"image_size"` // side of the synthetic source images
+	ImageChans int    `json:"image_channels"`
+}
+
+func trainBench(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	jsonOut := fs.Bool("json", false, `print one JSON object: {"name","value" (images/s),"unit","baseline_ratio","device_peak_bytes",...}`)
+	config := fs.String("config", "demo", "demo (train.Demo: Fashion-MNIST sized) or vits14 (train.Recipe: ViT-S/14, 224/98 crops, 2+8)")
+	batch := fs.Int("batch", 0, "images per step (0: the config's, demo 128, vits14 32)")
+	steps := fs.Int("steps", 3, "timed steps after one warm-up step")
+	protos := fs.Int("prototypes", 0, "override the head's prototypes K (0: the config's, demo 1024, vits14 65536)")
+	locals := fs.Int("locals", -1, "override the local crops per image (-1: the config's)")
+	useTorch := fs.Bool("torch", true, "also time the PyTorch CPU baseline ("+torchScript+")")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: bench train [flags]
+
+Times full DINOv2 training steps (train.Trainer.Step: augmentation on the
+GPU, teacher and student passes, DINO + iBOT + KoLeo losses, backward,
+clipping, AdamW, teacher EMA) on the current WebGPU device, with random
+synthetic images uploaded once so that data loading is not measured; the
+prototype layer is not frozen, so every step updates everything. One
+warm-up step, then -steps timed steps; images/s is source images per
+second. device_peak_bytes is the most tensor-buffer memory allocated at
+once. A PyTorch CPU step with the same shapes (bench_torch.py train) gives
+baseline_ratio = webdino images/s / torch images/s and torch's memory
+(peak resident set during the run minus before it,
+VmHWM reset through /proc/self/clear_refs).
+
+At ViT-S/14 recipe size a step of 32 images does about 5 TFLOP, and the iBOT
+tensors are [2*batch*256, K] floats: on a CPU (lavapipe) use e.g. -batch 2,
+and -prototypes where a tensor would exceed the device's buffer limit.
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 || *batch < 0 || *steps < 1 || *protos < 0 || *locals < -1 {
+		fs.Usage()
+		return errUsage
+	}
+	var cfg train.Config
+	imgSize, imgChans := 0, 0
+	switch *config {
+	case "demo":
+		cfg, imgSize, imgChans = train.Demo(), 28, 1 // Fashion-MNIST pictures
+	case "vits14":
+		m, err := nn.Preset("vits14")
+		if err != nil {
+			return err
+		}
+		cfg, imgSize, imgChans = train.Recipe(m, 32, 100), 256, 3
+	default:
+		return fmt.Errorf("-config %q: want demo or vits14", *config)
+	}
+	if *batch > 0 {
+		cfg.Batch = *batch
+	}
+	if *protos > 0 {
+		cfg.Prototypes = *protos
+	}
+	if *locals >= 0 {
+		cfg.Augment.Locals = *locals
+	}
+	cfg.FreezeLastLayerIters = 0
+	shape := trainShape{
+		Config: *config, Model: fmt.Sprintf("dim %d, depth %d, heads %d, patch %d", cfg.Model.EmbedDim, cfg.Model.Depth, cfg.Model.Heads, cfg.Model.PatchSize),
+		Batch: cfg.Batch, GlobalSize: cfg.Augment.GlobalSize, LocalSize: cfg.Augment.LocalSize, Locals: cfg.Augment.Locals,
+		Prototypes: cfg.Prototypes, HeadHidden: cfg.HeadHidden, Bottleneck: cfg.Bottleneck, ImageSize: imgSize, ImageChans: imgChans,
+	}
+
+	d, err := gpu.Open()
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	fmt.Fprintln(stderr, "device:", d.Info())
+	secs, err := timeSteps(d, cfg, imgSize, imgChans, *steps)
+	if err != nil {
+		return err
+	}
+	_, peak := d.Allocated()
+	r := trainResult{
+		Name:  fmt.Sprintf("train/%s/b%d/k%d", *config, cfg.Batch, cfg.Prototypes),
+		Value: float64(cfg.Batch) / secs, Unit: "images/s", SecondsPerStep: secs, Steps: *steps,
+		DevicePeakBytes: peak, Ran: shape, Device: d.Info().String(),
+	}
+	if *useTorch {
+		a := cfg.Augment
+		r.Torch, err = torchBaseline("train", torchModelArgs(cfg.Model,
+			"--batch", fmt.Sprint(cfg.Batch), "--global-size", fmt.Sprint(a.GlobalSize),
+			"--local-size", fmt.Sprint(a.LocalSize), "--locals", fmt.Sprint(a.Locals),
+			"--prototypes", fmt.Sprint(cfg.Prototypes), "--head-hidden", fmt.Sprint(cfg.HeadHidden),
+			"--bottleneck", fmt.Sprint(cfg.Bottleneck), "--steps", fmt.Sprint(*steps))...)
+		if err != nil {
+			r.BaselineMissing = err.Error()
+			fmt.Fprintln(stderr, "no torch baseline:", err)
+		} else {
+			ratio := r.Value / r.Torch.ImagesPerS
+			r.BaselineRatio = &ratio
+		}
+	} else {
+		r.BaselineMissing = "not run (-torch=false)"
+	}
+	if *jsonOut {
+		return json.NewEncoder(stdout).Encode(r)
+	}
+	fmt.Fprintf(stdout, "%s: %.3f images/s (%.2f s per step of %d images, %d+%d crops each), device memory peak %.1f MiB\n",
+		r.Name, r.Value, secs, cfg.Batch, 2, cfg.Augment.Locals, float64(peak)/(1<<20))
+	if r.Torch != nil {
+		fmt.Fprintf(stdout, "torch %s CPU (%d threads): %.3f images/s, peak RSS growth %.1f MiB; webdino / torch = %.2fx\n",
+			r.Torch.Torch, r.Torch.Threads, r.Torch.ImagesPerS, float64(r.Torch.PeakRSSBytes)/(1<<20), *r.BaselineRatio)
+	} else {
+		fmt.Fprintln(stdout, "torch baseline missing:", r.BaselineMissing)
+	}
+	return nil
+}
+
+// timeSteps builds a trainer for cfg and returns the mean wall time of one
+// step over steps steps after a warm-up step, on one batch of random
+// size x size images with chans channels uploaded once.
+func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int) (float64, error) {
+	tr, err := train.NewTrainer(d, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer tr.Release()
+	rng := rand.New(rand.NewPCG(3, 4))
+	imgs := make([]nn.Image, cfg.Batch)
+	for i := range imgs {
+		pix := make([]byte, size*size*chans)
+		for j := range pix {
+			pix[j] = byte(rng.IntN(256))
+		}
+		imgs[i] = nn.Image{H: size, W: size, C: chans, Pix: pix}
+	}
+	batch, err := nn.UploadImages(d, imgs)
+	if err != nil {
+		return 0, err
+	}
+	defer batch.Release()
+	if _, err := tr.Step(batch); err != nil {
+		return 0, fmt.Errorf("warm-up step: %w", err)
+	}
+	d.Sync()
+	start := time.Now()
+	for i := 0; i < steps; i++ {
+		if _, err := tr.Step(batch); err != nil {
+			return 0, err
+		}
+	}
+	d.Sync()
+	return time.Since(start).Seconds() / float64(steps), nil
+}
