@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/webdino/webdino/nn"
 )
@@ -50,6 +51,17 @@ func (c Config) Schedules() Schedules {
 		s.FreezeLastLayer = c.FreezeLastLayerIters
 	}
 	return s
+}
+
+// MaxMaskedPatches bounds the masked patches of one step, which sizes the
+// iBOT buffers: BlockMasker never exceeds its target, so at most
+// MaskProb of the 2*Batch global crops get masks of at most MaskRatio[1]
+// of their patches; one extra crop's worth covers masks given to StepCrops.
+func (c Config) MaxMaskedPatches() int {
+	g := c.Augment.GlobalSize / c.Model.PatchSize
+	N := g * g
+	crops := int(math.Ceil(float64(2*c.Batch) * c.MaskProb))
+	return max(1, crops*int(math.Ceil(float64(N)*c.MaskRatio[1]))+N)
 }
 
 // Iterations is the run's length.

@@ -55,6 +55,7 @@ type Trainer struct {
 	dDINO, ibotW       *gpu.Tensor
 	koleo              [2]koleoActs
 	koleoW             *gpu.Tensor
+	maxMasked          int           // capacity of the iBOT buffers (rows)
 	norms              []*gpu.Tensor // per module, one element each (bound views must be aligned)
 	partials           *gpu.Tensor
 	bufs               []*gpu.Tensor
@@ -129,7 +130,8 @@ func (t *Trainer) alloc() error {
 	if t.tG, err = t.Teacher.Backbone.NewActs(2*B, a.GlobalSize, a.GlobalSize, false, 0); err != nil {
 		return err
 	}
-	maxMasked := 2 * B * g * g
+	maxMasked := c.MaxMaskedPatches()
+	t.maxMasked = maxMasked
 	if t.sHead, err = t.Student.Head.NewActs((2 + L) * B); err != nil {
 		return err
 	}
@@ -282,6 +284,17 @@ func (t *Trainer) setMasks(ms [][]bool) (int, error) {
 	R := c.Model.Registers
 	if len(ms) != B2 {
 		return 0, fmt.Errorf("%d masks for %d global crops", len(ms), B2)
+	}
+	masked := 0
+	for _, m := range ms {
+		for _, v := range m {
+			if v {
+				masked++
+			}
+		}
+	}
+	if masked > t.maxMasked {
+		return 0, fmt.Errorf("%d masked patches, more than the %d that MaskProb and MaskRatio allow", masked, t.maxMasked)
 	}
 	flat := make([]bool, 0, B2*N)
 	var ix []uint32
