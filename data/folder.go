@@ -98,10 +98,11 @@ func ScanImageFolder(root string) (*Files, error) {
 }
 
 // ReadList reads a list file: one image path per line, optionally followed
-// by a tab and an integer label. Relative paths are relative to the list
-// file's directory; blank lines and lines starting with # are skipped. The
-// file's order is kept. Labels is nil when no line has a label, else lines
-// without one get -1.
+// by a tab and an integer label, or one JSON object per line with "path"
+// (and optionally "label"), as cmd/curate's manifest.jsonl. Relative paths
+// are relative to the list file's directory; blank lines and lines starting
+// with # are skipped. The file's order is kept. Labels is nil when no line
+// has a label, else lines without one get -1.
 func ReadList(path string) (*Files, error) {
 	file, err := os.Open(path)
 	if err != nil {
@@ -118,6 +119,19 @@ func ReadList(path string) (*Files, error) {
 		}
 		name, labelText, hasLabel := strings.Cut(text, "\t")
 		label := -1
+		if strings.HasPrefix(strings.TrimSpace(text), "{") {
+			var row struct {
+				Path  string `json:"path"`
+				Label *int   `json:"label"`
+			}
+			if err := json.Unmarshal([]byte(text), &row); err != nil || row.Path == "" {
+				return nil, fmt.Errorf("%s:%d: want a JSON object with a \"path\" (%v)", path, line, err)
+			}
+			name, hasLabel = row.Path, false
+			if row.Label != nil && *row.Label >= 0 {
+				label, labelled = *row.Label, true
+			}
+		}
 		if hasLabel {
 			label, err = strconv.Atoi(strings.TrimSpace(labelText))
 			if err != nil || label < 0 {

@@ -99,6 +99,19 @@ func TestReadList(t *testing.T) {
 	writeFile(t, list, []byte("a.png\t1\nb.png\tcat\n"))
 	_, err = ReadList(list)
 	assert.EqualError(t, err, list+`:2: label "cat" is not a non-negative integer`)
+
+	// cmd/curate's manifest.jsonl.
+	manifest := filepath.Join(dir, "manifest.jsonl")
+	writeFile(t, manifest, []byte(`{"path":"pool/x.jpg","source":"web","reason":"retrieved","similarity":0.7,"cluster":3}
+{"path":"/abs/y.png","reason":"curated","label":2}
+`))
+	f, err = ReadList(manifest)
+	require.NoError(t, err)
+	assert.Equal(t, []string{filepath.Join(dir, "pool/x.jpg"), "/abs/y.png"}, f.Paths)
+	assert.Equal(t, []int{-1, 2}, f.Labels)
+	writeFile(t, manifest, []byte(`{"file":"x.jpg"}`+"\n"))
+	_, err = ReadList(manifest)
+	assert.ErrorContains(t, err, manifest+`:1: want a JSON object with a "path"`)
 }
 
 // memData is an in-memory Dataset: image i is a 1x1 of value i, unless

@@ -53,7 +53,9 @@ installs it), evaluates the teacher by k-NN on the test split, and writes
 everything into --out.
 
 Data: --data DIR takes a folder of images (JPEG, PNG, WebP, ... scanned
-recursively) or, with --image-folder, an ImageFolder tree ROOT/CLASS/IMAGE.
+recursively) or, with --image-folder, an ImageFolder tree ROOT/CLASS/IMAGE;
+--data FILE takes a list of image paths, one per line, or the manifest.jsonl
+that cmd/curate writes.
 Unreadable images are skipped, counted and listed in OUT/rejects.jsonl.
 k-NN evaluation needs labels: --knn-train and --knn-test name ImageFolder
 trees (default for Fashion-MNIST: its train and test splits).
@@ -106,7 +108,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.preset, "config", "demo", "model and recipe: demo, or vits14, vitb14, vitl14, vitg14 (append _reg for 4 registers) with the reference defaults")
-	fs.StringVar(&o.data, "data", "", "training images: a folder (default: Fashion-MNIST train)")
+	fs.StringVar(&o.data, "data", "", "training images: a folder, a list file (one path per line) or cmd/curate's manifest.jsonl (default: Fashion-MNIST train)")
 	fs.BoolVar(&o.imageFolder, "image-folder", false, "--data is an ImageFolder tree (labels from class folders)")
 	fs.StringVar(&o.out, "out", "runs/demo", "output folder")
 	fs.StringVar(&o.resume, "resume", "", "continue the run saved in this checkpoint")
@@ -283,7 +285,13 @@ func (o *options) dataset() (data.Dataset, error) {
 	}
 	var f *data.Files
 	var err error
-	if o.imageFolder {
+	st, err := os.Stat(o.data)
+	if err != nil {
+		return nil, fmt.Errorf("--data: %w", err)
+	}
+	if !st.IsDir() {
+		f, err = data.ReadList(o.data)
+	} else if o.imageFolder {
 		f, err = data.ScanImageFolder(o.data)
 	} else {
 		f, err = data.ScanFolder(o.data)
