@@ -4,14 +4,17 @@ import "github.com/webdino/webdino/gpu"
 
 // AttnTensors are the per-head intermediates of one attention call, all
 // [B, H, T, Dh] except Scores and Probs [B, H, T, T]. The forward fills them
-// from qkv; the backward reads Q, K, V and Probs, and writes the gradients of
-// the same quantities into a second AttnTensors (its Scores holds dL/dProbs,
-// its Probs dL/dScores).
+// from qkv; the backward reads Q, K and V, and writes the gradients of the
+// same quantities into a second AttnTensors (its Scores holds dL/dProbs, its
+// Probs dL/dScores).
 //
 // Attention is composed of batched matmuls and a row softmax rather than
-// fused: the T x T probabilities are kept (B*H*T*T floats per block), which
-// the backward reuses and attention maps read directly, and every step runs
-// on the library's most tuned kernels.
+// fused, so every step runs on the library's most tuned kernels. Memory: a
+// layer keeps Q, K and V (3*B*T*D floats) for its backward; O, Scores and
+// Probs (B*H*T*T floats each for the last two) are scratch that every layer
+// of a network may share, since the backward recomputes the probabilities
+// from Q and K. The T x T matrices therefore exist for one layer at a time;
+// after a forward, Probs holds the last layer's (attention maps read it).
 type AttnTensors struct {
 	Q, K, V, O    *gpu.Tensor
 	Scores, Probs *gpu.Tensor
@@ -25,6 +28,17 @@ func NewAttnTensors(alloc func(shape ...int) *gpu.Tensor, B, T, H, Dh int) AttnT
 		Q: alloc(B, H, T, Dh), K: alloc(B, H, T, Dh), V: alloc(B, H, T, Dh), O: alloc(B, H, T, Dh),
 		Scores: alloc(B, H, T, T), Probs: alloc(B, H, T, T),
 	}
+}
+
+// WithScratch returns a copy of a for another layer: new Q, K and V from
+// alloc, the scratch O, Scores and Probs shared with a.
+func (a AttnTensors) WithScratch(alloc func(shape ...int) *gpu.Tensor) AttnTensors {
+	b := a
+	if a.Q == nil {
+		return b
+	}
+	b.Q, b.K, b.V = alloc(a.Q.Shape...), alloc(a.K.Shape...), alloc(a.V.Shape...)
+	return b
 }
 
 // attnShape is the checked geometry of one attention call.
@@ -126,7 +140,9 @@ func Attention(rec *gpu.Recorder, out, qkv *gpu.Tensor, heads int, scale float32
 //
 // With P = softmax(S), S = (scale q) k^T, O = P V:
 // dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)),
-// d(scale q) = dS K, dK = dS^T (scale q).
+// d(scale q) = dS K, dK = dS^T (scale q). a.Scores and a.Probs are first
+// recomputed from a.Q and a.K (they may have been overwritten by later
+// layers since the forward).
 func AttentionBackward(rec *gpu.Recorder, dqkv, dout, qkv *gpu.Tensor, heads int, scale float32, a, g AttnTensors) error {
 	const op = "attention_backward"
 	s, err := attnCheck(rec, op, qkv, dout, "dout", heads, a, "")
@@ -143,6 +159,8 @@ func AttentionBackward(rec *gpu.Recorder, dqkv, dout, qkv *gpu.Tensor, heads int
 		return shapeErr(rec, op, "qkv %s -> dqkv %s: shapes differ", qkv, dqkv)
 	}
 	steps := []func() error{
+		func() error { return MatMul(rec, a.Scores, a.Q, a.K, MatMulOpts{TransB: true}) },
+		func() error { return Softmax(rec, a.Probs, a.Scores, 1) },
 		func() error { return s.permute(rec, false, g.O, dout, 0, 1) },
 		func() error { return MatMul(rec, g.V, a.Probs, g.O, MatMulOpts{TransA: true}) },
 		func() error { return MatMul(rec, g.Scores, g.O, a.V, MatMulOpts{TransB: true}) },

@@ -22,7 +22,9 @@ type blockActs struct {
 	Drop [2]*gpu.Tensor
 }
 
-func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Tensor) blockActs {
+// newBlockActs allocates one block's activations; prev, when set, is an
+// earlier block whose attention scratch (O, Scores, Probs) this one shares.
+func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Tensor, prev *blockActs) blockActs {
 	D := c.EmbedDim
 	pre := c.MLPHidden
 	if c.FFN == FFNSwiGLU {
@@ -31,9 +33,15 @@ func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Ten
 	if x1 == nil {
 		x1 = t(B, T, D)
 	}
+	attn := func() AttnTensors {
+		if prev != nil {
+			return prev.Attn.WithScratch(t)
+		}
+		return NewAttnTensors(t, B, T, c.Heads, c.HeadDim())
+	}
 	return blockActs{
 		Ln1: t(B, T, D), Mean1: t(B * T), Rstd1: t(B * T), QKV: t(B, T, 3*D), Att: t(B, T, D), H1: t(B, T, D),
-		Attn: NewAttnTensors(t, B, T, c.Heads, c.HeadDim()),
+		Attn: attn(),
 		X1:   x1, Ln2: t(B, T, D), Mean2: t(B * T), Rstd2: t(B * T),
 		Pre: t(B, T, pre), Hid: t(B, T, c.MLPHidden), H2: t(B, T, D),
 	}

@@ -72,7 +72,11 @@ func (m *ViT) NewActs(B, h, w int, train bool, intermediate int) (*ViTActs, erro
 			a.X = append(a.X, t(B, T, D))
 		}
 		for l := 0; l < c.Depth; l++ {
-			a.blocks = append(a.blocks, newBlockActs(t, c, B, T, nil))
+			var prev *blockActs
+			if l > 0 {
+				prev = &a.blocks[0]
+			}
+			a.blocks = append(a.blocks, newBlockActs(t, c, B, T, nil, prev))
 			a.drop = append(a.drop, [2]*gpu.Tensor{t(B * T), t(B * T)})
 		}
 		a.DNormed, a.dx, a.dsum, a.dpe = t(B, T, D), t(B, T, D), t(T, D), t(B, N, D)
@@ -81,7 +85,7 @@ func (m *ViT) NewActs(B, h, w int, train bool, intermediate int) (*ViTActs, erro
 	} else {
 		x := t(B, T, D)
 		a.X = []*gpu.Tensor{x}
-		a.blocks = []blockActs{newBlockActs(t, c, B, T, x)}
+		a.blocks = []blockActs{newBlockActs(t, c, B, T, x, nil)}
 	}
 	for i := 0; i < intermediate; i++ {
 		a.Inter = append(a.Inter, t(B, T, D))
