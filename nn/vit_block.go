@@ -23,7 +23,9 @@ type blockActs struct {
 }
 
 // newBlockActs allocates one block's activations; prev, when set, is an
-// earlier block whose attention scratch (O, Scores, Probs) this one shares.
+// earlier block whose scratch this one shares: the attention's O, Scores and
+// Probs, the fused qkv output (the backward reads the split Q, K, V) and
+// the MLP activation Hid (the backward recomputes it from Pre).
 func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Tensor, prev *blockActs) blockActs {
 	D := c.EmbedDim
 	pre := c.MLPHidden
@@ -33,18 +35,17 @@ func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Ten
 	if x1 == nil {
 		x1 = t(B, T, D)
 	}
-	attn := func() AttnTensors {
-		if prev != nil {
-			return prev.Attn.WithScratch(t)
-		}
-		return NewAttnTensors(t, B, T, c.Heads, c.HeadDim())
+	a := blockActs{
+		Ln1: t(B, T, D), Mean1: t(B * T), Rstd1: t(B * T), Att: t(B, T, D), H1: t(B, T, D),
+		X1: x1, Ln2: t(B, T, D), Mean2: t(B * T), Rstd2: t(B * T),
+		Pre: t(B, T, pre), H2: t(B, T, D),
 	}
-	return blockActs{
-		Ln1: t(B, T, D), Mean1: t(B * T), Rstd1: t(B * T), QKV: t(B, T, 3*D), Att: t(B, T, D), H1: t(B, T, D),
-		Attn: attn(),
-		X1:   x1, Ln2: t(B, T, D), Mean2: t(B * T), Rstd2: t(B * T),
-		Pre: t(B, T, pre), Hid: t(B, T, c.MLPHidden), H2: t(B, T, D),
+	if prev != nil {
+		a.Attn, a.QKV, a.Hid = prev.Attn.WithScratch(t), prev.QKV, prev.Hid
+	} else {
+		a.Attn, a.QKV, a.Hid = NewAttnTensors(t, B, T, c.Heads, c.HeadDim()), t(B, T, 3*D), t(B, T, c.MLPHidden)
 	}
+	return a
 }
 
 // blockGrads is the backward's scratch, shared by all blocks.
@@ -164,6 +165,12 @@ func (m *ViT) blockBackward(rec *gpu.Recorder, p, gp blockParams, in *gpu.Tensor
 		return g.H
 	}
 	dh2 := branch(p.LS2, gp.LS2, a.H2, a.Drop[1])
+	// Hid is shared by the blocks: recompute this block's from Pre.
+	if c.FFN == FFNSwiGLU {
+		SwiGLU(rec, a.Hid, a.Pre)
+	} else {
+		Activate(rec, a.Hid, a.Pre, GELU)
+	}
 	linearBackward(rec, g.Hid, gp.W2, gp.B2, dh2, a.Hid, p.W2)
 	if c.FFN == FFNSwiGLU {
 		SwiGLUBackward(rec, g.Pre, g.Hid, a.Pre)
