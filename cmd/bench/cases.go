@@ -108,7 +108,60 @@ func kernelCases(s sizes) []benchCase {
 			matmulCase("linear_dw", out, T, in, true, false))
 	}
 	cs = append(cs, matmulCase("matmul", s.square, s.square, s.square, false, false))
+	B, D := T/257, s.linears[0][0]
+	cs = append(cs, attentionCase(B, 257, D/64, false), attentionCase(B, 257, D/64, true),
+		rowCase("layernorm", T, D), rowCase("softmax", B*(D/64)*257, 257))
 	return cs
+}
+
+// attentionCase is multi-head attention over B images of T tokens, H heads
+// of 64, forward (4 B H T^2 Dh FLOPs in the two matmuls) or forward and
+// backward (the backward adds the recomputed scores and four matmuls: 12 B
+// H T^2 Dh in all).
+func attentionCase(B, T, H int, backward bool) benchCase {
+	const Dh = 64
+	name, flops := fmt.Sprintf("attention_fwd/B%d_T%d_H%d_Dh%d", B, T, H, Dh), 4.0
+	if backward {
+		name, flops = fmt.Sprintf("attention_fwd_bwd/B%d_T%d_H%d_Dh%d", B, T, H, Dh), 16.0
+	}
+	return benchCase{
+		name:  name,
+		flops: flops * float64(B*H*T*T*Dh),
+		setup: func(e *env) func(*gpu.Recorder) error {
+			D := H * Dh
+			qkv, out := e.randn(B, T, 3*D), e.zeros(B, T, D)
+			alloc := func(shape ...int) *gpu.Tensor { return e.zeros(shape...) }
+			a := nn.NewAttnTensors(alloc, B, T, H, Dh)
+			var g nn.AttnTensors
+			var dqkv *gpu.Tensor
+			if backward {
+				g, dqkv = nn.NewAttnTensors(alloc, B, T, H, Dh), e.zeros(B, T, 3*D)
+			}
+			return func(rec *gpu.Recorder) error {
+				if err := nn.Attention(rec, out, qkv, H, 0.125, a); err != nil || !backward {
+					return err
+				}
+				return nn.AttentionBackward(rec, dqkv, out, qkv, H, 0.125, a, g)
+			}
+		},
+	}
+}
+
+// rowCase is a row op over R rows of D: LayerNorm (reads x, writes y) or
+// softmax; memory-bound, so reported in GB/s against the copy bandwidth.
+func rowCase(op string, R, D int) benchCase {
+	return benchCase{
+		name:  fmt.Sprintf("%s/%dx%d", op, R, D),
+		bytes: 2 * 4 * float64(R*D),
+		setup: func(e *env) func(*gpu.Recorder) error {
+			x, y := e.randn(R, D), e.zeros(R, D)
+			if op == "softmax" {
+				return func(rec *gpu.Recorder) error { return nn.Softmax(rec, y, x, 1) }
+			}
+			gamma, beta, mean, rstd := e.randn(D), e.randn(D), e.zeros(R), e.zeros(R)
+			return func(rec *gpu.Recorder) error { return nn.LayerNorm(rec, y, mean, rstd, x, gamma, beta, 1e-6) }
+		},
+	}
 }
 
 // matmulCase is C[M,N] = op(A) op(B) with A stored [M,K] ([K,M] if ta) and B
