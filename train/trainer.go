@@ -160,7 +160,7 @@ func (t *Trainer) alloc() error {
 	}
 	t.clsG, t.clsL, t.maskIx = ten(2*B), ten(max(L*B, 1)), ten(maxMasked)
 	t.tProbs, t.tPatch, t.targets = ten(2*B, K), ten(maxMasked, K), ten((2+L)*B, K)
-	t.skScratch = ten(nn.SinkhornScratchLen(maxMasked, K))
+	t.skScratch = ten(nn.SinkhornScratchLen(max(maxMasked, 2*B), K))
 	t.Center, t.IBOTCenter = ten(K), ten(K)
 	R := (2 + L) * B
 	t.dino = xent{ten(R), ten(R), ten(R)}
