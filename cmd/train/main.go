@@ -140,6 +140,12 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q (train takes only flags; see --help)", fs.Args())
 	}
+	if o.saveEvery < 1 {
+		return nil, fmt.Errorf("--save-every %d: want at least 1", o.saveEvery)
+	}
+	if o.resume != "" && o.init != "" {
+		return nil, fmt.Errorf("--resume continues a run, --init starts a new one: give one of them")
+	}
 	return o, nil
 }
 

@@ -114,6 +114,10 @@ func TestTrainFlagErrors(t *testing.T) {
 	require.Contains(t, stderr.String(), `unexpected arguments ["extra"]`)
 
 	stderr.Reset()
+	require.Equal(t, 2, run(context.Background(), []string{"--save-every", "0"}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "--save-every 0: want at least 1")
+
+	stderr.Reset()
 	require.Equal(t, 1, run(context.Background(), []string{"--config", "vitx14"}, &stdout, &stderr))
 	require.Contains(t, stderr.String(), "vitx14")
 
