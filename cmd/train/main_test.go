@@ -14,8 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/ckpt"
 )
 
 // imageFolder writes an ImageFolder tree of small random pictures: two
@@ -133,4 +136,31 @@ func TestTrainFlagErrors(t *testing.T) {
 	stderr.Reset()
 	require.Equal(t, 1, run(context.Background(), []string{"--resume", filepath.Join(empty, "nope.msgpack"), "--out", t.TempDir()}, &stdout, &stderr))
 	require.Contains(t, stderr.String(), "nope.msgpack")
+}
+
+// Ctrl-C (the context ending) saves the last completed step and exits with
+// status 130; the run then resumes from there.
+func TestTrainInterruptSaves(t *testing.T) {
+	data := imageFolder(t, 7)
+	out := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int)
+	var stdout, stderr bytes.Buffer
+	args := append(tinyArgs(data, out), "--save-every", "1000", "--epochs", "50")
+	go func() { done <- run(ctx, args, &stdout, &stderr) }()
+	metrics := filepath.Join(out, "metrics.jsonl")
+	for {
+		if b, err := os.ReadFile(metrics); err == nil && bytes.Count(b, []byte("\n")) >= 2 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	require.Equal(t, 130, <-done, stderr.String())
+	require.Contains(t, stderr.String(), "interrupted; checkpoint saved")
+	steps, _ := readMetrics(t, metrics)
+	c, err := ckpt.ReadFile(filepath.Join(out, "checkpoint.msgpack"))
+	require.NoError(t, err)
+	require.Equal(t, int64(len(steps)), c.Training.Step, "the checkpoint holds every logged step")
 }
