@@ -1,0 +1,212 @@
+// Command view is the native counterpart of the in-browser viewer
+// (docs/browser.md): it runs a DINOv2 backbone on a photo with WebGPU and
+// shows, in a window, the model input, the PCA picture of the patch
+// features (the paper's Figure 1), the CLS attention of the last block
+// (mean or per head) and the cosine similarity of every patch to a clicked
+// one. With --screenshot it writes the same picture to a PNG and exits
+// without opening a window, so that it runs headless.
+//
+// The computing is wasm/viewer's, the same code the page runs, and the
+// pictures are viz's. The window is ebiten's: it gives a drawing loop,
+// mouse and keyboard input, window resizing and HiDPI scaling with no code
+// here. Since every picture is drawn on the CPU (the GPU work ends with the
+// read-back of the features), a WebGPU surface through glfw would buy
+// nothing but more code for three images; ebiten's OpenGL only shows them.
+// All drawing goes through view.frame, which --screenshot writes out, so
+// the window's code is input handling only and the tests cover the rest.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"image/png"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/webdino/webdino/assets"
+	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/wasm/viewer"
+)
+
+// The bundled defaults (assets/manifest.json): the demo model trained by
+// webdino on Fashion-MNIST and a Fashion-MNIST test picture.
+const (
+	defaultModel = "models/fashion-demo.msgpack"
+	defaultImage = "photos/fashion-boot.png"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+
+const usage = `usage: view [--model FILE] [--image FILE] [--short N] [--screenshot FILE.png]
+
+Runs a DINOv2 backbone on a photo with WebGPU and shows, in a window:
+  - the model input (the photo resized whole so that its short side is
+    --short and its long side the nearest patch multiple, as
+    embed --any-size does), the similarity patch outlined;
+  - the PCA picture of the patch features (the paper's Figure 1: the first
+    component thresholded into foreground, the first three components of
+    the foreground as RGB, background black);
+  - the CLS attention of the last block over the patches, the mean over
+    heads or one head;
+  - the cosine similarity of every patch to one patch;
+  - the model, the photo, the device and the time of each step (ms).
+
+In the window: click (or drag) on any panel to choose the similarity
+patch; left/right step through the heads and the mean, 1-9 pick a head,
+m the mean; up/down change the short side by one patch (the model runs
+again); q or Esc quits.
+
+--model takes a webdino checkpoint (.msgpack) or official DINOv2 weights
+(.pth, .safetensors). Without --model and --image, the bundled Fashion-MNIST
+demo model and picture are used.
+
+With --screenshot, the window's content is written to a PNG instead
+(--patch and --head choose what it shows) and no window is opened.
+
+Flags:
+`
+
+type config struct {
+	model, image, screenshot, patch string
+	short, head                     int
+}
+
+// run is main without the exit: it returns the exit status (0 done, 1 a
+// failure, 2 a usage error).
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("view", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c config
+	fs.StringVar(&c.model, "model", "", "checkpoint `FILE` (.msgpack, .pth or .safetensors; default: the bundled "+defaultModel+")")
+	fs.StringVar(&c.image, "image", "", "photo `FILE` (JPEG, PNG, GIF, WebP, BMP, TIFF; default: the bundled "+defaultImage+")")
+	fs.IntVar(&c.short, "short", 0, "short side of the model input in pixels, a multiple of the patch size (0: the model's position grid times the patch, its training size)")
+	fs.StringVar(&c.patch, "patch", "", "similarity patch `X,Y` (column, row of the patch grid from 0; default: the centre)")
+	fs.IntVar(&c.head, "head", 0, "attention head shown, 1 to the number of heads (0: the mean over heads)")
+	fs.StringVar(&c.screenshot, "screenshot", "", "write the window's content to `FILE` (PNG) and exit without opening a window")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "view: unexpected arguments %q (see --help)\n", fs.Args())
+		return 2
+	}
+	var px, py int
+	if c.patch != "" {
+		if _, err := fmt.Sscanf(c.patch, "%d,%d", &px, &py); err != nil {
+			fmt.Fprintf(stderr, "view: --patch %q: want X,Y, two whole numbers (see --help)\n", c.patch)
+			return 2
+		}
+	}
+	if c.short < 0 || c.head < 0 {
+		fmt.Fprintln(stderr, "view: --short and --head must not be negative (see --help)")
+		return 2
+	}
+	v, err := load(c)
+	if err != nil {
+		fmt.Fprintln(stderr, "view:", err)
+		return 1
+	}
+	defer v.dev.Close()
+	defer v.model.Release()
+	if c.patch != "" {
+		err = v.setPatch(px, py)
+	}
+	if err == nil && c.head > v.res.Heads {
+		err = fmt.Errorf("--head %d: the model has %d heads", c.head, v.res.Heads)
+	}
+	if err == nil {
+		v.setHead(c.head - 1) // --head 0 wraps to the mean
+		if c.screenshot != "" {
+			err = screenshot(v, c.screenshot)
+		} else {
+			err = window(v)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "view:", err)
+		return 1
+	}
+	return 0
+}
+
+// load reads the model and the photo (the bundled ones by default), opens
+// the GPU and runs the model once.
+func load(c config) (*view, error) {
+	mb, mname, err := readInput(c.model, defaultModel)
+	if err != nil {
+		return nil, err
+	}
+	ib, iname, err := readInput(c.image, defaultImage)
+	if err != nil {
+		return nil, err
+	}
+	img, err := viewer.DecodeImage(iname, ib)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := gpu.Open()
+	if err != nil {
+		return nil, err
+	}
+	m, err := viewer.LoadModel(dev, mname, mb)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	v := &view{dev: dev, model: m, modelName: mname, img: img, imgName: iname}
+	short, patch := c.short, m.ViT.Cfg.PatchSize
+	if short == 0 {
+		short = m.ViT.Cfg.PosGrid * patch
+	}
+	if short%patch != 0 {
+		err = fmt.Errorf("--short %d is not a multiple of %s's patch size %d (try %d)", short, mname, patch, max(patch, short/patch*patch))
+	} else {
+		err = v.run(short)
+	}
+	if err != nil {
+		m.Release()
+		dev.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// readInput returns the bytes and display name of path, or of the bundled
+// file def when path is empty.
+func readInput(path, def string) ([]byte, string, error) {
+	if path == "" {
+		b, err := assets.FS.ReadFile(def)
+		return b, filepath.Base(def), err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = fmt.Errorf("%s: %w", path, pe.Err)
+		}
+		return nil, "", err
+	}
+	return b, filepath.Base(path), nil
+}
+
+// screenshot writes the frame to path as a PNG.
+func screenshot(v *view, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, v.frame()); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
