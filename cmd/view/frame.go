@@ -24,7 +24,7 @@ const (
 	gap         = 6   // between panels and around the frame
 	lineH       = 16  // one line of text
 	statusLines = 4   // model, photo and device, timings, keys
-	minPanel    = 320 // panels are scaled up by a whole factor to at least this short side
+	minPanel    = 360 // panels are scaled up by a whole factor to at least this short side
 )
 
 // view is the state both modes draw: one model and photo, the last run, the
@@ -47,17 +47,21 @@ type view struct {
 	message string
 }
 
-// run computes the pictures at the given short side; the head is kept when
-// the model has it and the similarity patch moves to the grid's centre.
+// run computes the pictures at the given short side. The similarity patch
+// starts at the grid's centre and, on a later run at another size, stays
+// over the same place of the photo.
 func (v *view) run(short int) error {
 	r, err := viewer.Run(v.dev, v.model, v.img, short)
 	if err != nil {
 		return err
 	}
+	x, y := r.GW/2, r.GH/2
+	if old := v.res; old != nil {
+		x, y = (2*(v.patch%old.GW)+1)*r.GW/(2*old.GW), (2*(v.patch/old.GW)+1)*r.GH/(2*old.GH) // patch centres
+	}
 	v.res = r
-	v.head = min(v.head, r.Heads)
 	v.scale = max(1, (minPanel+min(r.H, r.W)-1)/min(r.H, r.W))
-	return v.setPatch(r.GW/2, r.GH/2)
+	return v.setPatch(x, y)
 }
 
 // setPatch chooses the patch at column x, row y of the grid and computes

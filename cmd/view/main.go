@@ -24,6 +24,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/webdino/webdino/assets"
 	"github.com/webdino/webdino/gpu"
@@ -99,12 +101,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "view: unexpected arguments %q (see --help)\n", fs.Args())
 		return 2
 	}
-	var px, py int
-	if c.patch != "" {
-		if _, err := fmt.Sscanf(c.patch, "%d,%d", &px, &py); err != nil {
-			fmt.Fprintf(stderr, "view: --patch %q: want X,Y, two whole numbers (see --help)\n", c.patch)
-			return 2
-		}
+	px, py, err := parsePatch(c.patch)
+	if err != nil {
+		fmt.Fprintf(stderr, "view: --patch %q: want X,Y, two whole numbers (see --help)\n", c.patch)
+		return 2
 	}
 	if c.short < 0 || c.head < 0 {
 		fmt.Fprintln(stderr, "view: --short and --head must not be negative (see --help)")
@@ -118,7 +118,9 @@ func run(args []string, stderr io.Writer) int {
 	defer v.dev.Close()
 	defer v.model.Release()
 	if c.patch != "" {
-		err = v.setPatch(px, py)
+		if err = v.setPatch(px, py); err != nil {
+			err = fmt.Errorf("--patch: %w", err)
+		}
 	}
 	if err == nil && c.head > v.res.Heads {
 		err = fmt.Errorf("--head %d: the model has %d heads", c.head, v.res.Heads)
@@ -136,6 +138,18 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// parsePatch reads --patch X,Y; an empty flag is no patch.
+func parsePatch(s string) (x, y int, err error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	xs, ys, _ := strings.Cut(s, ",")
+	if x, err = strconv.Atoi(xs); err == nil {
+		y, err = strconv.Atoi(ys)
+	}
+	return x, y, err
 }
 
 // load reads the model and the photo (the bundled ones by default), opens
@@ -162,13 +176,13 @@ func load(c config) (*view, error) {
 		dev.Close()
 		return nil, err
 	}
-	v := &view{dev: dev, model: m, modelName: mname, img: img, imgName: iname}
+	v := &view{dev: dev, model: m, modelName: filepath.Base(mname), img: img, imgName: filepath.Base(iname)}
 	short, patch := c.short, m.ViT.Cfg.PatchSize
 	if short == 0 {
 		short = m.ViT.Cfg.PosGrid * patch
 	}
 	if short%patch != 0 {
-		err = fmt.Errorf("--short %d is not a multiple of %s's patch size %d (try %d)", short, mname, patch, max(patch, short/patch*patch))
+		err = fmt.Errorf("--short %d is not a multiple of the patch size %d of %s (try %d)", short, patch, mname, max(patch, short/patch*patch))
 	} else {
 		err = v.run(short)
 	}
@@ -180,22 +194,19 @@ func load(c config) (*view, error) {
 	return v, nil
 }
 
-// readInput returns the bytes and display name of path, or of the bundled
-// file def when path is empty.
+// readInput returns the bytes of path and the name to report it by, or
+// those of the bundled file def when path is empty.
 func readInput(path, def string) ([]byte, string, error) {
 	if path == "" {
 		b, err := assets.FS.ReadFile(def)
-		return b, filepath.Base(def), err
+		return b, "bundled " + def, err
 	}
 	b, err := os.ReadFile(path)
-	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = fmt.Errorf("%s: %w", path, pe.Err)
-		}
-		return nil, "", err
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = fmt.Errorf("%s: %w", path, pe.Err) // not "open PATH: ...": the flag may name a folder
 	}
-	return b, filepath.Base(path), nil
+	return b, path, err
 }
 
 // screenshot writes the frame to path as a PNG.
