@@ -7,13 +7,20 @@
 // without opening a window, so that it runs headless.
 //
 // The computing is wasm/viewer's, the same code the page runs, and the
-// pictures are viz's. The window is ebiten's: it gives a drawing loop,
-// mouse and keyboard input, window resizing and HiDPI scaling with no code
-// here. Since every picture is drawn on the CPU (the GPU work ends with the
-// read-back of the features), a WebGPU surface through glfw would buy
-// nothing but more code for three images; ebiten's OpenGL only shows them.
-// All drawing goes through view.frame, which --screenshot writes out, so
-// the window's code is input handling only and the tests cover the rest.
+// pictures are viz's. All drawing goes into one image, view.frame, which
+// --screenshot writes out, so the window's code is only input handling and
+// a blit, and the tests cover everything else.
+//
+// The window is a GLFW one (github.com/go-gl/glfw/v3.3) showing the frame
+// with glDrawPixels. ebiten (v2.8.8) was the first choice, for its drawing
+// loop, input and HiDPI handling, but it initialises GLFW in a package
+// init function and panics there without an X display: a binary that links
+// it cannot even start headless, so neither --screenshot in CI nor this
+// package's tests could run. go-gl/glfw initialises nothing until Init is
+// called. A WebGPU surface on the window would buy nothing either: the GPU
+// work ends with reading the features back, and the pictures are drawn on
+// the CPU, so a legacy OpenGL context and one glDrawPixels call per frame
+// are all the window needs.
 package main
 
 import (
