@@ -2,7 +2,9 @@
 # Installs what webdino's tests and demo need on Debian 12, idempotently.
 # - a Vulkan loader and, when no GPU driver is present, Mesa lavapipe 25 from
 #   bookworm-backports (Debian 12's own Mesa 22 returned zeros from large dispatches);
-# - the Fashion-MNIST data set package used by the demo and the tests.
+# - the Fashion-MNIST data set package used by the demo and the tests;
+# - the X11 and OpenGL headers and pkg-config that cmd/view's window (GLFW,
+#   compiled from C through cgo by go-gl/glfw) needs to build on Linux.
 set -euo pipefail
 
 need=()
@@ -22,6 +24,9 @@ mesa_ok() {
 if ! have_pkg libvulkan1; then need+=(libvulkan1); fi
 if ! have_pkg dataset-fashion-mnist; then need+=(dataset-fashion-mnist); fi
 if ! mesa_ok; then need+=(mesa-vulkan-drivers); fi
+for p in pkg-config libgl1-mesa-dev libx11-dev libxrandr-dev libxcursor-dev libxinerama-dev libxi-dev libxxf86vm-dev; do
+  if ! have_pkg "$p"; then need+=("$p"); fi
+done
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "setup: everything present"
@@ -42,12 +47,16 @@ SRC
 fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo_cmd apt-get update -qq
-# Plain packages from the main suite, Mesa from backports (Mesa 22 is broken here).
+# Plain packages from the main suite in one go, Mesa from backports (Mesa 22 is broken here).
+plain=()
 for p in "${need[@]}"; do
   if [ "$p" = mesa-vulkan-drivers ]; then
     $sudo_cmd apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1 >/dev/null
   else
-    $sudo_cmd apt-get install -y -qq "$p" >/dev/null
+    plain+=("$p")
   fi
 done
+if [ ${#plain[@]} -gt 0 ]; then
+  $sudo_cmd apt-get install -y -qq "${plain[@]}" >/dev/null
+fi
 echo "setup: done"
