@@ -72,7 +72,6 @@ type pageRun struct {
 		EP, Version, Adapter, Error string
 		CreateMs, WarmupMs          float64
 		Threads                     int
-		CrossOriginIsolated         bool
 		Ms                          []float64
 		OutputDims                  []int
 	}
