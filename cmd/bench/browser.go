@@ -121,9 +121,13 @@ The baseline is the same model with the same weights in onnxruntime-web
 (scripts/setup-browser.sh installs it), exported by `+exportScript+`
 (/usr/bin/python3 with torch) and run in the same browser with the -ep
 execution provider: one warm-up session.run, then -iters timed ones, each
-awaited with its output on the CPU. baseline_ratio = onnx ms / webdino ms
-(above 1: webdino is faster). Without torch the webdino side gets random Go
-weights and the baseline is reported missing.
+awaited with its output on the CPU (webdino's step also reads its tokens
+and the last block's CLS attention back). The ONNX graph holds the position
+embeddings already interpolated to the input grid; webdino interpolates them
+in every forward (a small cost). baseline_ratio = onnx ms / webdino ms
+(above 1: webdino is faster). Pages are served cross-origin isolated, so
+onnxruntime-web's wasm may use all cores. Without torch the webdino side gets
+random Go weights and the baseline is reported missing.
 
 flags:
 `)
