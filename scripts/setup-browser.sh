@@ -4,11 +4,15 @@
 # - Debian's chromium (WebGPU through SwiftShader with --enable-unsafe-webgpu);
 # - playwright-core from npm (the driver only: it never downloads a browser)
 #   into $WEBDINO_BROWSER_DIR (default ~/.cache/webdino/browser), where the
-#   test looks for it.
+#   test looks for it;
+# - onnxruntime-web from npm into the same place, the baseline of
+#   `go run ./cmd/bench browser` (the same model in ONNX Runtime's WebGPU
+#   execution provider, in the same browser).
 set -euo pipefail
 
 dir=${WEBDINO_BROWSER_DIR:-$HOME/.cache/webdino/browser}
 playwright_version=1.65.1
+ort_version=1.30.0
 
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 sudo_cmd=""
@@ -24,14 +28,18 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-if [ -f "$dir/node_modules/playwright-core/package.json" ]; then
-  echo "setup-browser: chromium and playwright-core present"
+# Each npm package only when missing.
+pkgs=()
+if [ ! -f "$dir/node_modules/playwright-core/package.json" ]; then pkgs+=("playwright-core@$playwright_version"); fi
+if [ ! -f "$dir/node_modules/onnxruntime-web/package.json" ]; then pkgs+=("onnxruntime-web@$ort_version"); fi
+if [ ${#pkgs[@]} -eq 0 ]; then
+  echo "setup-browser: chromium, playwright-core and onnxruntime-web present"
   exit 0
 fi
-echo "setup-browser: installing playwright-core $playwright_version into $dir"
+echo "setup-browser: installing ${pkgs[*]} into $dir"
 mkdir -p "$dir"
 # PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: playwright-core downloads nothing, but
 # say it anyway so that no install hook ever tries.
 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund \
-  --prefix "$dir" "playwright-core@$playwright_version" >/dev/null
+  --prefix "$dir" "${pkgs[@]}" >/dev/null
 echo "setup-browser: done"

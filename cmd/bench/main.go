@@ -3,6 +3,7 @@
 //	go run ./cmd/bench kernels [-json] [-quick] [-run REGEXP] [-time D] [-reps N]
 //	go run ./cmd/bench infer [-json] [-batch 32] [-model vits14] [-size 224] [-iters N]
 //	go run ./cmd/bench train [-json] [-config demo|vits14] [-batch N] [-steps N] [-prototypes K]
+//	go run ./cmd/bench browser [-json] [-short 224] [-iters N] [-ep webgpu|wasm|none]
 //
 // The kernels subcommand times every kernel case (see cases.go) together with
 // the two ceilings of the device measured in the same run: a pure-FMA kernel
@@ -25,7 +26,7 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"kernels": kernels,
 	"infer":   infer,
 	"train":   trainBench,
-	"browser": nil,
+	"browser": browserBench,
 	"curate":  nil,
 }
 
@@ -35,7 +36,7 @@ commands:
   kernels   time the GPU kernels against the device's FMA peak and copy bandwidth
   infer     time ViT-S/14 inference against the FMA peak and PyTorch on the CPU
   train     time DINOv2 training steps (demo or ViT-S/14) against PyTorch on the CPU
-  browser   (not built yet) run the benchmark in a headless browser
+  browser   time ViT-S/14 in headless Chromium's WebGPU against onnxruntime-web
   curate    time exact k-NN, IVF and k-means of data curation
 
 Run 'bench <command> -help' for the flags of a command.
