@@ -93,7 +93,7 @@ type options struct {
 	batch, epochs, itersPerEpoch, steps int
 	lr, layerScale, dropPath            float64
 	centering                           string
-	prototypes, locals                  int
+	prototypes, locals, freezeLast      int
 	seed                                uint64
 	saveEvery, evalEvery                int
 	workers                             int
@@ -129,6 +129,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.dropPath, "drop-path", -1, "stochastic-depth rate of the student's residual branches; -1: the config's (recipe 0.3-0.4, demo 0)")
 	fs.StringVar(&o.centering, "centering", "", "teacher centering: centering (EMA center) or sinkhorn (default: the config's)")
 	fs.IntVar(&o.prototypes, "prototypes", 0, "prototypes K of the heads (default: the config's)")
+	fs.IntVar(&o.freezeLast, "freeze-last-layer", -1, "iterations the prototype layer stays frozen at the start; -1: the config's (one epoch, at most a tenth of the run)")
 	fs.IntVar(&o.locals, "locals", -1, "local crops per image; -1: the config's")
 	fs.Uint64Var(&o.seed, "seed", 0, "seed of initialisation, augmentation, masks and data order")
 	fs.IntVar(&o.saveEvery, "save-every", 200, "write the checkpoint every N steps")
@@ -187,6 +188,9 @@ func (o *options) config() (train.Config, error) {
 	}
 	if o.locals >= 0 {
 		c.Augment.Locals = o.locals
+	}
+	if o.freezeLast >= 0 {
+		c.FreezeLastLayerIters = o.freezeLast
 	}
 	if o.globalSize > 0 {
 		c.Augment.GlobalSize = o.globalSize
