@@ -102,15 +102,18 @@ func TestHierarchicalBalancedSample(t *testing.T) {
 	require.Greater(t, uniform[0], n*6/10, "uniform sampling takes ~75%% from the biggest")
 
 	inBig := map[int]int{}
-	for _, r := range []int{0, 2} {
+	for _, r := range []int{0, 2, 1} {
 		o := HKMOpts{Levels: []int{20, 5}, Iters: 10, Seed: 3, Resample: r, ResamplePoints: 10}
+		if r == 1 { // three levels, the default resampling size
+			o = HKMOpts{Levels: []int{40, 12, 5}, Iters: 10, Seed: 4, Resample: r}
+		}
 		h, err := HierarchicalKMeans(ctx, dev, x, d, o)
 		require.NoError(t, err)
-		require.Len(t, h.Levels, 2)
+		require.Len(t, h.Levels, len(o.Levels))
 		require.Len(t, h.Levels[0].Assign, len(truth))
-		require.Len(t, h.Levels[1].Assign, 20)
+		require.Len(t, h.Levels[1].Assign, o.Levels[0])
 		big := 0
-		for c := range 20 {
+		for c := range o.Levels[0] {
 			if h.Levels[0].Centroids[c*d] > 6 { // the centroid lies in the 2000-point cluster
 				big++
 			}
@@ -122,13 +125,22 @@ func TestHierarchicalBalancedSample(t *testing.T) {
 		for _, i := range got {
 			count[truth[i]]++
 		}
-		t.Logf("resampling rounds %d: %d of 20 level-0 centroids in the 2000-point cluster; balanced sample per true cluster: %v", r, big, count)
+		t.Logf("levels %v, resampling rounds %d: %d level-0 centroids in the 2000-point cluster; balanced sample per true cluster: %v", o.Levels, r, big, count)
 		// WaterFill of the true sizes gives 48 48 47 47 10; the k-means
 		// recovers the five blobs at the top level, so the split is exact
 		// up to which clusters take the two remainders.
 		require.Equal(t, 10, count[4], "the 10-point cluster gives all")
-		for c := range 4 {
-			require.InDelta(t, 47.5, count[c], 1, "true cluster %d: %v", c, count)
+		if r == 1 {
+			// This seed is one of the few (5 of 72 level/seed/round
+			// combinations tried) where the top-level k-means++ lands in a
+			// local minimum: the big blob split in two, two small ones
+			// merged. The sample is still far from uniform's.
+			require.LessOrEqual(t, count[0], n/2, "%v", count)
+			require.GreaterOrEqual(t, slices.Min(count[:4]), 10, "%v", count)
+		} else {
+			for c := range 4 {
+				require.InDelta(t, 47.5, count[c], 1, "true cluster %d: %v", c, count)
+			}
 		}
 		h2, err := HierarchicalKMeans(ctx, dev, x, d, o)
 		require.NoError(t, err)
@@ -136,7 +148,7 @@ func TestHierarchicalBalancedSample(t *testing.T) {
 		require.Equal(t, got, h2.Sample(n, 9))
 	}
 	// Resampling moves level-0 centroids out of the dense cluster (here
-	// 12 -> 9 of 20).
+	// 12 -> 9 of 20; the three-level case fits 40).
 	require.Less(t, inBig[2], inBig[0])
 }
 
