@@ -187,6 +187,19 @@ func TestEndToEnd(t *testing.T) {
 		require.Equal(t, "retrieved-cluster", m.Reason)
 		require.GreaterOrEqual(t, m.Cluster, 0)
 	}
+
+	// Balanced sampling of the 13 kept images, the k-means fitted on 8 of
+	// them and the rest assigned.
+	text = runOK(t, "retrieve", "--mode", "balanced", "--pool", pool, "--dedup", filepath.Join(out, "dedup.jsonl"), "--out", final,
+		"--count", "5", "--levels", "4,2", "--kmeans-sample", "8")
+	require.Contains(t, text, "balanced sampling: 5 pool images")
+	man = readLines[manifestRow](t, filepath.Join(final, "manifest.jsonl"))
+	require.Len(t, man, 5)
+	for _, m := range man {
+		require.Equal(t, "balanced", m.Reason)
+		require.Contains(t, []int{0, 1, 2, 3}, m.Cluster)
+		require.NotContains(t, []string{"pc.png", "pz1.png", "pz2.png", "pz3.png"}, filepath.Base(m.Path))
+	}
 }
 
 func TestHelpAndErrors(t *testing.T) {
@@ -201,6 +214,12 @@ func TestHelpAndErrors(t *testing.T) {
 	errOut.Reset()
 	require.Equal(t, 2, run(context.Background(), []string{"dedup", "--out", "x"}, &out, &errOut))
 	require.Contains(t, errOut.String(), "--pool is required")
+	errOut.Reset()
+	require.Equal(t, 2, run(context.Background(), []string{"retrieve", "--mode", "balanced", "--pool", "p", "--out", "x"}, &out, &errOut))
+	require.Contains(t, errOut.String(), "--mode balanced needs --pool, --out and --count >= 1")
+	errOut.Reset()
+	require.Equal(t, 2, run(context.Background(), []string{"retrieve", "--mode", "balanced", "--pool", "p", "--out", "x", "--count", "3", "--levels", "2,5"}, &out, &errOut))
+	require.Contains(t, errOut.String(), `--levels "2,5": want positive cluster counts`)
 	errOut.Reset()
 	require.Equal(t, 1, run(context.Background(), []string{"dedup", "--pool", t.TempDir(), "--out", t.TempDir()}, &out, &errOut))
 	require.Contains(t, errOut.String(), "no complete embedding shards")

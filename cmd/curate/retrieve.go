@@ -15,6 +15,7 @@ import (
 )
 
 const retrieveUsage = `usage: curate retrieve --pool POOL... [--dedup DEDUP.jsonl] --curated SET... --out DIR [flags]
+       curate retrieve --mode balanced --pool POOL... [--dedup DEDUP.jsonl] --count N --out DIR [flags]
 
 Retrieves pool images near curated sets, as DINOv2 did for LVD-142M. POOL
 and every SET are embed outputs (curate embed --out; the --pool directories
@@ -28,6 +29,11 @@ the rows that curate dedup kept.
            holds more than --min-curated images of the set, up to
            --per-cluster pool images chosen at random (--seed)
   auto     cluster for sets smaller than --small images, else sample
+  balanced no curated sets: --count pool images balanced over concepts
+           (Vo et al. 2024): hierarchical k-means of the pool (--levels,
+           finest first, with --resample rounds, fitted on --kmeans-sample
+           rows, then every pool row assigned), sampled top-down with
+           water-filled per-cluster caps, points at random (--seed)
 
 Each set keeps at most --cap retrieved images (the most similar ones for
 sample retrieval, a random subset for cluster retrieval). A pool image
@@ -35,10 +41,12 @@ retrieved for several sets is listed for the first (sets in flag order).
 
 Outputs in DIR:
   manifest.jsonl  the training set, one JSON object per image: {"path",
-                  "source" (the curated set), "reason" (curated,
-                  retrieved-sample, retrieved-cluster), "similarity" (to
-                  the curated image that retrieved it), "cluster" (k-means
-                  cluster, -1 if none), "query" (that curated image)}
+                  "source" (the curated set; the pool's for balanced),
+                  "reason" (curated, retrieved-sample, retrieved-cluster,
+                  balanced), "similarity" (to the curated image that
+                  retrieved it), "cluster" (k-means cluster, the finest
+                  level's for balanced, -1 if none), "query" (that
+                  curated image)}
   report.json     counts per stage and set
 
 Flags:
@@ -68,6 +76,7 @@ type retrieveReport struct {
 	Pool       int         `json:"pool"`
 	Candidates int         `json:"candidates"`
 	Sets       []setReport `json:"sets"`
+	Balanced   int         `json:"balanced,omitempty"`
 	Manifest   int         `json:"manifest"`
 }
 
@@ -79,25 +88,34 @@ func retrieveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var sets multi
 	fs.Var(&sets, "curated", "embedded curated set `DIR` (repeatable)")
 	out := fs.String("out", "", "output `DIR`")
-	mode := fs.String("mode", "auto", "retrieval: sample, cluster or auto")
+	mode := fs.String("mode", "auto", "retrieval: sample, cluster, auto or balanced")
 	small := fs.Int("small", 1000, "auto mode: sets with fewer images use cluster retrieval")
 	k := fs.Int("k", 4, "sample retrieval: pool images per curated image (1..32)")
 	clusters := fs.Int("clusters", 1000, "cluster retrieval: k-means clusters of the pool")
-	sample := fs.Int("kmeans-sample", 200000, "cluster retrieval: pool rows the k-means is fitted on")
-	iters := fs.Int("kmeans-iters", 20, "cluster retrieval: Lloyd iterations")
+	sample := fs.Int("kmeans-sample", 200000, "cluster and balanced: pool rows the k-means is fitted on")
+	iters := fs.Int("kmeans-iters", 20, "cluster and balanced: Lloyd iterations")
 	minCur := fs.Int("min-curated", 3, "cluster retrieval: a cluster must hold more curated images than this")
 	perCluster := fs.Int("per-cluster", 10000, "cluster retrieval: pool images taken per cluster")
 	capN := fs.Int("cap", 1000000, "retrieved images kept per curated set")
 	seed := fs.Uint64("seed", 0, "random seed (k-means, cluster sampling)")
 	maxRows := fs.Int("max-rows", 65536, "rows of each side of a search held in memory at once")
+	count := fs.Int("count", 0, "balanced: pool images to sample")
+	levelsFlag := fs.String("levels", "1000,100,10", "balanced: hierarchical k-means clusters per level, finest first")
+	resample := fs.Int("resample", 1, "balanced: resampling rounds per level (refits on the points nearest each centroid)")
+	resamplePoints := fs.Int("resample-points", 0, "balanced: points per cluster in a resampling round (0: half the mean cluster size)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	levels, err := parseLevels(*levelsFlag)
 	switch {
-	case len(pools) == 0 || *out == "" || len(sets) == 0:
+	case *mode == "balanced" && (len(pools) == 0 || *out == "" || *count < 1 || len(sets) > 0):
+		return usageErr(stderr, "retrieve", "--mode balanced needs --pool, --out and --count >= 1, and takes no --curated")
+	case *mode == "balanced" && err != nil:
+		return usageErr(stderr, "retrieve", "%v", err)
+	case *mode != "balanced" && (len(pools) == 0 || *out == "" || len(sets) == 0):
 		return usageErr(stderr, "retrieve", "--pool, --curated and --out are required")
-	case *mode != "sample" && *mode != "cluster" && *mode != "auto":
-		return usageErr(stderr, "retrieve", "--mode %q: want sample, cluster or auto", *mode)
+	case *mode != "sample" && *mode != "cluster" && *mode != "auto" && *mode != "balanced":
+		return usageErr(stderr, "retrieve", "--mode %q: want sample, cluster, auto or balanced", *mode)
 	case *k < 1 || *k > 32:
 		return usageErr(stderr, "retrieve", "--k %d, want 1..32", *k)
 	}
@@ -151,6 +169,15 @@ func retrieveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	var manifest []manifestRow
+	if *mode == "balanced" {
+		o := balancedOpts{count: *count, sample: *sample, iters: *iters, resample: *resample, resamplePoints: *resamplePoints,
+			maxRows: *maxRows, levels: levels, seed: *seed}
+		if manifest, err = balancedSample(ctx, dev, p, keep, o, stderr); err != nil {
+			return err
+		}
+		rep.Balanced = len(manifest)
+		fmt.Fprintf(stdout, "balanced sampling: %d pool images\n", rep.Balanced)
+	}
 	taken := map[int]bool{}
 	for _, dir := range sets {
 		s, err := openPool(dir)
