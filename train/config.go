@@ -30,6 +30,9 @@ type Config struct {
 	ClipGrad              float64 // per-module gradient-norm clip (3.0); 0 disables
 	// Schedules of RECIPE.md, derived from the fields above by Schedules().
 	StudentTemp float64 // 0.1
+	// TeacherTemp, when positive, replaces the recipe's final teacher
+	// temperature (0.07; the warmup starts at 0.04, or at TeacherTemp when lower).
+	TeacherTemp float64
 	// Centering is "centering" (EMA center, momentum CenterMomentum) or
 	// "sinkhorn" (Sinkhorn-Knopp, 3 iterations).
 	Centering      string
@@ -47,6 +50,10 @@ type Config struct {
 // Schedules returns the per-iteration hyper-parameters.
 func (c Config) Schedules() Schedules {
 	s := RecipeSchedules(c.BaseLR, c.Batch, c.Epochs, c.ItersPerEpoch)
+	if c.TeacherTemp > 0 {
+		s.TeacherTemp.Base, s.TeacherTemp.Final = c.TeacherTemp, c.TeacherTemp
+		s.TeacherTemp.WarmupStart = min(s.TeacherTemp.WarmupStart, c.TeacherTemp)
+	}
 	if c.FreezeLastLayerIters >= 0 {
 		s.FreezeLastLayer = c.FreezeLastLayerIters
 	}

@@ -91,7 +91,7 @@ type options struct {
 	knnTrain, knnTest                   string
 	knnTrainN, knnTestN, pcaN           int
 	batch, epochs, itersPerEpoch, steps int
-	lr, layerScale, dropPath            float64
+	lr, layerScale, dropPath, tTemp     float64
 	centering                           string
 	prototypes, locals, freezeLast      int
 	seed                                uint64
@@ -127,6 +127,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.lr, "lr", 0, "base learning rate at batch 1024, scaled by sqrt(batch/1024) (default: the config's)")
 	fs.Float64Var(&o.layerScale, "layerscale-init", 0, "initial LayerScale gamma (default: the config's; the reference 1e-5)")
 	fs.Float64Var(&o.dropPath, "drop-path", -1, "stochastic-depth rate of the student's residual branches; -1: the config's (recipe 0.3-0.4, demo 0)")
+	fs.Float64Var(&o.tTemp, "teacher-temp", 0, "final teacher temperature (default: the recipe's 0.07, reached after a warmup from 0.04)")
 	fs.StringVar(&o.centering, "centering", "", "teacher centering: centering (EMA center) or sinkhorn (default: the config's)")
 	fs.IntVar(&o.prototypes, "prototypes", 0, "prototypes K of the heads (default: the config's)")
 	fs.IntVar(&o.freezeLast, "freeze-last-layer", -1, "iterations the prototype layer stays frozen at the start; -1: the config's (one epoch, at most a tenth of the run)")
@@ -176,6 +177,9 @@ func (o *options) config() (train.Config, error) {
 	}
 	if o.centering != "" {
 		c.Centering = o.centering
+	}
+	if o.tTemp > 0 {
+		c.TeacherTemp = o.tTemp
 	}
 	if o.dropPath >= 0 {
 		c.DropPath = o.dropPath
