@@ -36,23 +36,31 @@ func readSafetensors(t *testing.T, path string) map[string]ckpt.Tensor {
 	return ts
 }
 
-func TestViTBackwardMatchesPyTorch(t *testing.T) {
-	dev := nn.SharedDevice()
-	const pre = "vits14_d2_reg4_grad"
-	f, err := os.Open(filepath.Join("testdata", "vit", pre+"_weights.safetensors"))
+// importViT converts an official weight file and loads it on the shared
+// device; the model is released when the test ends.
+func importViT(t *testing.T, path string) (*nn.ViT, *ckpt.Checkpoint) {
+	t.Helper()
+	f, err := os.Open(path)
 	require.NoError(t, err)
 	st, _ := f.Stat()
 	c, _, err := ckpt.Import(f, st.Size())
 	f.Close()
+	require.NoError(t, err, path)
+	m, err := nn.NewViT(nn.SharedDevice(), c.Config)
 	require.NoError(t, err)
-	m, err := nn.NewViT(dev, c.Config)
-	require.NoError(t, err)
-	defer m.Release()
+	t.Cleanup(m.Release)
 	w := map[string][]float32{}
 	for k, v := range c.Weights {
 		w[k] = v.Data
 	}
 	require.NoError(t, m.SetWeights(w))
+	return m, c
+}
+
+func TestViTBackwardMatchesPyTorch(t *testing.T) {
+	dev := nn.SharedDevice()
+	const pre = "vits14_d2_reg4_grad"
+	m, c := importViT(t, filepath.Join("testdata", "vit", pre+"_weights.safetensors"))
 
 	in := loadFixture(t, pre+"_input.npy")
 	images, err := dev.Upload("images", in.Float32, in.Shape...)
@@ -107,20 +115,7 @@ func TestViTBackwardMatchesPyTorch(t *testing.T) {
 func TestViTDropPath(t *testing.T) {
 	dev := nn.SharedDevice()
 	const pre = "vits14_d2_reg4_grad"
-	f, err := os.Open(filepath.Join("testdata", "vit", pre+"_weights.safetensors"))
-	require.NoError(t, err)
-	st, _ := f.Stat()
-	c, _, err := ckpt.Import(f, st.Size())
-	f.Close()
-	require.NoError(t, err)
-	m, err := nn.NewViT(dev, c.Config)
-	require.NoError(t, err)
-	defer m.Release()
-	w := map[string][]float32{}
-	for k, v := range c.Weights {
-		w[k] = v.Data
-	}
-	require.NoError(t, m.SetWeights(w))
+	m, _ := importViT(t, filepath.Join("testdata", "vit", pre+"_weights.safetensors"))
 	in := loadFixture(t, pre+"_input.npy")
 	images, err := dev.Upload("images", in.Float32, in.Shape...)
 	require.NoError(t, err)

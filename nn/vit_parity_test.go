@@ -12,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/webdino/webdino/ckpt"
 	"github.com/webdino/webdino/nn"
 	"github.com/webdino/webdino/npy"
 )
@@ -64,20 +63,7 @@ func TestViTParityWithPyTorch(t *testing.T) {
 	for _, file := range models {
 		model := strings.TrimSuffix(filepath.Base(file), ".pth")
 		for _, format := range []string{"pth", "safetensors"} {
-			path := filepath.Join(fixtureDir(), model+"."+format)
-			f, err := os.Open(path)
-			require.NoError(t, err)
-			st, _ := f.Stat()
-			c, _, err := ckpt.Import(f, st.Size())
-			f.Close()
-			require.NoError(t, err, path)
-			m, err := nn.NewViT(dev, c.Config)
-			require.NoError(t, err)
-			w := map[string][]float32{}
-			for k, v := range c.Weights {
-				w[k] = v.Data
-			}
-			require.NoError(t, m.SetWeights(w))
+			m, _ := importViT(t, filepath.Join(fixtureDir(), model+"."+format))
 			for _, size := range []string{"224x224", "224x308"} {
 				name := fmt.Sprintf("%s.%s %s", model, format, size)
 				in := loadFixture(t, "input_"+size+".npy")
@@ -106,7 +92,6 @@ func TestViTParityWithPyTorch(t *testing.T) {
 				}
 				t.Logf("%s: max abs error over all outputs %.3g", name, worst)
 			}
-			m.Release()
 		}
 	}
 }
