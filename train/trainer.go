@@ -22,7 +22,9 @@ type Losses struct {
 }
 
 // ErrNonFinite is returned by Step when a loss or gradient is NaN or
-// infinite; the parameters are left as they were before the step.
+// infinite; the parameters, optimiser moments and step count are left as
+// they were before the step (the teacher centers and the generators have
+// moved on: stop the run and resume from its last checkpoint).
 var ErrNonFinite = errors.New("non-finite loss or gradient")
 
 // Trainer runs DINOv2 steps on one device: student and teacher, AdamW
@@ -331,7 +333,8 @@ func (t *Trainer) setMasks(ms [][]bool) (int, error) {
 
 // Step trains on one batch of exactly Cfg.Batch images: augmentation,
 // teacher and student passes, the three losses, backward, clipping, AdamW
-// and the teacher EMA. On ErrNonFinite nothing was updated.
+// and the teacher EMA. On ErrNonFinite no parameter was updated (see
+// ErrNonFinite).
 func (t *Trainer) Step(batch *nn.ImageBatch) (Losses, error) {
 	c := t.Cfg
 	if batch == nil || batch.Len() != c.Batch {
