@@ -70,7 +70,7 @@ func allocParams(dev *gpu.Device, ps []Param, label string) (*Flat, error) {
 	l := NewLayout(dev.Limits().MaxStorageBinding)
 	for _, p := range ps {
 		if err := l.Add(p.Name, p.Shape...); err != nil {
-			return nil, fmt.Errorf("%s: %w", label, err)
+			return nil, fmt.Errorf("%s does not fit this device (%s): %w", label, dev.Info().Name, err)
 		}
 	}
 	return l.Alloc(dev, label)

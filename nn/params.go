@@ -51,7 +51,8 @@ func (l *Layout) Add(name string, shape ...int) error {
 	}
 	padded := (n + paramAlign - 1) / paramAlign * paramAlign
 	if padded > l.chunk {
-		return fmt.Errorf("layout: %q (%d elements) is larger than one buffer of %d elements", name, n, l.chunk)
+		return fmt.Errorf("layout: %q (%d elements, %.0f MiB) is larger than one buffer of %d elements (%.0f MiB, the device's largest storage binding)",
+			name, n, float64(n)*4/(1<<20), l.chunk, float64(l.chunk)*4/(1<<20))
 	}
 	if len(l.chunks) == 0 || l.chunks[len(l.chunks)-1]+padded > l.chunk {
 		l.chunks = append(l.chunks, 0)

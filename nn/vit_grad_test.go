@@ -164,3 +164,20 @@ func TestViTDropPath(t *testing.T) {
 	}
 	require.True(t, nonzero, "the tokens still reach the loss through the residual stream")
 }
+
+// A model with a tensor larger than the device can bind is refused before
+// anything is allocated, with a message naming the tensor and the limit.
+func TestViTTooLargeForDevice(t *testing.T) {
+	dev := nn.SharedDevice()
+	c := nn.ViTConfig{PatchSize: 14, InChans: 3, EmbedDim: 1024, Depth: 1, Heads: 16, FFN: nn.FFNMLP,
+		PosGrid: 16, LayerScale: true, QKVBias: true, LNEps: 1e-6, InterpOffset: 0.1}
+	// fc1 of hidden H holds 1024 H floats: one more row than a binding holds.
+	c.MLPHidden = int(dev.Limits().MaxStorageBinding/4/1024) + 1
+	if c.MLPHidden > 1<<18 {
+		t.Skipf("the device binds %d bytes, more than any valid config needs", dev.Limits().MaxStorageBinding)
+	}
+	_, err := nn.NewViT(dev, c)
+	require.ErrorContains(t, err, "does not fit this device")
+	require.ErrorContains(t, err, `"blocks.0.mlp.fc1.weight"`)
+	require.ErrorContains(t, err, "the device's largest storage binding")
+}
