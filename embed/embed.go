@@ -34,6 +34,10 @@ type Options struct {
 	AnySize bool
 	Short   int  // any-size short side (Crop)
 	Attn0   bool // also return the last block's CLS attention
+	// Layers, when positive, also returns the last Layers blocks' outputs
+	// through the final norm (Output.Intermediate; DINOv2's linear probe
+	// concatenates their CLS tokens).
+	Layers  int
 	Pixels  bool // also return the normalised model inputs, for pictures
 	Workers int  // parallel decoders (GOMAXPROCS)
 	// Rejects collects the files that could not be decoded; Run creates
@@ -185,7 +189,7 @@ func forward(dev *gpu.Device, model *nn.ViT, ds data.Dataset, b *data.Batch, g g
 	if err := rec.Submit(); err != nil {
 		return nil, fmt.Errorf("embed: preprocessing: %w", err)
 	}
-	if r.Out, err = model.Forward(x, nn.ForwardOpts{Attn0: o.Attn0}); err != nil {
+	if r.Out, err = model.Forward(x, nn.ForwardOpts{Attn0: o.Attn0, Intermediate: o.Layers}); err != nil {
 		return nil, err
 	}
 	if o.Pixels {

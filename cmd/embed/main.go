@@ -64,6 +64,8 @@ Outputs in DIR:
   patch.npy       [N, Np, D] float32 with --patch: normalised patch tokens,
                   row-major over the patch grid (registers excluded). With
                   --any-size, one file per grid: patch_GHxGW.npy
+  layers.npy      [N, n, D] float32 with --layers n: the CLS token of each of
+                  the last n blocks (earliest first) through the final norm
   manifest.jsonl  one JSON object per row of cls.npy, in row order:
                   {"row", "path", "label" and "class" (ImageFolder only),
                   "input": [H, W] the model input size, "grid": [GH, GW],
@@ -106,6 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.opts.Short, "short", 224, "short side with --any-size (a multiple of the patch size)")
 	fs.IntVar(&c.opts.Workers, "workers", 0, "parallel image decoders (0: one per CPU)")
 	fs.BoolVar(&c.patch, "patch", false, "also write patch tokens")
+	fs.IntVar(&c.opts.Layers, "layers", 0, "also write layers.npy [N, n, D]: the CLS token of each of the last n blocks through the final norm (DINOv2's linear probe uses n = 4)")
 	fs.StringVar(&c.pcaDir, "pca", "", "write PCA feature pictures (Figure 1 of the paper) to `DIR`")
 	fs.BoolVar(&c.fig.PerImage, "pca-per-image", false, "fit the PCA of each picture on its own image instead of jointly over the batch")
 	fs.StringVar(&c.sign, "pca-sign", "centre", "foreground side of the first component: centre or minority")
@@ -214,6 +217,7 @@ type manifestRow struct {
 type outputs struct {
 	dir      string
 	cls      *npyStream
+	layers   *npyStream            // with --layers
 	patch    map[[2]int]*npyStream // by grid; one key without --any-size
 	manifest *os.File
 	enc      *json.Encoder
@@ -222,8 +226,10 @@ type outputs struct {
 
 func (o *outputs) close() error {
 	var errs []error
-	if o.cls != nil {
-		errs = append(errs, o.cls.Close())
+	for _, s := range []*npyStream{o.cls, o.layers} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
 	}
 	for _, s := range o.patch {
 		errs = append(errs, s.Close())
@@ -269,6 +275,14 @@ func (c *config) embed(ctx context.Context, stdout, stderr io.Writer) (err error
 	}()
 	if out.cls, err = createNpy(filepath.Join(c.out, "cls.npy"), D); err != nil {
 		return err
+	}
+	if c.opts.Layers > 0 {
+		if c.opts.Layers > model.Cfg.Depth {
+			return fmt.Errorf("--layers %d: the model has %d blocks", c.opts.Layers, model.Cfg.Depth)
+		}
+		if out.layers, err = createNpy(filepath.Join(c.out, "layers.npy"), c.opts.Layers, D); err != nil {
+			return err
+		}
 	}
 	if out.manifest, err = os.Create(filepath.Join(c.out, "manifest.jsonl")); err != nil {
 		return err
@@ -325,6 +339,22 @@ func (c *config) write(out *outputs, files *data.Files, r *embed.Result) error {
 	o := r.Out
 	if err := out.cls.Append(o.ClsToken()); err != nil {
 		return err
+	}
+	if out.layers != nil {
+		n := len(o.Intermediate)
+		per := make([][]float32, n)
+		for i := range per {
+			per[i] = o.IntermediateClsToken(i)
+		}
+		rows := make([]float32, 0, o.B*n*o.D)
+		for b := 0; b < o.B; b++ {
+			for i := range per {
+				rows = append(rows, per[i][b*o.D:(b+1)*o.D]...)
+			}
+		}
+		if err := out.layers.Append(rows); err != nil {
+			return err
+		}
 	}
 	grid := [2]int{o.GridH, o.GridW}
 	var patch *npyStream

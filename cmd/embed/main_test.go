@@ -133,7 +133,7 @@ func TestEmbedEndToEnd(t *testing.T) {
 	out, pcaDir, attnDir := filepath.Join(dir, "out"), filepath.Join(dir, "pca"), filepath.Join(dir, "attn")
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), []string{"--model", modelPath, "--out", out, "--resize", "64", "--crop", "56",
-		"--batch", "2", "--patch", "--pca", pcaDir, "--attn", attnDir, "--image-folder", root}, &stdout, &stderr)
+		"--batch", "2", "--patch", "--layers", "2", "--pca", pcaDir, "--attn", attnDir, "--image-folder", root}, &stdout, &stderr)
 	require.Equal(t, 0, code, stderr.String())
 	require.Contains(t, stdout.String(), "embedded 3 images")
 	require.Contains(t, stdout.String(), "rejected 1 files (not an image 1)")
@@ -145,6 +145,13 @@ func TestEmbedEndToEnd(t *testing.T) {
 	_, pshape, err := npy.ReadFloat32File(filepath.Join(out, "patch.npy"))
 	require.NoError(t, err)
 	require.Equal(t, []int{3, 16, 64}, pshape)
+	// The last of the last two blocks, through the final norm, is x_norm.
+	layers, lshape, err := npy.ReadFloat32File(filepath.Join(out, "layers.npy"))
+	require.NoError(t, err)
+	require.Equal(t, []int{3, 2, 64}, lshape)
+	for b := 0; b < 3; b++ {
+		require.Equal(t, cls[b*64:(b+1)*64], layers[(2*b+1)*64:(2*b+2)*64], "image %d", b)
+	}
 	rows := readManifest(t, filepath.Join(out, "manifest.jsonl"))
 	require.Len(t, rows, 3)
 	for i, r := range rows {
