@@ -44,16 +44,18 @@ func (s *session) embedOpts() embed.Options {
 	return embed.Options{Batch: 256, Resize: g * 256 / 224, Crop: g, Workers: s.o.workers}
 }
 
-// features embeds ds with the teacher backbone: CLS features and labels.
-func (s *session) features(ctx context.Context, ds data.Dataset) ([]float32, []int, error) {
-	var feats []float32
-	var labels []int
-	err := embed.Run(ctx, s.dev, s.tr.Teacher.Backbone, ds, s.embedOpts(), func(r *embed.Result) error {
-		feats = append(feats, r.Out.ClsToken()...)
+// features embeds ds with the teacher backbone: CLS features and labels,
+// and with pixels also the normalised model inputs (the raw-pixel baseline).
+func (s *session) features(ctx context.Context, ds data.Dataset, pixels bool) (cls, px []float32, labels []int, err error) {
+	o := s.embedOpts()
+	o.Pixels = pixels
+	err = embed.Run(ctx, s.dev, s.tr.Teacher.Backbone, ds, o, func(r *embed.Result) error {
+		cls = append(cls, r.Out.ClsToken()...)
+		px = append(px, r.Pixels...)
 		labels = append(labels, r.Labels...)
 		return nil
 	})
-	return feats, labels, err
+	return cls, px, labels, err
 }
 
 // evaluate runs the k-NN evaluation of the teacher (k = 20, T = 0.07,
@@ -67,11 +69,14 @@ func (s *session) evaluate(ctx context.Context) error {
 	if err != nil || testSet == nil {
 		return err
 	}
-	trF, trL, err := s.features(ctx, trainSet)
+	// The first evaluation also measures the raw-pixel baseline: the same
+	// k-NN on the normalised model inputs.
+	first := len(s.evals) == 0
+	trF, trP, trL, err := s.features(ctx, trainSet, first)
 	if err != nil {
 		return fmt.Errorf("k-NN features: %w", err)
 	}
-	teF, teL, err := s.features(ctx, testSet)
+	teF, teP, teL, err := s.features(ctx, testSet, first)
 	if err != nil {
 		return fmt.Errorf("k-NN features: %w", err)
 	}
@@ -84,10 +89,31 @@ func (s *session) evaluate(ctx context.Context) error {
 		return err
 	}
 	r := evalRecord{Step: s.tr.StepsDone, KNNTop1: acc, Train: len(trL), Test: len(teL)}
+	if first {
+		raw, err := eval.KNNAccuracy(ctx, s.dev, trP, trL, teP, teL, len(trP)/len(trL), eval.DefaultKNN(classes))
+		if err != nil {
+			return err
+		}
+		r.RawPixels = &raw
+		fmt.Fprintf(s.stdout, "raw pixels (the model's %dx%d inputs): k-NN top-1 %.2f%%\n", s.c.Augment.GlobalSize, s.c.Augment.GlobalSize, 100*raw)
+	}
 	s.evals = append(s.evals, r)
 	s.enc.Encode(r)
 	fmt.Fprintf(s.stdout, "step %d: k-NN top-1 %.2f%% (k=20, %d train, %d test images)\n", r.Step, 100*acc, r.Train, r.Test)
 	return nil
+}
+
+// summary is the closing line of the k-NN evaluations.
+func (s *session) summary() string {
+	if len(s.evals) == 0 {
+		return ""
+	}
+	first, last := s.evals[0], s.evals[len(s.evals)-1]
+	text := fmt.Sprintf("k-NN top-1: %.2f%% at step %d -> %.2f%% at step %d", 100*first.KNNTop1, first.Step, 100*last.KNNTop1, last.Step)
+	if first.RawPixels != nil {
+		text += fmt.Sprintf(" (raw pixels %.2f%%)", 100**first.RawPixels)
+	}
+	return text
 }
 
 // pictures writes PCA pictures (paper Figure 1) of the first test images,

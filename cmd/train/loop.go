@@ -66,10 +66,11 @@ type stepRecord struct {
 }
 
 type evalRecord struct {
-	Step    int     `json:"step"`
-	KNNTop1 float64 `json:"knn_top1"`
-	Train   int     `json:"knn_train_images"`
-	Test    int     `json:"knn_test_images"`
+	Step      int      `json:"step"`
+	KNNTop1   float64  `json:"knn_top1"`
+	Train     int      `json:"knn_train_images"`
+	Test      int      `json:"knn_test_images"`
+	RawPixels *float64 `json:"raw_pixels_knn_top1,omitempty"` // the first evaluation's baseline
 }
 
 func (s *session) openMetrics() error {
@@ -96,6 +97,12 @@ func (s *session) loop(ctx context.Context) error {
 		evalEvery = c.ItersPerEpoch
 	}
 	s.lastSaved = tr.StepsDone
+	if tr.StepsDone == 0 {
+		// The untrained network, for comparison (and the raw pixels).
+		if err := s.evaluate(ctx); err != nil {
+			return s.stop(ctx, err)
+		}
+	}
 	prog := data.NewProgress("train", (stopAt-tr.StepsDone)*c.Batch)
 	n := s.ds.Len()
 	for tr.StepsDone < stopAt {
@@ -163,6 +170,9 @@ func (s *session) loop(ctx context.Context) error {
 		return s.stop(ctx, err)
 	}
 	fmt.Fprintf(s.stdout, "done: %d steps in %s; checkpoint %s\n", tr.StepsDone, time.Since(s.start).Round(time.Second), outPath(s.o, "checkpoint.msgpack"))
+	if sum := s.summary(); sum != "" {
+		fmt.Fprintln(s.stdout, sum)
+	}
 	return nil
 }
 

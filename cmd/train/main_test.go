@@ -80,7 +80,11 @@ func TestTrainEndToEndAndExactResume(t *testing.T) {
 	require.Contains(t, stdout.String(), "skipped 1 unreadable images")
 	steps, evals := readMetrics(t, filepath.Join(straight, "metrics.jsonl"))
 	require.Len(t, steps, 4)
-	require.Len(t, evals, 2) // after epoch 1 and at the end
+	require.Len(t, evals, 3) // untrained, after epoch 1 and at the end
+	require.Equal(t, 0.0, evals[0]["step"])
+	require.Contains(t, evals[0], "raw_pixels_knn_top1")
+	require.Contains(t, stdout.String(), "raw pixels (the model's 28x28 inputs): k-NN top-1")
+	require.Contains(t, stdout.String(), "k-NN top-1: ")
 
 	// Interrupted after 3 steps (--steps), then resumed: the same losses.
 	split := t.TempDir()
