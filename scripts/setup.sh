@@ -24,7 +24,7 @@ mesa_ok() {
 if ! have_pkg libvulkan1; then need+=(libvulkan1); fi
 if ! have_pkg dataset-fashion-mnist; then need+=(dataset-fashion-mnist); fi
 if ! mesa_ok; then need+=(mesa-vulkan-drivers); fi
-for p in pkg-config libgl1-mesa-dev libx11-dev libxrandr-dev libxcursor-dev libxinerama-dev libxi-dev libxxf86vm-dev; do
+for p in gcc libc6-dev pkg-config libgl1-mesa-dev libx11-dev libxrandr-dev libxcursor-dev libxinerama-dev libxi-dev libxxf86vm-dev; do
   if ! have_pkg "$p"; then need+=("$p"); fi
 done
 
