@@ -3,7 +3,8 @@
 # - a Vulkan loader and, when no GPU driver is present, Mesa lavapipe 25 from
 #   bookworm-backports (Debian 12's own Mesa 22 returned zeros from large dispatches);
 # - the Fashion-MNIST data set package used by the demo and the tests;
-# - the X11 and OpenGL headers and pkg-config that cmd/view's window (GLFW,
+# - gcc (cgo: wgpu-native and GLFW link through C), the X11 and OpenGL headers
+#   and pkg-config that cmd/view's window (GLFW,
 #   compiled from C through cgo by go-gl/glfw) needs to build on Linux.
 set -euo pipefail
 
