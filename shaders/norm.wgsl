@@ -31,17 +31,9 @@ struct Params { rows: u32, D: u32, rpw: u32, eps: f32 }
 @group(0) @binding(5) var<storage, read_write> mean: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rstd: array<f32>;
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
-@compute @workgroup_size({{.WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lane = lid % LANES;
-  let first = wid.x * p.rpw;
-  let last = min(first + p.rpw, p.rows);
-  let inv_d = 1.0 / f32(p.D);
-  for (var r0 = first; r0 < last; r0 += ROWS) {
-    let row = r0 + lid / LANES;
-    // Lanes past the last row skip their loops but join every barrier.
-    let n = select(0u, p.D / W, row < last);
-    let base = row * (p.D / W);
+fn row_len() -> u32 { return p.D / W; }
+{{template "row_loop" .}}
+    let inv_d = 1.0 / f32(p.D);
     var s = T();
     for (var c = lane; c < n; c += LANES) { s += x[base + c]; }
     let mu = row_reduce(vec2(hsum(s), 0.0), lid).x * inv_d;
@@ -69,16 +61,9 @@ struct Params { rows: u32, D: u32, rpw: u32 }
 @group(0) @binding(5) var<storage, read> rstd: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dx: array<T>;
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
-@compute @workgroup_size({{.WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lane = lid % LANES;
-  let first = wid.x * p.rpw;
-  let last = min(first + p.rpw, p.rows);
-  let inv_d = 1.0 / f32(p.D);
-  for (var r0 = first; r0 < last; r0 += ROWS) {
-    let row = min(r0 + lid / LANES, last - 1u);
-    let n = select(0u, p.D / W, r0 + lid / LANES < last);
-    let base = row * (p.D / W);
+fn row_len() -> u32 { return p.D / W; }
+{{template "row_loop" .}}
+    let inv_d = 1.0 / f32(p.D);
     let mu = mean[row];
     let r = rstd[row];
     var sg = T();
@@ -145,16 +130,8 @@ fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   let m = max(a.x, b.x);
   return vec2(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
 }
-@compute @workgroup_size({{.WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lane = lid % LANES;
-  let first = wid.x * p.rpw;
-  let last = min(first + p.rpw, p.rows);
-  for (var r0 = first; r0 < last; r0 += ROWS) {
-    let row = r0 + lid / LANES;
-    // Lanes past the last row skip their loops but join every barrier.
-    let n = select(0u, p.D / W, row < last);
-    let base = row * (p.D / W);
+fn row_len() -> u32 { return p.D / W; }
+{{template "row_loop" .}}
     var m = T(-3.4028234663852886e38); // -f32 max exactly: Tint (browsers) rejects literals beyond it
     var s = T();
     for (var c = lane; c < n; c += LANES) {
@@ -186,15 +163,8 @@ struct Params { rows: u32, D: u32, rpw: u32, inv_t: f32 }
 @group(0) @binding(2) var<storage, read> y: array<T>;
 @group(0) @binding(3) var<storage, read_write> dx: array<T>;
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
-@compute @workgroup_size({{.WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lane = lid % LANES;
-  let first = wid.x * p.rpw;
-  let last = min(first + p.rpw, p.rows);
-  for (var r0 = first; r0 < last; r0 += ROWS) {
-    let row = r0 + lid / LANES;
-    let n = select(0u, p.D / W, row < last);
-    let base = row * (p.D / W);
+fn row_len() -> u32 { return p.D / W; }
+{{template "row_loop" .}}
     var a = T();
     for (var c = lane; c < n; c += LANES) { a = fma(dy[base + c], y[base + c], a); }
     let d = row_reduce(vec2(hsum(a), 0.0), lid).x;
@@ -213,15 +183,8 @@ struct Params { rows: u32, D: u32, rpw: u32, eps: f32 }
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> norm: array<f32>;
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
-@compute @workgroup_size({{.WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lane = lid % LANES;
-  let first = wid.x * p.rpw;
-  let last = min(first + p.rpw, p.rows);
-  for (var r0 = first; r0 < last; r0 += ROWS) {
-    let row = r0 + lid / LANES;
-    let n = select(0u, p.D, row < last);
-    let base = row * p.D;
+fn row_len() -> u32 { return p.D; }
+{{template "row_loop" .}}
     var a = 0.0;
     for (var c = lane; c < n; c += LANES) { let v = x[base + c]; a = fma(v, v, a); }
     let nr = sqrt(row_reduce(vec2(a, 0.0), lid).x);
@@ -243,15 +206,8 @@ struct Params { rows: u32, D: u32, rpw: u32, eps: f32 }
 @group(0) @binding(3) var<storage, read> norm: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
-@compute @workgroup_size({{.WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lane = lid % LANES;
-  let first = wid.x * p.rpw;
-  let last = min(first + p.rpw, p.rows);
-  for (var r0 = first; r0 < last; r0 += ROWS) {
-    let row = min(r0 + lid / LANES, last - 1u);
-    let n = select(0u, p.D, r0 + lid / LANES < last);
-    let base = row * p.D;
+fn row_len() -> u32 { return p.D; }
+{{template "row_loop" .}}
     var a = 0.0;
     for (var c = lane; c < n; c += LANES) { a = fma(dy[base + c], y[base + c], a); }
     let nr = norm[row];

@@ -50,6 +50,25 @@ fn row_reduce(v: vec2<f32>, lid: u32) -> vec2<f32> {
 {{end}}
 {{end}}
 
+{{/* row_loop opens the entry point and the row loop of a row kernel (one
+that uses row_reduce): the workgroup walks its p.rpw rows ROWS at a time,
+LANES lanes per row, and each lane gets row (clamped to the last one, so
+per-row loads stay in range), n (the row's length in elements of the
+kernel's arrays, from the kernel's row_len(); 0 for lanes past the last
+row: they skip the row's loops but join every barrier, and guard their
+per-row writes with n > 0) and base. The kernel closes the loop and main. */}}
+{{define "row_loop"}}
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % LANES;
+  let first = wid.x * p.rpw;
+  let last = min(first + p.rpw, p.rows);
+  for (var r0 = first; r0 < last; r0 += ROWS) {
+    let row = min(r0 + lid / LANES, last - 1u);
+    let n = select(0u, row_len(), r0 + lid / LANES < last);
+    let base = row * row_len();
+{{end}}
+
 {{/* reduce_rows: out[r] = op(x[r, :]) for op sum, mean, max or l2 (the
 Euclidean norm). Data: WG, Lanes, Op. */}}
 {{define "reduce_rows"}}
@@ -65,16 +84,8 @@ fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return max(a, b); }
 const INIT = 0.0;
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
 {{end}}
-@compute @workgroup_size({{.WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lane = lid % LANES;
-  let first = wid.x * p.rpw;
-  let last = min(first + p.rpw, p.rows);
-  for (var r0 = first; r0 < last; r0 += ROWS) {
-    let row = r0 + lid / LANES;
-    // Lanes past the last row skip their loops but join every barrier.
-    let n = select(0u, p.D, row < last);
-    let base = row * p.D;
+fn row_len() -> u32 { return p.D; }
+{{template "row_loop" .}}
     var a = INIT;
     for (var c = lane; c < n; c += LANES) {
       let v = x[base + c];

@@ -53,16 +53,8 @@ struct Params { rows: u32, K: u32, rpw: u32, v: u32 }
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read_write> s: array<f32>;
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
-@compute @workgroup_size({{.WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lane = lid % LANES;
-  let first = wid.x * p.rpw;
-  let last = min(first + p.rpw, p.rows);
-  for (var r0 = first; r0 < last; r0 += ROWS) {
-    let row = r0 + lid / LANES;
-    // Lanes past the last row skip their loop but join every barrier.
-    let n = select(0u, p.K, row < last);
-    let base = row * p.K;
+fn row_len() -> u32 { return p.K; }
+{{template "row_loop" .}}
     var a = 0.0;
     for (var c = lane; c < n; c += LANES) { a = fma(q[base + c], s[c], a); }
     let r = row_reduce(vec2(a, 0.0), lid).x;
