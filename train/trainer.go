@@ -256,11 +256,15 @@ func (t *Trainer) copyStudentToTeacher() error {
 	return rec.Submit()
 }
 
-// rows views rows [from, from+n) of a [R, ...] tensor.
-func rows(rec *gpu.Recorder, x *gpu.Tensor, from, n int) *gpu.Tensor {
+// firstRows views rows [from, from+n) of a [R, ...] tensor.
+func firstRows(x *gpu.Tensor, from, n int) (*gpu.Tensor, error) {
 	w := x.Len() / x.Dim(0)
-	shape := append([]int{n}, x.Shape[1:]...)
-	v, err := x.View(from*w, shape...)
+	return x.View(from*w, append([]int{n}, x.Shape[1:]...)...)
+}
+
+// rows is firstRows for recording: a bad view fails the recording.
+func rows(rec *gpu.Recorder, x *gpu.Tensor, from, n int) *gpu.Tensor {
+	v, err := firstRows(x, from, n)
 	if err != nil {
 		rec.Fail(err)
 	}
@@ -325,10 +329,15 @@ func (t *Trainer) setMasks(ms [][]bool) (int, error) {
 	if len(ix) == 0 {
 		return 0, nil
 	}
-	if err := t.dev.WriteU32(rows(t.dev.Record(), t.maskIx, 0, len(ix)), ix); err != nil {
+	ixView, err1 := firstRows(t.maskIx, 0, len(ix))
+	wView, err2 := firstRows(t.ibotW, 0, len(w))
+	if err := errors.Join(err1, err2); err != nil {
 		return 0, err
 	}
-	return len(ix), t.dev.Write(rows(t.dev.Record(), t.ibotW, 0, len(w)), w)
+	if err := t.dev.WriteU32(ixView, ix); err != nil {
+		return 0, err
+	}
+	return len(ix), t.dev.Write(wView, w)
 }
 
 // Step trains on one batch of exactly Cfg.Batch images: augmentation,
@@ -526,11 +535,16 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 	}
 	lo.DINO /= float64(B * (2 + 2*L))
 	if M > 0 {
-		rl, err := t.dev.Read(rows(t.dev.Record(), t.ibot.loss, 0, M))
+		lossView, err1 := firstRows(t.ibot.loss, 0, M)
+		wView, err2 := firstRows(t.ibotW, 0, M)
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		rl, err := t.dev.Read(lossView)
 		if err != nil {
 			return err
 		}
-		w, err := t.dev.Read(rows(t.dev.Record(), t.ibotW, 0, M))
+		w, err := t.dev.Read(wView)
 		if err != nil {
 			return err
 		}
