@@ -53,35 +53,3 @@ func rowIndexArgs(rec *gpu.Recorder, op string, full, part, idx *gpu.Tensor, ful
 	}
 	return R, D, nil
 }
-
-// WeightedSum records out[0] = sum_i w[i] x[i] over the elements of x and w
-// (same length). iBOT averages its per-patch losses per image over the
-// image's masked patches and then over images: that is this sum with w[i] =
-// 1 / (masked patches of i's image * images). One workgroup does it all, so
-// it is meant for a few thousand elements.
-func WeightedSum(rec *gpu.Recorder, out, x, w *gpu.Tensor) error {
-	const op = "weighted_sum"
-	if err := notNil(rec, op, []string{"out", "x", "w"}, out, x, w); err != nil {
-		return err
-	}
-	if out.Len() != 1 || w.Len() != x.Len() {
-		return shapeErr(rec, op, "x %s, w %s -> out %s: w must match x and out hold one element", x, w, out)
-	}
-	k := gpu.Kernel{Name: op, Data: rowKernel{WG: sumWG, Lanes: sumWG}, Access: []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}}
-	return rec.Dispatch(k, [3]uint32{1, 1, 1}, []uint32{gpu.U32(x.Len())}, x, w, out)
-}
-
-// WeightedSumBackward records dx[i] (+)= w[i] dOut[0], which is also the
-// per-row dLoss that SoftmaxCrossEntropyBackward takes.
-func WeightedSumBackward(rec *gpu.Recorder, dx, dOut, w *gpu.Tensor, accumulate bool) error {
-	const op = "weighted_sum_backward"
-	if err := notNil(rec, op, []string{"dx", "dOut", "w"}, dx, dOut, w); err != nil {
-		return err
-	}
-	if dOut.Len() != 1 || w.Len() != dx.Len() {
-		return shapeErr(rec, op, "dx %s, w %s, dOut %s: w must match dx and dOut hold one element", dx, w, dOut)
-	}
-	k := gpu.Kernel{Name: op, Data: struct{ Accumulate bool }{accumulate}, Access: []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}}
-	n := dx.Len()
-	return rec.Dispatch(k, eltGroups(n), []uint32{gpu.U32(n)}, dOut, w, dx)
-}

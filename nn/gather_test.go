@@ -68,36 +68,6 @@ func TestGatherRowsOutOfRange(t *testing.T) {
 	require.Equal(t, []float64{0, 0, 1, 2}, read(t, dx))
 }
 
-func TestWeightedSum(t *testing.T) {
-	rng := rand.New(rand.NewPCG(53, 54))
-	for _, n := range []int{1, 7, 3001} {
-		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			x64, x32 := randn(rng, n, 1)
-			w64, w32 := randn(rng, n, 1)
-			g64, g32 := randn(rng, 1, 1)
-			a64, a32 := randn(rng, n, 1)
-			x, w, g := upload(t, x32, n), upload(t, w32, n), upload(t, g32, 1)
-			out, dx, dxAcc := zeros(t, 1), zeros(t, n), upload(t, a32, n)
-			rec := dev.Record()
-			require.NoError(t, WeightedSum(rec, out, x, w))
-			require.NoError(t, WeightedSumBackward(rec, dx, g, w, false))
-			require.NoError(t, WeightedSumBackward(rec, dxAcc, g, w, true))
-			run(t, rec)
-			// An f32 sum of n products of unit normals: error ~ sqrt(n) ulp.
-			requireClose(t, []float64{ref.WeightedSum(x64, w64)}, read(t, out), 1e-5, 1e-6, "out")
-			want := ref.WeightedSumBackward(w64, g64[0])
-			requireClose(t, want, read(t, dx), 0, 1e-7, "dx")
-			for i := range want {
-				want[i] += a64[i]
-			}
-			requireClose(t, want, read(t, dxAcc), 1e-7, 2e-7, "dx accumulated")
-		})
-	}
-	x, _ := randn(rng, 9, 1)
-	w, _ := randn(rng, 9, 1)
-	checkGradient(t, func(x []float64) float64 { return 1.5 * ref.WeightedSum(x, w) }, x, ref.WeightedSumBackward(w, 1.5), "weighted_sum")
-}
-
 func TestGatherBadShapes(t *testing.T) {
 	err := GatherRows(dev.Record(), zeros(t, 3, 4), zeros(t, 10, 5), zeros(t, 3))
 	require.ErrorContains(t, err, "gather_rows: x [10x5], idx [3], y [3x4]: y must hold 3 rows of 5")
@@ -105,8 +75,4 @@ func TestGatherBadShapes(t *testing.T) {
 	require.ErrorContains(t, err, "gather_rows: tensor idx is nil")
 	err = ScatterRowsAdd(dev.Record(), zeros(t, 10, 5), zeros(t, 4, 5), zeros(t, 3), false)
 	require.ErrorContains(t, err, "scatter_rows_add: dx [10x5], idx [3], dy [4x5]: dy must hold 3 rows of 5")
-	err = WeightedSum(dev.Record(), zeros(t, 1), zeros(t, 4), zeros(t, 5))
-	require.ErrorContains(t, err, "weighted_sum: x [4], w [5] -> out [1]: w must match x and out hold one element")
-	err = WeightedSumBackward(dev.Record(), zeros(t, 4), zeros(t, 2), zeros(t, 4), false)
-	require.ErrorContains(t, err, "weighted_sum_backward: dx [4], w [4], dOut [2]: w must match dx and dOut hold one element")
 }

@@ -34,35 +34,3 @@ fn elt(i: u32) {
 }
 {{template "elt_main" .}}
 {{end}}
-
-{{/* weighted_sum: out[0] = sum_i w[i] x[i] by one workgroup (per-patch
-losses: a few thousand elements). Data: WG, Lanes (= WG). */}}
-{{define "weighted_sum"}}
-{{template "row_reduce" .}}
-struct Params { n: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return a + b; }
-@compute @workgroup_size({{.WG}})
-fn main(@builtin(local_invocation_index) lid: u32) {
-  var a = 0.0;
-  for (var i = lid; i < p.n; i += WG) { a = fma(w[i], x[i], a); }
-  let r = row_reduce(vec2(a, 0.0), lid).x;
-  if (lid == 0u) { out[0] = r; }
-}
-{{end}}
-
-{{/* weighted_sum_backward: dx[i] (+)= w[i] dy[0]. Data: Accumulate. */}}
-{{define "weighted_sum_backward"}}
-struct Params { n: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
-fn elt(i: u32) {
-  {{if .Accumulate}}dx[i] += w[i] * dy[0];{{else}}dx[i] = w[i] * dy[0];{{end}}
-}
-{{template "elt_main" .}}
-{{end}}

@@ -25,21 +25,3 @@ func ScatterRowsAdd(dy []float64, idx []int, R, D int) []float64 {
 	}
 	return dx
 }
-
-// WeightedSum returns sum_i w[i] x[i].
-func WeightedSum(x, w []float64) float64 {
-	var s float64
-	for i := range x {
-		s += w[i] * x[i]
-	}
-	return s
-}
-
-// WeightedSumBackward returns dx[i] = w[i] dOut.
-func WeightedSumBackward(w []float64, dOut float64) []float64 {
-	dx := make([]float64, len(w))
-	for i := range w {
-		dx[i] = w[i] * dOut
-	}
-	return dx
-}
