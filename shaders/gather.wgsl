@@ -1,6 +1,5 @@
-{{/* Row gather and scatter for iBOT's masked patches, and the weighted sum
-that averages their losses per image and then over images. The gather and
-scatter are elementwise kernels (elt_main in activation.wgsl): element i is
+{{/* Row gather and scatter for iBOT's masked patches. Both are elementwise
+kernels (elt_main in activation.wgsl): element i is
 column i % D of output row i / D, so neighbouring invocations copy
 neighbouring addresses of one row. */}}
 
