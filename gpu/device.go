@@ -36,6 +36,7 @@ type Limits struct {
 	MaxStorageBuffers   uint32
 	StorageOffsetAlign  uint32
 	UniformOffsetAlign  uint32
+	MaxUniformBinding   uint64
 }
 
 // Device is an open WebGPU device with its queue, kernel cache and helpers.
@@ -57,6 +58,7 @@ type Device struct {
 	uniformSize uint64
 	release     func()
 	mem         memStats // tensor-buffer bytes allocated (memstats.go)
+	profile     *Profile // when set, Submit times each op (profile.go)
 }
 
 // Info returns the adapter description.
@@ -95,6 +97,9 @@ func requiredLimits(a wgpu.Limits) wgpu.Limits {
 	l.MaxComputeWorkgroupSizeY = a.MaxComputeWorkgroupSizeY
 	l.MaxComputeWorkgroupsPerDimension = a.MaxComputeWorkgroupsPerDimension
 	l.MaxStorageBuffersPerShaderStage = a.MaxStorageBuffersPerShaderStage
+	l.MaxUniformBufferBindingSize = a.MaxUniformBufferBindingSize
+	l.MinUniformBufferOffsetAlignment = a.MinUniformBufferOffsetAlignment
+	l.MinStorageBufferOffsetAlignment = a.MinStorageBufferOffsetAlignment
 	return l
 }
 
@@ -108,6 +113,7 @@ func limitsFrom(l wgpu.Limits) Limits {
 		MaxStorageBuffers:   l.MaxStorageBuffersPerShaderStage,
 		StorageOffsetAlign:  l.MinStorageBufferOffsetAlignment,
 		UniformOffsetAlign:  l.MinUniformBufferOffsetAlignment,
+		MaxUniformBinding:   l.MaxUniformBufferBindingSize,
 	}
 }
 
@@ -125,6 +131,9 @@ func (l *Limits) sanitize() {
 	def(&l.MaxStorageBuffers, 8)
 	def(&l.StorageOffsetAlign, 256)
 	def(&l.UniformOffsetAlign, 256)
+	if l.MaxUniformBinding == 0 || l.MaxUniformBinding == wgpu.LimitU64Undefined {
+		l.MaxUniformBinding = 16 << 10
+	}
 	if l.MaxStorageBinding == 0 || l.MaxStorageBinding == wgpu.LimitU64Undefined {
 		l.MaxStorageBinding = 128 << 20
 	}

@@ -12,6 +12,7 @@ type Access int
 const (
 	Read      Access = iota // var<storage, read>
 	ReadWrite               // var<storage, read_write>
+	Uniform                 // var<uniform>: read-only, at most Limits.MaxUniformBinding bytes, offsets on UniformOffsetAlign
 )
 
 // Kernel identifies one specialisation of a WGSL template. Binding 0 of every
@@ -69,8 +70,11 @@ func (d *Device) compile(k Kernel) (*compiled, error) {
 	}}
 	for i, a := range k.Access {
 		t := wgpu.BufferBindingTypeReadOnlyStorage
-		if a == ReadWrite {
+		switch a {
+		case ReadWrite:
 			t = wgpu.BufferBindingTypeStorage
+		case Uniform:
+			t = wgpu.BufferBindingTypeUniform
 		}
 		entries = append(entries, wgpu.BindGroupLayoutEntry{
 			Binding:    uint32(i + 1),

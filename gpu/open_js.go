@@ -35,6 +35,7 @@ func Open() (*Device, error) {
 		"maxComputeWorkgroupSizeX":          get("maxComputeWorkgroupSizeX"),
 		"maxComputeWorkgroupsPerDimension":  get("maxComputeWorkgroupsPerDimension"),
 		"maxStorageBuffersPerShaderStage":   get("maxStorageBuffersPerShaderStage"),
+		"maxUniformBufferBindingSize":       get("maxUniformBufferBindingSize"),
 	}
 	dev, ok := jsx.Await(adapter.Call("requestDevice", map[string]any{"requiredLimits": req}))
 	if !ok || !dev.Truthy() {
@@ -60,6 +61,7 @@ func Open() (*Device, error) {
 		MaxStorageBuffers:   u32("maxStorageBuffersPerShaderStage"),
 		StorageOffsetAlign:  u32("minStorageBufferOffsetAlignment"),
 		UniformOffsetAlign:  u32("minUniformBufferOffsetAlignment"),
+		MaxUniformBinding:   u64("maxUniformBufferBindingSize"),
 	}
 	limits.sanitize()
 	set, err := shaders.Load()

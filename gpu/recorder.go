@@ -112,7 +112,12 @@ func (r *Recorder) check(c *compiled, groups [3]uint32, params []uint32, bufs []
 		if t.Buf.dev != r.d {
 			return fmt.Errorf("kernel %s: binding %d belongs to another device", c.name, i+1)
 		}
-		if t.Off%uint64(l.StorageOffsetAlign) != 0 {
+		if c.access[i] == Uniform {
+			if t.Off%uint64(l.UniformOffsetAlign) != 0 || t.Bytes() > l.MaxUniformBinding || t.Bytes()%16 != 0 {
+				return fmt.Errorf("kernel %s: uniform binding %d %s (bytes %d to %d) must start on a multiple of %d, span a multiple of 16 bytes and at most %d",
+					c.name, i+1, t, t.Off, t.Off+t.Bytes(), l.UniformOffsetAlign, l.MaxUniformBinding)
+			}
+		} else if t.Off%uint64(l.StorageOffsetAlign) != 0 {
 			return fmt.Errorf("kernel %s: binding %d %s starts at byte %d, not a multiple of the device's storage alignment %d",
 				c.name, i+1, t, t.Off, l.StorageOffsetAlign)
 		}
@@ -157,7 +162,12 @@ func (r *Recorder) Len() int { return len(r.ops) }
 
 // Submit encodes everything recorded and submits it. The recorder is empty
 // afterwards and can be reused.
-func (r *Recorder) Submit() error { return r.submit(nil) }
+func (r *Recorder) Submit() error {
+	if p := r.d.profile; p != nil {
+		return r.submitProfiled(p)
+	}
+	return r.submit(nil)
+}
 
 // stamper brackets a recording with GPU timestamps (native only).
 type stamper interface {

@@ -101,13 +101,13 @@ func checkShape(op string, shape []int) error {
 	return nil
 }
 
-// NewBuffer allocates size bytes of zeroed GPU memory usable as storage and
-// as a copy source and destination.
+// NewBuffer allocates size bytes of zeroed GPU memory usable as storage, as
+// a uniform block and as a copy source and destination.
 func (d *Device) NewBuffer(label string, size uint64) (*Buffer, error) {
 	if size == 0 {
 		return nil, fmt.Errorf("allocate %q: zero-size buffer", label)
 	}
-	size = (size + 3) &^ 3
+	size = (size + 255) &^ 255 // whole 256-byte blocks, the coarsest binding alignment, so a binding may end where the buffer does
 	if size > d.limits.MaxBufferSize {
 		return nil, fmt.Errorf("allocate %q: %d bytes exceeds the device's max buffer size of %d bytes (%s)",
 			label, size, d.limits.MaxBufferSize, d.info.Name)
@@ -115,7 +115,7 @@ func (d *Device) NewBuffer(label string, size uint64) (*Buffer, error) {
 	b, err := d.dev.CreateBuffer(&wgpu.BufferDescriptor{
 		Label: label,
 		Size:  size,
-		Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst,
+		Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageUniform | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("allocate %q (%d bytes): %w", label, size, err)

@@ -37,6 +37,14 @@ var mmTiles = [2][2]mmTile{
 	{{TM: 8, TN: 4, WG: 8}, {TM: 8, TN: 4, WG: 8}},
 }
 
+// epilogue is the template data of the fused epilogue: the binding of each
+// optional tensor (0 when absent), the activation and accumulation.
+type epilogue struct {
+	Bias, Scale, PreAct, RowScale int
+	Act                           string
+	Accumulate                    bool
+}
+
 // mmIdx names accumulator I of a tile and its place Q*4+R in a vec4.
 type mmIdx struct{ I, Q, R int }
 
@@ -60,6 +68,12 @@ func seq(n int) []int {
 // ([..., K, M] with TransA), B is [..., K, N] ([..., N, K] with TransB) or 2-D and
 // shared by all batches, C is [..., M, N].
 func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
+	return matMul(rec, c, a, b, o, true)
+}
+
+// matMul is MatMul; bcast false keeps it off matmul_bcast (so tests reach
+// the other kernels on shapes it would take).
+func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, bcast bool) error {
 	const op = "matmul"
 	if err := notNil(rec, op, []string{"A", "B", "C"}, a, b, c); err != nil {
 		return err
@@ -96,11 +110,6 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 	if o.Act != NoAct && o.Act != GELU {
 		return shapeErr(rec, op, "unknown activation %q", o.Act)
 	}
-	type epilogue struct {
-		Bias, Scale, PreAct, RowScale int
-		Act                           string
-		Accumulate                    bool
-	}
 	e := epilogue{Act: string(o.Act), Accumulate: o.Accumulate}
 	access := []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}
 	bufs := []*gpu.Tensor{a, b, c}
@@ -122,6 +131,16 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 	}
 	params := func(vec int) []uint32 {
 		return []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), gpu.U32(strideA / vec), gpu.U32(strideB / vec), gpu.U32(M * N)}
+	}
+	if bcast && !o.TransA && (o.TransB && K%4 == 0 || !o.TransB && N%4 == 0) {
+		bm, bM := batch, M
+		if bBatch == 1 {
+			bm, bM = 1, batch*M // a shared B: the batches are rows of one product
+		}
+		if plan, ok := planBcast(rec.Device().Limits(), a, bm, bM, K); ok {
+			access[0] = gpu.Uniform
+			return dispatchBcast(rec, plan, bufs, access, e, o.TransB, bM, N, K, strideB/4)
+		}
 	}
 	// matmul_vec4 needs the dimension each operand's vec4 runs along to be a
 	// multiple of 4 (see shaders/matmul.wgsl).
@@ -171,4 +190,108 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// bcastPlan is how matmul_bcast covers A: windows of whole batches or, when
+// one batch exceeds a uniform binding, of rows within each batch, and the
+// rows per workgroup.
+type bcastPlan struct {
+	windows []bcastWindow
+	tm      int
+}
+
+// bcastWindow is one dispatch: batches [batch0, batch0+batches), rows
+// [rowLo, rowHi) of each.
+type bcastWindow struct{ batch0, batches, rowLo, rowHi int }
+
+// planBcast splits A [batch, M, K] into windows that fit the device's
+// uniform binding and start on its uniform offset alignment; ok is false
+// when none do (A's offset unaligned, or a row longer than a binding).
+func planBcast(l gpu.Limits, a *gpu.Tensor, batch, M, K int) (bcastPlan, bool) {
+	align := int(l.UniformOffsetAlign / 4) // floats
+	maxF := int(l.MaxUniformBinding/4) &^ 3
+	if align == 0 || a.Off%uint64(l.UniformOffsetAlign) != 0 || K > maxF {
+		return bcastPlan{}, false
+	}
+	const maxTM = 32
+	var p bcastPlan
+	if perBatch := M * K; perBatch <= maxF {
+		q := align / gcd(perBatch, align) // batches between aligned starts
+		nb := maxF / perBatch / q * q
+		if nb == 0 {
+			return bcastPlan{}, false
+		}
+		for b0 := 0; b0 < batch; b0 += nb {
+			p.windows = append(p.windows, bcastWindow{b0, min(nb, batch-b0), 0, M})
+		}
+		p.tm = min(maxTM, (M+3)&^3)
+		return p, true
+	}
+	if batch > 1 && M*K%align != 0 {
+		return bcastPlan{}, false
+	}
+	q := align / gcd(K, align) // rows between aligned starts
+	rows := maxF / K / q * q
+	if rows == 0 {
+		return bcastPlan{}, false
+	}
+	if step := max(maxTM, q); rows >= step {
+		rows = rows / step * step
+	}
+	p.tm = min(maxTM, rows)
+	for b := 0; b < batch; b++ {
+		for lo := 0; lo < M; lo += rows {
+			p.windows = append(p.windows, bcastWindow{b, 1, lo, min(lo+rows, M)})
+		}
+	}
+	return p, true
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// dispatchBcast records one matmul_bcast dispatch per window of the plan.
+// bufs[0] is A; it is replaced by each window's view.
+func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []gpu.Access, e epilogue, transB bool, M, N, K, strideB4 int) error {
+	a := bufs[0]
+	type data struct {
+		TM, WG, Window int
+		Rows           []int
+		AVec4, TransB  bool
+		epilogue
+	}
+	const wg = 8
+	maxVec4 := int(rec.Device().Limits().MaxUniformBinding / 16)
+	bufF := int(a.Buf.Size() / 4) // a multiple of the alignment (gpu.NewBuffer)
+	for _, w := range p.windows {
+		first := int(a.Off/4) + (w.batch0*M+w.rowLo)*K // in the buffer, aligned (planBcast)
+		rows := (w.batches-1)*M + w.rowHi - w.rowLo
+		// The binding: the smallest power-of-two number of vec4s (at least
+		// 16, one browser alignment) holding the window, moved back from
+		// the buffer's end if it would run past it; or the whole buffer.
+		size := 16
+		for size*4 < rows*K && size < maxVec4 {
+			size *= 2
+		}
+		size = min(size, maxVec4)
+		start := min(first, bufF-4*size)
+		if start < 0 {
+			start, size = 0, bufF/4
+		}
+		view := &gpu.Tensor{Buf: a.Buf, Off: uint64(start) * 4, Shape: []int{4 * size}}
+		args := append([]*gpu.Tensor{view}, bufs[1:]...)
+		tiles := (w.rowHi - w.rowLo + p.tm - 1) / p.tm
+		d := data{TM: p.tm, WG: wg, Window: size, Rows: seq(p.tm), AVec4: K%4 == 0, TransB: transB, epilogue: e}
+		groups := [3]uint32{uint32(((N+3)/4 + wg - 1) / wg), uint32(w.batches * tiles), 1}
+		params := []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), 0, gpu.U32(strideB4), gpu.U32(M * N),
+			gpu.U32(w.batch0), gpu.U32(w.rowLo), gpu.U32(w.rowHi), gpu.U32(tiles), gpu.U32(first - start)}
+		if err := rec.Dispatch(gpu.Kernel{Name: "matmul_bcast", Data: d, Access: access}, groups, params, args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -20,44 +20,50 @@ const mmAtol, mmRtol = 1e-4, 1e-4
 
 func TestMatMulAgainstReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	// The first cases take the fallback kernel, the rest the vec4 kernel for
-	// the transpose variants whose vec4 dimensions are multiples of 4: edges
-	// that are not multiples of any tile, M or N = 1, batch 1.
+	// Edges that are not multiples of any tile, M or N = 1, batch 1. Each
+	// case runs with matmul_bcast allowed (it takes untransposed A when N,
+	// or K with B transposed, is a multiple of 4; the last cases need
+	// several uniform windows: batches 0-5 and 6-8 of [9,50,50], rows 0-255
+	// and 256-299 of each [300,64]) and not (then the vec4 kernel takes the
+	// shapes whose vec4 dimensions are multiples of 4, the fallback the rest).
 	cases := []struct{ batch, M, N, K int }{
 		{1, 1, 1, 1}, {1, 7, 13, 5}, {3, 33, 65, 17}, {2, 70, 3, 129}, {1, 257, 97, 64},
 		{1, 4, 4, 4}, {2, 20, 36, 12}, {1, 1, 8, 4}, {3, 8, 1, 8}, {1, 68, 44, 40}, {2, 12, 8, 21},
+		{9, 50, 12, 50}, {2, 300, 20, 64},
 	}
 	for _, c := range cases {
 		for _, ta := range []bool{false, true} {
 			for _, tb := range []bool{false, true} {
 				for _, shared := range []bool{false, true} {
-					name := fmt.Sprintf("b%d_%dx%dx%d_ta%v_tb%v_shared%v", c.batch, c.M, c.N, c.K, ta, tb, shared)
-					t.Run(name, func(t *testing.T) {
-						a64, a32 := randn(rng, c.batch*c.M*c.K, 1)
-						nb := c.batch
-						if shared {
-							nb = 1
-						}
-						b64, b32 := randn(rng, nb*c.K*c.N, 1)
-						aShape := []int{c.batch, c.M, c.K}
-						if ta {
-							aShape = []int{c.batch, c.K, c.M}
-						}
-						bShape := []int{nb, c.K, c.N}
-						if tb {
-							bShape = []int{nb, c.N, c.K}
-						}
-						if shared {
-							bShape = bShape[1:]
-						}
-						a, b := upload(t, a32, aShape...), upload(t, b32, bShape...)
-						out := zeros(t, c.batch, c.M, c.N)
-						rec := dev.Record()
-						require.NoError(t, MatMul(rec, out, a, b, MatMulOpts{TransA: ta, TransB: tb}))
-						run(t, rec)
-						want := ref.MatMul(a64, b64, c.batch, c.M, c.N, c.K, ta, tb, shared)
-						requireClose(t, want, read(t, out), mmAtol, mmRtol, name)
-					})
+					for _, bcast := range []bool{false, true} {
+						name := fmt.Sprintf("b%d_%dx%dx%d_ta%v_tb%v_shared%v_bcast%v", c.batch, c.M, c.N, c.K, ta, tb, shared, bcast)
+						t.Run(name, func(t *testing.T) {
+							a64, a32 := randn(rng, c.batch*c.M*c.K, 1)
+							nb := c.batch
+							if shared {
+								nb = 1
+							}
+							b64, b32 := randn(rng, nb*c.K*c.N, 1)
+							aShape := []int{c.batch, c.M, c.K}
+							if ta {
+								aShape = []int{c.batch, c.K, c.M}
+							}
+							bShape := []int{nb, c.K, c.N}
+							if tb {
+								bShape = []int{nb, c.N, c.K}
+							}
+							if shared {
+								bShape = bShape[1:]
+							}
+							a, b := upload(t, a32, aShape...), upload(t, b32, bShape...)
+							out := zeros(t, c.batch, c.M, c.N)
+							rec := dev.Record()
+							require.NoError(t, matMul(rec, out, a, b, MatMulOpts{TransA: ta, TransB: tb}, bcast))
+							run(t, rec)
+							want := ref.MatMul(a64, b64, c.batch, c.M, c.N, c.K, ta, tb, shared)
+							requireClose(t, want, read(t, out), mmAtol, mmRtol, name)
+						})
+					}
 				}
 			}
 		}
@@ -65,13 +71,16 @@ func TestMatMulAgainstReference(t *testing.T) {
 }
 
 func TestMatMulEpilogue(t *testing.T) {
-	// Both kernels: 23 columns of A take the fallback, 24 the vec4 kernel.
+	// All kernels: 23 columns of A take the fallback, 24 the vec4 kernel
+	// or, allowed, matmul_bcast.
 	for _, K := range []int{23, 24} {
-		t.Run(fmt.Sprint("K", K), func(t *testing.T) { testMatMulEpilogue(t, 19, 37, K) })
+		for _, bcast := range []bool{false, true} {
+			t.Run(fmt.Sprint("K", K, "_bcast", bcast), func(t *testing.T) { testMatMulEpilogue(t, 19, 37, K, bcast) })
+		}
 	}
 }
 
-func testMatMulEpilogue(t *testing.T, M, N, K int) {
+func testMatMulEpilogue(t *testing.T, M, N, K int, bcast bool) {
 	// C = C0 + rowscale * scale * gelu(A B^T + bias), with the
 	// pre-activation saved: the fused path of a ViT MLP's first layer
 	// followed by LayerScale and stochastic depth. A is [3, M/3.., K] so the
@@ -86,10 +95,10 @@ func testMatMulEpilogue(t *testing.T, M, N, K int) {
 	out := upload(t, c32, M, N)
 	pre := zeros(t, M, N)
 	rec := dev.Record()
-	require.NoError(t, MatMul(rec, out, upload(t, a32, M, K), upload(t, w32, N, K), MatMulOpts{
+	require.NoError(t, matMul(rec, out, upload(t, a32, M, K), upload(t, w32, N, K), MatMulOpts{
 		TransB: true, Bias: upload(t, b32, N), Act: GELU, PreAct: pre, Scale: upload(t, s32, N), Accumulate: true,
 		RowScale: upload(t, r32, M),
-	}))
+	}, bcast))
 	run(t, rec)
 	h := ref.MatMul(a64, w64, 1, M, N, K, false, true, true)
 	want := make([]float64, M*N)
@@ -121,6 +130,37 @@ func TestMatMulRowScaleBatched(t *testing.T) {
 	requireClose(t, want, read(t, out), mmAtol, mmRtol, "batched row scale")
 	err := MatMul(dev.Record(), out, upload(t, a32, batch, M, K), upload(t, w32, N, K), MatMulOpts{TransB: true, RowScale: zeros(t, M)})
 	require.ErrorContains(t, err, "matmul: row scale [5] for 15 rows")
+}
+
+func TestPlanBcast(t *testing.T) {
+	// A browser's limits: 64 KiB uniform bindings on 256-byte offsets (64 floats).
+	l := gpu.Limits{UniformOffsetAlign: 256, MaxUniformBinding: 64 << 10}
+	a := &gpu.Tensor{}
+	// [48 heads, 257 tokens, 64]: 16448 floats per batch exceed a binding
+	// (16384), so rows: 64-float rows each start aligned, 256 fit.
+	p, ok := planBcast(l, a, 48, 257, 64)
+	require.True(t, ok)
+	require.Equal(t, bcastWindow{0, 1, 0, 256}, p.windows[0])
+	require.Equal(t, bcastWindow{0, 1, 256, 257}, p.windows[1])
+	// [1, 300, 100]: 100-float rows start aligned every 16 rows; 163 fit, so 160.
+	p, ok = planBcast(l, a, 1, 300, 100)
+	require.True(t, ok)
+	require.Equal(t, []bcastWindow{{0, 1, 0, 160}, {0, 1, 160, 300}}, p.windows)
+	require.Equal(t, 32, p.tm)
+	// [100, 50, 50]: 2500 floats per batch, starts on 64 floats every 16
+	// batches (2500*16 = 40000 = 625*64), but only 6 batches fit a window.
+	_, ok = planBcast(l, a, 100, 50, 50)
+	require.False(t, ok)
+	// [100, 10, 64]: 640 floats per batch, every batch aligned, 25 per window.
+	p, ok = planBcast(l, a, 100, 10, 64)
+	require.True(t, ok)
+	require.Equal(t, []bcastWindow{{0, 25, 0, 10}, {25, 25, 0, 10}, {50, 25, 0, 10}, {75, 25, 0, 10}}, p.windows)
+	require.Equal(t, 12, p.tm)
+	// A row longer than a binding, or A off the alignment: no plan.
+	_, ok = planBcast(l, a, 1, 2, 20000)
+	require.False(t, ok)
+	_, ok = planBcast(l, &gpu.Tensor{Off: 128}, 1, 2, 64)
+	require.False(t, ok)
 }
 
 func TestMatMulBadShapes(t *testing.T) {

@@ -1,13 +1,15 @@
 {{/*
 matmul: C[b] = epilogue(op(A[b]) x op(B[b])), op = identity or transpose.
-Two kernels share the epilogue: matmul_vec4 (fast, needs the vec4 alignment
-described there) and matmul (any shape).
+Three kernels share the epilogue: matmul_bcast (fastest on lavapipe: A through
+a uniform window), matmul_vec4 (needs the vec4 alignment described there) and
+matmul (any shape).
 Epilogue: h = AB + bias; preact = h; y = act(h); C = (Accumulate ? C : 0) + rowscale[row] * scale * y.
 */}}
 
 {{define "matmul_bindings"}}
 {{template "gelu_fn" .}}
-struct Params { M: u32, N: u32, K: u32, stride_a: u32, stride_b: u32, stride_c: u32 }
+// batch0, row_lo, row_hi, tiles and a_off place a matmul_bcast window (see there).
+struct Params { M: u32, N: u32, K: u32, stride_a: u32, stride_b: u32, stride_c: u32, batch0: u32, row_lo: u32, row_hi: u32, tiles: u32, a_off: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 {{if .Bias}}@group(0) @binding({{.Bias}}) var<storage, read> bias: array<f32>;{{end}}
@@ -86,6 +88,70 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let base_c = wid.z * p.stride_c;
   {{range $r := .Rows}}{{range $c := $.Cols}}store_c(base_c, m0 + {{$r.I}}u, {{if $.TransB}}n0 + {{mul $c.I $.WG}}u{{else}}4u * (g0 + {{mul $c.Q $.WG}}u) + {{$c.R}}u{{end}}, acc{{$r.I}}_{{$c.I}});
   {{end}}{{end}}
+}
+{{end}}
+
+{{/*
+matmul_bcast reads A through a uniform binding because lavapipe loads a
+uniform-buffer value whose address is the same in every lane once and
+broadcasts it, where a storage load costs a bounds-checked load per lane (see
+matmul_vec4); rows of A are exactly what the lanes of a workgroup share, so
+this halves the loads per FMA. A uniform binding holds at most 64 KiB, so each
+dispatch sees a window of A: rows [row_lo, row_hi) of the batches batch0 ..
+batch0 + (grid y) / tiles - 1 (several whole batches when they fit, else part
+of one), laid out as in A from element a_off of the binding. Bindings come in
+a few sizes (Window, a power of two) so that shapes which change every step
+(the masked patches of iBOT) do not compile new pipelines. A workgroup computes TM rows x 4 WG columns, each
+lane a vec4 of 4 consecutive columns, so B is [K,N] with N % 4 == 0 or, with
+TransB, [N,K] with K % 4 == 0. A is never transposed. AVec4 (K % 4 == 0)
+reads A four k at a time. Data: TM, Rows (0..TM-1), WG, Window (vec4s of the
+binding), AVec4, TransB and the epilogue fields; stride_b is in vec4s.
+*/}}
+{{define "matmul_bcast"}}
+{{template "matmul_bindings" .}}
+@group(0) @binding(1) var<uniform> a: array<vec4<f32>, {{.Window}}>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let bi = wid.y / p.tiles;
+  let batch = p.batch0 + bi;
+  let m0 = p.row_lo + (wid.y % p.tiles) * {{.TM}}u;
+  let base_b = batch * p.stride_b;
+  let K4 = p.K / 4u;
+  let N4 = (p.N + 3u) / 4u;
+  let g = wid.x * {{.WG}}u + lid.x;
+  // Row r of the tile starts at element ar_r of the window (rows past the
+  // window are clamped for loading and never stored).
+  {{range .Rows}}let ar{{.}} = p.a_off + (bi * p.M + min(m0 + {{.}}u, p.row_hi - 1u) - p.row_lo) * p.K;
+  var acc{{.}} = vec4<f32>();
+  {{end}}
+  {{if .TransB}}{{range $j := seq 4}}let bc{{$j}} = base_b + min(4u * g + {{$j}}u, p.N - 1u) * K4;
+  {{end}}
+  for (var k4 = 0u; k4 < K4; k4++) {
+    let b0 = b[bc0 + k4]; let b1 = b[bc1 + k4]; let b2 = b[bc2 + k4]; let b3 = b[bc3 + k4];
+    {{range .Rows}}{ let va = a[ar{{.}} / 4u + k4]; acc{{.}} += vec4(dot(va, b0), dot(va, b1), dot(va, b2), dot(va, b3)); }
+    {{end}}
+  }
+  {{else}}let gb = base_b + min(g, N4 - 1u);
+  {{if .AVec4}}for (var k4 = 0u; k4 < K4; k4++) {
+    let kb = gb + 4u * k4 * N4;
+    let b0 = b[kb]; let b1 = b[kb + N4]; let b2 = b[kb + 2u * N4]; let b3 = b[kb + 3u * N4];
+    {{range .Rows}}{ let va = a[ar{{.}} / 4u + k4]; acc{{.}} = fma(vec4(va.x), b0, fma(vec4(va.y), b1, fma(vec4(va.z), b2, fma(vec4(va.w), b3, acc{{.}})))); }
+    {{end}}
+  }
+  {{else}}for (var k = 0u; k < p.K; k++) {
+    let bk = b[gb + k * N4];
+    {{range .Rows}}{ let i = ar{{.}} + k; acc{{.}} = fma(vec4(a[i / 4u][i % 4u]), bk, acc{{.}}); }
+    {{end}}
+  }
+  {{end}}{{end}}
+  let base_c = batch * p.stride_c;
+  {{range $r := .Rows}}if (m0 + {{$r}}u < p.row_hi) {
+    {{range $j := seq 4}}store_c(base_c, m0 + {{$r}}u, 4u * g + {{$j}}u, acc{{$r}}[{{$j}}]);
+    {{end}}
+  }
+  {{end}}
 }
 {{end}}
 

@@ -22,6 +22,13 @@ var funcs = template.FuncMap{
 	"add": func(a, b int) int { return a + b },
 	"sub": func(a, b int) int { return a - b },
 	"div": func(a, b int) int { return a / b },
+	"seq": func(n int) []int {
+		s := make([]int, n)
+		for i := range s {
+			s[i] = i
+		}
+		return s
+	},
 }
 
 // Set is the parsed template set of all WGSL files.

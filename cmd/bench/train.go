@@ -56,6 +56,7 @@ func trainBench(args []string, stdout, stderr io.Writer) error {
 	steps := fs.Int("steps", 3, "timed steps after one warm-up step")
 	protos := fs.Int("prototypes", 0, "override the head's prototypes K (0: the config's, demo 1024, vits14 65536)")
 	locals := fs.Int("locals", -1, "override the local crops per image (-1: the config's)")
+	profile := fs.Bool("profile", false, "then run -steps more steps submitting each kernel alone and print where the time went, by kernel, to stderr")
 	useTorch := fs.Bool("torch", true, "also time the PyTorch CPU baseline ("+torchScript+")")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: bench train [flags]
@@ -126,9 +127,19 @@ flags:
 	}
 	defer d.Close()
 	fmt.Fprintln(stderr, "device:", d.Info())
-	secs, err := timeSteps(d, cfg, imgSize, imgChans, *steps)
+	var prof *gpu.Profile
+	if *profile {
+		prof = gpu.NewProfile()
+	}
+	secs, err := timeSteps(d, cfg, imgSize, imgChans, *steps, prof)
 	if err != nil {
 		return err
+	}
+	if prof != nil {
+		fmt.Fprintf(stderr, "profile of %d steps, each kernel submitted alone:\n", *steps)
+		if err := prof.Write(stderr); err != nil {
+			return err
+		}
 	}
 	_, peak := d.Allocated()
 	r := trainResult{
@@ -169,8 +180,9 @@ flags:
 
 // timeSteps builds a trainer for cfg and returns the mean wall time of one
 // step over steps steps after a warm-up step, on one batch of random
-// size x size images with chans channels uploaded once.
-func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int) (float64, error) {
+// size x size images with chans channels uploaded once. With prof set, it
+// then profiles as many steps again.
+func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gpu.Profile) (float64, error) {
 	tr, err := train.NewTrainer(d, cfg)
 	if err != nil {
 		return 0, err
@@ -201,5 +213,15 @@ func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int) (float64
 		}
 	}
 	d.Sync()
-	return time.Since(start).Seconds() / float64(steps), nil
+	secs := time.Since(start).Seconds() / float64(steps)
+	if prof != nil {
+		d.SetProfile(prof)
+		defer d.SetProfile(nil)
+		for i := 0; i < steps; i++ {
+			if _, err := tr.Step(batch); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return secs, nil
 }
