@@ -137,7 +137,7 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, bcast bool) er
 		if bBatch == 1 {
 			bm, bM = 1, batch*M // a shared B: the batches are rows of one product
 		}
-		if plan, ok := planBcast(rec.Device().Limits(), a, bm, bM, K); ok {
+		if plan, ok := planBcast(rec.Device().Limits(), bm, bM, K); ok {
 			access[0] = gpu.Uniform
 			return dispatchBcast(rec, plan, bufs, access, e, o.TransB, bM, N, K, strideB/4)
 		}
@@ -205,53 +205,38 @@ type bcastPlan struct {
 type bcastWindow struct{ batch0, batches, rowLo, rowHi int }
 
 // planBcast splits A [batch, M, K] into windows that fit the device's
-// uniform binding and start on its uniform offset alignment; ok is false
-// when none do (A's offset unaligned, or a row longer than a binding).
-func planBcast(l gpu.Limits, a *gpu.Tensor, batch, M, K int) (bcastPlan, bool) {
-	align := int(l.UniformOffsetAlign / 4) // floats
-	maxF := int(l.MaxUniformBinding/4) &^ 3
-	if align == 0 || a.Off%uint64(l.UniformOffsetAlign) != 0 || K > maxF {
+// uniform binding: whole batches when one fits, else balanced row ranges of
+// each batch. A window's binding starts on the uniform offset alignment up to
+// align-1 floats before its data, so that much of each binding is reserved.
+// ok is false when a single row is longer than a binding.
+func planBcast(l gpu.Limits, batch, M, K int) (bcastPlan, bool) {
+	capF := int(l.MaxUniformBinding/4)&^3 - int(l.UniformOffsetAlign/4) // floats of data per window
+	if K > capF {
 		return bcastPlan{}, false
 	}
 	const maxTM = 32
 	var p bcastPlan
-	if perBatch := M * K; perBatch <= maxF {
-		q := align / gcd(perBatch, align) // batches between aligned starts
-		nb := maxF / perBatch / q * q
-		if nb == 0 {
-			return bcastPlan{}, false
-		}
+	if M*K <= capF {
+		nb := capF / (M * K)
 		for b0 := 0; b0 < batch; b0 += nb {
 			p.windows = append(p.windows, bcastWindow{b0, min(nb, batch-b0), 0, M})
 		}
 		p.tm = min(maxTM, (M+3)&^3)
 		return p, true
 	}
-	if batch > 1 && M*K%align != 0 {
-		return bcastPlan{}, false
-	}
-	q := align / gcd(K, align) // rows between aligned starts
-	rows := maxF / K / q * q
-	if rows == 0 {
-		return bcastPlan{}, false
-	}
-	if step := max(maxTM, q); rows >= step {
-		rows = rows / step * step
-	}
+	maxRows := capF / K
+	parts := (M + maxRows - 1) / maxRows
+	rows := (M + parts - 1) / parts
 	p.tm = min(maxTM, rows)
+	if r := (rows + p.tm - 1) / p.tm * p.tm; r <= maxRows {
+		rows = r // whole tiles
+	}
 	for b := 0; b < batch; b++ {
 		for lo := 0; lo < M; lo += rows {
 			p.windows = append(p.windows, bcastWindow{b, 1, lo, min(lo+rows, M)})
 		}
 	}
 	return p, true
-}
-
-func gcd(a, b int) int {
-	for b != 0 {
-		a, b = b, a%b
-	}
-	return a
 }
 
 // dispatchBcast records one matmul_bcast dispatch per window of the plan.
@@ -265,27 +250,30 @@ func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []
 		epilogue
 	}
 	const wg = 8
-	maxVec4 := int(rec.Device().Limits().MaxUniformBinding / 16)
+	l := rec.Device().Limits()
+	maxVec4 := int(l.MaxUniformBinding / 16)
+	align := int(l.UniformOffsetAlign / 4)
 	bufF := int(a.Buf.Size() / 4) // a multiple of the alignment (gpu.NewBuffer)
 	for _, w := range p.windows {
-		first := int(a.Off/4) + (w.batch0*M+w.rowLo)*K // in the buffer, aligned (planBcast)
-		rows := (w.batches-1)*M + w.rowHi - w.rowLo
+		first := int(a.Off/4) + (w.batch0*M+w.rowLo)*K // in the buffer
+		start := first / align * align
+		n := first - start + ((w.batches-1)*M+w.rowHi-w.rowLo)*K
 		// The binding: the smallest power-of-two number of vec4s (at least
 		// 16, one browser alignment) holding the window, moved back from
 		// the buffer's end if it would run past it; or the whole buffer.
 		size := 16
-		for size*4 < rows*K && size < maxVec4 {
+		for size*4 < n && size < maxVec4 {
 			size *= 2
 		}
 		size = min(size, maxVec4)
-		start := min(first, bufF-4*size)
+		start = min(start, bufF-4*size)
 		if start < 0 {
 			start, size = 0, bufF/4
 		}
 		view := &gpu.Tensor{Buf: a.Buf, Off: uint64(start) * 4, Shape: []int{4 * size}}
 		args := append([]*gpu.Tensor{view}, bufs[1:]...)
 		tiles := (w.rowHi - w.rowLo + p.tm - 1) / p.tm
-		d := data{TM: p.tm, WG: wg, Window: size, Rows: seq(p.tm), AVec4: K%4 == 0, TransB: transB, epilogue: e}
+		d := data{TM: p.tm, WG: wg, Window: size, Rows: seq(p.tm), AVec4: K%4 == 0 && a.Off%16 == 0, TransB: transB, epilogue: e}
 		groups := [3]uint32{uint32(((N+3)/4 + wg - 1) / wg), uint32(w.batches * tiles), 1}
 		params := []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), 0, gpu.U32(strideB4), gpu.U32(M * N),
 			gpu.U32(w.batch0), gpu.U32(w.rowLo), gpu.U32(w.rowHi), gpu.U32(tiles), gpu.U32(first - start)}

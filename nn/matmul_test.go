@@ -23,9 +23,10 @@ func TestMatMulAgainstReference(t *testing.T) {
 	// Edges that are not multiples of any tile, M or N = 1, batch 1. Each
 	// case runs with matmul_bcast allowed (it takes untransposed A when N,
 	// or K with B transposed, is a multiple of 4; the last cases need
-	// several uniform windows: batches 0-5 and 6-8 of [9,50,50], rows 0-255
-	// and 256-299 of each [300,64]) and not (then the vec4 kernel takes the
-	// shapes whose vec4 dimensions are multiples of 4, the fallback the rest).
+	// several uniform windows, starting off the alignment: batches 0-5 and
+	// 6-8 of [9,50,50], rows 0-159 and 160-299 of each [300,64]) and not
+	// (then the vec4 kernel takes the shapes whose vec4 dimensions are
+	// multiples of 4, the fallback the rest).
 	cases := []struct{ batch, M, N, K int }{
 		{1, 1, 1, 1}, {1, 7, 13, 5}, {3, 33, 65, 17}, {2, 70, 3, 129}, {1, 257, 97, 64},
 		{1, 4, 4, 4}, {2, 20, 36, 12}, {1, 1, 8, 4}, {3, 8, 1, 8}, {1, 68, 44, 40}, {2, 12, 8, 21},
@@ -133,33 +134,34 @@ func TestMatMulRowScaleBatched(t *testing.T) {
 }
 
 func TestPlanBcast(t *testing.T) {
-	// A browser's limits: 64 KiB uniform bindings on 256-byte offsets (64 floats).
+	// A browser's limits: 64 KiB uniform bindings on 256-byte offsets, so
+	// 16384 - 64 floats of data per window.
 	l := gpu.Limits{UniformOffsetAlign: 256, MaxUniformBinding: 64 << 10}
-	a := &gpu.Tensor{}
-	// [48 heads, 257 tokens, 64]: 16448 floats per batch exceed a binding
-	// (16384), so rows: 64-float rows each start aligned, 256 fit.
-	p, ok := planBcast(l, a, 48, 257, 64)
+	// [48 heads, 257 tokens, 64]: 16448 floats per batch exceed a window,
+	// so two row ranges of each, of whole 32-row tiles.
+	p, ok := planBcast(l, 48, 257, 64)
 	require.True(t, ok)
-	require.Equal(t, bcastWindow{0, 1, 0, 256}, p.windows[0])
-	require.Equal(t, bcastWindow{0, 1, 256, 257}, p.windows[1])
-	// [1, 300, 100]: 100-float rows start aligned every 16 rows; 163 fit, so 160.
-	p, ok = planBcast(l, a, 1, 300, 100)
-	require.True(t, ok)
-	require.Equal(t, []bcastWindow{{0, 1, 0, 160}, {0, 1, 160, 300}}, p.windows)
+	require.Equal(t, []bcastWindow{{0, 1, 0, 160}, {0, 1, 160, 257}}, p.windows[:2])
+	require.Len(t, p.windows, 96)
 	require.Equal(t, 32, p.tm)
-	// [100, 50, 50]: 2500 floats per batch, starts on 64 floats every 16
-	// batches (2500*16 = 40000 = 625*64), but only 6 batches fit a window.
-	_, ok = planBcast(l, a, 100, 50, 50)
-	require.False(t, ok)
-	// [100, 10, 64]: 640 floats per batch, every batch aligned, 25 per window.
-	p, ok = planBcast(l, a, 100, 10, 64)
+	// [100, 50, 50]: 2500 floats per batch, 6 batches per window.
+	p, ok = planBcast(l, 100, 50, 50)
 	require.True(t, ok)
-	require.Equal(t, []bcastWindow{{0, 25, 0, 10}, {25, 25, 0, 10}, {50, 25, 0, 10}, {75, 25, 0, 10}}, p.windows)
+	require.Len(t, p.windows, 17)
+	require.Equal(t, bcastWindow{96, 4, 0, 50}, p.windows[16])
+	require.Equal(t, 32, p.tm)
+	// [3, 10, 64]: one window, tiles of 12 rows (whole vec4s).
+	p, ok = planBcast(l, 3, 10, 64)
+	require.True(t, ok)
+	require.Equal(t, []bcastWindow{{0, 3, 0, 10}}, p.windows)
 	require.Equal(t, 12, p.tm)
-	// A row longer than a binding, or A off the alignment: no plan.
-	_, ok = planBcast(l, a, 1, 2, 20000)
-	require.False(t, ok)
-	_, ok = planBcast(l, &gpu.Tensor{Off: 128}, 1, 2, 64)
+	// [1, 3, 8000]: two rows a window, the tile no larger than the window.
+	p, ok = planBcast(l, 1, 3, 8000)
+	require.True(t, ok)
+	require.Equal(t, []bcastWindow{{0, 1, 0, 2}, {0, 1, 2, 3}}, p.windows)
+	require.Equal(t, 2, p.tm)
+	// A row longer than a window: no plan.
+	_, ok = planBcast(l, 1, 2, 16384-63)
 	require.False(t, ok)
 }
 

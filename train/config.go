@@ -33,6 +33,10 @@ type Config struct {
 	// TeacherTemp, when positive, replaces the recipe's final teacher
 	// temperature (0.07; the warmup starts at 0.04, or at TeacherTemp when lower).
 	TeacherTemp float64
+	// TeacherMomentum, when positive, replaces the recipe's starting teacher
+	// EMA momentum (0.992, cosine to 1). The teacher averages roughly the
+	// last 1/(1-m) students, so a run of a few hundred steps needs a lower one.
+	TeacherMomentum float64
 	// Centering is "centering" (EMA center, momentum CenterMomentum) or
 	// "sinkhorn" (Sinkhorn-Knopp, 3 iterations).
 	Centering      string
@@ -53,6 +57,9 @@ func (c Config) Schedules() Schedules {
 	if c.TeacherTemp > 0 {
 		s.TeacherTemp.Base, s.TeacherTemp.Final = c.TeacherTemp, c.TeacherTemp
 		s.TeacherTemp.WarmupStart = min(s.TeacherTemp.WarmupStart, c.TeacherTemp)
+	}
+	if c.TeacherMomentum > 0 {
+		s.Momentum.Base, s.Momentum.WarmupStart = c.TeacherMomentum, c.TeacherMomentum
 	}
 	if c.FreezeLastLayerIters >= 0 {
 		s.FreezeLastLayer = c.FreezeLastLayerIters

@@ -39,3 +39,16 @@ func TestRecipeSchedules(t *testing.T) {
 	require.InDelta(t, 0.001, RecipeSchedules(0.004, 64, 100, 1250).LR.At(10*1250), 1e-12)
 	require.False(t, math.IsNaN(RecipeSchedules(0.004, 64, 1, 3).LR.At(0)))
 }
+
+func TestConfigOverridesSchedules(t *testing.T) {
+	c := Recipe(Demo().Model, 64, 4)
+	c.ItersPerEpoch = 40
+	c.TeacherMomentum, c.TeacherTemp, c.FreezeLastLayerIters = 0.9, 0.05, 7
+	s := c.Schedules()
+	require.InDelta(t, 0.9, s.Momentum.At(0), 1e-12)
+	require.InDelta(t, 0.95, s.Momentum.At(80), 1e-12, "half-way along the cosine to 1")
+	require.InDelta(t, 1.0, s.Momentum.At(160), 1e-12)
+	require.InDelta(t, 0.04, s.TeacherTemp.At(0), 1e-12)
+	require.InDelta(t, 0.05, s.TeacherTemp.At(159), 1e-12)
+	require.Equal(t, 7, s.FreezeLastLayer)
+}

@@ -85,18 +85,18 @@ Flags:
 
 // options are the command line.
 type options struct {
-	preset, data, out, resume, init     string
-	globalSize, localSize               int
-	imageFolder                         bool
-	knnTrain, knnTest                   string
-	knnTrainN, knnTestN, pcaN           int
-	batch, epochs, itersPerEpoch, steps int
-	lr, layerScale, dropPath, tTemp     float64
-	centering                           string
-	prototypes, locals, freezeLast      int
-	seed                                uint64
-	saveEvery, evalEvery                int
-	workers                             int
+	preset, data, out, resume, init            string
+	globalSize, localSize                      int
+	imageFolder                                bool
+	knnTrain, knnTest                          string
+	knnTrainN, knnTestN, pcaN                  int
+	batch, epochs, itersPerEpoch, steps        int
+	lr, layerScale, dropPath, tTemp, tMomentum float64
+	centering                                  string
+	prototypes, locals, freezeLast             int
+	seed                                       uint64
+	saveEvery, evalEvery                       int
+	workers                                    int
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
@@ -128,6 +128,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.layerScale, "layerscale-init", 0, "initial LayerScale gamma (default: the config's; the reference 1e-5)")
 	fs.Float64Var(&o.dropPath, "drop-path", -1, "stochastic-depth rate of the student's residual branches; -1: the config's (recipe 0.3-0.4, demo 0)")
 	fs.Float64Var(&o.tTemp, "teacher-temp", 0, "final teacher temperature (default: the recipe's 0.07, reached after a warmup from 0.04)")
+	fs.Float64Var(&o.tMomentum, "teacher-momentum", 0, "starting teacher EMA momentum, cosine to 1 (default: the config's; the recipe's 0.992)")
 	fs.StringVar(&o.centering, "centering", "", "teacher centering: centering (EMA center) or sinkhorn (default: the config's)")
 	fs.IntVar(&o.prototypes, "prototypes", 0, "prototypes K of the heads (default: the config's)")
 	fs.IntVar(&o.freezeLast, "freeze-last-layer", -1, "iterations the prototype layer stays frozen at the start; -1: the config's (one epoch, at most a tenth of the run)")
@@ -180,6 +181,12 @@ func (o *options) config() (train.Config, error) {
 	}
 	if o.tTemp > 0 {
 		c.TeacherTemp = o.tTemp
+	}
+	if o.tMomentum > 0 {
+		if o.tMomentum >= 1 {
+			return c, fmt.Errorf("--teacher-momentum %g: want below 1 (1 freezes the teacher)", o.tMomentum)
+		}
+		c.TeacherMomentum = o.tMomentum
 	}
 	if o.dropPath >= 0 {
 		c.DropPath = o.dropPath
