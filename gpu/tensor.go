@@ -25,7 +25,7 @@ func (b *Buffer) Release() {
 		b.buf.Destroy()
 		b.buf.Release()
 		b.buf = nil
-		b.dev.mem.free(b.size)
+		b.dev.mem.free(b)
 	}
 }
 
@@ -120,8 +120,9 @@ func (d *Device) NewBuffer(label string, size uint64) (*Buffer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("allocate %q (%d bytes): %w", label, size, err)
 	}
-	d.mem.alloc(size)
-	return &Buffer{dev: d, buf: b, size: size, label: label}, nil
+	buf := &Buffer{dev: d, buf: b, size: size, label: label}
+	d.mem.alloc(buf)
+	return buf, nil
 }
 
 // NewTensor allocates a zeroed tensor in a buffer of its own.

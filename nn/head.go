@@ -88,6 +88,7 @@ func (h *DINOHead) NewGrads() (*Flat, error) { return h.Params.Layout.Alloc(h.de
 // DLogits before Backward and reads DX after.
 type HeadActs struct {
 	R              int
+	train          bool // the backward tensors exist
 	X, Logits      *gpu.Tensor
 	DLogits, DX    *gpu.Tensor
 	pre, h         []*gpu.Tensor // per hidden layer: pre-activation, GELU output
@@ -104,10 +105,11 @@ type HeadActs struct {
 // normEps is torch.nn.functional.normalize's default.
 const normEps = 1e-12
 
-// NewActs allocates the tensors for R rows.
-func (h *DINOHead) NewActs(R int) (*HeadActs, error) {
+// NewActs allocates the tensors for R rows; with train false only those
+// of the forward pass (a teacher's), and Backward refuses them.
+func (h *DINOHead) NewActs(R int, train bool) (*HeadActs, error) {
 	c := h.Cfg
-	a := &HeadActs{R: R}
+	a := &HeadActs{R: R, train: train}
 	var err error
 	t := func(shape ...int) *gpu.Tensor {
 		if err != nil {
@@ -118,17 +120,23 @@ func (h *DINOHead) NewActs(R int) (*HeadActs, error) {
 		a.bufs = append(a.bufs, x)
 		return x
 	}
+	grad := func(shape ...int) *gpu.Tensor {
+		if !train {
+			return nil
+		}
+		return t(shape...)
+	}
 	K, Bn := c.Prototypes, c.Bottleneck
-	a.X, a.DX = t(R, c.In), t(R, c.In)
+	a.X, a.DX = t(R, c.In), grad(R, c.In)
 	for i := 0; i < c.Layers-1; i++ {
 		a.pre = append(a.pre, t(R, c.Hidden))
 		a.h = append(a.h, t(R, c.Hidden))
-		a.dH = append(a.dH, t(R, c.Hidden))
+		a.dH = append(a.dH, grad(R, c.Hidden))
 	}
 	a.z, a.zn, a.znorm = t(R, Bn), t(R, Bn), t(R)
 	a.wn, a.vnorm = t(K, Bn), t(K)
-	a.raw, a.Logits, a.DLogits, a.dRaw = t(R, K), t(R, K), t(R, K), t(R, K)
-	a.dWn, a.dZn, a.dZ = t(K, Bn), t(R, Bn), t(R, Bn)
+	a.raw, a.Logits, a.DLogits, a.dRaw = t(R, K), t(R, K), grad(R, K), grad(R, K)
+	a.dWn, a.dZn, a.dZ = grad(K, Bn), grad(R, Bn), grad(R, Bn)
 	a.scratch = t(ScratchLen(K))
 	if err != nil {
 		a.Release()
@@ -177,6 +185,9 @@ func (h *DINOHead) Forward(rec *gpu.Recorder, a *HeadActs) error {
 // Backward records the gradients from a.DLogits: parameter gradients are
 // added into grads and a.DX receives dL/dX.
 func (h *DINOHead) Backward(rec *gpu.Recorder, a *HeadActs, grads *Flat) error {
+	if !a.train {
+		return rec.Fail(fmt.Errorf("dino head backward: activations made without backward tensors (NewActs train false)"))
+	}
 	c := h.Cfg
 	p := h.Params.Get
 	g, err1 := p("last_layer.weight_g").Reshape(c.Prototypes)
@@ -225,7 +236,7 @@ func (a *HeadActs) Rows(R int) (*HeadActs, error) {
 	}
 	var err error
 	v := func(t *gpu.Tensor) *gpu.Tensor {
-		if err != nil {
+		if err != nil || t == nil {
 			return nil
 		}
 		shape := append([]int{R}, t.Shape[1:]...)

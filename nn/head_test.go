@@ -27,7 +27,7 @@ func TestDINOHeadMatchesPyTorch(t *testing.T) {
 		require.Equal(t, fx[p.Name].Shape, p.Shape, p.Name)
 		require.NoError(t, dev.Write(h.Params.Get(p.Name), fx[p.Name].Data))
 	}
-	a, err := h.NewActs(5)
+	a, err := h.NewActs(5, true)
 	require.NoError(t, err)
 	defer a.Release()
 	grads, err := h.NewGrads()
@@ -66,4 +66,33 @@ func TestDINOHeadMatchesPyTorch(t *testing.T) {
 func TestDINOHeadBadConfig(t *testing.T) {
 	_, err := nn.NewDINOHead(nn.SharedDevice(), nn.HeadConfig{In: 8, Hidden: 8, Bottleneck: 0, Prototypes: 4, Layers: 3})
 	require.EqualError(t, err, "dino head {In:8 Hidden:8 Bottleneck:0 Prototypes:4 Layers:3}: every size must be positive and layers >= 1")
+}
+
+// A teacher's forward-only activations give the fixture's logits and
+// refuse a backward pass.
+func TestDINOHeadForwardOnlyActs(t *testing.T) {
+	dev := nn.SharedDevice()
+	fx := readSafetensors(t, filepath.Join("testdata", "vit", "head.safetensors"))
+	c := nn.HeadConfig{In: 24, Hidden: 40, Bottleneck: 12, Prototypes: 50, Layers: 3}
+	h, err := nn.NewDINOHead(dev, c)
+	require.NoError(t, err)
+	defer h.Release()
+	for _, p := range c.ParamShapes() {
+		require.NoError(t, dev.Write(h.Params.Get(p.Name), fx[p.Name].Data))
+	}
+	a, err := h.NewActs(5, false)
+	require.NoError(t, err)
+	defer a.Release()
+	require.Nil(t, a.DLogits)
+	require.NoError(t, dev.Write(a.X, fx["x"].Data))
+	rec := dev.Record()
+	require.NoError(t, h.Forward(rec, a))
+	require.NoError(t, rec.Submit())
+	logits, err := dev.Read(a.Logits)
+	require.NoError(t, err)
+	require.LessOrEqual(t, maxAbsDiff(t, fx["logits"].Data, logits, "logits"), 1e-4)
+	grads, err := h.NewGrads()
+	require.NoError(t, err)
+	defer grads.Release()
+	require.ErrorContains(t, h.Backward(dev.Record(), a, grads), "without backward tensors")
 }

@@ -134,16 +134,16 @@ func (t *Trainer) alloc() error {
 	}
 	maxMasked := c.MaxMaskedPatches()
 	t.maxMasked = maxMasked
-	if t.sHead, err = t.Student.Head.NewActs((2 + L) * B); err != nil {
+	if t.sHead, err = t.Student.Head.NewActs((2+L)*B, true); err != nil {
 		return err
 	}
-	if t.tHead, err = t.Teacher.Head.NewActs(2 * B); err != nil {
+	if t.tHead, err = t.Teacher.Head.NewActs(2*B, false); err != nil {
 		return err
 	}
-	if t.sIbot, err = t.Student.ibot().NewActs(maxMasked); err != nil {
+	if t.sIbot, err = t.Student.ibot().NewActs(maxMasked, true); err != nil {
 		return err
 	}
-	if t.tIbot, err = t.Teacher.ibot().NewActs(maxMasked); err != nil {
+	if t.tIbot, err = t.Teacher.ibot().NewActs(maxMasked, false); err != nil {
 		return err
 	}
 	var aerr error

@@ -56,7 +56,7 @@ func trainBench(args []string, stdout, stderr io.Writer) error {
 	steps := fs.Int("steps", 3, "timed steps after one warm-up step")
 	protos := fs.Int("prototypes", 0, "override the head's prototypes K (0: the config's, demo 1024, vits14 65536)")
 	locals := fs.Int("locals", -1, "override the local crops per image (-1: the config's)")
-	profile := fs.Bool("profile", false, "then run -steps more steps submitting each kernel alone and print where the time went, by kernel, to stderr")
+	profile := fs.Bool("profile", false, "then run -steps more steps submitting each kernel alone and print where the time went, by kernel, and the largest buffers, to stderr")
 	useTorch := fs.Bool("torch", true, "also time the PyTorch CPU baseline ("+torchScript+")")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: bench train [flags]
@@ -131,7 +131,7 @@ flags:
 	if *profile {
 		prof = gpu.NewProfile()
 	}
-	secs, err := timeSteps(d, cfg, imgSize, imgChans, *steps, prof)
+	secs, err := timeSteps(d, cfg, imgSize, imgChans, *steps, prof, stderr)
 	if err != nil {
 		return err
 	}
@@ -181,8 +181,8 @@ flags:
 // timeSteps builds a trainer for cfg and returns the mean wall time of one
 // step over steps steps after a warm-up step, on one batch of random
 // size x size images with chans channels uploaded once. With prof set, it
-// then profiles as many steps again.
-func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gpu.Profile) (float64, error) {
+// then profiles as many steps again and lists the largest buffers to profOut.
+func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gpu.Profile, profOut io.Writer) (float64, error) {
 	tr, err := train.NewTrainer(d, cfg)
 	if err != nil {
 		return 0, err
@@ -222,6 +222,19 @@ func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gp
 				return 0, err
 			}
 		}
+		writeLiveBuffers(profOut, d.LiveBuffers(), 30)
 	}
 	return secs, nil
+}
+
+// writeLiveBuffers prints the n largest buffers and the total of all.
+func writeLiveBuffers(w io.Writer, bs []gpu.LiveBuffer, n int) {
+	var total uint64
+	for _, b := range bs {
+		total += b.Bytes
+	}
+	fmt.Fprintf(w, "%d buffers, %.1f MiB; the largest:\n", len(bs), float64(total)/(1<<20))
+	for _, b := range bs[:min(n, len(bs))] {
+		fmt.Fprintf(w, "  %8.2f MiB  %s\n", float64(b.Bytes)/(1<<20), b.Label)
+	}
 }
