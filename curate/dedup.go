@@ -14,6 +14,11 @@ type DedupOpts struct {
 	Threshold float32 // cosine similarity above which two images are copies (0.6)
 	MaxRows   int     // search block rows (SearchOpts.MaxRows)
 	Progress  func(done, total int64)
+	// Index, when set, finds the neighbours through an IVF index built on
+	// the pool (held in memory) instead of the exact search, probing NProbe
+	// lists per image; Lists 0 means sqrt(pool).
+	Index  *IVFOpts
+	NProbe int
 }
 
 // DefaultDedup is the paper's setting: k = 64, similarity > 0.6.
@@ -83,7 +88,7 @@ func SelfDedup(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts) (*D
 	}
 	uf := NewUnionFind(n)
 	d := &Dedup{Nearest: make([]int, n), NearestSim: make([]float32, n)}
-	err := Search(ctx, dev, pool, pool, SearchOpts{K: k, MaxRows: o.MaxRows, Progress: o.Progress}, func(b Block) error {
+	err := selfSearch(ctx, dev, pool, k, o, func(b Block) error {
 		for r := 0; r*k < len(b.Index); r++ {
 			i := b.First + r
 			d.Nearest[i], d.NearestSim[i] = -1, float32(math.Inf(-1))
@@ -108,6 +113,47 @@ func SelfDedup(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts) (*D
 	}
 	d.Component = uf.Components()
 	return d, nil
+}
+
+// selfSearch streams the k nearest pool rows of every pool row to sink in
+// blocks: exactly (Search) or, with o.Index, through an IVF index.
+func selfSearch(ctx context.Context, dev *gpu.Device, pool Rows, k int, o DedupOpts, sink func(Block) error) error {
+	if o.Index == nil {
+		return Search(ctx, dev, pool, pool, SearchOpts{K: k, MaxRows: o.MaxRows, Progress: o.Progress}, sink)
+	}
+	n, d := pool.Len(), pool.Dim()
+	all := make([]float32, n*d)
+	if err := pool.Read(0, n, all); err != nil {
+		return err
+	}
+	io := *o.Index
+	if io.Lists == 0 {
+		io.Lists = max(1, int(math.Sqrt(float64(n))))
+	}
+	io.Lists = min(io.Lists, n)
+	ix, err := BuildIVF(ctx, dev, all, d, io)
+	if err != nil {
+		return err
+	}
+	defer ix.Release()
+	step := o.MaxRows
+	if step <= 0 {
+		step = 65536
+	}
+	for i := 0; i < n; i += step {
+		j := min(i+step, n)
+		nb, err := ix.Search(ctx, all[i*d:j*d], k, max(1, o.NProbe))
+		if err != nil {
+			return err
+		}
+		if err := sink(Block{First: i, Neighbours: nb}); err != nil {
+			return err
+		}
+		if o.Progress != nil {
+			o.Progress(int64(j)*int64(n), int64(n)*int64(n))
+		}
+	}
+	return nil
 }
 
 // Relative is the result of a relative deduplication: for every pool

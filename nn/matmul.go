@@ -214,20 +214,19 @@ func planBcast(l gpu.Limits, batch, M, K int) (bcastPlan, bool) {
 	if K > capF {
 		return bcastPlan{}, false
 	}
-	const maxTM = 32
 	var p bcastPlan
 	if M*K <= capF {
 		nb := capF / (M * K)
 		for b0 := 0; b0 < batch; b0 += nb {
 			p.windows = append(p.windows, bcastWindow{b0, min(nb, batch-b0), 0, M})
 		}
-		p.tm = min(maxTM, (M+3)&^3)
+		p.tm = tileRows(M)
 		return p, true
 	}
 	maxRows := capF / K
 	parts := (M + maxRows - 1) / maxRows
 	rows := (M + parts - 1) / parts
-	p.tm = min(maxTM, rows)
+	p.tm = tileRows(rows)
 	if r := (rows + p.tm - 1) / p.tm * p.tm; r <= maxRows {
 		rows = r // whole tiles
 	}
@@ -237,6 +236,17 @@ func planBcast(l gpu.Limits, batch, M, K int) (bcastPlan, bool) {
 		}
 	}
 	return p, true
+}
+
+// tileRows is the rows per workgroup for m rows: a power of two from 4 to
+// 32, so that shapes which change every step (iBOT's masked patches, an IVF
+// list's queries) reuse a few pipelines.
+func tileRows(m int) int {
+	tm := 4
+	for tm < min(m, 32) {
+		tm *= 2
+	}
+	return tm
 }
 
 // dispatchBcast records one matmul_bcast dispatch per window of the plan.

@@ -150,16 +150,16 @@ func TestPlanBcast(t *testing.T) {
 	require.Len(t, p.windows, 17)
 	require.Equal(t, bcastWindow{96, 4, 0, 50}, p.windows[16])
 	require.Equal(t, 32, p.tm)
-	// [3, 10, 64]: one window, tiles of 12 rows (whole vec4s).
+	// [3, 10, 64]: one window, tiles of 16 rows (a power of two).
 	p, ok = planBcast(l, 3, 10, 64)
 	require.True(t, ok)
 	require.Equal(t, []bcastWindow{{0, 3, 0, 10}}, p.windows)
-	require.Equal(t, 12, p.tm)
-	// [1, 3, 8000]: two rows a window, the tile no larger than the window.
+	require.Equal(t, 16, p.tm)
+	// [1, 3, 8000]: two rows a window, in tiles of 4 (the smallest).
 	p, ok = planBcast(l, 1, 3, 8000)
 	require.True(t, ok)
 	require.Equal(t, []bcastWindow{{0, 1, 0, 2}, {0, 1, 2, 3}}, p.windows)
-	require.Equal(t, 2, p.tm)
+	require.Equal(t, 4, p.tm)
 	// A row longer than a window: no plan.
 	_, ok = planBcast(l, 1, 2, 16384-63)
 	require.False(t, ok)

@@ -40,7 +40,10 @@ Outputs in DIR:
                   first (images that cannot be read are grey)
 
 The searches are exact and stream both sides in blocks of --max-rows rows
-(GPU and CPU memory stay bounded).
+(GPU and CPU memory stay bounded). For pools of millions, --index ivf finds
+the self-dedup neighbours through an inverted-file index instead (the pool
+is held in memory; about --nprobe / --lists of the exact work, at some loss
+of recall: bench curate reports recall@10 against exact search).
 
 Flags:
 `
@@ -69,6 +72,8 @@ type dedupReport struct {
 	EvalThreshold  float32  `json:"eval_threshold"`
 	Evals          []string `json:"evals,omitempty"`
 	EvalImages     int      `json:"eval_images"`
+	Index          string   `json:"index"`            // exact or ivf
+	NProbe         int      `json:"nprobe,omitempty"` // ivf: lists searched per image
 	SelfSeconds    float64  `json:"self_seconds"`
 	RelativeSecond float64  `json:"relative_seconds"`
 }
@@ -86,6 +91,10 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	evalThr := fs.Float64("eval-threshold", curate.DefaultRelativeThreshold, "similarity to an evaluation image above which a pool image is dropped")
 	fs.IntVar(&o.MaxRows, "max-rows", 65536, "rows of each side of a search held in memory at once")
 	groups := fs.Int("groups", 8, "duplicate groups drawn in dup-groups.png (0: no picture)")
+	index := fs.String("index", "exact", "self-dedup search: exact, or ivf (an inverted-file index over the pool, held in memory: for pools of millions)")
+	lists := fs.Int("lists", 0, "ivf: inverted lists (k-means clusters; 0: sqrt(pool))")
+	fs.IntVar(&o.NProbe, "nprobe", 8, "ivf: lists searched per image")
+	ivfSample := fs.Int("ivf-sample", 200000, "ivf: pool rows the k-means is fitted on (0: all)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -96,6 +105,13 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErr(stderr, "dedup", "--out is required")
 	case o.K < 1 || o.K > 64:
 		return usageErr(stderr, "dedup", "--k %d, want 1..64", o.K)
+	case *index != "exact" && *index != "ivf":
+		return usageErr(stderr, "dedup", "--index %q, want exact or ivf", *index)
+	case *index == "ivf" && (o.NProbe < 1 || *lists < 0 || *ivfSample < 0):
+		return usageErr(stderr, "dedup", "--nprobe %d, --lists %d, --ivf-sample %d: want nprobe >= 1, the others >= 0", o.NProbe, *lists, *ivfSample)
+	}
+	if *index == "ivf" {
+		o.Index = &curate.IVFOpts{Lists: *lists, Sample: *ivfSample, Seed: 1}
 	}
 	o.Threshold = float32(*thr)
 	p, err := openPool(pools...)
@@ -122,7 +138,10 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer dev.Close()
 
 	n := p.rows.Len()
-	rep := dedupReport{Pool: n, K: o.K, Threshold: o.Threshold, EvalThreshold: float32(*evalThr), Evals: evals}
+	rep := dedupReport{Pool: n, K: o.K, Threshold: o.Threshold, EvalThreshold: float32(*evalThr), Evals: evals, Index: *index}
+	if o.Index != nil {
+		rep.NProbe = o.NProbe
+	}
 	progress := newProgress(stderr, "self-dedup (million pairs)", int(int64(n)*int64(n)/1e6))
 	last := int64(0)
 	o.Progress = func(done, total int64) {

@@ -140,13 +140,21 @@ func TestEndToEnd(t *testing.T) {
 	emb(filepath.Join(dir, "cur"), curImgs, "--source", "curated-demo")
 
 	out := filepath.Join(dir, "dedup")
-	text := runOK(t, "dedup", "--pool", pool, "--eval", filepath.Join(dir, "eval"), "--out", out, "--threshold", "0.99999", "--eval-threshold", "0.99999", "--max-rows", "5")
-	require.Contains(t, text, "pool 17 images")
-	rows := readLines[dedupRow](t, filepath.Join(out, "dedup.jsonl"))
-	reasons := map[string]string{}
-	for _, r := range rows {
-		reasons[filepath.Base(r.Path)] = r.Reason
+	dedupReasons := func(extra ...string) map[string]string {
+		text := runOK(t, append([]string{"dedup", "--pool", pool, "--eval", filepath.Join(dir, "eval"), "--out", out,
+			"--threshold", "0.99999", "--eval-threshold", "0.99999", "--max-rows", "5"}, extra...)...)
+		require.Contains(t, text, "pool 17 images")
+		reasons := map[string]string{}
+		for _, r := range readLines[dedupRow](t, filepath.Join(out, "dedup.jsonl")) {
+			reasons[filepath.Base(r.Path)] = r.Reason
+		}
+		return reasons
 	}
+	// Through an IVF index of 4 lists, 2 probed per image, the copies
+	// (identical embeddings, so in one list) are found the same.
+	ivf := dedupReasons("--index", "ivf", "--lists", "4", "--nprobe", "2")
+	reasons := dedupReasons()
+	require.Equal(t, reasons, ivf)
 	require.Equal(t, "kept", reasons["pa.png"])
 	require.Equal(t, "duplicate", reasons["pz1.png"])
 	require.Equal(t, "duplicate", reasons["pz2.png"])
@@ -163,7 +171,7 @@ func TestEndToEnd(t *testing.T) {
 		copyFile(t, "/tmp/curate-groups.png", filepath.Join(out, "dup-groups.png"))
 	}
 	final := filepath.Join(dir, "final")
-	text = runOK(t, "retrieve", "--pool", pool, "--dedup", filepath.Join(out, "dedup.jsonl"), "--curated", filepath.Join(dir, "cur"),
+	text := runOK(t, "retrieve", "--pool", pool, "--dedup", filepath.Join(out, "dedup.jsonl"), "--curated", filepath.Join(dir, "cur"),
 		"--out", final, "--mode", "sample", "--k", "2")
 	require.Contains(t, text, "curated-demo: 2 curated images, sample retrieval")
 	man := readLines[manifestRow](t, filepath.Join(final, "manifest.jsonl"))
@@ -214,6 +222,9 @@ func TestHelpAndErrors(t *testing.T) {
 	errOut.Reset()
 	require.Equal(t, 2, run(context.Background(), []string{"dedup", "--out", "x"}, &out, &errOut))
 	require.Contains(t, errOut.String(), "--pool is required")
+	errOut.Reset()
+	require.Equal(t, 2, run(context.Background(), []string{"dedup", "--pool", "p", "--out", "x", "--index", "hnsw"}, &out, &errOut))
+	require.Contains(t, errOut.String(), `--index "hnsw", want exact or ivf`)
 	errOut.Reset()
 	require.Equal(t, 2, run(context.Background(), []string{"retrieve", "--mode", "balanced", "--pool", "p", "--out", "x"}, &out, &errOut))
 	require.Contains(t, errOut.String(), "--mode balanced needs --pool, --out and --count >= 1")
