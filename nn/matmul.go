@@ -223,12 +223,16 @@ func planBcast(l gpu.Limits, batch, M, K int) (bcastPlan, bool) {
 		p.tm = tileRows(M)
 		return p, true
 	}
+	// Rows per window: whole tiles when a tile fits, spread evenly.
 	maxRows := capF / K
-	parts := (M + maxRows - 1) / maxRows
-	rows := (M + parts - 1) / parts
-	p.tm = tileRows(rows)
-	if r := (rows + p.tm - 1) / p.tm * p.tm; r <= maxRows {
-		rows = r // whole tiles
+	p.tm = tileRows(min(M, maxRows))
+	rows := maxRows
+	if maxRows >= p.tm {
+		rows = maxRows / p.tm * p.tm
+	}
+	parts := (M + rows - 1) / rows
+	if even := (M + parts - 1) / parts; even < rows {
+		rows = (even + p.tm - 1) / p.tm * p.tm
 	}
 	for b := 0; b < batch; b++ {
 		for lo := 0; lo < M; lo += rows {
