@@ -1,6 +1,8 @@
 package nn
 
 import (
+	"fmt"
+
 	"github.com/webdino/webdino/gpu"
 )
 
@@ -232,7 +234,7 @@ func planBcast(l gpu.Limits, batch, M, K int) (bcastPlan, bool) {
 	}
 	parts := (M + rows - 1) / rows
 	if even := (M + parts - 1) / parts; even < rows {
-		rows = (even + p.tm - 1) / p.tm * p.tm
+		rows = min((even+p.tm-1)/p.tm*p.tm, maxRows)
 	}
 	for b := 0; b < batch; b++ {
 		for lo := 0; lo < M; lo += rows {
@@ -280,6 +282,9 @@ func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []
 			size *= 2
 		}
 		size = min(size, maxVec4)
+		if n > 4*size {
+			return rec.Fail(fmt.Errorf("matmul: window %+v of A %s needs %d floats, over a uniform binding", w, a, n))
+		}
 		start = min(start, bufF-4*size)
 		if start < 0 {
 			start, size = 0, bufF/4

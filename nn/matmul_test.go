@@ -160,6 +160,25 @@ func TestPlanBcast(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, []bcastWindow{{0, 1, 0, 2}, {0, 1, 2, 3}}, p.windows)
 	require.Equal(t, 4, p.tm)
+	// [1, 40, 1100]: 14 rows fit a window; 3 windows of 14, 14, 12 rows
+	// (never more than fit, though tiles are 16 rows).
+	p, ok = planBcast(l, 1, 40, 1100)
+	require.True(t, ok)
+	require.Equal(t, []bcastWindow{{0, 1, 0, 14}, {0, 1, 14, 28}, {0, 1, 28, 40}}, p.windows)
+	require.Equal(t, 16, p.tm)
+	// Every window fits, for many shapes.
+	for M := 1; M < 300; M += 7 {
+		for K := 1; K < 3000; K += 37 {
+			p, ok := planBcast(l, 2, M, K)
+			require.True(t, ok)
+			covered := 0
+			for _, w := range p.windows {
+				require.LessOrEqual(t, ((w.batches-1)*M+w.rowHi-w.rowLo)*K, 16320, "M %d K %d %v", M, K, w)
+				covered += w.batches * (w.rowHi - w.rowLo)
+			}
+			require.Equal(t, 2*M, covered, "M %d K %d", M, K)
+		}
+	}
 	// A row longer than a window: no plan.
 	_, ok = planBcast(l, 1, 2, 16384-63)
 	require.False(t, ok)
