@@ -9,24 +9,33 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/webdino/webdino/ckpt"
+	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
 )
+
+// fixtureHead loads the head fixture's weights into a new head, released
+// when the test ends.
+func fixtureHead(t *testing.T) (*gpu.Device, map[string]ckpt.Tensor, nn.HeadConfig, *nn.DINOHead) {
+	dev := nn.SharedDevice()
+	fx := readSafetensors(t, filepath.Join("testdata", "vit", "head.safetensors"))
+	c := nn.HeadConfig{In: 24, Hidden: 40, Bottleneck: 12, Prototypes: 50, Layers: 3}
+	h, err := nn.NewDINOHead(dev, c)
+	require.NoError(t, err)
+	t.Cleanup(h.Release)
+	for _, p := range c.ParamShapes() {
+		require.Equal(t, fx[p.Name].Shape, p.Shape, p.Name)
+		require.NoError(t, dev.Write(h.Params.Get(p.Name), fx[p.Name].Data))
+	}
+	return dev, fx, c, h
+}
 
 // The head fixture (scripts/reference/dinov2_ref.py, head_fixtures): a DINO
 // head with torch.nn.utils.weight_norm on 5 random rows. Values are O(1) and
 // sums run over at most 50 terms, so float32 rounding stays near 1e-6;
 // 1e-4 relative to each tensor's largest entry catches any wrong term.
 func TestDINOHeadMatchesPyTorch(t *testing.T) {
-	dev := nn.SharedDevice()
-	fx := readSafetensors(t, filepath.Join("testdata", "vit", "head.safetensors"))
-	c := nn.HeadConfig{In: 24, Hidden: 40, Bottleneck: 12, Prototypes: 50, Layers: 3}
-	h, err := nn.NewDINOHead(dev, c)
-	require.NoError(t, err)
-	defer h.Release()
-	for _, p := range c.ParamShapes() {
-		require.Equal(t, fx[p.Name].Shape, p.Shape, p.Name)
-		require.NoError(t, dev.Write(h.Params.Get(p.Name), fx[p.Name].Data))
-	}
+	dev, fx, c, h := fixtureHead(t)
 	a, err := h.NewActs(5, true)
 	require.NoError(t, err)
 	defer a.Release()
@@ -71,15 +80,7 @@ func TestDINOHeadBadConfig(t *testing.T) {
 // A teacher's forward-only activations give the fixture's logits and
 // refuse a backward pass.
 func TestDINOHeadForwardOnlyActs(t *testing.T) {
-	dev := nn.SharedDevice()
-	fx := readSafetensors(t, filepath.Join("testdata", "vit", "head.safetensors"))
-	c := nn.HeadConfig{In: 24, Hidden: 40, Bottleneck: 12, Prototypes: 50, Layers: 3}
-	h, err := nn.NewDINOHead(dev, c)
-	require.NoError(t, err)
-	defer h.Release()
-	for _, p := range c.ParamShapes() {
-		require.NoError(t, dev.Write(h.Params.Get(p.Name), fx[p.Name].Data))
-	}
+	dev, fx, _, h := fixtureHead(t)
 	a, err := h.NewActs(5, false)
 	require.NoError(t, err)
 	defer a.Release()
