@@ -106,7 +106,8 @@ type HeadActs struct {
 const normEps = 1e-12
 
 // NewActs allocates the tensors for R rows; with train false only those
-// of the forward pass (a teacher's), and Backward refuses them.
+// the forward pass needs (a teacher's: no pre-activations, no logits
+// before the g scale), and Backward refuses them.
 func (h *DINOHead) NewActs(R int, train bool) (*HeadActs, error) {
 	c := h.Cfg
 	a := &HeadActs{R: R, train: train}
@@ -120,23 +121,24 @@ func (h *DINOHead) NewActs(R int, train bool) (*HeadActs, error) {
 		a.bufs = append(a.bufs, x)
 		return x
 	}
-	grad := func(shape ...int) *gpu.Tensor {
+	// backward allocates what only Backward reads.
+	backward := func(shape ...int) *gpu.Tensor {
 		if !train {
 			return nil
 		}
 		return t(shape...)
 	}
 	K, Bn := c.Prototypes, c.Bottleneck
-	a.X, a.DX = t(R, c.In), grad(R, c.In)
+	a.X, a.DX = t(R, c.In), backward(R, c.In)
 	for i := 0; i < c.Layers-1; i++ {
-		a.pre = append(a.pre, t(R, c.Hidden))
+		a.pre = append(a.pre, backward(R, c.Hidden))
 		a.h = append(a.h, t(R, c.Hidden))
-		a.dH = append(a.dH, grad(R, c.Hidden))
+		a.dH = append(a.dH, backward(R, c.Hidden))
 	}
 	a.z, a.zn, a.znorm = t(R, Bn), t(R, Bn), t(R)
 	a.wn, a.vnorm = t(K, Bn), t(K)
-	a.raw, a.Logits, a.DLogits, a.dRaw = t(R, K), t(R, K), grad(R, K), grad(R, K)
-	a.dWn, a.dZn, a.dZ = grad(K, Bn), grad(R, Bn), grad(R, Bn)
+	a.raw, a.Logits, a.DLogits, a.dRaw = backward(R, K), t(R, K), backward(R, K), backward(R, K)
+	a.dWn, a.dZn, a.dZ = backward(K, Bn), backward(R, Bn), backward(R, Bn)
 	a.scratch = t(ScratchLen(K))
 	if err != nil {
 		a.Release()

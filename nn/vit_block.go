@@ -12,11 +12,12 @@ import (
 // attention and MLP branches. In inference one blockActs serves every block
 // and X1 is the stream itself.
 type blockActs struct {
-	Ln1, Mean1, Rstd1, QKV, Att, H1 *gpu.Tensor
-	Attn                            AttnTensors
-	X1                              *gpu.Tensor
-	Ln2, Mean2, Rstd2               *gpu.Tensor
-	Pre, Hid, H2                    *gpu.Tensor // MLP pre-activation (SwiGLU: its [.., 2*hidden] input), activation, output
+	Ln                         *gpu.Tensor // either LayerNorm's output (the backward recomputes it from the saved statistics)
+	Mean1, Rstd1, QKV, Att, H1 *gpu.Tensor
+	Attn                       AttnTensors
+	X1                         *gpu.Tensor
+	Mean2, Rstd2               *gpu.Tensor
+	Pre, Hid, H2               *gpu.Tensor // MLP pre-activation (SwiGLU: its [.., 2*hidden] input), activation, output
 	// Drop holds stochastic depth's per-token factors of the two branches
 	// (keep/(1-rate) of the token's sample), or nil when it is off.
 	Drop [2]*gpu.Tensor
@@ -25,7 +26,8 @@ type blockActs struct {
 // newBlockActs allocates one block's activations; prev, when set, is an
 // earlier block whose scratch this one shares: the attention's O, Scores and
 // Probs, the fused qkv output (the backward reads the split Q, K, V) and
-// the MLP activation Hid (the backward recomputes it from Pre).
+// the MLP activation Hid (the backward recomputes it from Pre) and the
+// LayerNorm output Ln (recomputed from the block's inputs and statistics).
 func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Tensor, prev *blockActs) blockActs {
 	D := c.EmbedDim
 	pre := c.MLPHidden
@@ -36,14 +38,14 @@ func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Ten
 		x1 = t(B, T, D)
 	}
 	a := blockActs{
-		Ln1: t(B, T, D), Mean1: t(B * T), Rstd1: t(B * T), Att: t(B, T, D), H1: t(B, T, D),
-		X1: x1, Ln2: t(B, T, D), Mean2: t(B * T), Rstd2: t(B * T),
+		Mean1: t(B * T), Rstd1: t(B * T), Att: t(B, T, D), H1: t(B, T, D),
+		X1: x1, Mean2: t(B * T), Rstd2: t(B * T),
 		Pre: t(B, T, pre), H2: t(B, T, D),
 	}
 	if prev != nil {
-		a.Attn, a.QKV, a.Hid = prev.Attn.WithScratch(t), prev.QKV, prev.Hid
+		a.Attn, a.QKV, a.Hid, a.Ln = prev.Attn.WithScratch(t), prev.QKV, prev.Hid, prev.Ln
 	} else {
-		a.Attn, a.QKV, a.Hid = NewAttnTensors(t, B, T, c.Heads, c.HeadDim()), t(B, T, 3*D), t(B, T, c.MLPHidden)
+		a.Attn, a.QKV, a.Hid, a.Ln = NewAttnTensors(t, B, T, c.Heads, c.HeadDim()), t(B, T, 3*D), t(B, T, c.MLPHidden), t(B, T, D)
 	}
 	return a
 }
@@ -105,19 +107,19 @@ func (m *ViT) blockForward(rec *gpu.Recorder, p blockParams, in, out *gpu.Tensor
 	if a.X1 != in {
 		rec.Copy(a.X1, in)
 	}
-	LayerNorm(rec, a.Ln1, a.Mean1, a.Rstd1, in, p.N1w, p.N1b, eps)
-	MatMul(rec, a.QKV, a.Ln1, p.QKVw, MatMulOpts{TransB: true, Bias: p.QKVb})
+	LayerNorm(rec, a.Ln, a.Mean1, a.Rstd1, in, p.N1w, p.N1b, eps)
+	MatMul(rec, a.QKV, a.Ln, p.QKVw, MatMulOpts{TransB: true, Bias: p.QKVb})
 	Attention(rec, a.Att, a.QKV, c.Heads, m.attnScale(), a.Attn)
 	MatMul(rec, a.X1, a.Att, p.Projw, MatMulOpts{TransB: true, Bias: p.Projb, PreAct: a.H1, Scale: p.LS1, RowScale: a.Drop[0], Accumulate: true})
 	if out != a.X1 {
 		rec.Copy(out, a.X1)
 	}
-	LayerNorm(rec, a.Ln2, a.Mean2, a.Rstd2, a.X1, p.N2w, p.N2b, eps)
+	LayerNorm(rec, a.Ln, a.Mean2, a.Rstd2, a.X1, p.N2w, p.N2b, eps)
 	if c.FFN == FFNSwiGLU {
-		MatMul(rec, a.Pre, a.Ln2, p.W1, MatMulOpts{TransB: true, Bias: p.B1})
+		MatMul(rec, a.Pre, a.Ln, p.W1, MatMulOpts{TransB: true, Bias: p.B1})
 		SwiGLU(rec, a.Hid, a.Pre)
 	} else {
-		MatMul(rec, a.Hid, a.Ln2, p.W1, MatMulOpts{TransB: true, Bias: p.B1, Act: GELU, PreAct: a.Pre})
+		MatMul(rec, a.Hid, a.Ln, p.W1, MatMulOpts{TransB: true, Bias: p.B1, Act: GELU, PreAct: a.Pre})
 	}
 	MatMul(rec, out, a.Hid, p.W2, MatMulOpts{TransB: true, Bias: p.B2, PreAct: a.H2, Scale: p.LS2, RowScale: a.Drop[1], Accumulate: true})
 }
@@ -177,12 +179,17 @@ func (m *ViT) blockBackward(rec *gpu.Recorder, p, gp blockParams, in *gpu.Tensor
 	} else {
 		ActivateBackward(rec, g.Pre, g.Hid, a.Pre, GELU)
 	}
-	linearBackward(rec, g.Ln, gp.W1, gp.B1, g.Pre, a.Ln2, p.W1)
+	// Ln is shared by the blocks: recompute this block's (the statistics
+	// come out the same).
+	eps := float32(c.LNEps)
+	LayerNorm(rec, a.Ln, a.Mean2, a.Rstd2, a.X1, p.N2w, p.N2b, eps)
+	linearBackward(rec, g.Ln, gp.W1, gp.B1, g.Pre, a.Ln, p.W1)
 	LayerNormBackward(rec, dx, gp.N2w, gp.N2b, g.Ln, a.X1, p.N2w, a.Mean2, a.Rstd2, ln)
 
 	dh1 := branch(p.LS1, gp.LS1, a.H1, a.Drop[0])
 	linearBackward(rec, g.Att, gp.Projw, gp.Projb, dh1, a.Att, p.Projw)
 	AttentionBackward(rec, g.QKV, g.Att, a.QKV, c.Heads, m.attnScale(), a.Attn, g.Attn)
-	linearBackward(rec, g.Ln, gp.QKVw, gp.QKVb, g.QKV, a.Ln1, p.QKVw)
+	LayerNorm(rec, a.Ln, a.Mean1, a.Rstd1, in, p.N1w, p.N1b, eps)
+	linearBackward(rec, g.Ln, gp.QKVw, gp.QKVb, g.QKV, a.Ln, p.QKVw)
 	LayerNormBackward(rec, dx, gp.N1w, gp.N1b, g.Ln, in, p.N1w, a.Mean1, a.Rstd1, ln)
 }
