@@ -28,19 +28,24 @@ type blockActs struct {
 // Probs, the fused qkv output (the backward reads the split Q, K, V) and
 // the MLP activation Hid (the backward recomputes it from Pre) and the
 // LayerNorm output Ln (recomputed from the block's inputs and statistics).
+// x1 is nil in training (each block keeps its mid-block stream) and the
+// stream itself in inference, which also keeps no GELU pre-activation.
 func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Tensor, prev *blockActs) blockActs {
 	D := c.EmbedDim
 	pre := c.MLPHidden
 	if c.FFN == FFNSwiGLU {
 		pre *= 2
 	}
-	if x1 == nil {
+	train := x1 == nil
+	if train {
 		x1 = t(B, T, D)
 	}
 	a := blockActs{
 		Mean1: t(B * T), Rstd1: t(B * T), Att: t(B, T, D), H1: t(B, T, D),
-		X1: x1, Mean2: t(B * T), Rstd2: t(B * T),
-		Pre: t(B, T, pre), H2: t(B, T, D),
+		X1: x1, Mean2: t(B * T), Rstd2: t(B * T), H2: t(B, T, D),
+	}
+	if train || c.FFN == FFNSwiGLU { // inference with GELU needs no pre-activation
+		a.Pre = t(B, T, pre)
 	}
 	if prev != nil {
 		a.Attn, a.QKV, a.Hid, a.Ln = prev.Attn.WithScratch(t), prev.QKV, prev.Hid, prev.Ln
