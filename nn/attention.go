@@ -30,6 +30,15 @@ func NewAttnTensors(alloc func(shape ...int) *gpu.Tensor, B, T, H, Dh int) AttnT
 	}
 }
 
+// NewAttnGrads allocates AttentionBackward's scratch g: NewAttnTensors'
+// tensors but Probs.
+func NewAttnGrads(alloc func(shape ...int) *gpu.Tensor, B, T, H, Dh int) AttnTensors {
+	return AttnTensors{
+		Q: alloc(B, H, T, Dh), K: alloc(B, H, T, Dh), V: alloc(B, H, T, Dh), O: alloc(B, H, T, Dh),
+		Scores: alloc(B, H, T, T),
+	}
+}
+
 // WithScratch returns a copy of a for another layer: new Q, K and V from
 // alloc, the scratch O, Scores and Probs shared with a.
 func (a AttnTensors) WithScratch(alloc func(shape ...int) *gpu.Tensor) AttnTensors {
@@ -136,20 +145,24 @@ func Attention(rec *gpu.Recorder, out, qkv *gpu.Tensor, heads int, scale float32
 // AttentionBackward records the gradient of Attention: from qkv, the
 // forward's intermediates a and dout = dL/dout [B, T, D], it writes dqkv
 // [B, T, 3*D] in qkv's layout (ready for the qkv Linear's backward); g is
-// scratch of a's shapes for the gradients of the intermediates.
+// scratch of a's shapes for the gradients of the intermediates, without
+// Probs (NewAttnGrads).
 //
 // With P = softmax(S), S = (scale q) k^T, O = P V:
 // dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)),
 // d(scale q) = dS K, dK = dS^T (scale q). a.Scores and a.Probs are first
 // recomputed from a.Q and a.K (they may have been overwritten by later
-// layers since the forward).
+// layers since the forward); dP goes to g.Scores and dS over a.Scores,
+// which P has made dead.
 func AttentionBackward(rec *gpu.Recorder, dqkv, dout, qkv *gpu.Tensor, heads int, scale float32, a, g AttnTensors) error {
 	const op = "attention_backward"
 	s, err := attnCheck(rec, op, qkv, dout, "dout", heads, a, "")
 	if err != nil {
 		return err
 	}
-	if _, err := attnCheck(rec, op, qkv, dout, "dout", heads, g, "d"); err != nil {
+	gc := g
+	gc.Probs = a.Probs // g has none
+	if _, err := attnCheck(rec, op, qkv, dout, "dout", heads, gc, "d"); err != nil {
 		return err
 	}
 	if err := notNil(rec, op, []string{"dqkv"}, dqkv); err != nil {
@@ -164,9 +177,9 @@ func AttentionBackward(rec *gpu.Recorder, dqkv, dout, qkv *gpu.Tensor, heads int
 		func() error { return s.permute(rec, false, g.O, dout, 0, 1) },
 		func() error { return MatMul(rec, g.V, a.Probs, g.O, MatMulOpts{TransA: true}) },
 		func() error { return MatMul(rec, g.Scores, g.O, a.V, MatMulOpts{TransB: true}) },
-		func() error { return SoftmaxBackward(rec, g.Probs, g.Scores, a.Probs, 1) },
-		func() error { return MatMul(rec, g.Q, g.Probs, a.K, MatMulOpts{}) },
-		func() error { return MatMul(rec, g.K, g.Probs, a.Q, MatMulOpts{TransA: true}) },
+		func() error { return SoftmaxBackward(rec, a.Scores, g.Scores, a.Probs, 1) },
+		func() error { return MatMul(rec, g.Q, a.Scores, a.K, MatMulOpts{}) },
+		func() error { return MatMul(rec, g.K, a.Scores, a.Q, MatMulOpts{TransA: true}) },
 		func() error { return s.permute(rec, true, g.Q, dqkv, 0, scale) },
 		func() error { return s.permute(rec, true, g.K, dqkv, 1, 1) },
 		func() error { return s.permute(rec, true, g.V, dqkv, 2, 1) },

@@ -72,7 +72,8 @@ func TestAttentionBackward(t *testing.T) {
 			g64, g32 := randn(rng, c.B*c.T*D, 1)
 			qkv, dout := upload(t, x32, c.B, c.T, 3*D), upload(t, g32, c.B, c.T, D)
 			out, dqkv := zeros(t, c.B, c.T, D), zeros(t, c.B, c.T, 3*D)
-			a, g := attnTensors(t, c), attnTensors(t, c)
+			a := attnTensors(t, c)
+			g := NewAttnGrads(func(shape ...int) *gpu.Tensor { return zeros(t, shape...) }, c.B, c.T, c.H, c.Dh)
 			rec := dev.Record()
 			require.NoError(t, Attention(rec, out, qkv, c.H, float32(scale), a))
 			require.NoError(t, AttentionBackward(rec, dqkv, dout, qkv, c.H, float32(scale), a, g))
@@ -103,6 +104,8 @@ func TestAttentionBadShapes(t *testing.T) {
 	wrongQ.Q = zeros(t, 2, 2, 5, 7)
 	wrongP := a
 	wrongP.Probs = zeros(t, 2, 2, 5, 8)
+	wrongS := a
+	wrongS.Scores = zeros(t, 2, 2, 5, 8)
 	cases := []struct {
 		name string
 		call func(rec *gpu.Recorder) error
@@ -126,9 +129,9 @@ func TestAttentionBadShapes(t *testing.T) {
 		{"dout", func(rec *gpu.Recorder) error {
 			return AttentionBackward(rec, zeros(t, 2, 5, 48), zeros(t, 1, 5, 16), qkv, 2, 1, a, a)
 		}, "attention_backward: qkv [2x5x48] -> dout [1x5x16]: want [2 5 16]"},
-		{"dProbs", func(rec *gpu.Recorder) error {
-			return AttentionBackward(rec, zeros(t, 2, 5, 48), out, qkv, 2, 1, a, wrongP)
-		}, "attention_backward: qkv [2x5x48], 2 heads: dProbs [2x2x5x8], want [2 2 5 5]"},
+		{"dScores", func(rec *gpu.Recorder) error {
+			return AttentionBackward(rec, zeros(t, 2, 5, 48), out, qkv, 2, 1, a, wrongS)
+		}, "attention_backward: qkv [2x5x48], 2 heads: dScores [2x2x5x8], want [2 2 5 5]"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
