@@ -26,8 +26,8 @@ type blockActs struct {
 // newBlockActs allocates one block's activations; prev, when set, is an
 // earlier block whose scratch this one shares: the attention's O, Scores and
 // Probs, the fused qkv output (the backward reads the split Q, K, V) and
-// the MLP activation Hid (the backward recomputes it from Pre) and the
-// LayerNorm output Ln (recomputed from the block's inputs and statistics).
+// the MLP's Ln, Pre and Hid and the first LayerNorm's output (the backward
+// recomputes them from the block's inputs and statistics, mlpIn).
 // x1 is nil in training (each block keeps its mid-block stream) and the
 // stream itself in inference, which also keeps no GELU pre-activation.
 func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Tensor, prev *blockActs) blockActs {
@@ -44,13 +44,13 @@ func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Ten
 		Mean1: t(B * T), Rstd1: t(B * T), Att: t(B, T, D), H1: t(B, T, D),
 		X1: x1, Mean2: t(B * T), Rstd2: t(B * T), H2: t(B, T, D),
 	}
-	if train || c.FFN == FFNSwiGLU { // inference with GELU needs no pre-activation
-		a.Pre = t(B, T, pre)
-	}
 	if prev != nil {
-		a.Attn, a.QKV, a.Hid, a.Ln = prev.Attn.WithScratch(t), prev.QKV, prev.Hid, prev.Ln
+		a.Attn, a.QKV, a.Hid, a.Ln, a.Pre = prev.Attn.WithScratch(t), prev.QKV, prev.Hid, prev.Ln, prev.Pre
 	} else {
 		a.Attn, a.QKV, a.Hid, a.Ln = NewAttnTensors(t, B, T, c.Heads, c.HeadDim()), t(B, T, 3*D), t(B, T, c.MLPHidden), t(B, T, D)
+		if train || c.FFN == FFNSwiGLU { // inference with GELU needs no pre-activation
+			a.Pre = t(B, T, pre)
+		}
 	}
 	return a
 }
@@ -104,6 +104,19 @@ func (m *ViT) blockParams(f *Flat, l int) blockParams {
 	}
 }
 
+// mlpIn records the MLP's first half from X1: Ln = norm2(X1) (with its
+// statistics), Pre = fc1(Ln) and Hid = act(Pre). The backward runs it again
+// for the block, whose Ln, Pre and Hid later blocks have overwritten.
+func (m *ViT) mlpIn(rec *gpu.Recorder, p blockParams, a *blockActs) {
+	LayerNorm(rec, a.Ln, a.Mean2, a.Rstd2, a.X1, p.N2w, p.N2b, float32(m.Cfg.LNEps))
+	if m.Cfg.FFN == FFNSwiGLU {
+		MatMul(rec, a.Pre, a.Ln, p.W1, MatMulOpts{TransB: true, Bias: p.B1})
+		SwiGLU(rec, a.Hid, a.Pre)
+	} else {
+		MatMul(rec, a.Hid, a.Ln, p.W1, MatMulOpts{TransB: true, Bias: p.B1, Act: GELU, PreAct: a.Pre})
+	}
+}
+
 // blockForward records out = block(in): x1 = in + ls1 * proj(attn(norm1(in)));
 // out = x1 + ls2 * mlp(norm2(x1)). in, a.X1 and out may be one tensor (inference).
 func (m *ViT) blockForward(rec *gpu.Recorder, p blockParams, in, out *gpu.Tensor, a *blockActs) {
@@ -119,13 +132,7 @@ func (m *ViT) blockForward(rec *gpu.Recorder, p blockParams, in, out *gpu.Tensor
 	if out != a.X1 {
 		rec.Copy(out, a.X1)
 	}
-	LayerNorm(rec, a.Ln, a.Mean2, a.Rstd2, a.X1, p.N2w, p.N2b, eps)
-	if c.FFN == FFNSwiGLU {
-		MatMul(rec, a.Pre, a.Ln, p.W1, MatMulOpts{TransB: true, Bias: p.B1})
-		SwiGLU(rec, a.Hid, a.Pre)
-	} else {
-		MatMul(rec, a.Hid, a.Ln, p.W1, MatMulOpts{TransB: true, Bias: p.B1, Act: GELU, PreAct: a.Pre})
-	}
+	m.mlpIn(rec, p, a)
 	MatMul(rec, out, a.Hid, p.W2, MatMulOpts{TransB: true, Bias: p.B2, PreAct: a.H2, Scale: p.LS2, RowScale: a.Drop[1], Accumulate: true})
 }
 
@@ -172,29 +179,20 @@ func (m *ViT) blockBackward(rec *gpu.Recorder, p, gp blockParams, in *gpu.Tensor
 		return g.H
 	}
 	dh2 := branch(p.LS2, gp.LS2, a.H2, a.Drop[1])
-	// Hid is shared by the blocks: recompute this block's from Pre.
-	if c.FFN == FFNSwiGLU {
-		SwiGLU(rec, a.Hid, a.Pre)
-	} else {
-		Activate(rec, a.Hid, a.Pre, GELU)
-	}
+	m.mlpIn(rec, p, a)
 	linearBackward(rec, g.Hid, gp.W2, gp.B2, dh2, a.Hid, p.W2)
 	if c.FFN == FFNSwiGLU {
 		SwiGLUBackward(rec, g.Pre, g.Hid, a.Pre)
 	} else {
 		ActivateBackward(rec, g.Pre, g.Hid, a.Pre, GELU)
 	}
-	// Ln is shared by the blocks: recompute this block's (the statistics
-	// come out the same).
-	eps := float32(c.LNEps)
-	LayerNorm(rec, a.Ln, a.Mean2, a.Rstd2, a.X1, p.N2w, p.N2b, eps)
 	linearBackward(rec, g.Ln, gp.W1, gp.B1, g.Pre, a.Ln, p.W1)
 	LayerNormBackward(rec, dx, gp.N2w, gp.N2b, g.Ln, a.X1, p.N2w, a.Mean2, a.Rstd2, ln)
 
 	dh1 := branch(p.LS1, gp.LS1, a.H1, a.Drop[0])
 	linearBackward(rec, g.Att, gp.Projw, gp.Projb, dh1, a.Att, p.Projw)
 	AttentionBackward(rec, g.QKV, g.Att, a.QKV, c.Heads, m.attnScale(), a.Attn, g.Attn)
-	LayerNorm(rec, a.Ln, a.Mean1, a.Rstd1, in, p.N1w, p.N1b, eps)
+	LayerNorm(rec, a.Ln, a.Mean1, a.Rstd1, in, p.N1w, p.N1b, float32(c.LNEps))
 	linearBackward(rec, g.Ln, gp.QKVw, gp.QKVb, g.QKV, a.Ln, p.QKVw)
 	LayerNormBackward(rec, dx, gp.N1w, gp.N1b, g.Ln, in, p.N1w, a.Mean1, a.Rstd1, ln)
 }
