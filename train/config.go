@@ -2,7 +2,6 @@ package train
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/webdino/webdino/nn"
 )
@@ -68,14 +67,21 @@ func (c Config) Schedules() Schedules {
 }
 
 // MaxMaskedPatches bounds the masked patches of one step, which sizes the
-// iBOT buffers: BlockMasker never exceeds its target, so at most
-// MaskProb of the 2*Batch global crops get masks of at most MaskRatio[1]
-// of their patches; one extra crop's worth covers masks given to StepCrops.
+// iBOT buffers: BatchMasks gives crop i of the k masked ones a ratio below
+// the top of the i-th of k strata of MaskRatio, and BlockMasker never
+// exceeds its target, so the bound is the sum of those tops (about the mean
+// ratio, not the largest, times the patches of k crops); one extra crop's
+// worth covers masks given to StepCrops.
 func (c Config) MaxMaskedPatches() int {
 	g := c.Augment.GlobalSize / c.Model.PatchSize
 	N := g * g
-	crops := int(math.Ceil(float64(2*c.Batch) * c.MaskProb))
-	return max(1, crops*int(math.Ceil(float64(N)*c.MaskRatio[1]))+N)
+	k := int(float64(2*c.Batch) * c.MaskProb)
+	lo, hi := c.MaskRatio[0], c.MaskRatio[1]
+	total := N
+	for i := 0; i < k; i++ {
+		total += int(float64(N) * (lo + (hi-lo)*float64(i+1)/float64(k)))
+	}
+	return total
 }
 
 // Iterations is the run's length.

@@ -87,3 +87,25 @@ func TestBatchMasksStratified(t *testing.T) {
 	again := m.BatchMasks(rand.New(rand.NewPCG(3, 3)), 64, 0.5, 0.1, 0.5)
 	require.Equal(t, masks, again)
 }
+
+// MaxMaskedPatches holds every draw of BatchMasks (the iBOT buffers are
+// sized by it) and is close to the largest draws, not twice them.
+func TestMaxMaskedPatchesBoundsDraws(t *testing.T) {
+	for _, batch := range []int{2, 5, 64} {
+		c := Demo()
+		c.Batch = batch
+		g := c.Augment.GlobalSize / c.Model.PatchSize
+		m := NewBlockMasker(g, g)
+		bound := c.MaxMaskedPatches() - g*g // without the StepCrops slack
+		most := 0
+		for seed := range uint64(300) {
+			total := 0
+			for _, mask := range m.BatchMasks(rand.New(rand.NewPCG(seed, 1)), 2*batch, c.MaskProb, c.MaskRatio[0], c.MaskRatio[1]) {
+				total += countTrue(mask)
+			}
+			require.LessOrEqual(t, total, bound, "batch %d seed %d", batch, seed)
+			most = max(most, total)
+		}
+		require.GreaterOrEqual(t, float64(most), 0.8*float64(bound), "batch %d: bound %d, largest draw %d", batch, bound, most)
+	}
+}
