@@ -51,6 +51,11 @@ type DINOHead struct {
 	Cfg    HeadConfig
 	Params *Flat
 	dev    *gpu.Device
+	// The normalised prototypes v/||v||, ||v|| and their gradient's
+	// scratch ([K, Bottleneck] each): one set for all the head's
+	// activations (a shared DINO/iBOT head runs twice a step), made by
+	// the first NewActs that needs them.
+	wn, vnorm, dWn *gpu.Tensor
 }
 
 // NewDINOHead allocates a zero-initialised head.
@@ -77,7 +82,15 @@ func allocParams(dev *gpu.Device, ps []Param, label string) (*Flat, error) {
 }
 
 // Release frees the parameters.
-func (h *DINOHead) Release() { h.Params.Release() }
+func (h *DINOHead) Release() {
+	h.Params.Release()
+	for _, t := range []*gpu.Tensor{h.wn, h.vnorm, h.dWn} {
+		if t != nil {
+			t.Buf.Release()
+		}
+	}
+	h.wn, h.vnorm, h.dWn = nil, nil, nil
+}
 
 // NewGrads allocates zeroed gradients laid out like the parameters.
 func (h *DINOHead) NewGrads() (*Flat, error) { return h.Params.Layout.Alloc(h.dev, "dino head grads") }
@@ -93,9 +106,9 @@ type HeadActs struct {
 	DLogits, DX    *gpu.Tensor
 	pre, h         []*gpu.Tensor // per hidden layer: pre-activation, GELU output
 	z, zn, znorm   *gpu.Tensor   // bottleneck, its normalisation, the row norms
-	wn, vnorm      *gpu.Tensor   // the normalised prototype directions v/||v||, ||v||
+	wn, vnorm      *gpu.Tensor   // the head's normalised prototype directions v/||v||, ||v|| (DINOHead.wn)
 	raw            *gpu.Tensor   // zn wn^T before the g scale
-	dRaw, dWn, dZn *gpu.Tensor
+	dRaw, dWn, dZn *gpu.Tensor   // dWn: the head's scratch
 	dZ             *gpu.Tensor
 	dH             []*gpu.Tensor
 	scratch        *gpu.Tensor
@@ -136,9 +149,18 @@ func (h *DINOHead) NewActs(R int, train bool) (*HeadActs, error) {
 		a.dH = append(a.dH, backward(R, c.Hidden))
 	}
 	a.z, a.zn, a.znorm = t(R, Bn), t(R, Bn), t(R)
-	a.wn, a.vnorm = t(K, Bn), t(K)
+	if h.wn == nil && err == nil {
+		h.wn, err = h.dev.NewTensor("dino head prototypes", K, Bn)
+		if err == nil {
+			h.vnorm, err = h.dev.NewTensor("dino head prototypes", K)
+		}
+	}
+	if train && h.dWn == nil && err == nil {
+		h.dWn, err = h.dev.NewTensor("dino head prototypes", K, Bn)
+	}
+	a.wn, a.vnorm, a.dWn = h.wn, h.vnorm, h.dWn
 	a.raw, a.Logits, a.DLogits, a.dRaw = backward(R, K), t(R, K), backward(R, K), backward(R, K)
-	a.dWn, a.dZn, a.dZ = backward(K, Bn), backward(R, Bn), backward(R, Bn)
+	a.dZn, a.dZ = backward(R, Bn), backward(R, Bn)
 	a.scratch = t(ScratchLen(K))
 	if err != nil {
 		a.Release()
