@@ -196,7 +196,8 @@ func add(rec *gpu.Recorder, y, x, h, gamma *gpu.Tensor, D int) error {
 // dy and dgamma (+)= sum over rows of dy * h. The gradient of x is dy itself,
 // so the caller records nothing for it: it keeps using dy's tensor as the
 // residual stream's gradient, and the branch's backward adds into it.
-// scratch holds ScratchLen(D) floats for the per-chunk column sums.
+// scratch holds ScratchLen(D) floats for the per-chunk column sums. dh may
+// be dy itself (then dy is overwritten).
 func LayerScaleBackward(rec *gpu.Recorder, dh, dgamma, dy, h, gamma, scratch *gpu.Tensor, accumulate bool) error {
 	const op = "layerscale_backward"
 	if err := sameLen(rec, op, []string{"h", "dy", "dh"}, h, dy, dh); err != nil {
@@ -215,10 +216,20 @@ func LayerScaleBackward(rec *gpu.Recorder, dh, dgamma, dy, h, gamma, scratch *gp
 		return shapeErr(rec, op, "scratch %s: want at least %d elements for D = %d", scratch, ScratchLen(D), D)
 	}
 	rpw, groups := rowGrid(rows, partials, 1)
-	k := gpu.Kernel{Name: op, Data: rowKernel{WG: colWG, Vec4: D%4 == 0},
-		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite, gpu.ReadWrite}}
+	type data struct {
+		rowKernel
+		InPlace bool
+	}
+	access := []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite, gpu.ReadWrite}
+	bufs := []*gpu.Tensor{dy, h, gamma, dh, scratch}
+	inPlace := same(dh, dy)
+	if inPlace {
+		access = []gpu.Access{gpu.ReadWrite, gpu.Read, gpu.Read, gpu.ReadWrite}
+		bufs = []*gpu.Tensor{dy, h, gamma, scratch}
+	}
+	k := gpu.Kernel{Name: op, Data: data{rowKernel{WG: colWG, Vec4: D%4 == 0}, inPlace}, Access: access}
 	params := []uint32{gpu.U32(rows), gpu.U32(D), gpu.U32(rpw)}
-	if err := rec.Dispatch(k, [3]uint32{uint32(groups), 1, 1}, params, dy, h, gamma, dh, scratch); err != nil {
+	if err := rec.Dispatch(k, [3]uint32{uint32(groups), 1, 1}, params, bufs...); err != nil {
 		return err
 	}
 	return sumPartials(rec, scratch, groups, D, accumulate, dgamma)

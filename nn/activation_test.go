@@ -157,10 +157,14 @@ func TestLayerScale(t *testing.T) {
 			if !inPlace {
 				y = zeros(t, rows, D)
 			}
-			dh, dgamma := zeros(t, rows, D), upload(t, dg32, D)
+			dy := upload(t, dy32, rows, D)
+			dh, dgamma := dy, upload(t, dg32, D) // in place: dh over dy
+			if !inPlace {
+				dh = zeros(t, rows, D)
+			}
 			rec := dev.Record()
 			require.NoError(t, LayerScale(rec, y, x, h, gamma))
-			require.NoError(t, LayerScaleBackward(rec, dh, dgamma, upload(t, dy32, rows, D), h, gamma, zeros(t, ScratchLen(D)), accumulate))
+			require.NoError(t, LayerScaleBackward(rec, dh, dgamma, dy, h, gamma, zeros(t, ScratchLen(D)), accumulate))
 			run(t, rec)
 			wdh, wdg := ref.LayerScaleBackward(dy64, h64, g64)
 			if accumulate {

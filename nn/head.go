@@ -98,21 +98,21 @@ func (h *DINOHead) NewGrads() (*Flat, error) { return h.Params.Layout.Alloc(h.de
 // HeadActs holds one batch of R rows through the head: the input X [R, In]
 // (the caller fills it, e.g. gathered CLS tokens), the outputs Logits
 // [R, K], everything the backward reads, and its scratch. The caller writes
-// DLogits before Backward and reads DX after.
+// DLogits before Backward (which overwrites it) and reads DX after.
 type HeadActs struct {
-	R              int
-	train          bool // the backward tensors exist
-	X, Logits      *gpu.Tensor
-	DLogits, DX    *gpu.Tensor
-	pre, h         []*gpu.Tensor // per hidden layer: pre-activation, GELU output
-	z, zn, znorm   *gpu.Tensor   // bottleneck, its normalisation, the row norms
-	wn, vnorm      *gpu.Tensor   // the head's normalised prototype directions v/||v||, ||v|| (DINOHead.wn)
-	raw            *gpu.Tensor   // zn wn^T before the g scale
-	dRaw, dWn, dZn *gpu.Tensor   // dWn: the head's scratch
-	dZ             *gpu.Tensor
-	dH             []*gpu.Tensor
-	scratch        *gpu.Tensor
-	bufs           []*gpu.Tensor
+	R            int
+	train        bool // the backward tensors exist
+	X, Logits    *gpu.Tensor
+	DLogits, DX  *gpu.Tensor
+	pre, h       []*gpu.Tensor // per hidden layer: pre-activation, GELU output
+	z, zn, znorm *gpu.Tensor   // bottleneck, its normalisation, the row norms
+	wn, vnorm    *gpu.Tensor   // the head's normalised prototype directions v/||v||, ||v|| (DINOHead.wn)
+	raw          *gpu.Tensor   // zn wn^T before the g scale
+	dWn, dZn     *gpu.Tensor   // dWn: the head's scratch
+	dZ           *gpu.Tensor
+	dH           []*gpu.Tensor
+	scratch      *gpu.Tensor
+	bufs         []*gpu.Tensor
 }
 
 // normEps is torch.nn.functional.normalize's default.
@@ -159,7 +159,7 @@ func (h *DINOHead) NewActs(R int, train bool) (*HeadActs, error) {
 		h.dWn, err = h.dev.NewTensor("dino head prototypes", K, Bn)
 	}
 	a.wn, a.vnorm, a.dWn = h.wn, h.vnorm, h.dWn
-	a.raw, a.Logits, a.DLogits, a.dRaw = backward(R, K), t(R, K), backward(R, K), backward(R, K)
+	a.raw, a.Logits, a.DLogits = backward(R, K), t(R, K), backward(R, K)
 	a.dZn, a.dZ = backward(R, Bn), backward(R, Bn)
 	a.scratch = t(ScratchLen(K))
 	if err != nil {
@@ -220,10 +220,12 @@ func (h *DINOHead) Backward(rec *gpu.Recorder, a *HeadActs, grads *Flat) error {
 		return rec.Fail(err)
 	}
 	// Logits = g * raw: the g scale is a LayerScale over the prototypes.
-	LayerScaleBackward(rec, a.dRaw, dg, a.DLogits, a.raw, g, a.scratch, true)
-	MatMul(rec, a.dWn, a.dRaw, a.zn, MatMulOpts{TransA: true})
+	// The gradient of raw overwrites DLogits, whose last reader this is.
+	dRaw := a.DLogits
+	LayerScaleBackward(rec, dRaw, dg, a.DLogits, a.raw, g, a.scratch, true)
+	MatMul(rec, a.dWn, dRaw, a.zn, MatMulOpts{TransA: true})
 	L2NormalizeBackward(rec, grads.Get("last_layer.weight_v"), a.dWn, a.wn, a.vnorm, normEps, true)
-	MatMul(rec, a.dZn, a.dRaw, a.wn, MatMulOpts{})
+	MatMul(rec, a.dZn, dRaw, a.wn, MatMulOpts{})
 	L2NormalizeBackward(rec, a.dZ, a.dZn, a.zn, a.znorm, normEps, false)
 	dy := a.dZ
 	for i := c.Layers - 1; i >= 0; i-- {
@@ -275,7 +277,7 @@ func (a *HeadActs) Rows(R int) (*HeadActs, error) {
 	for i := range a.pre {
 		b.pre, b.h, b.dH = append(b.pre, v(a.pre[i])), append(b.h, v(a.h[i])), append(b.dH, v(a.dH[i]))
 	}
-	b.z, b.zn, b.znorm, b.dZn, b.dZ, b.raw, b.dRaw = v(a.z), v(a.zn), v(a.znorm), v(a.dZn), v(a.dZ), v(a.raw), v(a.dRaw)
+	b.z, b.zn, b.znorm, b.dZn, b.dZ, b.raw = v(a.z), v(a.zn), v(a.znorm), v(a.dZn), v(a.dZ), v(a.raw)
 	if err != nil {
 		return nil, fmt.Errorf("dino head: %w", err)
 	}

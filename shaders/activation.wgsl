@@ -118,11 +118,13 @@ contiguously. Data: WG, Vec4. */}}
 {{template "vec_t" .}}
 struct Params { rows: u32, D: u32, rpw: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<T>;
+// InPlace: dh is dy (each element is read before it is written, by the
+// same invocation).
+@group(0) @binding(1) var<storage, {{if .InPlace}}read_write{{else}}read{{end}}> dy: array<T>;
 @group(0) @binding(2) var<storage, read> h: array<T>;
 @group(0) @binding(3) var<storage, read> gamma: array<T>;
-@group(0) @binding(4) var<storage, read_write> dh: array<T>;
-@group(0) @binding(5) var<storage, read_write> part: array<T>;
+{{if not .InPlace}}@group(0) @binding(4) var<storage, read_write> dh: array<T>;{{end}}
+@group(0) @binding({{if .InPlace}}4{{else}}5{{end}}) var<storage, read_write> part: array<T>;
 @compute @workgroup_size({{.WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let n = p.D / W;
@@ -133,7 +135,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var a = T();
     for (var row = first; row < last; row++) {
       let d = dy[row * n + c];
-      dh[row * n + c] = g * d;
+      {{if .InPlace}}dy{{else}}dh{{end}}[row * n + c] = g * d;
       a = fma(d, h[row * n + c], a);
     }
     part[wid.x * n + c] = a;
