@@ -105,20 +105,9 @@ flags:
 		SecondsPerBatch: secs, Iters: *iters, Device: d.Info().String(),
 	}
 	r.PeakRatio = r.GFLOPs / peak
-	if *useTorch {
-		r.Torch, err = torchBaseline("infer", torchModelArgs(cfg,
-			"--grid", fmt.Sprint(cfg.PosGrid), "--size", fmt.Sprint(*size),
-			"--batch", fmt.Sprint(*batch), "--iters", fmt.Sprint(*iters))...)
-		if err != nil {
-			r.BaselineMissing = err.Error()
-			fmt.Fprintln(stderr, "no torch baseline:", err)
-		} else {
-			ratio := r.Value / r.Torch.ImagesPerS
-			r.BaselineRatio = &ratio
-		}
-	} else {
-		r.BaselineMissing = "not run (-torch=false)"
-	}
+	r.Torch, r.BaselineRatio, r.BaselineMissing = compareTorch(*useTorch, r.Value, stderr, "infer", torchModelArgs(cfg,
+		"--grid", fmt.Sprint(cfg.PosGrid), "--size", fmt.Sprint(*size),
+		"--batch", fmt.Sprint(*batch), "--iters", fmt.Sprint(*iters))...)
 	if *jsonOut {
 		return json.NewEncoder(stdout).Encode(r)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,21 @@ import (
 // torchScript is the PyTorch baseline of infer and train, relative to the
 // repository root.
 const torchScript = "scripts/reference/bench_torch.py"
+
+// compareTorch runs bench_torch.py mode with args when run is set and
+// returns its figures and value / its images/s, or why there are none.
+func compareTorch(run bool, value float64, stderr io.Writer, mode string, args ...string) (t *torchResult, ratio *float64, missing string) {
+	if !run {
+		return nil, nil, "not run (-torch=false)"
+	}
+	t, err := torchBaseline(mode, args...)
+	if err != nil {
+		fmt.Fprintln(stderr, "no torch baseline:", err)
+		return nil, nil, err.Error()
+	}
+	r := value / t.ImagesPerS
+	return t, &r, ""
+}
 
 // torchResult is what bench_torch.py prints.
 type torchResult struct {

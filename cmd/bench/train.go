@@ -147,23 +147,12 @@ flags:
 		Value: float64(cfg.Batch) / secs, Unit: "images/s", SecondsPerStep: secs, Steps: *steps,
 		DevicePeakBytes: peak, Ran: shape, Device: d.Info().String(),
 	}
-	if *useTorch {
-		a := cfg.Augment
-		r.Torch, err = torchBaseline("train", torchModelArgs(cfg.Model,
-			"--batch", fmt.Sprint(cfg.Batch), "--global-size", fmt.Sprint(a.GlobalSize),
-			"--local-size", fmt.Sprint(a.LocalSize), "--locals", fmt.Sprint(a.Locals),
-			"--prototypes", fmt.Sprint(cfg.Prototypes), "--head-hidden", fmt.Sprint(cfg.HeadHidden),
-			"--bottleneck", fmt.Sprint(cfg.Bottleneck), "--steps", fmt.Sprint(*steps))...)
-		if err != nil {
-			r.BaselineMissing = err.Error()
-			fmt.Fprintln(stderr, "no torch baseline:", err)
-		} else {
-			ratio := r.Value / r.Torch.ImagesPerS
-			r.BaselineRatio = &ratio
-		}
-	} else {
-		r.BaselineMissing = "not run (-torch=false)"
-	}
+	a := cfg.Augment
+	r.Torch, r.BaselineRatio, r.BaselineMissing = compareTorch(*useTorch, r.Value, stderr, "train", torchModelArgs(cfg.Model,
+		"--batch", fmt.Sprint(cfg.Batch), "--global-size", fmt.Sprint(a.GlobalSize),
+		"--local-size", fmt.Sprint(a.LocalSize), "--locals", fmt.Sprint(a.Locals),
+		"--prototypes", fmt.Sprint(cfg.Prototypes), "--head-hidden", fmt.Sprint(cfg.HeadHidden),
+		"--bottleneck", fmt.Sprint(cfg.Bottleneck), "--steps", fmt.Sprint(*steps))...)
 	if *jsonOut {
 		return json.NewEncoder(stdout).Encode(r)
 	}
