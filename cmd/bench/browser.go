@@ -133,25 +133,16 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
 	}
 	if fs.NArg() > 0 || *iters < 1 || *depth < 0 || !slices.Contains([]string{"webgpu", "wasm", "none"}, *ep) {
 		fs.Usage()
 		return errUsage
 	}
-	cfg, err := nn.Preset(*model)
+	cfg, err := presetModel(*model, *depth, "short", *short)
 	if err != nil {
 		return err
-	}
-	if *depth > 0 {
-		cfg.Depth = *depth
-	}
-	if *short%cfg.PatchSize != 0 || *short < cfg.PatchSize {
-		return fmt.Errorf("-short %d: want a positive multiple of the patch size %d", *short, cfg.PatchSize)
 	}
 	node, chromium, nodePath, missing := browserTools()
 	if missing != "" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -57,25 +56,16 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
 	}
 	if fs.NArg() > 0 || *batch < 1 || *iters < 1 || *depth < 0 {
 		fs.Usage()
 		return errUsage
 	}
-	cfg, err := nn.Preset(*model)
+	cfg, err := presetModel(*model, *depth, "size", *size)
 	if err != nil {
 		return err
-	}
-	if *depth > 0 {
-		cfg.Depth = *depth
-	}
-	if *size%cfg.PatchSize != 0 || *size < cfg.PatchSize {
-		return fmt.Errorf("-size %d: want a positive multiple of the patch size %d", *size, cfg.PatchSize)
 	}
 
 	d, err := gpu.Open()
@@ -206,4 +196,21 @@ func torchModelArgs(c nn.ViTConfig, extra ...string) []string {
 		"--heads", fmt.Sprint(c.Heads), "--hidden", fmt.Sprint(c.MLPHidden), "--ffn", string(c.FFN),
 		"--registers", fmt.Sprint(c.Registers),
 	}, extra...)
+}
+
+// presetModel is the backbone preset name with depth blocks (0: the
+// preset's), after checking that side, the image side given by -flag, is a
+// positive multiple of its patch.
+func presetModel(name string, depth int, flag string, side int) (nn.ViTConfig, error) {
+	cfg, err := nn.Preset(name)
+	if err != nil {
+		return cfg, err
+	}
+	if depth > 0 {
+		cfg.Depth = depth
+	}
+	if side%cfg.PatchSize != 0 || side < cfg.PatchSize {
+		return cfg, fmt.Errorf("-%s %d: want a positive multiple of the patch size %d", flag, side, cfg.PatchSize)
+	}
+	return cfg, nil
 }

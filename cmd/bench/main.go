@@ -15,6 +15,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -77,4 +78,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s is not built yet (available: %s)", args[0], strings.Join(names, ", "))
 	}
 	return cmd(args[1:], stdout, stderr)
+}
+
+// parseFlags parses a subcommand's flags: help is true after -help (the
+// usage is printed; nothing else runs), err is errUsage for bad flags.
+func parseFlags(fs *flag.FlagSet, args []string) (help bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, errUsage
+	}
+	return false, nil
 }
