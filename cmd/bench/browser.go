@@ -22,6 +22,7 @@ import (
 
 	"github.com/webdino/webdino/assets"
 	"github.com/webdino/webdino/ckpt"
+	"github.com/webdino/webdino/internal/browser"
 	"github.com/webdino/webdino/nn"
 )
 
@@ -144,7 +145,8 @@ flags:
 	if err != nil {
 		return err
 	}
-	node, chromium, nodePath, missing := browserTools()
+	tools, missing := browser.Find()
+	node, chromium, nodePath := tools.Node, tools.Chromium, tools.NodePath
 	if missing != "" {
 		return fmt.Errorf("%s (run scripts/setup-browser.sh)", missing)
 	}
@@ -400,33 +402,6 @@ func (s benchSite) Open(name string) (fs.File, error) {
 		return s.local.Open(name)
 	}
 	return s.site.Open(name)
-}
-
-// browserTools returns node, the chromium binary and the NODE_PATH holding
-// playwright-core (where scripts/setup-browser.sh puts it), or the reason
-// one is missing.
-func browserTools() (node, chromium, nodePath, missing string) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		return "", "", "", "node is not installed"
-	}
-	chromium = os.Getenv("WEBDINO_CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if !exists(chromium) {
-		return "", "", "", chromium + " is missing"
-	}
-	dir := os.Getenv("WEBDINO_BROWSER_DIR")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "webdino", "browser")
-	}
-	nodePath = filepath.Join(dir, "node_modules")
-	if !exists(filepath.Join(nodePath, "playwright-core", "package.json")) {
-		return "", "", "", "playwright-core is not installed in " + dir
-	}
-	return node, chromium, nodePath, ""
 }
 
 func exists(path string) bool {

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/internal/browser"
 )
 
 // TestBrowserTinyJSON runs `bench browser` on a one-block ViT-S at 28x28
@@ -16,7 +18,7 @@ import (
 // browser test of cmd/serve it skips without node, chromium or
 // playwright-core unless WEBDINO_REQUIRE_BROWSER is set.
 func TestBrowserTinyJSON(t *testing.T) {
-	if _, _, _, missing := browserTools(); missing != "" {
+	if _, missing := browser.Find(); missing != "" {
 		if os.Getenv("WEBDINO_REQUIRE_BROWSER") != "" {
 			t.Fatalf("browser bench required (WEBDINO_REQUIRE_BROWSER is set) but %s: run scripts/setup-browser.sh", missing)
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/webdino/webdino/data"
 	"github.com/webdino/webdino/embed"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/internal/browser"
 	"github.com/webdino/webdino/nn"
 	"github.com/webdino/webdino/viz"
 )
@@ -42,32 +43,6 @@ func (o overlay) Open(name string) (fs.File, error) {
 		return o.build.Open(name)
 	}
 	return o.site.Open(name)
-}
-
-// browserTools returns node, the chromium binary and the NODE_PATH holding
-// playwright-core, or the reason one is missing.
-func browserTools() (node, chromium, nodePath, missing string) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		return "", "", "", "node is not installed"
-	}
-	chromium = os.Getenv("WEBDINO_CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		return "", "", "", chromium + " is missing"
-	}
-	dir := os.Getenv("WEBDINO_BROWSER_DIR")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "webdino", "browser")
-	}
-	nodePath = filepath.Join(dir, "node_modules")
-	if _, err := os.Stat(filepath.Join(nodePath, "playwright-core", "package.json")); err != nil {
-		return "", "", "", "playwright-core is not installed in " + dir
-	}
-	return node, chromium, nodePath, ""
 }
 
 // pageResult is what testdata/e2e.js reads back from the page.
@@ -99,7 +74,8 @@ type pageResult struct {
 // the pipeline of `embed --any-size`. The screenshot and the page's arrays
 // are kept in out/browser-test/ at the repository root.
 func TestBrowserMatchesNative(t *testing.T) {
-	node, chromium, nodePath, missing := browserTools()
+	tools, missing := browser.Find()
+	node, chromium, nodePath := tools.Node, tools.Chromium, tools.NodePath
 	if missing != "" {
 		if os.Getenv("WEBDINO_REQUIRE_BROWSER") != "" {
 			t.Fatalf("browser test required (WEBDINO_REQUIRE_BROWSER is set) but %s: run scripts/setup-browser.sh", missing)
