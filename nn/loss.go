@@ -63,7 +63,8 @@ func SoftmaxCrossEntropyBackward(rec *gpu.Recorder, dStudent, dLoss, student, te
 
 // TeacherSoftmax records probs[r] = softmax((t[r] - center) / temp) for
 // teacher logits t [..., K] and center [K] (nil for none), DINO's centred and
-// sharpened teacher. The teacher gets no gradient, so it has no backward.
+// sharpened teacher. probs may be logits itself. The teacher gets no
+// gradient, so it has no backward.
 func TeacherSoftmax(rec *gpu.Recorder, probs, logits, center *gpu.Tensor, temp float32) error {
 	const op = "teacher_softmax"
 	if err := notNil(rec, op, []string{"probs", "logits"}, probs, logits); err != nil {
@@ -79,9 +80,13 @@ func TeacherSoftmax(rec *gpu.Recorder, probs, logits, center *gpu.Tensor, temp f
 	if !(temp > 0) {
 		return shapeErr(rec, op, "temperature %g must be positive", temp)
 	}
-	k := gpu.Kernel{Name: "teacher_softmax", Data: struct{ Center bool }{center != nil},
+	inPlace := same(probs, logits)
+	k := gpu.Kernel{Name: "teacher_softmax", Data: struct{ Center, InPlace bool }{center != nil, inPlace},
 		Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
 	bufs := []*gpu.Tensor{logits, probs}
+	if inPlace {
+		k.Access, bufs = []gpu.Access{gpu.ReadWrite}, []*gpu.Tensor{logits}
+	}
 	if center != nil {
 		k.Access = append(k.Access, gpu.Read)
 		bufs = append(bufs, center)

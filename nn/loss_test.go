@@ -78,15 +78,19 @@ func TestTeacherSoftmaxAndCenter(t *testing.T) {
 			c64, c32 := randn(rng, K, 0.3)
 			logits, center := upload(t, l32, R, K), upload(t, c32, K)
 			probs, plain := zeros(t, R, K), zeros(t, R, K)
+			inPlace := upload(t, l32, R, K) // softmax over its own logits, after the center update (the trainer's order)
+			oldCenter := upload(t, c32, K)
 			rec := dev.Record()
 			require.NoError(t, TeacherSoftmax(rec, probs, logits, center, temp))
 			require.NoError(t, TeacherSoftmax(rec, plain, logits, nil, temp))
 			require.NoError(t, CenterUpdate(rec, center, logits, m))
+			require.NoError(t, TeacherSoftmax(rec, inPlace, inPlace, oldCenter, temp))
 			run(t, rec)
 			// Logits / 0.04 reach |100|: an f32 rounding of z of 100 * 6e-8
 			// is a relative error of ~1e-5 in each probability.
 			requireClose(t, ref.TeacherSoftmax(l64, c64, R, K, temp), read(t, probs), 1e-7, 2e-5, "centred")
 			requireClose(t, ref.TeacherSoftmax(l64, nil, R, K, temp), read(t, plain), 1e-7, 2e-5, "plain")
+			requireClose(t, ref.TeacherSoftmax(l64, c64, R, K, temp), read(t, inPlace), 1e-7, 2e-5, "in place")
 			// f32 sum of R <= 130 unit normals.
 			requireClose(t, ref.CenterUpdate(c64, l64, R, K, m), read(t, center), 1e-6, 1e-5, "center")
 		})

@@ -128,9 +128,11 @@ running (max, sum) and the write. */}}
 {{template "loss_reduce" .}}
 struct Params { R: u32, K: u32, inv_temp: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> t: array<f32>;
-{{if .Center}}@group(0) @binding(3) var<storage, read> c: array<f32>;{{end}}
-@group(0) @binding(2) var<storage, read_write> probs: array<f32>;
+// InPlace: probs is t (each invocation writes only the logits it reads
+// after the row's reduction).
+@group(0) @binding(1) var<storage, {{if .InPlace}}read_write{{else}}read{{end}}> t: array<f32>;
+{{if not .InPlace}}@group(0) @binding(2) var<storage, read_write> probs: array<f32>;{{end}}
+{{if .Center}}@group(0) @binding({{if .InPlace}}2{{else}}3{{end}}) var<storage, read> c: array<f32>;{{end}}
 fn logit(base: u32, k: u32) -> f32 {
   {{if .Center}}return (t[base + k] - c[k]) * p.inv_temp;{{else}}return t[base + k] * p.inv_temp;{{end}}
 }
@@ -148,7 +150,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   let me = lse_reduce(lid, m, e);
   let l = me.x + log(me.y);
-  for (var k = lid; k < p.K; k += WG) { probs[base + k] = exp(logit(base, k) - l); }
+  for (var k = lid; k < p.K; k += WG) { {{if .InPlace}}t{{else}}probs{{end}}[base + k] = exp(logit(base, k) - l); }
 }
 {{end}}
 

@@ -51,7 +51,8 @@ type Trainer struct {
 	sHead, tHead       *nn.HeadActs
 	sIbot, tIbot       *nn.HeadActs // capacity: every global patch
 	clsG, clsL, maskIx *gpu.Tensor
-	tProbs, tPatch     *gpu.Tensor
+	tProbs, tPatch     *gpu.Tensor // tPatch: Sinkhorn-Knopp only (centering overwrites the teacher's iBOT logits)
+	ibotCenterPrev     *gpu.Tensor // centering: IBOTCenter before this step's update
 	targets, skScratch *gpu.Tensor
 	dino, ibot         xent
 	dDINO, ibotW       *gpu.Tensor
@@ -161,7 +162,12 @@ func (t *Trainer) alloc() error {
 		t.local = ten(L*B, 3, a.LocalSize, a.LocalSize)
 	}
 	t.clsG, t.clsL, t.maskIx = ten(2*B), ten(max(L*B, 1)), ten(maxMasked)
-	t.tProbs, t.tPatch, t.targets = ten(2*B, K), ten(maxMasked, K), ten((2+L)*B, K)
+	t.tProbs, t.targets = ten(2*B, K), ten((2+L)*B, K)
+	if c.Centering == "sinkhorn" {
+		t.tPatch = ten(maxMasked, K)
+	} else {
+		t.ibotCenterPrev = ten(K)
+	}
 	t.skScratch = ten(nn.SinkhornScratchLen(max(maxMasked, 2*B), K))
 	t.Center, t.IBOTCenter = ten(K), ten(K)
 	R := (2 + L) * B
@@ -426,7 +432,7 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, temp float32) {
 			rec.Fail(err)
 			return
 		}
-		maskIx, tPatch = rows(rec, t.maskIx, 0, M), rows(rec, t.tPatch, 0, M)
+		maskIx = rows(rec, t.maskIx, 0, M)
 		nn.GatherRows(rec, tIb.X, flat2(rec, t.tG.Normed), maskIx)
 		tb.ibot().Forward(rec, tIb)
 	}
@@ -434,14 +440,19 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, temp float32) {
 	if c.Centering == "sinkhorn" {
 		nn.SinkhornKnopp(rec, t.tProbs, t.tHead.Logits, t.skScratch, temp, 3)
 		if M > 0 {
+			tPatch = rows(rec, t.tPatch, 0, M)
 			nn.SinkhornKnopp(rec, tPatch, tIb.Logits, t.skScratch, temp, 3)
 		}
 	} else {
 		nn.TeacherSoftmax(rec, t.tProbs, t.tHead.Logits, t.Center, temp)
 		nn.CenterUpdate(rec, t.Center, t.tHead.Logits, cm)
 		if M > 0 {
-			nn.TeacherSoftmax(rec, tPatch, tIb.Logits, t.IBOTCenter, temp)
+			// The targets overwrite the logits, so the center learns
+			// from them first and the softmax uses its previous value.
+			rec.Copy(t.ibotCenterPrev, t.IBOTCenter)
 			nn.CenterUpdate(rec, t.IBOTCenter, tIb.Logits, cm)
+			tPatch = tIb.Logits
+			nn.TeacherSoftmax(rec, tPatch, tPatch, t.ibotCenterPrev, temp)
 		}
 	}
 	// DINO targets: teacher crop 2 for student crop 1 and vice versa; every
