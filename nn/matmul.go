@@ -140,7 +140,6 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, bcast bool) er
 			bm, bM = 1, batch*M // a shared B: the batches are rows of one product
 		}
 		if plan, ok := planBcast(rec.Device().Limits(), bm, bM, K); ok {
-			access[0] = gpu.Uniform
 			return dispatchBcast(rec, plan, bufs, access, e, o.TransB, bM, N, K, strideB/4)
 		}
 	}
@@ -256,9 +255,10 @@ func tileRows(m int) int {
 }
 
 // dispatchBcast records one matmul_bcast dispatch per window of the plan.
-// bufs[0] is A; it is replaced by each window's view.
+// bufs[0] is A; each dispatch binds a window's view of it as a uniform.
 func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []gpu.Access, e epilogue, transB bool, M, N, K, strideB4 int) error {
 	a := bufs[0]
+	access = append([]gpu.Access{gpu.Uniform}, access[1:]...)
 	type data struct {
 		TM, WG, Window int
 		Rows           []int
