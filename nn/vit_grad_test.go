@@ -57,9 +57,16 @@ func importViT(t *testing.T, path string) (*nn.ViT, *ckpt.Checkpoint) {
 	return m, c
 }
 
+// The registers model (GELU MLP) and a ViT-g-style one (SwiGLU MLP, no
+// registers).
 func TestViTBackwardMatchesPyTorch(t *testing.T) {
+	for _, pre := range []string{"vits14_d2_reg4_grad", "swiglu_d2_grad"} {
+		t.Run(pre, func(t *testing.T) { testViTBackward(t, pre) })
+	}
+}
+
+func testViTBackward(t *testing.T, pre string) {
 	dev := nn.SharedDevice()
-	const pre = "vits14_d2_reg4_grad"
 	m, c := importViT(t, filepath.Join("testdata", "vit", pre+"_weights.safetensors"))
 
 	in := loadFixture(t, pre+"_input.npy")

@@ -282,15 +282,22 @@ def vit_fixtures(args):
                 npy(p + "pos_embed.npy", model.pos_embed_for(x.shape[2] // 14, x.shape[3] // 14))
 
 
-def grad_fixtures(args):
-    """Gradients of every parameter of the registers model for one backward
-    pass: loss = sum(upstream * norm(x)) over all tokens of a masked forward
-    (iBOT student) on a grid that needs position interpolation."""
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    model = ViT(dim=args.dim, depth=args.depth, heads=args.heads, hidden=4 * args.dim, registers=4)
+def grad_fixtures(args, swiglu=False):
+    """Gradients of every parameter for one backward pass: loss =
+    sum(upstream * norm(x)) over all tokens of a masked forward (iBOT
+    student) on a grid that needs position interpolation. The model is the
+    registers model, or with swiglu a ViT-g-style one (SwiGLU MLP of 176,
+    width 64, one head, no registers)."""
+    if swiglu:
+        gen = torch.Generator().manual_seed(args.seed + 4)
+        model = ViT(dim=64, depth=args.depth, heads=1, hidden=176, ffn="swiglu")
+        name = f"swiglu_d{args.depth}_grad"
+    else:
+        gen = torch.Generator().manual_seed(args.seed + 1)
+        model = ViT(dim=args.dim, depth=args.depth, heads=args.heads, hidden=4 * args.dim, registers=4)
+        name = f"vits14_d{args.depth}_reg4_grad"
     randomise(model, gen)
     round_to_half_and_bf16(model)
-    name = f"vits14_d{args.depth}_reg4_grad"
     sd = collections.OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
     x = torch.randn(2, 3, 56, 70, generator=gen)
     masks = torch.rand(2, 20, generator=gen) < 0.4
@@ -393,6 +400,7 @@ def main():
     torch.set_num_threads(1)  # reproducible summation order
     vit_fixtures(args)
     grad_fixtures(args)
+    grad_fixtures(args, swiglu=True)
     head_fixtures(args)
     importer_fixtures(args.ckpt_out)
 
