@@ -183,31 +183,13 @@ func plantedPool(rng *rand.Rand, n, d, groups int) ([]float32, []int) {
 	return x, truth
 }
 
-// prf compares predicted and true component labels as decisions to drop
-// an image (not the kept member of its component).
-func prf(truth, got []int) (precision, recall float64) {
-	tp, fp, fn := 0, 0, 0
-	for i := range truth {
-		td, gd := truth[i] != i, got[i] != i
-		switch {
-		case td && gd:
-			tp++
-		case gd:
-			fp++
-		case td:
-			fn++
-		}
-	}
-	return float64(tp) / math.Max(1, float64(tp+fp)), float64(tp) / math.Max(1, float64(tp+fn))
-}
-
 func TestSelfDedupPlanted(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	const n, d = 2000, 128
 	x, truth := plantedPool(rng, n, d, 200)
 	dd, err := SelfDedup(context.Background(), dev, Mat{x, d}, DedupOpts{K: 64, Threshold: 0.6, MaxRows: 1100})
 	require.NoError(t, err)
-	p, r := prf(truth, dd.Component)
+	p, r := DropPrecisionRecall(truth, dd.Component)
 	t.Logf("planted self-dedup: %d images, %d kept (truth %d), precision %.3f recall %.3f, %d edges",
 		n, dd.Kept(), NewDedupTruth(truth), p, r, dd.Edges)
 	require.Equal(t, 1.0, p)
@@ -231,7 +213,7 @@ func TestSelfDedupPlantedIVF(t *testing.T) {
 	dd, err := SelfDedup(context.Background(), dev, Mat{x, d}, DedupOpts{
 		K: 64, Threshold: 0.6, MaxRows: 700, Index: &IVFOpts{Lists: 40, Seed: 3}, NProbe: 4})
 	require.NoError(t, err)
-	p, r := prf(truth, dd.Component)
+	p, r := DropPrecisionRecall(truth, dd.Component)
 	t.Logf("planted self-dedup through IVF (40 lists, 4 probed): %d kept (truth %d), precision %.3f recall %.3f",
 		dd.Kept(), NewDedupTruth(truth), p, r)
 	require.Equal(t, 1.0, p)

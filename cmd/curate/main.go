@@ -4,6 +4,7 @@
 //	curate embed    --model M --out POOL [--source NAME] INPUT...
 //	curate dedup    --pool POOL [--eval EVAL]... --out DIR
 //	curate retrieve --pool POOL --dedup DIR/dedup.jsonl --curated CUR... --out DIR
+//	curate calibrate --model M --out DIR (--fashion-mnist | INPUT...)
 //
 // Run 'curate <command> --help' for the inputs, outputs and flags.
 package main
@@ -47,15 +48,19 @@ cosine similarity:
   retrieve  retrieval of deduplicated pool images near curated sets, by
             sample (k nearest per curated image) or by cluster (k-means);
             writes the final manifest.jsonl a trainer reads
+  calibrate plants edited copies (crops, flips, jitter, JPEG) among a
+            sample of your images and reports dedup's precision and recall
+            at each threshold, to choose dedup's --threshold
 
 Run 'curate <command> --help' for the flags of a command.
 `
 
 // commands are the subcommands.
 var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
-	"embed":    embedCmd,
-	"dedup":    dedupCmd,
-	"retrieve": retrieveCmd,
+	"embed":     embedCmd,
+	"dedup":     dedupCmd,
+	"retrieve":  retrieveCmd,
+	"calibrate": calibrateCmd,
 }
 
 // errUsage reports a usage problem already printed.

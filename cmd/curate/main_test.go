@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -211,7 +212,7 @@ func TestEndToEnd(t *testing.T) {
 }
 
 func TestHelpAndErrors(t *testing.T) {
-	for _, c := range []string{"embed", "dedup", "retrieve"} {
+	for _, c := range []string{"embed", "dedup", "retrieve", "calibrate"} {
 		var out, errOut bytes.Buffer
 		require.Equal(t, 0, run(context.Background(), []string{c, "--help"}, &out, &errOut))
 		require.Contains(t, errOut.String(), "usage: curate "+c)
@@ -234,4 +235,46 @@ func TestHelpAndErrors(t *testing.T) {
 	errOut.Reset()
 	require.Equal(t, 1, run(context.Background(), []string{"dedup", "--pool", t.TempDir(), "--out", t.TempDir()}, &out, &errOut))
 	require.Contains(t, errOut.String(), "no complete embedding shards")
+}
+
+// TestCalibrate plants copies among 12 pictures with the random tiny model:
+// its scores mean little, but byte copies embed identically and are found
+// at every threshold, and the outputs are complete.
+func TestCalibrate(t *testing.T) {
+	dir := t.TempDir()
+	model := tinyModel(t, dir)
+	imgs := filepath.Join(dir, "imgs")
+	require.NoError(t, os.MkdirAll(imgs, 0o755))
+	for i := range 12 {
+		writeImage(t, filepath.Join(imgs, fmt.Sprintf("p%02d.png", i)), uint64(i))
+	}
+	out := filepath.Join(dir, "cal")
+	stdout := runOK(t, "calibrate", "--model", model, "--out", out, "--resize", "64", "--crop", "56", "--batch", "5",
+		"--n", "12", "--groups", "6", "--edits", "copy,flip", "--thresholds", "0.5,0.99", "--k", "8", imgs)
+	require.Contains(t, stdout, "12 originals")
+	require.Contains(t, stdout, "best F1")
+	rows := readLines[calibrateRow](t, filepath.Join(out, "calibrate.jsonl"))
+	require.Len(t, rows, 2)
+	for _, r := range rows {
+		require.Equal(t, 1.0, r.RecallByEdit["copy"], "threshold %g", r.Threshold)
+		require.InDelta(t, 0.5, r.Precision, 0.5)
+		require.InDelta(t, 0.5, r.Recall, 0.5)
+		require.Equal(t, rows[0].Kept+rows[0].Dropped, r.Kept+r.Dropped)
+		require.GreaterOrEqual(t, r.Kept+r.Dropped, 12+6, "6 groups of 1-3 copies")
+		require.LessOrEqual(t, r.Kept+r.Dropped, 12+18)
+	}
+	require.LessOrEqual(t, rows[1].Dropped, rows[0].Dropped, "a higher threshold drops no more")
+	st, err := os.Stat(filepath.Join(out, "calibrate.png"))
+	require.NoError(t, err)
+	require.Greater(t, st.Size(), int64(1000))
+
+	var o, e bytes.Buffer
+	require.Equal(t, 2, run(context.Background(), []string{"calibrate", "--model", model, "--out", out, "--edits", "rotate", imgs}, &o, &e))
+	require.Contains(t, e.String(), `unknown edit "rotate"`)
+	e.Reset()
+	require.Equal(t, 2, run(context.Background(), []string{"calibrate", "--model", model, "--out", out, "--fashion-mnist", imgs}, &o, &e))
+	require.Contains(t, e.String(), "give either --fashion-mnist or INPUT images")
+	e.Reset()
+	require.Equal(t, 1, run(context.Background(), []string{"calibrate", "--model", model, "--out", out, "--n", "50", "--groups", "5", imgs}, &o, &e))
+	require.Contains(t, e.String(), "--n 50: only 12 images found")
 }

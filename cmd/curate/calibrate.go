@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"image/color"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/webdino/webdino/curate"
+	"github.com/webdino/webdino/data"
+	"github.com/webdino/webdino/embed"
+	"github.com/webdino/webdino/eval"
+	"github.com/webdino/webdino/gpu"
+)
+
+const calibrateUsage = `usage: curate calibrate --model FILE --out DIR (--fashion-mnist | INPUT...) [flags]
+
+Measures how well self-deduplication finds copies among your own images
+with this model, so that you can choose curate dedup's --threshold: it
+samples --n images of the INPUTs (folders, files, --list files) or of
+Fashion-MNIST's test split, plants 1-3 edited copies of --groups of them
+(exact copy, left-right flip, crop of 75-90% of each side resized back,
+contrast and brightness x0.7-1.3, JPEG at quality 30-70), embeds everything
+(CLS token, as curate embed) and deduplicates at every --thresholds value
+with the --k nearest neighbours.
+
+Precision is the fraction of dropped images that are planted copies,
+recall the fraction of planted copies dropped. Natural duplicates among
+the sampled images count against precision.
+
+Outputs in DIR:
+  calibrate.jsonl  one line per threshold: {"threshold", "precision",
+                   "recall", "f1", "kept", "dropped", "recall_by_edit"}
+  calibrate.png    precision and recall against the threshold
+
+Flags:
+`
+
+// calibrateRow is one threshold's result.
+type calibrateRow struct {
+	Threshold    float32            `json:"threshold"`
+	Precision    float64            `json:"precision"`
+	Recall       float64            `json:"recall"`
+	F1           float64            `json:"f1"`
+	Kept         int                `json:"kept"`
+	Dropped      int                `json:"dropped"`
+	RecallByEdit map[string]float64 `json:"recall_by_edit"`
+}
+
+func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flags("calibrate", calibrateUsage, stderr)
+	model := fs.String("model", "", "webdino checkpoint `FILE`")
+	out := fs.String("out", "", "output `DIR` (created if missing)")
+	fmnist := fs.Bool("fashion-mnist", false, "sample Fashion-MNIST's test split ("+data.FashionMNISTDir+") instead of INPUTs")
+	var lists multi
+	fs.Var(&lists, "list", "a list `FILE` of image paths (repeatable)")
+	n := fs.Int("n", 2000, "originals sampled")
+	groups := fs.Int("groups", 500, "originals that get planted copies")
+	editList := fs.String("edits", "copy,flip,crop,jitter,jpeg", "planted edits, comma-separated")
+	thresholds := fs.String("thresholds", "0.3,0.4,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95", "cosine thresholds to score, comma-separated")
+	k := fs.Int("k", 64, "nearest neighbours searched per image")
+	seed := fs.Uint64("seed", 0, "seed of the sample and the edits")
+	var o embed.Options
+	fs.IntVar(&o.Batch, "batch", 32, "images per forward pass")
+	fs.IntVar(&o.Resize, "resize", 256, "shortest side before the centre crop")
+	fs.IntVar(&o.Crop, "crop", 224, "centre crop side (a multiple of the patch size)")
+	fs.IntVar(&o.Workers, "workers", 0, "parallel image decoders (0: one per CPU)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	edits, err := parseEdits(*editList)
+	if err != nil {
+		return usageErr(stderr, "calibrate", "--edits: %v", err)
+	}
+	ts, err := parseThresholds(*thresholds)
+	if err != nil {
+		return usageErr(stderr, "calibrate", "--thresholds: %v", err)
+	}
+	switch {
+	case *model == "":
+		return usageErr(stderr, "calibrate", "--model is required")
+	case *out == "":
+		return usageErr(stderr, "calibrate", "--out is required")
+	case *fmnist == (fs.NArg() > 0 || len(lists) > 0):
+		return usageErr(stderr, "calibrate", "give either --fashion-mnist or INPUT images, folders or --list files")
+	case *n <= 1 || *groups < 1 || *groups > *n:
+		return usageErr(stderr, "calibrate", "want --n > 1 and 1 <= --groups <= --n")
+	case *k <= 0 || o.Batch <= 0:
+		return usageErr(stderr, "calibrate", "--k and --batch must be positive")
+	}
+	var src data.Dataset
+	if *fmnist {
+		g, err := data.LoadFashionMNIST(data.FashionMNISTDir, "t10k")
+		if err != nil {
+			return err
+		}
+		src = data.GrayDataset{Gray: g, Name: "fashion-mnist/t10k"}
+	} else {
+		files, err := gather(lists, fs.Args())
+		if err != nil {
+			return err
+		}
+		src = files
+	}
+	if *n > src.Len() {
+		return fmt.Errorf("--n %d: only %d images found", *n, src.Len())
+	}
+	planted, err := curate.NewPlanted(src, *n, *groups, edits, *seed)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+
+	dev, err := gpu.Open()
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	m, err := loadModel(dev, *model)
+	if err != nil {
+		return err
+	}
+	defer m.Release()
+	D := m.Cfg.EmbedDim
+	feats := make([]float32, planted.Len()*D)
+	present := make([]bool, planted.Len())
+	o.Rejects = &data.Rejects{}
+	progress := newProgress(stderr, "embed", planted.Len())
+	err = embed.Run(ctx, dev, m, planted, o, func(r *embed.Result) error {
+		cls := r.Out.ClsToken()
+		eval.Normalize(cls, D)
+		for j, i := range r.Indices {
+			copy(feats[i*D:(i+1)*D], cls[j*D:(j+1)*D])
+			present[i] = true
+		}
+		progress.Add(len(r.Indices))
+		return nil
+	})
+	progress.Finish()
+	if err != nil {
+		return err
+	}
+	if o.Rejects.Len() > 0 {
+		// An unreadable image and its copies would count as misses:
+		// refuse rather than report a skewed figure.
+		return fmt.Errorf("%d sampled images could not be read (first: %s); remove them or pick another --seed", o.Rejects.Len(), o.Rejects.List()[0].Path)
+	}
+
+	truth := planted.Truth()
+	var rows []calibrateRow
+	fmt.Fprintf(stdout, "%d originals, %d planted copies of %d of them (%v); model %s\n", *n, len(planted.Copies), *groups, edits, *model)
+	fmt.Fprintf(stdout, "%9s %9s %7s %6s %6s  recall by edit\n", "threshold", "precision", "recall", "f1", "kept")
+	for _, t := range ts {
+		dd, err := curate.SelfDedup(ctx, dev, curate.Mat{Data: feats, D: D}, curate.DedupOpts{K: min(*k, planted.Len()-1), Threshold: t})
+		if err != nil {
+			return err
+		}
+		row := calibrateRow{Threshold: t, Kept: dd.Kept(), Dropped: planted.Len() - dd.Kept(), RecallByEdit: map[string]float64{}}
+		row.Precision, row.Recall = curate.DropPrecisionRecall(truth, dd.Component)
+		if row.Precision+row.Recall > 0 {
+			row.F1 = 2 * row.Precision * row.Recall / (row.Precision + row.Recall)
+		}
+		found, total := map[string]int{}, map[string]int{}
+		for i := *n; i < planted.Len(); i++ {
+			e := string(planted.EditOf(i))
+			total[e]++
+			if !dd.Keep(i) {
+				found[e]++
+			}
+		}
+		var by []string
+		for _, e := range edits {
+			if total[string(e)] > 0 {
+				row.RecallByEdit[string(e)] = float64(found[string(e)]) / float64(total[string(e)])
+				by = append(by, fmt.Sprintf("%s %.3f", e, row.RecallByEdit[string(e)]))
+			}
+		}
+		fmt.Fprintf(stdout, "%9.2f %9.3f %7.3f %6.3f %6d  %s\n", t, row.Precision, row.Recall, row.F1, row.Kept, strings.Join(by, ", "))
+		rows = append(rows, row)
+	}
+	if err := writeJSONL(filepath.Join(*out, "calibrate.jsonl"), rows); err != nil {
+		return err
+	}
+	if err := calibratePlot(filepath.Join(*out, "calibrate.png"), rows); err != nil {
+		return err
+	}
+	best := rows[0]
+	for _, r := range rows {
+		if r.F1 > best.F1 {
+			best = r
+		}
+	}
+	fmt.Fprintf(stdout, "best F1 %.3f at threshold %.2f (precision %.3f, recall %.3f); wrote %s\n",
+		best.F1, best.Threshold, best.Precision, best.Recall, filepath.Join(*out, "calibrate.jsonl"))
+	return nil
+}
+
+func parseEdits(s string) ([]curate.Edit, error) {
+	var edits []curate.Edit
+	for _, f := range strings.Split(s, ",") {
+		e := curate.Edit(strings.TrimSpace(f))
+		if !slices.Contains(curate.Edits, e) {
+			return nil, fmt.Errorf("unknown edit %q (want some of %v)", e, curate.Edits)
+		}
+		edits = append(edits, e)
+	}
+	return edits, nil
+}
+
+func parseThresholds(s string) ([]float32, error) {
+	var ts []float32
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 32)
+		if err != nil || v <= -1 || v >= 1 {
+			return nil, fmt.Errorf("%q is not a cosine threshold in (-1, 1)", f)
+		}
+		ts = append(ts, float32(v))
+	}
+	return ts, nil
+}
+
+// calibratePlot draws precision and recall against the threshold.
+func calibratePlot(path string, rows []calibrateRow) error {
+	p := plot.New()
+	p.Title.Text = "self-deduplication of planted copies"
+	p.X.Label.Text = "cosine threshold"
+	p.Y.Min, p.Y.Max = 0, 1.02
+	for _, s := range []struct {
+		name string
+		get  func(calibrateRow) float64
+		c    color.RGBA
+	}{
+		{"precision", func(r calibrateRow) float64 { return r.Precision }, color.RGBA{31, 119, 180, 255}},
+		{"recall", func(r calibrateRow) float64 { return r.Recall }, color.RGBA{255, 127, 14, 255}},
+		{"F1", func(r calibrateRow) float64 { return r.F1 }, color.RGBA{0, 0, 0, 255}},
+	} {
+		pts := make(plotter.XYs, len(rows))
+		for i, r := range rows {
+			pts[i].X, pts[i].Y = float64(r.Threshold), s.get(r)
+		}
+		l, sc, err := plotter.NewLinePoints(pts)
+		if err != nil {
+			return err
+		}
+		l.Color, sc.Color = s.c, s.c
+		p.Add(l, sc)
+		p.Legend.Add(s.name, l)
+	}
+	p.Legend.Left, p.Legend.Top = true, false
+	p.Add(plotter.NewGrid())
+	return p.Save(7*vg.Inch, 4.5*vg.Inch, path)
+}
