@@ -134,11 +134,6 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, bcast bool) er
 	params := func(vec int) []uint32 {
 		return []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), gpu.U32(strideA / vec), gpu.U32(strideB / vec), gpu.U32(M * N)}
 	}
-	if bcast && o.TransA && !o.TransB && batch == 1 && N%4 == 0 && e == (epilogue{Accumulate: o.Accumulate}) {
-		if plan, ok := planBcastTA(rec.Device().Limits(), M, K); ok {
-			return dispatchBcastTA(rec, plan, a, b, c, o.Accumulate, M, N, K)
-		}
-	}
 	if bcast && !o.TransA && (o.TransB && K%4 == 0 || !o.TransB && N%4 == 0) {
 		bm, bM := batch, M
 		if bBatch == 1 {
@@ -264,143 +259,44 @@ func tileRows(m int) int {
 func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []gpu.Access, e epilogue, transB bool, M, N, K, strideB4 int) error {
 	a := bufs[0]
 	access = append([]gpu.Access{gpu.Uniform}, access[1:]...)
+	type data struct {
+		TM, WG, Window int
+		Rows           []int
+		AVec4, TransB  bool
+		epilogue
+	}
+	const wg = 8
 	l := rec.Device().Limits()
-	for _, w := range p.windows {
-		first := int(a.Off/4) + (w.batch0*M+w.rowLo)*K // in the buffer
-		n := ((w.batches-1)*M + w.rowHi - w.rowLo) * K
-		view, off, err := uniformWindow(l, a, first, n, windowVec4s(l, first, n))
-		if err != nil {
-			return rec.Fail(fmt.Errorf("matmul: window %+v: %w", w, err))
-		}
-		args := append([]*gpu.Tensor{view}, bufs[1:]...)
-		tiles := (w.rowHi - w.rowLo + p.tm - 1) / p.tm
-		d := bcastData{TM: p.tm, WG: bcastWG, Window: view.Len() / 4, Rows: seq(p.tm), AVec4: K%4 == 0 && a.Off%16 == 0, TransB: transB, epilogue: e}
-		groups := [3]uint32{uint32(((N+3)/4 + bcastWG - 1) / bcastWG), uint32(w.batches * tiles), 1}
-		params := []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), 0, gpu.U32(strideB4), gpu.U32(M * N),
-			gpu.U32(w.batch0), gpu.U32(w.rowLo), gpu.U32(w.rowHi), gpu.U32(tiles), gpu.U32(off)}
-		if err := rec.Dispatch(gpu.Kernel{Name: "matmul_bcast", Data: d, Access: access}, groups, params, args...); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// bcastWG is matmul_bcast's workgroup: 8 lanes (one AVX2 vector under
-// lavapipe), each a vec4 of columns.
-const bcastWG = 8
-
-// bcastData is matmul_bcast's template data (see shaders/matmul.wgsl).
-type bcastData struct {
-	TM, WG, Window        int
-	Rows, RowGroups       []int
-	RowIdx, Wins          []mmIdx
-	AVec4, TransA, TransB bool
-	epilogue
-}
-
-// windowVec4s is the binding size, in vec4s, for n floats of a from element
-// first of its buffer: the smallest power of two (at least 16, one browser
-// alignment) that holds them behind the aligned start, at most a binding.
-func windowVec4s(l gpu.Limits, first, n int) int {
-	align := int(l.UniformOffsetAlign / 4)
-	n += first % align
-	size := 16
-	for size*4 < n && uint64(size)*16 < l.MaxUniformBinding {
-		size *= 2
-	}
-	return min(size, int(l.MaxUniformBinding/16))
-}
-
-// uniformWindow returns the uniform view of size vec4s of a's buffer that
-// holds its n floats from element first (of the buffer), and where they
-// start in the view: the view starts on the alignment at or before first,
-// moved back from the buffer's end if it would run past it, or is the whole
-// buffer when that is smaller.
-func uniformWindow(l gpu.Limits, a *gpu.Tensor, first, n, size int) (*gpu.Tensor, int, error) {
+	maxVec4 := int(l.MaxUniformBinding / 16)
 	align := int(l.UniformOffsetAlign / 4)
 	bufF := int(a.Buf.Size() / 4) // a multiple of the alignment (gpu.NewBuffer)
-	start := min(first/align*align, bufF-4*size)
-	if start < 0 {
-		start, size = 0, bufF/4
-	}
-	if first+n > start+4*size {
-		return nil, 0, fmt.Errorf("A %s: %d floats from element %d exceed a uniform binding", a, n, first)
-	}
-	return &gpu.Tensor{Buf: a.Buf, Off: uint64(start) * 4, Shape: []int{4 * size}}, first - start, nil
-}
-
-// bcastTAWins is how many uniform windows matmul_bcast binds at once in its
-// TransA form: with the parameters, 9 of the 12 uniform bindings WebGPU
-// guarantees a shader stage.
-const bcastTAWins = 8
-
-// bcastTAPlan covers A [K, M] (TransA) with windows of whole rows k: rows[w]
-// rows each, consecutive, as even as a binding allows; tm rows of C per
-// workgroup.
-type bcastTAPlan struct {
-	rows []int
-	tm   int
-}
-
-// bcastTAMinRows is the fewest rows of A a TransA window must hold: each
-// dispatch reads and writes C once, which the work of fewer rows does not
-// repay (measured on lavapipe: M 384, 32 rows a window, 1.2x the vec4
-// kernel; M 1152, 14 rows, 0.85x).
-const bcastTAMinRows = 32
-
-// planBcastTA plans the TransA form of matmul_bcast; ok is false when a
-// window holds fewer than bcastTAMinRows rows of A.
-func planBcastTA(l gpu.Limits, M, K int) (bcastTAPlan, bool) {
-	capF := int(l.MaxUniformBinding/4)&^3 - int(l.UniformOffsetAlign/4)
-	maxRows := capF / M
-	if maxRows < bcastTAMinRows {
-		return bcastTAPlan{}, false
-	}
-	n := (K + maxRows - 1) / maxRows
-	per := (K + n - 1) / n
-	p := bcastTAPlan{tm: tileRows(M)}
-	for k := 0; k < K; k += per {
-		p.rows = append(p.rows, min(per, K-k))
-	}
-	return p, true
-}
-
-// dispatchBcastTA records C (+)= A^T B with A [K, M] through the windows of
-// p, bcastTAWins per dispatch; every dispatch after the first adds its k
-// range to C.
-func dispatchBcastTA(rec *gpu.Recorder, p bcastTAPlan, a, b, c *gpu.Tensor, accumulate bool, M, N, K int) error {
-	l := rec.Device().Limits()
-	groups := [3]uint32{uint32((N/4 + bcastWG - 1) / bcastWG), uint32((M + p.tm - 1) / p.tm), 1}
-	k0 := 0
-	for d := 0; d < len(p.rows); d += bcastTAWins {
-		rows := p.rows[d:min(d+bcastTAWins, len(p.rows))]
-		// One binding size for the dispatch: the largest its windows need.
-		size, k := 0, k0
-		for _, r := range rows {
-			size = max(size, windowVec4s(l, int(a.Off/4)+k*M, r*M))
-			k += r
+	for _, w := range p.windows {
+		first := int(a.Off/4) + (w.batch0*M+w.rowLo)*K // in the buffer
+		start := first / align * align
+		n := first - start + ((w.batches-1)*M+w.rowHi-w.rowLo)*K
+		// The binding: the smallest power-of-two number of vec4s (at least
+		// 16, one browser alignment) holding the window, moved back from
+		// the buffer's end if it would run past it; or the whole buffer.
+		size := 16
+		for size*4 < n && size < maxVec4 {
+			size *= 2
 		}
-		params := make([]uint32, 28) // Params: 11 words, a pad, a_offs[8], k_rows[8]
-		params[0], params[1], params[2], params[7] = gpu.U32(M), gpu.U32(N), gpu.U32(K), gpu.U32(k0)
-		args := []*gpu.Tensor{nil, b, c}
-		access := []gpu.Access{gpu.Uniform, gpu.Read, gpu.ReadWrite}
-		for w, r := range rows {
-			view, off, err := uniformWindow(l, a, int(a.Off/4)+k0*M, r*M, size)
-			if err != nil {
-				return rec.Fail(fmt.Errorf("matmul: %w", err))
-			}
-			if w == 0 {
-				args[0] = view
-			} else {
-				args, access = append(args, view), append(access, gpu.Uniform)
-			}
-			params[12+w], params[20+w] = gpu.U32(off), gpu.U32(r)
-			k0 += r
+		size = min(size, maxVec4)
+		if n > 4*size {
+			return rec.Fail(fmt.Errorf("matmul: window %+v of A %s needs %d floats, over a uniform binding", w, a, n))
 		}
-		data := bcastData{TM: p.tm, WG: bcastWG, Window: args[0].Len() / 4, Rows: seq(p.tm), RowGroups: seq(p.tm / 4),
-			RowIdx: mmIdxs(p.tm), Wins: mmIdxs(len(rows)), AVec4: M%4 == 0 && a.Off%16 == 0, TransA: true,
-			epilogue: epilogue{Accumulate: accumulate || d > 0}}
-		if err := rec.Dispatch(gpu.Kernel{Name: "matmul_bcast", Data: data, Access: access}, groups, params, args...); err != nil {
+		start = min(start, bufF-4*size)
+		if start < 0 {
+			start, size = 0, bufF/4
+		}
+		view := &gpu.Tensor{Buf: a.Buf, Off: uint64(start) * 4, Shape: []int{4 * size}}
+		args := append([]*gpu.Tensor{view}, bufs[1:]...)
+		tiles := (w.rowHi - w.rowLo + p.tm - 1) / p.tm
+		d := data{TM: p.tm, WG: wg, Window: size, Rows: seq(p.tm), AVec4: K%4 == 0 && a.Off%16 == 0, TransB: transB, epilogue: e}
+		groups := [3]uint32{uint32(((N+3)/4 + wg - 1) / wg), uint32(w.batches * tiles), 1}
+		params := []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), 0, gpu.U32(strideB4), gpu.U32(M * N),
+			gpu.U32(w.batch0), gpu.U32(w.rowLo), gpu.U32(w.rowHi), gpu.U32(tiles), gpu.U32(first - start)}
+		if err := rec.Dispatch(gpu.Kernel{Name: "matmul_bcast", Data: d, Access: access}, groups, params, args...); err != nil {
 			return err
 		}
 	}

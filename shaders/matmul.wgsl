@@ -8,12 +8,8 @@ Epilogue: h = AB + bias; preact = h; y = act(h); C = (Accumulate ? C : 0) + rows
 
 {{define "matmul_bindings"}}
 {{template "gelu_fn" .}}
-// batch0, row_lo, row_hi, tiles and a_off place a matmul_bcast window, a_offs
-// and k_rows the windows of its TransA form (see there).
-struct Params {
-  M: u32, N: u32, K: u32, stride_a: u32, stride_b: u32, stride_c: u32, batch0: u32, row_lo: u32, row_hi: u32, tiles: u32, a_off: u32,
-  a_offs: array<vec4<u32>, 2>, k_rows: array<vec4<u32>, 2>,
-}
+// batch0, row_lo, row_hi, tiles and a_off place a matmul_bcast window (see there).
+struct Params { M: u32, N: u32, K: u32, stride_a: u32, stride_b: u32, stride_c: u32, batch0: u32, row_lo: u32, row_hi: u32, tiles: u32, a_off: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 {{if .Bias}}@group(0) @binding({{.Bias}}) var<storage, read> bias: array<f32>;{{end}}
@@ -108,51 +104,16 @@ a few sizes (Window, a power of two) so that shapes which change every step
 (the masked patches of iBOT) do not compile new pipelines. A workgroup computes TM rows x 4 WG columns, each
 lane a vec4 of 4 consecutive columns, so B is [K,N] with N % 4 == 0 or, with
 TransB, [N,K] with K % 4 == 0. A is never transposed. AVec4 (K % 4 == 0)
-reads A four k at a time.
-TransA (A stored [K, M], one batch, B [K, N], no epilogue but Accumulate: the
-weight gradients X^T dY) turns the windows around: a window holds whole rows
-k of A, at most 8 windows are bound at once (Wins), window w holding k_rows[w]
-rows from element a_offs[w], consecutive from row row_lo; a workgroup's TM
-rows of C are TM consecutive elements of each row of A (a vec4 per 4 when
-AVec4: M % 4 == 0). A dispatch sums its k range; later dispatches add to C.
-Data: TM, Rows (0..TM-1), RowIdx (Rows as mmIdx), WG, Window (vec4s of each
-binding), AVec4, TransA, TransB, Wins (mmIdx 0..windows-1) and the epilogue
-fields; stride_b is in vec4s.
+reads A four k at a time. Data: TM, Rows (0..TM-1), WG, Window (vec4s of the
+binding), AVec4, TransB and the epilogue fields; stride_b is in vec4s.
 */}}
 {{define "matmul_bcast"}}
 {{template "matmul_bindings" .}}
-{{if .TransA}}{{range .Wins}}@group(0) @binding({{if eq .I 0}}1{{else}}{{add .I 3}}{{end}}) var<uniform> a{{.I}}: array<vec4<f32>, {{$.Window}}>;
-{{end}}{{else}}@group(0) @binding(1) var<uniform> a: array<vec4<f32>, {{.Window}}>;{{end}}
+@group(0) @binding(1) var<uniform> a: array<vec4<f32>, {{.Window}}>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 
 @compute @workgroup_size({{.WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  {{if .TransA}}
-  let m0 = wid.y * {{.TM}}u;
-  let N4 = p.N / 4u;
-  let g = wid.x * {{.WG}}u + lid.x;
-  let gb = min(g, N4 - 1u);
-  {{range .Rows}}var acc{{.}} = vec4<f32>();
-  {{end}}
-  var kg = p.row_lo;
-  {{range $w := .Wins}}{
-    let off = p.a_offs[{{$w.Q}}][{{$w.R}}] + m0;
-    let rows = p.k_rows[{{$w.Q}}][{{$w.R}}];
-    for (var k = 0u; k < rows; k++) {
-      let bk = b[gb + (kg + k) * N4];
-      let i = off + k * p.M;
-      // Rows past M read the next row of A, or are clamped at the window's end; they are never stored.
-      {{if $.AVec4}}{{range $q := $.RowGroups}}let va{{$q}} = a{{$w.I}}[min(i / 4u + {{$q}}u, {{$.Window}}u - 1u)];
-      {{end}}{{range $.RowIdx}}acc{{.I}} = fma(vec4(va{{.Q}}[{{.R}}]), bk, acc{{.I}});
-      {{end}}{{else}}{{range $.Rows}}{ let j = i + {{.}}u; acc{{.}} = fma(vec4(a{{$w.I}}[min(j / 4u, {{$.Window}}u - 1u)][j % 4u]), bk, acc{{.}}); }
-      {{end}}{{end}}
-    }
-    kg += rows;
-  }
-  {{end}}
-  {{range $r := .Rows}}{{range $j := seq 4}}store_c(0u, m0 + {{$r}}u, 4u * g + {{$j}}u, acc{{$r}}[{{$j}}]);
-  {{end}}{{end}}
-  {{else}}
   let bi = wid.y / p.tiles;
   let batch = p.batch0 + bi;
   let m0 = p.row_lo + (wid.y % p.tiles) * {{.TM}}u;
@@ -191,7 +152,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     {{end}}
   }
   {{end}}
-{{end}}
 }
 {{end}}
 
