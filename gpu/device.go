@@ -7,6 +7,7 @@ package gpu
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/cogentcore/webgpu/wgpu"
@@ -21,6 +22,11 @@ type Info struct {
 	Type    string // DiscreteGPU, IntegratedGPU, CPU, Unknown
 	Driver  string
 }
+
+// IsCPU reports whether the adapter runs on the CPU (lavapipe, SwiftShader):
+// kernels then take the shapes that suit SIMD lanes of CPU threads rather
+// than those of a GPU (workgroup memory, many warps).
+func (i Info) IsCPU() bool { return strings.EqualFold(i.Type, "cpu") }
 
 func (i Info) String() string {
 	return fmt.Sprintf("%s (backend %s, type %s, driver %s)", i.Name, i.Backend, i.Type, i.Driver)
@@ -90,6 +96,12 @@ func (d *Device) Close() {
 func requiredLimits(a wgpu.Limits) wgpu.Limits {
 	l := wgpu.DefaultLimits()
 	l.MaxBufferSize = a.MaxBufferSize
+	if l.MaxBufferSize == wgpu.LimitU64Undefined {
+		// "No limit" (NVIDIA's Vulkan driver through wgpu): asking for it
+		// back would mean the 256 MiB default, so ask for what one binding
+		// can see, which no single buffer here needs to exceed by much.
+		l.MaxBufferSize = max(a.MaxStorageBufferBindingSize, 256<<20)
+	}
 	l.MaxStorageBufferBindingSize = a.MaxStorageBufferBindingSize
 	l.MaxComputeWorkgroupStorageSize = a.MaxComputeWorkgroupStorageSize
 	l.MaxComputeInvocationsPerWorkgroup = a.MaxComputeInvocationsPerWorkgroup

@@ -5,6 +5,7 @@ package gpu
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall/js"
 
 	"github.com/cogentcore/webgpu/jsx"
@@ -48,6 +49,12 @@ func Open() (*Device, error) {
 			info.Name = ai.Get("vendor").String() + " " + ai.Get("architecture").String()
 		}
 		info.Driver = ai.Get("vendor").String()
+		// The browser names no adapter type; a software rasteriser
+		// (Chromium's SwiftShader, Mesa's lavapipe) is a CPU.
+		id := strings.ToLower(info.Name + " " + info.Driver + " " + ai.Get("architecture").String())
+		if strings.Contains(id, "swiftshader") || strings.Contains(id, "llvmpipe") || strings.Contains(id, "lavapipe") {
+			info.Type = "CPU"
+		}
 	}
 	dl := dev.Get("limits")
 	u32 := func(name string) uint32 { return uint32(dl.Get(name).Float()) }

@@ -74,10 +74,15 @@ func (r *Recorder) RunTimed() (time.Duration, error) {
 // Sync waits until the GPU has finished all submitted work. It polls
 // without blocking: wgpu-native's blocking poll gives up after 5 s and, with
 // more work than that queued, was seen to crash the process on lavapipe.
+//
+// The pause between polls starts at 5 µs and doubles up to 500 µs, so a
+// GPU's sub-millisecond recordings are seen done within a few microseconds
+// (a 2 ms cap made short recordings look up to 2 ms long) while a long
+// lavapipe recording costs at most 2000 wake-ups a second.
 func (d *Device) Sync() {
-	pause := 20 * time.Microsecond
+	pause := 5 * time.Microsecond
 	for !d.dev.Poll(false, nil) {
 		time.Sleep(pause)
-		pause = min(2*pause, 2*time.Millisecond)
+		pause = min(2*pause, 500*time.Microsecond)
 	}
 }

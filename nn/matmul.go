@@ -134,6 +134,19 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, bcast bool) er
 	params := func(vec int) []uint32 {
 		return []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), gpu.U32(strideA / vec), gpu.U32(strideB / vec), gpu.U32(M * N)}
 	}
+	if t := tiledTile(rec.Device(), M, N); t > 0 {
+		type data struct {
+			TM, TN, BK     int
+			Rows, Cols     []int
+			TransA, TransB bool
+			epilogue
+		}
+		// BK keeps both slices near 8 KiB of workgroup memory (WebGPU
+		// guarantees 16 KiB).
+		d := data{TM: t, TN: t, BK: 64 / t, Rows: seq(t), Cols: seq(t), TransA: o.TransA, TransB: o.TransB, epilogue: e}
+		groups := [3]uint32{uint32((N + 16*t - 1) / (16 * t)), uint32((M + 16*t - 1) / (16 * t)), uint32(batch)}
+		return rec.Dispatch(gpu.Kernel{Name: "matmul_tiled", Data: d, Access: access}, groups, params(1), bufs...)
+	}
 	if bcast && !o.TransA && (o.TransB && K%4 == 0 || !o.TransB && N%4 == 0) {
 		bm, bM := batch, M
 		if bBatch == 1 {
@@ -184,6 +197,27 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, bcast bool) er
 		uint32(batch),
 	}
 	return rec.Dispatch(gpu.Kernel{Name: "matmul", Data: d, Access: access}, groups, params(1), bufs...)
+}
+
+// matmulTileOverride, when set (by tests), makes every matmul take
+// matmul_tiled with this thread tile, on any device.
+var matmulTileOverride int
+
+// tiledTile is the thread tile (TM = TN) of matmul_tiled for an M x N
+// product on d, or 0 where the device is a CPU and the lavapipe kernels
+// below are faster. A block of 128 x 128 (tile 8) does twice the FMAs per
+// loaded value of 64 x 64 (tile 4), but a product of fewer than 64 such
+// blocks would leave most of a large GPU idle.
+func tiledTile(d *gpu.Device, M, N int) int {
+	switch {
+	case matmulTileOverride > 0:
+		return matmulTileOverride
+	case d.Info().IsCPU():
+		return 0
+	case (M/128)*(N/128) >= 64:
+		return 8
+	}
+	return 4
 }
 
 func b2i(b bool) int {

@@ -26,7 +26,9 @@ func TestMatMulAgainstReference(t *testing.T) {
 	// several uniform windows, starting off the alignment: batches 0-5 and
 	// 6-8 of [9,50,50], rows 0-159 and 160-299 of each [300,64]) and not
 	// (then the vec4 kernel takes the shapes whose vec4 dimensions are
-	// multiples of 4, the fallback the rest).
+	// multiples of 4, the fallback the rest); then through matmul_tiled
+	// with both thread tiles (a GPU's kernel, which these take on a GPU
+	// whatever bcast says).
 	cases := []struct{ batch, M, N, K int }{
 		{1, 1, 1, 1}, {1, 7, 13, 5}, {3, 33, 65, 17}, {2, 70, 3, 129}, {1, 257, 97, 64},
 		{1, 4, 4, 4}, {2, 20, 36, 12}, {1, 1, 8, 4}, {3, 8, 1, 8}, {1, 68, 44, 40}, {2, 12, 8, 21},
@@ -36,9 +38,10 @@ func TestMatMulAgainstReference(t *testing.T) {
 		for _, ta := range []bool{false, true} {
 			for _, tb := range []bool{false, true} {
 				for _, shared := range []bool{false, true} {
-					for _, bcast := range []bool{false, true} {
-						name := fmt.Sprintf("b%d_%dx%dx%d_ta%v_tb%v_shared%v_bcast%v", c.batch, c.M, c.N, c.K, ta, tb, shared, bcast)
+					for _, k := range matmulKernels {
+						name := fmt.Sprintf("b%d_%dx%dx%d_ta%v_tb%v_shared%v_%s", c.batch, c.M, c.N, c.K, ta, tb, shared, k.name)
 						t.Run(name, func(t *testing.T) {
+							defer k.use()()
 							a64, a32 := randn(rng, c.batch*c.M*c.K, 1)
 							nb := c.batch
 							if shared {
@@ -59,7 +62,7 @@ func TestMatMulAgainstReference(t *testing.T) {
 							a, b := upload(t, a32, aShape...), upload(t, b32, bShape...)
 							out := zeros(t, c.batch, c.M, c.N)
 							rec := dev.Record()
-							require.NoError(t, matMul(rec, out, a, b, MatMulOpts{TransA: ta, TransB: tb}, bcast))
+							require.NoError(t, matMul(rec, out, a, b, MatMulOpts{TransA: ta, TransB: tb}, k.bcast))
 							run(t, rec)
 							want := ref.MatMul(a64, b64, c.batch, c.M, c.N, c.K, ta, tb, shared)
 							requireClose(t, want, read(t, out), mmAtol, mmRtol, name)
@@ -71,12 +74,31 @@ func TestMatMulAgainstReference(t *testing.T) {
 	}
 }
 
+// matmulKernels are the ways through matMul the tests take: use forces
+// matmul_tiled's thread tile (0: the device's choice) until its result is
+// called, bcast allows matmul_bcast.
+var matmulKernels = []matmulKernel{{"bcast", 0, true}, {"nobcast", 0, false}, {"tiled4", 4, false}, {"tiled8", 8, false}}
+
+type matmulKernel struct {
+	name  string
+	tile  int
+	bcast bool
+}
+
+func (k matmulKernel) use() func() {
+	matmulTileOverride = k.tile
+	return func() { matmulTileOverride = 0 }
+}
+
 func TestMatMulEpilogue(t *testing.T) {
 	// All kernels: 23 columns of A take the fallback, 24 the vec4 kernel
-	// or, allowed, matmul_bcast.
+	// or, allowed, matmul_bcast; and matmul_tiled.
 	for _, K := range []int{23, 24} {
-		for _, bcast := range []bool{false, true} {
-			t.Run(fmt.Sprint("K", K, "_bcast", bcast), func(t *testing.T) { testMatMulEpilogue(t, 19, 37, K, bcast) })
+		for _, k := range matmulKernels {
+			t.Run(fmt.Sprint("K", K, "_", k.name), func(t *testing.T) {
+				defer k.use()()
+				testMatMulEpilogue(t, 19, 37, K, k.bcast)
+			})
 		}
 	}
 }

@@ -1,8 +1,6 @@
 package nn
 
 import (
-	"strings"
-
 	"github.com/webdino/webdino/gpu"
 )
 
@@ -43,7 +41,7 @@ var rowLayoutOverride *[2]int
 // warp) per row and 8 rows per workgroup, or 256 lanes per row for long rows;
 // the tests run every layout on lavapipe, but no GPU timed them yet.
 func rowLayout(d *gpu.Device, D int) (wg, lanes int) {
-	cpu := strings.EqualFold(d.Info().Type, "cpu")
+	cpu := d.Info().IsCPU()
 	switch {
 	case rowLayoutOverride != nil:
 		return rowLayoutOverride[0], rowLayoutOverride[1]

@@ -1,8 +1,6 @@
 package nn
 
 import (
-	"strings"
-
 	"github.com/webdino/webdino/gpu"
 )
 
@@ -88,7 +86,7 @@ func SinkhornKnopp(rec *gpu.Recorder, q, logits, scratch *gpu.Tensor, temp float
 // was fastest even for K = 65536 (64x65536, 10 iterations: 120-126 ms
 // against 197-213 ms with rowLayout's 8 lanes per long row).
 func sinkhornLayout(d *gpu.Device, K int) (wg, lanes int) {
-	if rowLayoutOverride == nil && strings.EqualFold(d.Info().Type, "cpu") {
+	if rowLayoutOverride == nil && d.Info().IsCPU() {
 		return 8, 1
 	}
 	return rowLayout(d, K)

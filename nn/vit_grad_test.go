@@ -153,7 +153,10 @@ func TestViTDropPath(t *testing.T) {
 	defer gBase.Release()
 	near, gNear := pass(1e-9)
 	defer gNear.Release()
-	require.LessOrEqual(t, maxAbsDiff(t, base, near, "x_norm"), 1e-6)
+	// The drop-path pass takes other fused kernels (a row-scale epilogue),
+	// whose FMA contraction may differ by a few ulps of |x_norm| <= 8 (1.4e-6
+	// seen on an NVIDIA GPU).
+	require.LessOrEqual(t, maxAbsDiff(t, base, near, "x_norm"), 4e-6)
 	for _, name := range []string{"blocks.1.mlp.fc1.weight", "blocks.0.ls1.gamma", "pos_embed"} {
 		require.LessOrEqual(t, maxAbsDiff(t, readGrad(gBase, name), readGrad(gNear, name), name), 1e-4)
 	}

@@ -114,10 +114,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 {{end}}
 
-{{/* softmax: y = softmax(x * inv_t) per row of D. One read pass keeps a
-running (max, sum of exp(v - max)) per lane and component, row_reduce merges
-the pairs, a second pass writes. Rows of any length (65536 prototypes) stream
-from memory. Data: WG, Lanes, Vec4. */}}
+{{/* softmax: y = softmax(x * inv_t) per row of D (inv_t > 0). One read pass
+keeps a running (max of x, sum of exp((x - max) inv_t)) per lane and
+component, row_reduce merges the pairs, a second pass writes. The max is
+taken of x, not of x inv_t: (x - max) is exact near the max, so the largest
+term is exactly 1 and no rounding of x inv_t (which a GPU compiler may fuse
+into an FMA in one pass and not the other) moves a weight above 1. Rows of
+any length (65536 prototypes) stream from memory. Data: WG, Lanes, Vec4. */}}
 {{define "softmax"}}
 {{template "row_reduce" .}}
 {{template "vec_t" .}}
@@ -125,19 +128,19 @@ struct Params { rows: u32, D: u32, rpw: u32, inv_t: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
-// (m, s) stands for s * exp(m); a lane that saw nothing holds (-FLT_MAX, 0).
+// (m, s) stands for s * exp(m inv_t); a lane that saw nothing holds (-FLT_MAX, 0).
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   let m = max(a.x, b.x);
-  return vec2(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+  return vec2(m, a.y * exp((a.x - m) * p.inv_t) + b.y * exp((b.x - m) * p.inv_t));
 }
 fn row_len() -> u32 { return p.D / W; }
 {{template "row_loop" .}}
     var m = T(-3.4028234663852886e38); // -f32 max exactly: Tint (browsers) rejects literals beyond it
     var s = T();
     for (var c = lane; c < n; c += LANES) {
-      let v = x[base + c] * p.inv_t;
+      let v = x[base + c];
       let m2 = max(m, v);
-      s = s * exp(m - m2) + exp(v - m2);
+      s = s * exp((m - m2) * p.inv_t) + exp((v - m2) * p.inv_t);
       m = m2;
     }
     {{if .Vec4}}
@@ -147,7 +150,7 @@ fn row_len() -> u32 { return p.D / W; }
     let t = row_reduce(vec2(m, s), lid);
     {{end}}
     let inv = 1.0 / t.y;
-    for (var c = lane; c < n; c += LANES) { y[base + c] = exp(x[base + c] * p.inv_t - t.x) * inv; }
+    for (var c = lane; c < n; c += LANES) { y[base + c] = exp((x[base + c] - t.x) * p.inv_t) * inv; }
   }
 }
 {{end}}
