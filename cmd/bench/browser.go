@@ -315,12 +315,12 @@ func exportModel(ctx context.Context, cfg nn.ViTConfig, size int, dir string) (*
 		return nil, err
 	}
 	pth := filepath.Join(dir, "model.pth")
-	cmd := exec.CommandContext(ctx, python, append([]string{script, "--pth", pth, "--onnx", filepath.Join(dir, "model.onnx")},
+	cmd := exec.CommandContext(ctx, pythonExe(), append([]string{script, "--pth", pth, "--onnx", filepath.Join(dir, "model.onnx")},
 		torchModelArgs(cfg, "--grid", fmt.Sprint(cfg.PosGrid), "--size", fmt.Sprint(size))...)...)
 	cmd.Env = baselineEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		if strings.Contains(string(out), "No module named 'torch'") {
-			return nil, errors.New(python + " has no torch (Debian: apt-get install python3-torch)")
+			return nil, errors.New(pythonExe() + " has no torch (Debian: apt-get install python3-torch)")
 		}
 		return nil, fmt.Errorf("%s: %v: %s", exportScript, err, strings.TrimSpace(string(out)))
 	}

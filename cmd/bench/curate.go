@@ -222,7 +222,7 @@ print(time.perf_counter() - t)
 `
 
 func numpyKNN(s curateSizes) (float64, error) {
-	cmd := exec.Command(python, "-c", numpyKNNScript, fmt.Sprint(s.pool), fmt.Sprint(s.queries), fmt.Sprint(s.d), fmt.Sprint(s.k))
+	cmd := exec.Command(pythonExe(), "-c", numpyKNNScript, fmt.Sprint(s.pool), fmt.Sprint(s.queries), fmt.Sprint(s.d), fmt.Sprint(s.k))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -39,7 +39,8 @@ func infer(args []string, stdout, stderr io.Writer) error {
 	size := fs.Int("size", 224, "image side in pixels (a multiple of the patch size)")
 	depth := fs.Int("depth", 0, "override the preset's number of blocks (0: keep; small values for smoke tests)")
 	iters := fs.Int("iters", 3, "timed forward passes after one warm-up pass")
-	useTorch := fs.Bool("torch", true, "also time the PyTorch CPU baseline ("+torchScript+")")
+	useTorch := fs.Bool("torch", true, "also time the PyTorch baseline ("+torchScript+")")
+	torchDevice := fs.String("torch-device", "cpu", "where the PyTorch baseline runs: cpu, or cuda on an NVIDIA GPU (WEBDINO_PYTHON names a python3 with a CUDA torch)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: bench infer [flags]
 
@@ -95,7 +96,7 @@ flags:
 		SecondsPerBatch: secs, Iters: *iters, Device: d.Info().String(),
 	}
 	r.PeakRatio = r.GFLOPs / peak
-	r.Torch, r.BaselineRatio, r.BaselineMissing = compareTorch(*useTorch, r.Value, stderr, "infer", torchModelArgs(cfg,
+	r.Torch, r.BaselineRatio, r.BaselineMissing = compareTorch(*useTorch, *torchDevice, r.Value, stderr, "infer", torchModelArgs(cfg,
 		"--grid", fmt.Sprint(cfg.PosGrid), "--size", fmt.Sprint(*size),
 		"--batch", fmt.Sprint(*batch), "--iters", fmt.Sprint(*iters))...)
 	if *jsonOut {
@@ -104,8 +105,7 @@ flags:
 	fmt.Fprintf(stdout, "%s: %.2f images/s (%.2f s per batch of %d), %.2f GFLOP/s = %.1f%% of the FMA peak %.1f GFLOP/s (%.2f GFLOP per image)\n",
 		r.Name, r.Value, secs, *batch, r.GFLOPs, 100*r.PeakRatio, peak, r.GFLOPPerImage)
 	if r.Torch != nil {
-		fmt.Fprintf(stdout, "torch %s CPU (%d threads): %.2f images/s; webdino / torch = %.2fx\n",
-			r.Torch.Torch, r.Torch.Threads, r.Torch.ImagesPerS, *r.BaselineRatio)
+		fmt.Fprintf(stdout, "%s: %.2f images/s; webdino / torch = %.2fx\n", r.Torch, r.Torch.ImagesPerS, *r.BaselineRatio)
 	} else {
 		fmt.Fprintln(stdout, "torch baseline missing:", r.BaselineMissing)
 	}

@@ -21,6 +21,9 @@ type options struct {
 	match   *regexp.Regexp
 	minTime time.Duration
 	maxReps int
+	// torchDevice is where the matmul baseline runs: "cpu" (numpy) or a
+	// CUDA device (torch).
+	torchDevice string
 }
 
 func kernels(args []string, stdout, stderr io.Writer) error {
@@ -32,6 +35,7 @@ func kernels(args []string, stdout, stderr io.Writer) error {
 	pattern := fs.String("run", "", "time only the cases whose name matches this regexp (the ceilings always run)")
 	fs.DurationVar(&o.minTime, "time", time.Second, "time each case for at least this long after a warm-up run")
 	fs.IntVar(&o.maxReps, "reps", 50, "but stop after this many timed runs (at least 3 always run)")
+	fs.StringVar(&o.torchDevice, "torch-device", "cpu", "matmul baseline: cpu (numpy) or cuda (torch.matmul on an NVIDIA GPU; see WEBDINO_PYTHON)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: bench kernels [flags]
 
@@ -41,8 +45,12 @@ reported. Every run also measures the device's ceilings, which the cases are
 divided by (peak_ratio): "peak/fma" (GFLOP/s of independent vec4 FMA chains)
 for compute cases and "peak/copy" (GB/s of a vec4 copy, read + write bytes)
 for memory-bound cases. Matmul cases are also divided by numpy float32 matmul
-on the same shapes (baseline_ratio) when /usr/bin/python3 has numpy.
-Adapter information goes to stderr.
+on the same shapes (baseline_ratio) when /usr/bin/python3 has numpy, or with
+-torch-device cuda by torch.matmul in float32 on that GPU; WEBDINO_PYTHON
+names another interpreter. On a GPU, runs are timed by its timestamp
+queries, and a case whose run is shorter than 2 ms is recorded several times
+in one submission and the time divided, so that launch latency counts as it
+would inside a training step. Adapter information goes to stderr.
 
 Matmul cases are named family/MxKxN for C[M,N] = A[M,K] B[K,N]: matmul is a
 plain square product; linear_fwd (y = x W^T), linear_dx (dx = dy W) and
@@ -89,7 +97,7 @@ flags:
 		return nil
 	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "case\tvalue\tunit\tof peak\tvs numpy\t")
+	fmt.Fprintln(w, "case\tvalue\tunit\tof peak\tvs baseline\t")
 	for _, r := range results {
 		base := "-"
 		if r.BaselineRatio != nil {
@@ -133,9 +141,9 @@ func measure(d *gpu.Device, o options, stderr io.Writer) ([]result, error) {
 		}
 		rates[c.name] = r
 	}
-	baseline, err := numpyBaseline(selected, o)
+	baseline, err := matmulBaseline(selected, o)
 	if err != nil {
-		fmt.Fprintln(stderr, "no numpy baseline:", err)
+		fmt.Fprintln(stderr, "no matmul baseline:", err)
 	}
 	var out []result
 	for _, c := range append(ceil, selected...) {
@@ -152,6 +160,14 @@ func measure(d *gpu.Device, o options, stderr io.Writer) ([]result, error) {
 	return out, nil
 }
 
+// A timed submission should last minRunTime at least, so that submission and
+// readback latency (tens of microseconds) stay out of a fast GPU's figures;
+// shorter cases are recorded up to maxRecordings times in it.
+const (
+	minRunTime    = 2 * time.Millisecond
+	maxRecordings = 256
+)
+
 // timeCase returns the median rate of c in GFLOP/s or GB/s.
 func timeCase(d *gpu.Device, c benchCase, o options) (float64, error) {
 	e := &env{d: d, rng: rand.New(rand.NewPCG(1, 2))}
@@ -160,15 +176,30 @@ func timeCase(d *gpu.Device, c benchCase, o options) (float64, error) {
 	if e.err != nil {
 		return 0, e.err
 	}
+	reps := 1 // recordings of the case per submission
 	once := func() (time.Duration, error) {
 		rec := d.Record()
-		if err := record(rec); err != nil {
-			return 0, err
+		for range reps {
+			if err := record(rec); err != nil {
+				return 0, err
+			}
 		}
-		return rec.Run()
+		run := rec.RunTimed // a GPU's own clock: no submission or wake-up latency
+		if d.Info().IsCPU() {
+			run = rec.Run // lavapipe's timestamps add nothing to the wall clock
+		}
+		t, err := run()
+		return t / time.Duration(reps), err
 	}
 	if _, err := once(); err != nil { // compiles the kernels, touches the memory
 		return 0, err
+	}
+	t, err := once()
+	if err != nil {
+		return 0, err
+	}
+	if t < minRunTime {
+		reps = min(maxRecordings, int(minRunTime/max(t, time.Microsecond))+1)
 	}
 	var ts []time.Duration
 	start := time.Now()

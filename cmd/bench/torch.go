@@ -16,13 +16,14 @@ import (
 // repository root.
 const torchScript = "scripts/reference/bench_torch.py"
 
-// compareTorch runs bench_torch.py mode with args when run is set and
-// returns its figures and value / its images/s, or why there are none.
-func compareTorch(run bool, value float64, stderr io.Writer, mode string, args ...string) (t *torchResult, ratio *float64, missing string) {
+// compareTorch runs bench_torch.py mode with args on device (cpu, cuda)
+// when run is set and returns its figures and value / its images/s, or why
+// there are none.
+func compareTorch(run bool, device string, value float64, stderr io.Writer, mode string, args ...string) (t *torchResult, ratio *float64, missing string) {
 	if !run {
 		return nil, nil, "not run (-torch=false)"
 	}
-	t, err := torchBaseline(mode, args...)
+	t, err := torchBaseline(mode, append(args, "--device", device)...)
 	if err != nil {
 		fmt.Fprintln(stderr, "no torch baseline:", err)
 		return nil, nil, err.Error()
@@ -38,6 +39,15 @@ type torchResult struct {
 	Memory       string  `json:"memory,omitempty"`         // how PeakRSSBytes was measured
 	Torch        string  `json:"torch"`
 	Threads      int     `json:"threads"`
+	Device       string  `json:"device"` // "cpu" or the CUDA device's name
+}
+
+// String names the baseline for the text report.
+func (t *torchResult) String() string {
+	if t.Device == "" || t.Device == "cpu" {
+		return fmt.Sprintf("torch %s CPU (%d threads)", t.Torch, t.Threads)
+	}
+	return fmt.Sprintf("torch %s on %s (float32, no TF32)", t.Torch, t.Device)
 }
 
 // torchBaseline runs bench_torch.py mode with args and returns its result,
@@ -47,6 +57,7 @@ func torchBaseline(mode string, args ...string) (*torchResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	python := pythonExe()
 	cmd := exec.Command(python, append([]string{script, mode}, args...)...)
 	cmd.Env = baselineEnv()
 	var stderr bytes.Buffer
@@ -54,7 +65,7 @@ func torchBaseline(mode string, args ...string) (*torchResult, error) {
 	out, err := cmd.Output()
 	if err != nil {
 		if strings.Contains(stderr.String(), "No module named 'torch'") {
-			return nil, errors.New(python + " has no torch (Debian: apt-get install python3-torch)")
+			return nil, errors.New(python + " has no torch (Debian: apt-get install python3-torch; or set WEBDINO_PYTHON)")
 		}
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no %s", python)

@@ -56,7 +56,8 @@ func trainBench(args []string, stdout, stderr io.Writer) error {
 	protos := fs.Int("prototypes", 0, "override the head's prototypes K (0: the config's, demo 1024, vits14 65536)")
 	locals := fs.Int("locals", -1, "override the local crops per image (-1: the config's)")
 	profile := fs.Bool("profile", false, "then run -steps more steps submitting each kernel alone and print where the time went, by kernel, and the largest buffers, to stderr")
-	useTorch := fs.Bool("torch", true, "also time the PyTorch CPU baseline ("+torchScript+")")
+	useTorch := fs.Bool("torch", true, "also time the PyTorch baseline ("+torchScript+")")
+	torchDevice := fs.String("torch-device", "cpu", "where the PyTorch baseline runs: cpu, or cuda on an NVIDIA GPU (WEBDINO_PYTHON names a python3 with a CUDA torch)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: bench train [flags]
 
@@ -144,7 +145,7 @@ flags:
 		DevicePeakBytes: peak, Ran: shape, Device: d.Info().String(),
 	}
 	a := cfg.Augment
-	r.Torch, r.BaselineRatio, r.BaselineMissing = compareTorch(*useTorch, r.Value, stderr, "train", torchModelArgs(cfg.Model,
+	r.Torch, r.BaselineRatio, r.BaselineMissing = compareTorch(*useTorch, *torchDevice, r.Value, stderr, "train", torchModelArgs(cfg.Model,
 		"--batch", fmt.Sprint(cfg.Batch), "--global-size", fmt.Sprint(a.GlobalSize),
 		"--local-size", fmt.Sprint(a.LocalSize), "--locals", fmt.Sprint(a.Locals),
 		"--prototypes", fmt.Sprint(cfg.Prototypes), "--head-hidden", fmt.Sprint(cfg.HeadHidden),
@@ -155,8 +156,8 @@ flags:
 	fmt.Fprintf(stdout, "%s: %.3f images/s (%.2f s per step of %d images, %d+%d crops each), device memory peak %.1f MiB\n",
 		r.Name, r.Value, secs, cfg.Batch, 2, cfg.Augment.Locals, float64(peak)/(1<<20))
 	if r.Torch != nil {
-		fmt.Fprintf(stdout, "torch %s CPU (%d threads): %.3f images/s, peak RSS growth %.1f MiB; webdino / torch = %.2fx\n",
-			r.Torch.Torch, r.Torch.Threads, r.Torch.ImagesPerS, float64(r.Torch.PeakRSSBytes)/(1<<20), *r.BaselineRatio)
+		fmt.Fprintf(stdout, "%s: %.3f images/s, peak memory %.1f MiB (%s); webdino / torch = %.2fx\n",
+			r.Torch, r.Torch.ImagesPerS, float64(r.Torch.PeakRSSBytes)/(1<<20), r.Torch.Memory, *r.BaselineRatio)
 	} else {
 		fmt.Fprintln(stdout, "torch baseline missing:", r.BaselineMissing)
 	}

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
-"""PyTorch CPU baselines for `go run ./cmd/bench infer|train`.
+"""PyTorch baselines for `go run ./cmd/bench infer|train`.
 
-Run with Debian's /usr/bin/python3 (python3-torch 1.13); cmd/bench calls it
-and reads one JSON object from stdout:
+Run with Debian's /usr/bin/python3 (python3-torch 1.13) on the CPU, or any
+python3 with a CUDA torch and --device cuda on an NVIDIA GPU (cmd/bench:
+WEBDINO_PYTHON and -torch-device); cmd/bench calls it and reads one JSON
+object from stdout:
 
     bench_torch.py infer --batch 32 --size 224 ...   -> {"images_per_s", ...}
     bench_torch.py train --batch 32 --prototypes 65536 ... -> {"images_per_s", "peak_rss_bytes", ...}
@@ -15,7 +17,11 @@ per-module clipping, teacher EMA) but is not numerically identical: masks
 are random patches rather than blocks, and there is no augmentation (the
 crops are random tensors). It is for timing only.
 
-Memory: peak_rss_bytes is the process's peak resident set during model
+On CUDA, TF32 is off (webdino computes in float32), times are taken after
+torch.cuda.synchronize(), and memory is torch.cuda.max_memory_allocated()
+over model building and the steps.
+
+Memory on the CPU: peak_rss_bytes is the process's peak resident set during model
 building and the steps (VmHWM, restarted by writing 5 to
 /proc/self/clear_refs) minus its resident set just before: parameters,
 optimiser state, activations and allocator caches. (ru_maxrss cannot be
@@ -66,16 +72,26 @@ def reset_peak_rss():
     return proc_status("VmRSS")
 
 
+def sync(dev):
+    """Waits for the device's queued work, so that host clocks time it."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def infer(a):
+    dev = torch.device(a.device)
     gen = torch.Generator().manual_seed(0)
     model = backbone(a, a.grid)
     init_(model, gen)
-    x = torch.randn(a.batch, 3, a.size, a.size, generator=gen)
+    model.to(dev)
+    x = torch.randn(a.batch, 3, a.size, a.size, generator=gen).to(dev)
     with torch.no_grad():
         model.forward_features(x)  # warm-up
+        sync(dev)
         start = time.perf_counter()
         for _ in range(a.iters):
             model.forward_features(x)
+        sync(dev)
         secs = time.perf_counter() - start
     return {"images_per_s": a.batch * a.iters / secs, "seconds_per_batch": secs / a.iters}
 
@@ -121,21 +137,26 @@ def koleo(x, eps=1e-8):
 
 
 def train(a):
+    dev = torch.device(a.device)
     torch.manual_seed(0)
     rss0 = reset_peak_rss()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     student = Model(a)
     init_(student, torch.Generator().manual_seed(0))
     teacher = Model(a)  # not deepcopy: weight_norm's derived weight is no graph leaf
     teacher.load_state_dict(student.state_dict())
+    student.to(dev)
+    teacher.to(dev)
     for p in teacher.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4, weight_decay=0.04)
     B, L, R = a.batch, a.locals, a.registers
     N = (a.global_size // a.patch) ** 2
-    globals_ = torch.randn(2 * B, 3, a.global_size, a.global_size)
-    locals_ = torch.randn(L * B, 3, a.local_size, a.local_size) if L else None
-    center = torch.zeros(a.prototypes)
-    ibot_center = torch.zeros(a.prototypes)
+    globals_ = torch.randn(2 * B, 3, a.global_size, a.global_size, device=dev)
+    locals_ = torch.randn(L * B, 3, a.local_size, a.local_size, device=dev) if L else None
+    center = torch.zeros(a.prototypes, device=dev)
+    ibot_center = torch.zeros(a.prototypes, device=dev)
     gen = torch.Generator().manual_seed(1)
 
     def step():
@@ -146,6 +167,7 @@ def train(a):
             if torch.rand(1, generator=gen).item() < 0.5:
                 r = 0.1 + 0.4 * torch.rand(1, generator=gen).item()
                 masks[i, torch.randperm(N, generator=gen)[:max(1, int(r * N))]] = True
+        masks = masks.to(dev)
         with torch.no_grad():
             t = teacher.encode(globals_)
             t_logits = teacher.head(t[:, 0])
@@ -180,15 +202,22 @@ def train(a):
         return loss.item()
 
     step()  # warm-up
+    sync(dev)
     start = time.perf_counter()
     for _ in range(a.steps):
         loss = step()
+    sync(dev)
     secs = time.perf_counter() - start
     if not math.isfinite(loss):
         raise SystemExit(f"bench_torch: non-finite loss {loss}")
-    return {"images_per_s": B * a.steps / secs, "seconds_per_step": secs / a.steps,
-            "peak_rss_bytes": proc_status("VmHWM") - rss0,
-            "memory": "peak RSS (VmHWM, reset through /proc/self/clear_refs) minus RSS before the models are built"}
+    out = {"images_per_s": B * a.steps / secs, "seconds_per_step": secs / a.steps}
+    if dev.type == "cuda":
+        out.update({"peak_rss_bytes": torch.cuda.max_memory_allocated(dev),
+                    "memory": "torch.cuda.max_memory_allocated over model building and the steps"})
+    else:
+        out.update({"peak_rss_bytes": proc_status("VmHWM") - rss0,
+                    "memory": "peak RSS (VmHWM, reset through /proc/self/clear_refs) minus RSS before the models are built"})
+    return out
 
 
 def main():
@@ -212,10 +241,17 @@ def main():
     ap.add_argument("--head-hidden", type=int, default=2048)
     ap.add_argument("--bottleneck", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda for an NVIDIA GPU")
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count())
+    if a.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SystemExit("bench_torch: --device cuda, but this torch sees no CUDA GPU")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     out = infer(a) if a.mode == "infer" else train(a)
-    out.update({"torch": torch.__version__, "threads": torch.get_num_threads()})
+    device = "cpu" if a.device == "cpu" else torch.cuda.get_device_name(torch.device(a.device))
+    out.update({"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device})
     print(json.dumps(out))
 
 
