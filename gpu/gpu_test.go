@@ -121,3 +121,34 @@ func TestRunTimedMeasuresWork(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, float32(2), got[n-1])
 }
+
+func TestProfileTimesEachOp(t *testing.T) {
+	const n = 1 << 22
+	x, err := dev.NewTensor("x", n)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	y, err := dev.NewTensor("y", n)
+	require.NoError(t, err)
+	defer y.Buf.Release()
+	p := NewProfile()
+	dev.SetProfile(p)
+	defer dev.SetProfile(nil)
+	rec := dev.Record()
+	// One tiny fill, then eight of the whole tensor and a copy of it: the
+	// profile must count each and charge the large ones more time.
+	require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(256, 256), []uint32{U32(256), F32(1)}, y))
+	for i := 0; i < 8; i++ {
+		require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(n, 256), []uint32{U32(n), F32(3)}, x))
+	}
+	require.NoError(t, rec.Copy(y, x))
+	require.NoError(t, rec.Submit())
+	es := p.Entries()
+	require.Len(t, es, 2)
+	require.Equal(t, "fill", es[0].Kernel, "the fills take the most time")
+	require.Equal(t, 9, es[0].Calls)
+	require.Equal(t, ProfileEntry{Kernel: "copy", Calls: 1, Total: es[1].Total}, es[1])
+	require.Positive(t, es[1].Total)
+	got, err := dev.Read(y)
+	require.NoError(t, err)
+	require.Equal(t, float32(3), got[n-1], "profiled ops still run, in order")
+}

@@ -9,10 +9,12 @@ import (
 	"time"
 )
 
-// Profile accumulates the wall time of every dispatch and copy by kernel
-// name while it is set on a Device (SetProfile). Profiled recordings submit
-// each op alone and wait for it, so they run slower than normal ones, and
-// per-dispatch overhead is counted with the kernel that pays it.
+// Profile accumulates the time of every dispatch and copy by kernel name
+// while it is set on a Device (SetProfile). Where the device has timestamp
+// queries (native GPUs, lavapipe) each op is timed on the GPU's clock, in a
+// submission of its own, so its barriers count and launch latency does not;
+// elsewhere (browsers) each op is submitted alone and waited for, and the
+// wall time includes the latency.
 type Profile struct {
 	entries map[string]*ProfileEntry
 }
@@ -75,14 +77,11 @@ func (r *Recorder) submitProfiled(p *Profile) error {
 	if r.err != nil {
 		return r.err
 	}
+	if stamped, err := r.submitStamped(p); stamped || err != nil {
+		return err
+	}
 	for _, o := range r.ops {
-		one := &Recorder{d: r.d, ops: []op{o}}
-		name := "copy"
-		if o.k != nil {
-			name = o.k.name
-			one.uniforms = r.uniforms[o.slot*MaxParams : (o.slot+1)*MaxParams]
-			one.ops[0].slot = 0
-		}
+		one, name := r.single(o)
 		start := time.Now()
 		if err := one.submit(nil); err != nil {
 			return err
@@ -91,4 +90,16 @@ func (r *Recorder) submitProfiled(p *Profile) error {
 		p.add(name, time.Since(start))
 	}
 	return nil
+}
+
+// single returns a recorder holding only o (with its parameters) and the
+// name o is profiled under.
+func (r *Recorder) single(o op) (*Recorder, string) {
+	one := &Recorder{d: r.d, ops: []op{o}}
+	if o.k == nil {
+		return one, "copy"
+	}
+	one.uniforms = r.uniforms[o.slot*MaxParams : (o.slot+1)*MaxParams]
+	one.ops[0].slot = 0
+	return one, o.k.name
 }

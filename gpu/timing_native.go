@@ -9,24 +9,103 @@ import (
 	"github.com/cogentcore/webgpu/wgpu"
 )
 
-// timestamps writes a timestamp before and after a recording's passes.
+// timestamps writes timestamps first and first+1 of set before and after a
+// recording's passes and, when resolve is set, copies the pair to result.
 type timestamps struct {
-	d       *Device
 	set     *wgpu.QuerySet
+	first   uint32
 	resolve *wgpu.Buffer
 	result  *Tensor
 }
 
-func (t *timestamps) begin(enc *wgpu.CommandEncoder) error { return enc.WriteTimestamp(t.set, 0) }
+func (t *timestamps) begin(enc *wgpu.CommandEncoder) error { return enc.WriteTimestamp(t.set, t.first) }
 
 func (t *timestamps) end(enc *wgpu.CommandEncoder) error {
-	if err := enc.WriteTimestamp(t.set, 1); err != nil {
+	if err := enc.WriteTimestamp(t.set, t.first+1); err != nil {
 		return err
 	}
-	if err := enc.ResolveQuerySet(t.set, 0, 2, t.resolve, 0); err != nil {
+	if t.resolve == nil {
+		return nil
+	}
+	if err := enc.ResolveQuerySet(t.set, t.first, 2, t.resolve, 0); err != nil {
 		return err
 	}
-	return enc.CopyBufferToBuffer(t.resolve, 0, t.result.Buf.buf, 0, 16)
+	return enc.CopyBufferToBuffer(t.resolve, 0, t.result.Buf.buf, t.result.Off, 16)
+}
+
+// stampOps is how many ops submitStamped times per query set: two queries
+// each, under wgpu's 8192 per set.
+const stampOps = 2048
+
+// submitStamped times each of r's ops into p by GPU timestamps written
+// before and after it, each op in a submission of its own. The submissions
+// follow one another without waiting, so the times are the GPU's work and
+// barriers, not launch latency. It reports false (and submits nothing)
+// where the device has no timestamp queries.
+func (r *Recorder) submitStamped(p *Profile) (bool, error) {
+	if !r.d.timestamps {
+		return false, nil
+	}
+	for lo := 0; lo < len(r.ops); lo += stampOps {
+		if err := r.stampChunk(p, r.ops[lo:min(lo+stampOps, len(r.ops))]); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+func (r *Recorder) stampChunk(p *Profile, ops []op) error {
+	d := r.d
+	n := uint32(2 * len(ops))
+	set, err := d.dev.CreateQuerySet(&wgpu.QuerySetDescriptor{Type: wgpu.QueryTypeTimestamp, Count: n})
+	if err != nil {
+		return fmt.Errorf("profile: timestamp query set: %w", err)
+	}
+	defer set.Release()
+	resolve, err := d.dev.CreateBuffer(&wgpu.BufferDescriptor{Size: uint64(n) * 8, Usage: wgpu.BufferUsageQueryResolve | wgpu.BufferUsageCopySrc})
+	if err != nil {
+		return fmt.Errorf("profile: timestamp buffer: %w", err)
+	}
+	defer resolve.Release()
+	result, err := d.NewTensor("timestamps", int(2*n))
+	if err != nil {
+		return err
+	}
+	defer result.Buf.Release()
+	for i, o := range ops {
+		one, _ := r.single(o)
+		if err := one.submit(&timestamps{set: set, first: uint32(2 * i)}); err != nil {
+			return err
+		}
+	}
+	enc, err := d.dev.CreateCommandEncoder(nil)
+	if err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	defer enc.Release()
+	if err := enc.ResolveQuerySet(set, 0, n, resolve, 0); err != nil {
+		return fmt.Errorf("profile: resolve timestamps: %w", err)
+	}
+	if err := enc.CopyBufferToBuffer(resolve, 0, result.Buf.buf, result.Off, uint64(n)*8); err != nil {
+		return fmt.Errorf("profile: copy timestamps: %w", err)
+	}
+	cmd, err := enc.Finish(nil)
+	if err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	d.queue.Submit(cmd)
+	cmd.Release()
+	words, err := d.ReadU32(result)
+	if err != nil {
+		return err
+	}
+	for i, o := range ops {
+		t0 := uint64(words[4*i]) | uint64(words[4*i+1])<<32
+		t1 := uint64(words[4*i+2]) | uint64(words[4*i+3])<<32
+		_, name := r.single(o)
+		p.add(name, time.Duration(t1-min(t0, t1)))
+	}
+	return nil
 }
 
 // RunTimed submits, waits, and returns the GPU time of the recording from
@@ -56,7 +135,7 @@ func (r *Recorder) RunTimed() (time.Duration, error) {
 		return 0, err
 	}
 	defer result.Buf.Release()
-	if err := r.submit(&timestamps{d: d, set: set, resolve: resolve, result: result}); err != nil {
+	if err := r.submit(&timestamps{set: set, resolve: resolve, result: result}); err != nil {
 		return 0, err
 	}
 	words, err := d.ReadU32(result)

@@ -55,7 +55,7 @@ func trainBench(args []string, stdout, stderr io.Writer) error {
 	steps := fs.Int("steps", 3, "timed steps after one warm-up step")
 	protos := fs.Int("prototypes", 0, "override the head's prototypes K (0: the config's, demo 1024, vits14 65536)")
 	locals := fs.Int("locals", -1, "override the local crops per image (-1: the config's)")
-	profile := fs.Bool("profile", false, "then run -steps more steps submitting each kernel alone and print where the time went, by kernel, and the largest buffers, to stderr")
+	profile := fs.Bool("profile", false, "then run -steps more steps timing each kernel alone (GPU timestamps where the device has them) and print where the time went, by kernel, and the largest buffers, to stderr")
 	useTorch := fs.Bool("torch", true, "also time the PyTorch baseline ("+torchScript+")")
 	torchDevice := fs.String("torch-device", "cpu", "where the PyTorch baseline runs: cpu, or cuda on an NVIDIA GPU (WEBDINO_PYTHON names a python3 with a CUDA torch)")
 	fs.Usage = func() {
@@ -133,7 +133,7 @@ flags:
 		return err
 	}
 	if prof != nil {
-		fmt.Fprintf(stderr, "profile of %d steps, each kernel submitted alone:\n", *steps)
+		fmt.Fprintf(stderr, "profile of %d steps, each kernel timed alone:\n", *steps)
 		if err := prof.Write(stderr); err != nil {
 			return err
 		}
