@@ -70,12 +70,49 @@ func seq(n int) []int {
 // ([..., K, M] with TransA), B is [..., K, N] ([..., N, K] with TransB) or 2-D and
 // shared by all batches, C is [..., M, N].
 func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
-	return matMul(rec, c, a, b, o, true)
+	return matMul(rec, c, a, b, o, Tiling{}, true)
 }
 
-// matMul is MatMul; bcast false keeps it off matmul_bcast (so tests reach
-// the other kernels on shapes it would take).
-func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, bcast bool) error {
+// Tiling shapes matmul_tiled, the GPU kernel (see shaders/matmul.wgsl): a
+// workgroup of 16 x 16 invocations computes a block of 16 Tile x 16 Tile
+// outputs, staging slices of BK values of k in workgroup memory; Contig gives
+// each invocation Tile adjacent rows and columns read from workgroup memory
+// as vec4s (Tile a multiple of 4) instead of rows and columns 16 apart. The
+// zero Tiling is the device's choice (DefaultTiling).
+type Tiling struct {
+	Tile, BK int
+	Contig   bool
+}
+
+// DefaultTiling is MatMul's tiling of an M x N product on d, or the zero
+// Tiling where d is a CPU, whose faster kernels (matmul_bcast, matmul_vec4)
+// MatMul takes instead. A 128 x 128 block (Tile 8) does twice the FMAs per
+// loaded value of a 64 x 64 one, but a product of fewer than 64 such blocks
+// would leave most of a large GPU idle. BK keeps both slices near 8 KiB of
+// workgroup memory (WebGPU guarantees 16 KiB).
+func DefaultTiling(d *gpu.Device, M, N int) Tiling {
+	switch {
+	case d.Info().IsCPU():
+		return Tiling{}
+	case (M/128)*(N/128) >= 64:
+		return Tiling{Tile: 8, BK: 8}
+	}
+	return Tiling{Tile: 4, BK: 16}
+}
+
+// MatMulTiled is MatMul through matmul_tiled with tiling t on any device:
+// for benchmarks that compare tilings, and for tests.
+func MatMulTiled(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling) error {
+	if t.Tile < 1 || t.BK < 1 || t.Contig && t.Tile%4 != 0 {
+		return shapeErr(rec, "matmul", "tiling %+v: want Tile, BK >= 1 and, with Contig, Tile a multiple of 4", t)
+	}
+	return matMul(rec, c, a, b, o, t, false)
+}
+
+// matMul is MatMul with tiling t (the zero value: the device's choice);
+// bcast false keeps it off matmul_bcast (so tests reach the other kernels on
+// shapes it would take).
+func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcast bool) error {
 	const op = "matmul"
 	if err := notNil(rec, op, []string{"A", "B", "C"}, a, b, c); err != nil {
 		return err
@@ -134,17 +171,26 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, bcast bool) er
 	params := func(vec int) []uint32 {
 		return []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), gpu.U32(strideA / vec), gpu.U32(strideB / vec), gpu.U32(M * N)}
 	}
-	if t := tiledTile(rec.Device(), M, N); t > 0 {
+	if t == (Tiling{}) {
+		t = DefaultTiling(rec.Device(), M, N)
+	}
+	if t.Tile > 0 {
 		type data struct {
-			TM, TN, BK     int
-			Rows, Cols     []int
+			Tile, BK, Pad  int
+			Idx            []int
+			Contig         bool
 			TransA, TransB bool
 			epilogue
 		}
-		// BK keeps both slices near 8 KiB of workgroup memory (WebGPU
-		// guarantees 16 KiB).
-		d := data{TM: t, TN: t, BK: 64 / t, Rows: seq(t), Cols: seq(t), TransA: o.TransA, TransB: o.TransB, epilogue: e}
-		groups := [3]uint32{uint32((N + 16*t - 1) / (16 * t)), uint32((M + 16*t - 1) / (16 * t)), uint32(batch)}
+		d := data{Tile: t.Tile, BK: t.BK, Pad: 1, Idx: seq(t.Tile), Contig: t.Contig, TransA: o.TransA, TransB: o.TransB, epilogue: e}
+		if t.Contig {
+			d.Pad = 4 // the A slice's k rows stay vec4-aligned
+		}
+		bm := 16 * t.Tile
+		if need := 4 * t.BK * (2*bm + d.Pad); need > int(rec.Device().Limits().MaxWorkgroupStorage) {
+			return shapeErr(rec, op, "tiling %+v needs %d bytes of workgroup memory, over the device's %d", t, need, rec.Device().Limits().MaxWorkgroupStorage)
+		}
+		groups := [3]uint32{uint32((N + bm - 1) / bm), uint32((M + bm - 1) / bm), uint32(batch)}
 		return rec.Dispatch(gpu.Kernel{Name: "matmul_tiled", Data: d, Access: access}, groups, params(1), bufs...)
 	}
 	if bcast && !o.TransA && (o.TransB && K%4 == 0 || !o.TransB && N%4 == 0) {
@@ -197,27 +243,6 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, bcast bool) er
 		uint32(batch),
 	}
 	return rec.Dispatch(gpu.Kernel{Name: "matmul", Data: d, Access: access}, groups, params(1), bufs...)
-}
-
-// matmulTileOverride, when set (by tests), makes every matmul take
-// matmul_tiled with this thread tile, on any device.
-var matmulTileOverride int
-
-// tiledTile is the thread tile (TM = TN) of matmul_tiled for an M x N
-// product on d, or 0 where the device is a CPU and the lavapipe kernels
-// below are faster. A block of 128 x 128 (tile 8) does twice the FMAs per
-// loaded value of 64 x 64 (tile 4), but a product of fewer than 64 such
-// blocks would leave most of a large GPU idle.
-func tiledTile(d *gpu.Device, M, N int) int {
-	switch {
-	case matmulTileOverride > 0:
-		return matmulTileOverride
-	case d.Info().IsCPU():
-		return 0
-	case (M/128)*(N/128) >= 64:
-		return 8
-	}
-	return 4
 }
 
 func b2i(b bool) int {

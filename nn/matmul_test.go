@@ -41,7 +41,6 @@ func TestMatMulAgainstReference(t *testing.T) {
 					for _, k := range matmulKernels {
 						name := fmt.Sprintf("b%d_%dx%dx%d_ta%v_tb%v_shared%v_%s", c.batch, c.M, c.N, c.K, ta, tb, shared, k.name)
 						t.Run(name, func(t *testing.T) {
-							defer k.use()()
 							a64, a32 := randn(rng, c.batch*c.M*c.K, 1)
 							nb := c.batch
 							if shared {
@@ -62,7 +61,7 @@ func TestMatMulAgainstReference(t *testing.T) {
 							a, b := upload(t, a32, aShape...), upload(t, b32, bShape...)
 							out := zeros(t, c.batch, c.M, c.N)
 							rec := dev.Record()
-							require.NoError(t, matMul(rec, out, a, b, MatMulOpts{TransA: ta, TransB: tb}, k.bcast))
+							require.NoError(t, k.matMul(rec, out, a, b, MatMulOpts{TransA: ta, TransB: tb}))
 							run(t, rec)
 							want := ref.MatMul(a64, b64, c.batch, c.M, c.N, c.K, ta, tb, shared)
 							requireClose(t, want, read(t, out), mmAtol, mmRtol, name)
@@ -74,20 +73,26 @@ func TestMatMulAgainstReference(t *testing.T) {
 	}
 }
 
-// matmulKernels are the ways through matMul the tests take: use forces
-// matmul_tiled's thread tile (0: the device's choice) until its result is
-// called, bcast allows matmul_bcast.
-var matmulKernels = []matmulKernel{{"bcast", 0, true}, {"nobcast", 0, false}, {"tiled4", 4, false}, {"tiled8", 8, false}}
-
-type matmulKernel struct {
-	name  string
-	tile  int
-	bcast bool
+// matmulKernels are the ways through matMul the tests take: the device's
+// choice with matmul_bcast allowed or not, and matmul_tiled with each
+// tiling (a GPU's kernel, which the first two also take on a GPU).
+var matmulKernels = []matmulKernel{
+	{name: "bcast", bcast: true}, {name: "nobcast"},
+	{"tiled4", Tiling{Tile: 4, BK: 16}, false}, {"tiled8", Tiling{Tile: 8, BK: 8}, false},
+	{"tiled4c", Tiling{Tile: 4, BK: 16, Contig: true}, false}, {"tiled8c", Tiling{Tile: 8, BK: 4, Contig: true}, false},
 }
 
-func (k matmulKernel) use() func() {
-	matmulTileOverride = k.tile
-	return func() { matmulTileOverride = 0 }
+type matmulKernel struct {
+	name   string
+	tiling Tiling
+	bcast  bool
+}
+
+func (k matmulKernel) matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
+	if k.tiling.Tile > 0 {
+		return MatMulTiled(rec, c, a, b, o, k.tiling)
+	}
+	return matMul(rec, c, a, b, o, Tiling{}, k.bcast)
 }
 
 func TestMatMulEpilogue(t *testing.T) {
@@ -95,15 +100,12 @@ func TestMatMulEpilogue(t *testing.T) {
 	// or, allowed, matmul_bcast; and matmul_tiled.
 	for _, K := range []int{23, 24} {
 		for _, k := range matmulKernels {
-			t.Run(fmt.Sprint("K", K, "_", k.name), func(t *testing.T) {
-				defer k.use()()
-				testMatMulEpilogue(t, 19, 37, K, k.bcast)
-			})
+			t.Run(fmt.Sprint("K", K, "_", k.name), func(t *testing.T) { testMatMulEpilogue(t, 19, 37, K, k) })
 		}
 	}
 }
 
-func testMatMulEpilogue(t *testing.T, M, N, K int, bcast bool) {
+func testMatMulEpilogue(t *testing.T, M, N, K int, k matmulKernel) {
 	// C = C0 + rowscale * scale * gelu(A B^T + bias), with the
 	// pre-activation saved: the fused path of a ViT MLP's first layer
 	// followed by LayerScale and stochastic depth. A is [3, M/3.., K] so the
@@ -118,10 +120,10 @@ func testMatMulEpilogue(t *testing.T, M, N, K int, bcast bool) {
 	out := upload(t, c32, M, N)
 	pre := zeros(t, M, N)
 	rec := dev.Record()
-	require.NoError(t, matMul(rec, out, upload(t, a32, M, K), upload(t, w32, N, K), MatMulOpts{
+	require.NoError(t, k.matMul(rec, out, upload(t, a32, M, K), upload(t, w32, N, K), MatMulOpts{
 		TransB: true, Bias: upload(t, b32, N), Act: GELU, PreAct: pre, Scale: upload(t, s32, N), Accumulate: true,
 		RowScale: upload(t, r32, M),
-	}, bcast))
+	}))
 	run(t, rec)
 	h := ref.MatMul(a64, w64, 1, M, N, K, false, true, true)
 	want := make([]float64, M*N)
@@ -229,3 +231,19 @@ func TestGELUReferenceGradient(t *testing.T) {
 }
 
 var _ = gpu.Read
+
+func TestMatMulTiledBadTiling(t *testing.T) {
+	a, b, c := zeros(t, 8, 8), zeros(t, 8, 8), zeros(t, 8, 8)
+	for _, tc := range []struct {
+		tiling Tiling
+		msg    string
+	}{
+		{Tiling{Tile: 6, BK: 8, Contig: true}, "Tile a multiple of 4"},
+		{Tiling{Tile: 0, BK: 8}, "Tile, BK >= 1"},
+		{Tiling{Tile: 8, BK: 4096}, "bytes of workgroup memory, over the device's"},
+	} {
+		rec := dev.Record()
+		require.ErrorContains(t, MatMulTiled(rec, c, a, b, MatMulOpts{}, tc.tiling), tc.msg)
+		require.Error(t, rec.Submit(), "the failed op poisons the recording")
+	}
+}

@@ -158,38 +158,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 {{/*
 matmul_tiled is the GPU kernel (any shape, any transposes): a 16 x 16
-workgroup computes a BM x BN block of C (BM = 16 TM, BN = 16 TN), staging
-BK-deep slices of A and B in workgroup memory so that each value loaded from
-device memory feeds BM or BN FMAs. Invocation (x, y) owns rows y + 16 i and
-columns x + 16 j, so a warp reads consecutive words of the B slice and
-stores consecutive columns of C. Loads walk each operand along its contiguous
-axis (coalesced) and zero-fill past the edges; the A slice is stored k-major
-with one word of padding per k row so that transposing it on the way in
-does not hit one memory bank 16 times. lavapipe runs this correctly but
-slowly (a CPU has no workgroup memory to speak of): it takes matmul_bcast
-and matmul_vec4. Data: TM, TN, Rows (0..TM-1), Cols (0..TN-1), BK, TransA,
-TransB and the epilogue fields.
+workgroup computes a BM x BN block of C (BM = BN = 16 Tile), staging BK-deep
+slices of A and B in workgroup memory so that each value loaded from device
+memory feeds BM or BN FMAs. Loads walk each operand along its contiguous axis
+(coalesced) and zero-fill past the edges. The A slice is stored k-major, each
+k row padded by Pad words so that transposing A on the way in spreads over
+the memory banks. Without Contig, invocation (x, y) owns rows y + 16 i and
+columns x + 16 j: a warp reads consecutive words of the B slice and stores
+consecutive columns of C. With Contig it owns rows y Tile + i and columns
+x Tile + j, read from workgroup memory as vec4s (a quarter of the load
+instructions). lavapipe runs this correctly but slowly (a CPU has no
+workgroup memory to speak of): it takes matmul_bcast and matmul_vec4. Data:
+Tile, BK, Pad, Idx (0..Tile-1), Contig, TransA, TransB and the epilogue fields.
 */}}
 {{define "matmul_tiled"}}
 {{template "matmul_bindings" .}}
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 
-const BM = {{mul 16 .TM}}u;
-const BN = {{mul 16 .TN}}u;
+const BM = {{mul 16 .Tile}}u;
 const BK = {{.BK}}u;
-const AS = BM + 1u; // padded k-row stride of a_tile
-var<workgroup> a_tile: array<f32, {{mul .BK (add (mul 16 .TM) 1)}}>; // [BK][AS]: A[m0 + m, k0 + k] at k * AS + m
-var<workgroup> b_tile: array<f32, {{mul .BK (mul 16 .TN)}}>;        // [BK][BN]: B[k0 + k, n0 + n] at k * BN + n
-
+const AS = BM + {{.Pad}}u; // padded k-row stride of a_tile, in words
+{{if .Contig}}var<workgroup> a_tile: array<vec4<f32>, {{div (mul .BK (add (mul 16 .Tile) .Pad)) 4}}>; // A[m0 + m, k0 + k] at word k * AS + m
+var<workgroup> b_tile: array<vec4<f32>, {{mul .BK (mul 4 .Tile)}}>;  // B[k0 + k, n0 + n] at word k * BM + n
+fn put_a(w: u32, v: f32) { a_tile[w / 4u][w % 4u] = v; }
+fn put_b(w: u32, v: f32) { b_tile[w / 4u][w % 4u] = v; }
+{{else}}var<workgroup> a_tile: array<f32, {{mul .BK (add (mul 16 .Tile) .Pad)}}>; // A[m0 + m, k0 + k] at k * AS + m
+var<workgroup> b_tile: array<f32, {{mul .BK (mul 16 .Tile)}}>;  // B[k0 + k, n0 + n] at k * BM + n
+fn put_a(w: u32, v: f32) { a_tile[w] = v; }
+fn put_b(w: u32, v: f32) { b_tile[w] = v; }
+{{end}}
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
   let base_a = wid.z * p.stride_a;
   let base_b = wid.z * p.stride_b;
   let m0 = wid.y * BM;
-  let n0 = wid.x * BN;
-  {{range $r := .Rows}}{{range $c := $.Cols}}var acc{{$r}}_{{$c}} = 0.0;
+  let n0 = wid.x * BM;
+  {{range $r := .Idx}}{{range $c := $.Idx}}var acc{{$r}}_{{$c}} = 0.0;
   {{end}}{{end}}
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
     for (var i = li; i < BM * BK; i += 256u) {
@@ -198,27 +204,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       if (m0 + m < p.M && k0 + k < p.K) {
         v = a[base_a + {{if .TransA}}(k0 + k) * p.M + m0 + m{{else}}(m0 + m) * p.K + k0 + k{{end}}];
       }
-      a_tile[k * AS + m] = v;
+      put_a(k * AS + m, v);
     }
-    for (var i = li; i < BN * BK; i += 256u) {
-      {{if .TransB}}let n = i / BK; let k = i % BK;{{else}}let k = i / BN; let n = i % BN;{{end}}
+    for (var i = li; i < BM * BK; i += 256u) {
+      {{if .TransB}}let n = i / BK; let k = i % BK;{{else}}let k = i / BM; let n = i % BM;{{end}}
       var v = 0.0;
       if (n0 + n < p.N && k0 + k < p.K) {
         v = b[base_b + {{if .TransB}}(n0 + n) * p.K + k0 + k{{else}}(k0 + k) * p.N + n0 + n{{end}}];
       }
-      b_tile[k * BN + n] = v;
+      put_b(k * BM + n, v);
     }
     workgroupBarrier();
     for (var k = 0u; k < BK; k++) {
-      {{range .Rows}}let a{{.}} = a_tile[k * AS + lid.y + {{mul . 16}}u];
-      {{end}}{{range .Cols}}let b{{.}} = b_tile[k * BN + lid.x + {{mul . 16}}u];
-      {{end}}{{range $r := .Rows}}{{range $c := $.Cols}}acc{{$r}}_{{$c}} = fma(a{{$r}}, b{{$c}}, acc{{$r}}_{{$c}});
-      {{end}}{{end}}
+      {{if .Contig}}{{range $q := seq (div .Tile 4)}}let aq{{$q}} = a_tile[(k * AS) / 4u + lid.y * {{div $.Tile 4}}u + {{$q}}u];
+      let bq{{$q}} = b_tile[k * {{mul 4 $.Tile}}u + lid.x * {{div $.Tile 4}}u + {{$q}}u];
+      {{end}}{{range $r := .Idx}}{{range $c := $.Idx}}acc{{$r}}_{{$c}} = fma(aq{{div $r 4}}[{{sub $r (mul (div $r 4) 4)}}], bq{{div $c 4}}[{{sub $c (mul (div $c 4) 4)}}], acc{{$r}}_{{$c}});
+      {{end}}{{end}}{{else}}{{range .Idx}}let a{{.}} = a_tile[k * AS + lid.y + {{mul . 16}}u];
+      let b{{.}} = b_tile[k * BM + lid.x + {{mul . 16}}u];
+      {{end}}{{range $r := .Idx}}{{range $c := $.Idx}}acc{{$r}}_{{$c}} = fma(a{{$r}}, b{{$c}}, acc{{$r}}_{{$c}});
+      {{end}}{{end}}{{end}}
     }
     workgroupBarrier();
   }
   let base_c = wid.z * p.stride_c;
-  {{range $r := .Rows}}{{range $c := $.Cols}}store_c(base_c, m0 + lid.y + {{mul $r 16}}u, n0 + lid.x + {{mul $c 16}}u, acc{{$r}}_{{$c}});
+  {{range $r := .Idx}}{{range $c := $.Idx}}store_c(base_c, m0 + {{if $.Contig}}lid.y * {{$.Tile}}u + {{$r}}u{{else}}lid.y + {{mul $r 16}}u{{end}}, n0 + {{if $.Contig}}lid.x * {{$.Tile}}u + {{$c}}u{{else}}lid.x + {{mul $c 16}}u{{end}}, acc{{$r}}_{{$c}});
   {{end}}{{end}}
 }
 {{end}}

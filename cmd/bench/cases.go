@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
@@ -14,11 +15,12 @@ import (
 // written (GB/s against the copy bandwidth). numpy, when set, times the same
 // matmul with numpy as a baseline.
 type benchCase struct {
-	name  string
-	flops float64
-	bytes float64
-	numpy *npMatMul
-	setup func(e *env) func(rec *gpu.Recorder) error
+	name   string
+	flops  float64
+	bytes  float64
+	numpy  *npMatMul
+	matmul *mmCase // the shape of a matmul case (tilingCases re-times it)
+	setup  func(e *env) func(rec *gpu.Recorder) error
 }
 
 // sizes are the shapes of one run: ViT-S/14 training shapes, or small ones
@@ -164,9 +166,58 @@ func rowCase(op string, R, D int) benchCase {
 	}
 }
 
+// tilingCases time every matmul case of cs again through matmul_tiled with
+// each tiling, named matmul_tiled/TILING/family/MxKxN.
+func tilingCases(cs []benchCase, tilings []nn.Tiling) []benchCase {
+	var out []benchCase
+	for _, t := range tilings {
+		for _, c := range cs {
+			if m := c.matmul; m != nil {
+				out = append(out, matmulCase(fmt.Sprintf("matmul_tiled/%s/%s", tilingName(t), m.family), m.M, m.K, m.N, m.ta, m.tb, t))
+			}
+		}
+	}
+	return out
+}
+
+// tilingName writes t as -tilings reads it: TILExBK, c for Contig.
+func tilingName(t nn.Tiling) string {
+	s := fmt.Sprintf("%dx%d", t.Tile, t.BK)
+	if t.Contig {
+		s += "c"
+	}
+	return s
+}
+
+// parseTilings reads -tilings: comma-separated TILExBK[c], e.g. 8x8,4x16c.
+func parseTilings(s string) ([]nn.Tiling, error) {
+	var ts []nn.Tiling
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		var t nn.Tiling
+		spec := strings.TrimSuffix(f, "c")
+		t.Contig = spec != f
+		if _, err := fmt.Sscanf(spec, "%dx%d", &t.Tile, &t.BK); err != nil || tilingName(t) != f {
+			return nil, fmt.Errorf("-tilings %q: want TILExBK with an optional c (contiguous), e.g. 8x8,4x16c", f)
+		}
+		ts = append(ts, t)
+	}
+	return ts, nil
+}
+
+// mmCase is what matmulCase was given.
+type mmCase struct {
+	family  string
+	M, K, N int
+	ta, tb  bool
+}
+
 // matmulCase is C[M,N] = op(A) op(B) with A stored [M,K] ([K,M] if ta) and B
-// stored [K,N] ([N,K] if tb), named family/MxKxN.
-func matmulCase(family string, M, K, N int, ta, tb bool) benchCase {
+// stored [K,N] ([N,K] if tb), named family/MxKxN, through nn.MatMul or, with
+// a tiling, nn.MatMulTiled (no numpy twin then: its figures compare tilings).
+func matmulCase(family string, M, K, N int, ta, tb bool, tiling ...nn.Tiling) benchCase {
 	aShape, bShape := []int{M, K}, []int{K, N}
 	if ta {
 		aShape = []int{K, M}
@@ -175,15 +226,24 @@ func matmulCase(family string, M, K, N int, ta, tb bool) benchCase {
 		bShape = []int{N, K}
 	}
 	name := fmt.Sprintf("%s/%dx%dx%d", family, M, K, N)
-	return benchCase{
-		name:  name,
-		flops: 2 * float64(M) * float64(K) * float64(N),
-		numpy: &npMatMul{Name: name, A: aShape, B: bShape, TransA: ta, TransB: tb},
+	c := benchCase{
+		name:   name,
+		flops:  2 * float64(M) * float64(K) * float64(N),
+		numpy:  &npMatMul{Name: name, A: aShape, B: bShape, TransA: ta, TransB: tb},
+		matmul: &mmCase{family, M, K, N, ta, tb},
 		setup: func(e *env) func(*gpu.Recorder) error {
 			a, b, c := e.randn(aShape...), e.randn(bShape...), e.zeros(M, N)
 			return func(rec *gpu.Recorder) error {
-				return nn.MatMul(rec, c, a, b, nn.MatMulOpts{TransA: ta, TransB: tb})
+				o := nn.MatMulOpts{TransA: ta, TransB: tb}
+				if len(tiling) > 0 {
+					return nn.MatMulTiled(rec, c, a, b, o, tiling[0])
+				}
+				return nn.MatMul(rec, c, a, b, o)
 			}
 		},
 	}
+	if len(tiling) > 0 {
+		c.numpy, c.matmul = nil, nil
+	}
+	return c
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
 )
 
 // options configure one kernels run.
@@ -24,6 +25,7 @@ type options struct {
 	// torchDevice is where the matmul baseline runs: "cpu" (numpy) or a
 	// CUDA device (torch).
 	torchDevice string
+	tilings     []nn.Tiling // matmul_tiled tilings to compare
 }
 
 func kernels(args []string, stdout, stderr io.Writer) error {
@@ -33,6 +35,7 @@ func kernels(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.json, "json", false, `print one JSON object per line: {"name","value","unit","peak_ratio"[,"baseline_ratio"]}`)
 	fs.BoolVar(&o.quick, "quick", false, "small shapes and short timings (a smoke test, not a measurement)")
 	pattern := fs.String("run", "", "time only the cases whose name matches this regexp (the ceilings always run)")
+	tilings := fs.String("tilings", "", "also time every matmul case through matmul_tiled (the GPU kernel) with each of these tilings, comma-separated TILExBK[c] (c: contiguous vec4 reads), e.g. 4x16,8x8,8x8c")
 	fs.DurationVar(&o.minTime, "time", time.Second, "time each case for at least this long after a warm-up run")
 	fs.IntVar(&o.maxReps, "reps", 50, "but stop after this many timed runs (at least 3 always run)")
 	fs.StringVar(&o.torchDevice, "torch-device", "cpu", "matmul baseline: cpu (numpy) or cuda (torch.matmul on an NVIDIA GPU; see WEBDINO_PYTHON)")
@@ -71,6 +74,9 @@ flags:
 	var err error
 	if o.match, err = regexp.Compile(*pattern); err != nil {
 		return fmt.Errorf("-run: %w", err)
+	}
+	if o.tilings, err = parseTilings(*tilings); err != nil {
+		return err
 	}
 	if o.quick {
 		o.minTime = min(o.minTime, 100*time.Millisecond)
@@ -124,6 +130,7 @@ func measure(d *gpu.Device, o options, stderr io.Writer) ([]result, error) {
 		sizes = quickSizes
 	}
 	ceil, cs := ceilings(sizes), kernelCases(sizes)
+	cs = append(cs, tilingCases(cs, o.tilings)...)
 	var selected []benchCase
 	for _, c := range cs {
 		if o.match.MatchString(c.name) {
