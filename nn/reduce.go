@@ -7,6 +7,22 @@ import (
 // SumRows records out[n] = sum_m x[m, n] over every leading axis of x (the
 // bias gradient of a linear layer); with accumulate it adds to out.
 func SumRows(rec *gpu.Recorder, out, x *gpu.Tensor, accumulate bool) error {
+	return sumRows(rec, out, x, accumulate, sumRowsLanes(rec.Device()))
+}
+
+// sumRowsLanes is the invocations per column of sum_rows on d: 32 on a GPU
+// (8 columns a workgroup), 0 on a CPU (one invocation per column, rows in
+// order).
+func sumRowsLanes(d *gpu.Device) int {
+	if d.Info().IsCPU() {
+		return 0
+	}
+	return 32
+}
+
+// sumRows is SumRows with lanes invocations per column (0: one, with the
+// CPU form of the kernel).
+func sumRows(rec *gpu.Recorder, out, x *gpu.Tensor, accumulate bool, lanes int) error {
 	const op = "sum_rows"
 	if err := notNil(rec, op, []string{"out", "x"}, out, x); err != nil {
 		return err
@@ -16,8 +32,18 @@ func SumRows(rec *gpu.Recorder, out, x *gpu.Tensor, accumulate bool) error {
 		return shapeErr(rec, op, "x %s -> out %s: want %d outputs", x, out, N)
 	}
 	M := x.Len() / N
-	k := gpu.Kernel{Name: "sum_rows", Data: struct{ Accumulate bool }{accumulate}, Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
-	return rec.Dispatch(k, rec.Groups(N, 64), []uint32{gpu.U32(M), gpu.U32(N)}, x, out)
+	params := []uint32{gpu.U32(M), gpu.U32(N)}
+	access := []gpu.Access{gpu.Read, gpu.ReadWrite}
+	type data struct {
+		Accumulate bool
+		Lanes      int
+	}
+	if cols := 256 / max(lanes, 1); lanes > 0 && (N+cols-1)/cols <= int(rec.Device().Limits().MaxWorkgroupsPerDim) {
+		k := gpu.Kernel{Name: "sum_rows", Data: data{accumulate, lanes}, Access: access}
+		return rec.Dispatch(k, [3]uint32{uint32((N + cols - 1) / cols), 1, 1}, params, x, out)
+	}
+	k := gpu.Kernel{Name: "sum_rows", Data: data{Accumulate: accumulate}, Access: access}
+	return rec.Dispatch(k, rec.Groups(N, 64), params, x, out)
 }
 
 // Row kernels (reductions, normalisations, softmax) give each workgroup a run

@@ -10,6 +10,30 @@ struct Params { M: u32, N: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+{{if .Lanes}}
+// A GPU's form: a workgroup of 256 sums COLS adjacent columns, LANES
+// invocations striding the rows of each, then a tree over the lanes. (One
+// invocation per column, the CPU form below, gives a bias gradient of 384
+// columns 6 workgroups: a few percent of a GPU.)
+const LANES = {{.Lanes}}u;
+const COLS = 256u / LANES;
+var<workgroup> red: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n = wid.x * COLS + lid % COLS;
+  var s = 0.0;
+  if (n < p.N) {
+    for (var m = lid / COLS; m < p.M; m += LANES) { s += x[m * p.N + n]; }
+  }
+  red[lid] = s;
+  workgroupBarrier();
+  for (var w = 128u; w >= COLS; w /= 2u) { // lid and lid + w hold the same column
+    if (lid < w) { red[lid] += red[lid + w]; }
+    workgroupBarrier();
+  }
+  if (lid < COLS && n < p.N) { {{if .Accumulate}}out[n] += red[lid];{{else}}out[n] = red[lid];{{end}} }
+}
+{{else}}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let n = flat_id(gid, nwg, 64u);
@@ -18,6 +42,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   for (var m = 0u; m < p.M; m++) { s += x[m * p.N + n]; }
   {{if .Accumulate}}out[n] += s;{{else}}out[n] = s;{{end}}
 }
+{{end}}
 {{end}}
 
 {{/* row_reduce: a workgroup of WG invocations works on WG/LANES rows at a
