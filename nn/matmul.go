@@ -75,13 +75,15 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 
 // Tiling shapes matmul_tiled, the GPU kernel (see shaders/matmul.wgsl): a
 // workgroup of 16 x 16 invocations computes a block of 16 Tile x 16 Tile
-// outputs, staging slices of BK values of k in workgroup memory; Contig gives
-// each invocation Tile adjacent rows and columns read from workgroup memory
-// as vec4s (Tile a multiple of 4) instead of rows and columns 16 apart. The
-// zero Tiling is the device's choice (DefaultTiling).
+// outputs, staging slices of BK values of k in workgroup memory (Tile BK a
+// multiple of 16); Contig gives each invocation Tile adjacent rows and
+// columns read from workgroup memory as vec4s (Tile a multiple of 4) instead
+// of rows and columns 16 apart; Prefetch loads the next slices while the
+// current ones are used. The zero Tiling is the device's choice
+// (DefaultTiling).
 type Tiling struct {
-	Tile, BK int
-	Contig   bool
+	Tile, BK         int
+	Contig, Prefetch bool
 }
 
 // DefaultTiling is MatMul's tiling of an M x N product on d, or the zero
@@ -103,8 +105,8 @@ func DefaultTiling(d *gpu.Device, M, N int) Tiling {
 // MatMulTiled is MatMul through matmul_tiled with tiling t on any device:
 // for benchmarks that compare tilings, and for tests.
 func MatMulTiled(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling) error {
-	if t.Tile < 1 || t.BK < 1 || t.Contig && t.Tile%4 != 0 {
-		return shapeErr(rec, "matmul", "tiling %+v: want Tile, BK >= 1 and, with Contig, Tile a multiple of 4", t)
+	if t.Tile < 1 || t.BK < 1 || t.Tile*t.BK%16 != 0 || t.Contig && t.Tile%4 != 0 {
+		return shapeErr(rec, "matmul", "tiling %+v: want Tile, BK >= 1, Tile BK a multiple of 16 and, with Contig, Tile a multiple of 4", t)
 	}
 	return matMul(rec, c, a, b, o, t, false)
 }
@@ -176,13 +178,14 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	}
 	if t.Tile > 0 {
 		type data struct {
-			Tile, BK, Pad  int
-			Idx            []int
-			Contig         bool
-			TransA, TransB bool
+			Tile, BK, Pad, Loads int
+			Idx                  []int
+			Contig, Prefetch     bool
+			TransA, TransB       bool
 			epilogue
 		}
-		d := data{Tile: t.Tile, BK: t.BK, Pad: 1, Idx: seq(t.Tile), Contig: t.Contig, TransA: o.TransA, TransB: o.TransB, epilogue: e}
+		d := data{Tile: t.Tile, BK: t.BK, Pad: 1, Loads: t.Tile * t.BK / 16, Idx: seq(t.Tile), Contig: t.Contig, Prefetch: t.Prefetch,
+			TransA: o.TransA, TransB: o.TransB, epilogue: e}
 		if t.Contig {
 			d.Pad = 4 // the A slice's k rows stay vec4-aligned
 		}

@@ -158,18 +158,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 {{/*
 matmul_tiled is the GPU kernel (any shape, any transposes): a 16 x 16
-workgroup computes a BM x BN block of C (BM = BN = 16 Tile), staging BK-deep
+workgroup computes a BM x BM block of C (BM = 16 Tile), staging BK-deep
 slices of A and B in workgroup memory so that each value loaded from device
-memory feeds BM or BN FMAs. Loads walk each operand along its contiguous axis
-(coalesced) and zero-fill past the edges. The A slice is stored k-major, each
-k row padded by Pad words so that transposing A on the way in spreads over
-the memory banks. Without Contig, invocation (x, y) owns rows y + 16 i and
-columns x + 16 j: a warp reads consecutive words of the B slice and stores
-consecutive columns of C. With Contig it owns rows y Tile + i and columns
-x Tile + j, read from workgroup memory as vec4s (a quarter of the load
-instructions). lavapipe runs this correctly but slowly (a CPU has no
-workgroup memory to speak of): it takes matmul_bcast and matmul_vec4. Data:
-Tile, BK, Pad, Idx (0..Tile-1), Contig, TransA, TransB and the epilogue fields.
+memory feeds BM FMAs. Each invocation moves Loads = BM BK / 256 values of each
+slice; loads walk each operand along its contiguous axis (coalesced) and
+zero-fill past the edges. The A slice is stored k-major, each k row padded by
+Pad words so that transposing A on the way in spreads over the memory banks.
+Without Contig, invocation (x, y) owns rows y + 16 i and columns x + 16 j: a
+warp reads consecutive words of the B slice and stores consecutive columns of
+C. With Contig it owns rows y Tile + i and columns x Tile + j, read from
+workgroup memory as vec4s (a quarter of the load instructions). With
+Prefetch the next slices are loaded into registers while the current ones
+are multiplied, hiding device-memory latency behind the FMAs. lavapipe runs
+this correctly but slowly (a CPU has no workgroup memory to speak of): it
+takes matmul_bcast and matmul_vec4. Data: Tile, BK, Pad, Loads, Idx
+(0..Tile-1), Contig, Prefetch, TransA, TransB and the epilogue fields.
 */}}
 {{define "matmul_tiled"}}
 {{template "matmul_bindings" .}}
@@ -188,6 +191,26 @@ var<workgroup> b_tile: array<f32, {{mul .BK (mul 16 .Tile)}}>;  // B[k0 + k, n0 
 fn put_a(w: u32, v: f32) { a_tile[w] = v; }
 fn put_b(w: u32, v: f32) { b_tile[w] = v; }
 {{end}}
+// Slot i of a slice holds A[m0 + mk.x, k0 + mk.y] and B[k0 + nk.y, n0 + nk.x].
+fn a_mk(i: u32) -> vec2<u32> { {{if .TransA}}return vec2(i % BM, i / BM);{{else}}return vec2(i / BK, i % BK);{{end}} }
+fn b_nk(i: u32) -> vec2<u32> { {{if .TransB}}return vec2(i / BK, i % BK);{{else}}return vec2(i % BM, i / BM);{{end}} }
+fn fetch_a(base: u32, m0: u32, k0: u32, i: u32) -> f32 {
+  let m = m0 + a_mk(i).x;
+  let k = k0 + a_mk(i).y;
+  if (m >= p.M || k >= p.K) { return 0.0; }
+  {{if .TransA}}return a[base + k * p.M + m];{{else}}return a[base + m * p.K + k];{{end}}
+}
+fn fetch_b(base: u32, n0: u32, k0: u32, i: u32) -> f32 {
+  let n = n0 + b_nk(i).x;
+  let k = k0 + b_nk(i).y;
+  if (n >= p.N || k >= p.K) { return 0.0; }
+  {{if .TransB}}return b[base + n * p.K + k];{{else}}return b[base + k * p.N + n];{{end}}
+}
+fn stage(i: u32, va: f32, vb: f32) {
+  put_a(a_mk(i).y * AS + a_mk(i).x, va);
+  put_b(b_nk(i).y * BM + b_nk(i).x, vb);
+}
+
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -197,24 +220,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let n0 = wid.x * BM;
   {{range $r := .Idx}}{{range $c := $.Idx}}var acc{{$r}}_{{$c}} = 0.0;
   {{end}}{{end}}
+  {{if .Prefetch}}{{range $l := seq .Loads}}var ra{{$l}} = fetch_a(base_a, m0, 0u, li + {{mul $l 256}}u);
+  var rb{{$l}} = fetch_b(base_b, n0, 0u, li + {{mul $l 256}}u);
+  {{end}}{{end}}
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    for (var i = li; i < BM * BK; i += 256u) {
-      {{if .TransA}}let k = i / BM; let m = i % BM;{{else}}let m = i / BK; let k = i % BK;{{end}}
-      var v = 0.0;
-      if (m0 + m < p.M && k0 + k < p.K) {
-        v = a[base_a + {{if .TransA}}(k0 + k) * p.M + m0 + m{{else}}(m0 + m) * p.K + k0 + k{{end}}];
-      }
-      put_a(k * AS + m, v);
-    }
-    for (var i = li; i < BM * BK; i += 256u) {
-      {{if .TransB}}let n = i / BK; let k = i % BK;{{else}}let k = i / BM; let n = i % BM;{{end}}
-      var v = 0.0;
-      if (n0 + n < p.N && k0 + k < p.K) {
-        v = b[base_b + {{if .TransB}}(n0 + n) * p.K + k0 + k{{else}}(k0 + k) * p.N + n0 + n{{end}}];
-      }
-      put_b(k * BM + n, v);
-    }
+    {{range $l := seq .Loads}}{{if $.Prefetch}}stage(li + {{mul $l 256}}u, ra{{$l}}, rb{{$l}});{{else}}stage(li + {{mul $l 256}}u, fetch_a(base_a, m0, k0, li + {{mul $l 256}}u), fetch_b(base_b, n0, k0, li + {{mul $l 256}}u));{{end}}
+    {{end}}
     workgroupBarrier();
+    {{if .Prefetch}}if (k0 + BK < p.K) {
+      {{range $l := seq .Loads}}ra{{$l}} = fetch_a(base_a, m0, k0 + BK, li + {{mul $l 256}}u);
+      rb{{$l}} = fetch_b(base_b, n0, k0 + BK, li + {{mul $l 256}}u);
+      {{end}}
+    }{{end}}
     for (var k = 0u; k < BK; k++) {
       {{if .Contig}}{{range $q := seq (div .Tile 4)}}let aq{{$q}} = a_tile[(k * AS) / 4u + lid.y * {{div $.Tile 4}}u + {{$q}}u];
       let bq{{$q}} = b_tile[k * {{mul 4 $.Tile}}u + lid.x * {{div $.Tile 4}}u + {{$q}}u];

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/nn"
 )
 
 func TestKernelsQuickJSON(t *testing.T) {
@@ -131,4 +133,15 @@ func TestInferTrainFlags(t *testing.T) {
 	require.ErrorContains(t, run([]string{"infer", "-model", "vitx"}, &out, &errOut), `unknown preset "vitx"`)
 	require.ErrorContains(t, run([]string{"infer", "-size", "30"}, &out, &errOut), "multiple of the patch size 14")
 	require.ErrorContains(t, run([]string{"train", "-config", "big"}, &out, &errOut), `-config "big"`)
+}
+
+func TestParseTilings(t *testing.T) {
+	ts, err := parseTilings("8x8, 4x16c,8x16cp,4x8p")
+	require.NoError(t, err)
+	require.Equal(t, []nn.Tiling{{Tile: 8, BK: 8}, {Tile: 4, BK: 16, Contig: true},
+		{Tile: 8, BK: 16, Contig: true, Prefetch: true}, {Tile: 4, BK: 8, Prefetch: true}}, ts)
+	for _, bad := range []string{"8", "8x8x", "8x8pc", "x8", "8x8q"} {
+		_, err := parseTilings(bad)
+		require.ErrorContains(t, err, "want TILExBK", bad)
+	}
 }

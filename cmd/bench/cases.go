@@ -180,16 +180,20 @@ func tilingCases(cs []benchCase, tilings []nn.Tiling) []benchCase {
 	return out
 }
 
-// tilingName writes t as -tilings reads it: TILExBK, c for Contig.
+// tilingName writes t as -tilings reads it: TILExBK, then c for Contig and
+// p for Prefetch.
 func tilingName(t nn.Tiling) string {
 	s := fmt.Sprintf("%dx%d", t.Tile, t.BK)
 	if t.Contig {
 		s += "c"
 	}
+	if t.Prefetch {
+		s += "p"
+	}
 	return s
 }
 
-// parseTilings reads -tilings: comma-separated TILExBK[c], e.g. 8x8,4x16c.
+// parseTilings reads -tilings: comma-separated TILExBK[c][p], e.g. 8x8,4x16cp.
 func parseTilings(s string) ([]nn.Tiling, error) {
 	var ts []nn.Tiling
 	for _, f := range strings.Split(s, ",") {
@@ -197,10 +201,12 @@ func parseTilings(s string) ([]nn.Tiling, error) {
 			continue
 		}
 		var t nn.Tiling
-		spec := strings.TrimSuffix(f, "c")
-		t.Contig = spec != f
-		if _, err := fmt.Sscanf(spec, "%dx%d", &t.Tile, &t.BK); err != nil || tilingName(t) != f {
-			return nil, fmt.Errorf("-tilings %q: want TILExBK with an optional c (contiguous), e.g. 8x8,4x16c", f)
+		spec := strings.TrimSuffix(f, "p")
+		t.Prefetch = spec != f
+		base := strings.TrimSuffix(spec, "c")
+		t.Contig = base != spec
+		if _, err := fmt.Sscanf(base, "%dx%d", &t.Tile, &t.BK); err != nil || tilingName(t) != f {
+			return nil, fmt.Errorf("-tilings %q: want TILExBK, then c (contiguous) and p (prefetch) if wanted, e.g. 8x8,4x16cp", f)
 		}
 		ts = append(ts, t)
 	}
