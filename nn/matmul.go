@@ -79,11 +79,13 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 // multiple of 16); Contig gives each invocation Tile adjacent rows and
 // columns read from workgroup memory as vec4s (Tile a multiple of 4) instead
 // of rows and columns 16 apart; Prefetch loads the next slices while the
-// current ones are used. The zero Tiling is the device's choice
+// current ones are used; Vec reads device memory as vec4s where both
+// operands' contiguous axes are multiples of 4 (Tile BK a multiple of 64;
+// other shapes take scalar reads). The zero Tiling is the device's choice
 // (DefaultTiling).
 type Tiling struct {
-	Tile, BK         int
-	Contig, Prefetch bool
+	Tile, BK              int
+	Contig, Prefetch, Vec bool
 }
 
 // DefaultTiling is MatMul's tiling of an M x N product on d, or the zero
@@ -103,8 +105,8 @@ func DefaultTiling(d *gpu.Device, M, N int) Tiling {
 // MatMulTiled is MatMul through matmul_tiled with tiling t on any device:
 // for benchmarks that compare tilings, and for tests.
 func MatMulTiled(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling) error {
-	if t.Tile < 1 || t.BK < 1 || t.Tile*t.BK%16 != 0 || t.Contig && t.Tile%4 != 0 {
-		return shapeErr(rec, "matmul", "tiling %+v: want Tile, BK >= 1, Tile BK a multiple of 16 and, with Contig, Tile a multiple of 4", t)
+	if t.Tile < 1 || t.BK < 1 || t.Tile*t.BK%16 != 0 || t.Contig && t.Tile%4 != 0 || t.Vec && (t.Tile*t.BK%64 != 0 || t.BK%4 != 0) {
+		return shapeErr(rec, "matmul", "tiling %+v: want Tile, BK >= 1, Tile BK a multiple of 16 (64 and BK of 4 with Vec) and, with Contig, Tile a multiple of 4", t)
 	}
 	return matMul(rec, c, a, b, o, t, false)
 }
@@ -176,23 +178,36 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	}
 	if t.Tile > 0 {
 		type data struct {
-			Tile, BK, Pad, Loads int
-			Idx                  []int
-			Contig, Prefetch     bool
-			TransA, TransB       bool
+			Tile, BK, Pad, Fetches int
+			Idx                    []int
+			Contig, Prefetch, Vec  bool
+			TransA, TransB         bool
 			epilogue
 		}
-		d := data{Tile: t.Tile, BK: t.BK, Pad: 1, Loads: t.Tile * t.BK / 16, Idx: seq(t.Tile), Contig: t.Contig, Prefetch: t.Prefetch,
-			TransA: o.TransA, TransB: o.TransB, epilogue: e}
-		if t.Contig {
+		alongA, alongB := K, N
+		if o.TransA {
+			alongA = M
+		}
+		if o.TransB {
+			alongB = K
+		}
+		vec := t.Vec && alongA%4 == 0 && alongB%4 == 0 && a.Off%16 == 0 && b.Off%16 == 0
+		d := data{Tile: t.Tile, BK: t.BK, Pad: 1, Fetches: t.Tile * t.BK / 16, Idx: seq(t.Tile), Contig: t.Contig, Prefetch: t.Prefetch,
+			Vec: vec, TransA: o.TransA, TransB: o.TransB, epilogue: e}
+		if t.Contig || vec {
 			d.Pad = 4 // the A slice's k rows stay vec4-aligned
+		}
+		p := params(1)
+		if vec {
+			d.Fetches /= 4
+			p = params(4)
 		}
 		bm := 16 * t.Tile
 		if need := 4 * t.BK * (2*bm + d.Pad); need > int(rec.Device().Limits().MaxWorkgroupStorage) {
 			return shapeErr(rec, op, "tiling %+v needs %d bytes of workgroup memory, over the device's %d", t, need, rec.Device().Limits().MaxWorkgroupStorage)
 		}
 		groups := [3]uint32{uint32((N + bm - 1) / bm), uint32((M + bm - 1) / bm), uint32(batch)}
-		return rec.Dispatch(gpu.Kernel{Name: "matmul_tiled", Data: d, Access: access}, groups, params(1), bufs...)
+		return rec.Dispatch(gpu.Kernel{Name: "matmul_tiled", Data: d, Access: access}, groups, p, bufs...)
 	}
 	if bcast && !o.TransA && (o.TransB && K%4 == 0 || !o.TransB && N%4 == 0) {
 		bm, bM := batch, M

@@ -81,6 +81,7 @@ var matmulKernels = []matmulKernel{
 	{"tiled4", Tiling{Tile: 4, BK: 16}, false}, {"tiled8", Tiling{Tile: 8, BK: 8}, false},
 	{"tiled4c", Tiling{Tile: 4, BK: 16, Contig: true}, false}, {"tiled8c", Tiling{Tile: 8, BK: 4, Contig: true}, false},
 	{"tiled8cp", Tiling{Tile: 8, BK: 8, Contig: true, Prefetch: true}, false}, {"tiled4p", Tiling{Tile: 4, BK: 8, Prefetch: true}, false},
+	{"tiled4cpv", Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true}, false}, {"tiled8v", Tiling{Tile: 8, BK: 8, Vec: true}, false},
 }
 
 type matmulKernel struct {
@@ -242,6 +243,7 @@ func TestMatMulTiledBadTiling(t *testing.T) {
 		{Tiling{Tile: 6, BK: 8, Contig: true}, "Tile a multiple of 4"},
 		{Tiling{Tile: 0, BK: 8}, "Tile, BK >= 1"},
 		{Tiling{Tile: 4, BK: 2}, "Tile BK a multiple of 16"},
+		{Tiling{Tile: 4, BK: 4, Vec: true}, "64 and BK of 4 with Vec"},
 		{Tiling{Tile: 8, BK: 4096}, "bytes of workgroup memory, over the device's"},
 	} {
 		rec := dev.Record()

@@ -160,8 +160,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 matmul_tiled is the GPU kernel (any shape, any transposes): a 16 x 16
 workgroup computes a BM x BM block of C (BM = 16 Tile), staging BK-deep
 slices of A and B in workgroup memory so that each value loaded from device
-memory feeds BM FMAs. Each invocation moves Loads = BM BK / 256 values of each
-slice; loads walk each operand along its contiguous axis (coalesced) and
+memory feeds BM FMAs. Each invocation fetches BM BK / 256 values of each
+slice (Fetches: as many, or a quarter as many vec4s with Vec); loads walk each operand along its contiguous axis (coalesced) and
 zero-fill past the edges. The A slice is stored k-major, each k row padded by
 Pad words so that transposing A on the way in spreads over the memory banks.
 Without Contig, invocation (x, y) owns rows y + 16 i and columns x + 16 j: a
@@ -169,16 +169,21 @@ warp reads consecutive words of the B slice and stores consecutive columns of
 C. With Contig it owns rows y Tile + i and columns x Tile + j, read from
 workgroup memory as vec4s (a quarter of the load instructions). With
 Prefetch the next slices are loaded into registers while the current ones
-are multiplied, hiding device-memory latency behind the FMAs. lavapipe runs
+are multiplied, hiding device-memory latency behind the FMAs. With Vec (each
+operand's contiguous axis a multiple of 4) slices are read from device
+memory as vec4s. lavapipe runs
 this correctly but slowly (a CPU has no workgroup memory to speak of): it
-takes matmul_bcast and matmul_vec4. Data: Tile, BK, Pad, Loads, Idx
-(0..Tile-1), Contig, Prefetch, TransA, TransB and the epilogue fields.
+takes matmul_bcast and matmul_vec4. Data: Tile, BK, Pad, Fetches, Idx
+(0..Tile-1), Contig, Prefetch, Vec, TransA, TransB and the epilogue fields;
+with Vec the strides of A and B are in vec4s.
 */}}
 {{define "matmul_tiled"}}
 {{template "matmul_bindings" .}}
-@group(0) @binding(1) var<storage, read> a: array<f32>;
+{{if .Vec}}@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+{{else}}@group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
-
+{{end}}
 const BM = {{mul 16 .Tile}}u;
 const BK = {{.BK}}u;
 const AS = BM + {{.Pad}}u; // padded k-row stride of a_tile, in words
@@ -191,6 +196,34 @@ var<workgroup> b_tile: array<f32, {{mul .BK (mul 16 .Tile)}}>;  // B[k0 + k, n0 
 fn put_a(w: u32, v: f32) { a_tile[w] = v; }
 fn put_b(w: u32, v: f32) { b_tile[w] = v; }
 {{end}}
+{{if .Vec}}
+// Vec4 j of a slice holds A[m0 + mk.x, k0 + mk.y] and B[k0 + nk.y, n0 +
+// nk.x] and the next three along the operand's contiguous axis.
+fn a_mk(j: u32) -> vec2<u32> { {{if .TransA}}return vec2(4u * (j % (BM / 4u)), j / (BM / 4u));{{else}}return vec2(j / (BK / 4u), 4u * (j % (BK / 4u)));{{end}} }
+fn b_nk(j: u32) -> vec2<u32> { {{if .TransB}}return vec2(j / (BK / 4u), 4u * (j % (BK / 4u)));{{else}}return vec2(4u * (j % (BM / 4u)), j / (BM / 4u));{{end}} }
+fn fetch_a(base: u32, m0: u32, k0: u32, j: u32) -> vec4<f32> {
+  let m = m0 + a_mk(j).x;
+  let k = k0 + a_mk(j).y;
+  if (m >= p.M || k >= p.K) { return vec4<f32>(); }
+  {{if .TransA}}return a[base + (k * p.M + m) / 4u];{{else}}return a[base + (m * p.K + k) / 4u];{{end}}
+}
+fn fetch_b(base: u32, n0: u32, k0: u32, j: u32) -> vec4<f32> {
+  let n = n0 + b_nk(j).x;
+  let k = k0 + b_nk(j).y;
+  if (n >= p.N || k >= p.K) { return vec4<f32>(); }
+  {{if .TransB}}return b[base + (n * p.K + k) / 4u];{{else}}return b[base + (k * p.N + n) / 4u];{{end}}
+}
+fn stage(j: u32, va: vec4<f32>, vb: vec4<f32>) {
+  let mk = a_mk(j);
+  {{if .TransA}}{{range $r := seq 4}}put_a(mk.y * AS + mk.x + {{$r}}u, va[{{$r}}]);
+  {{end}}{{else}}{{range $r := seq 4}}put_a((mk.y + {{$r}}u) * AS + mk.x, va[{{$r}}]);
+  {{end}}{{end}}
+  let nk = b_nk(j);
+  {{if .TransB}}{{range $r := seq 4}}put_b((nk.y + {{$r}}u) * BM + nk.x, vb[{{$r}}]);
+  {{end}}{{else}}{{range $r := seq 4}}put_b(nk.y * BM + nk.x + {{$r}}u, vb[{{$r}}]);
+  {{end}}{{end}}
+}
+{{else}}
 // Slot i of a slice holds A[m0 + mk.x, k0 + mk.y] and B[k0 + nk.y, n0 + nk.x].
 fn a_mk(i: u32) -> vec2<u32> { {{if .TransA}}return vec2(i % BM, i / BM);{{else}}return vec2(i / BK, i % BK);{{end}} }
 fn b_nk(i: u32) -> vec2<u32> { {{if .TransB}}return vec2(i / BK, i % BK);{{else}}return vec2(i % BM, i / BM);{{end}} }
@@ -210,7 +243,7 @@ fn stage(i: u32, va: f32, vb: f32) {
   put_a(a_mk(i).y * AS + a_mk(i).x, va);
   put_b(b_nk(i).y * BM + b_nk(i).x, vb);
 }
-
+{{end}}
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -220,15 +253,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let n0 = wid.x * BM;
   {{range $r := .Idx}}{{range $c := $.Idx}}var acc{{$r}}_{{$c}} = 0.0;
   {{end}}{{end}}
-  {{if .Prefetch}}{{range $l := seq .Loads}}var ra{{$l}} = fetch_a(base_a, m0, 0u, li + {{mul $l 256}}u);
+  {{if .Prefetch}}{{range $l := seq .Fetches}}var ra{{$l}} = fetch_a(base_a, m0, 0u, li + {{mul $l 256}}u);
   var rb{{$l}} = fetch_b(base_b, n0, 0u, li + {{mul $l 256}}u);
   {{end}}{{end}}
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    {{range $l := seq .Loads}}{{if $.Prefetch}}stage(li + {{mul $l 256}}u, ra{{$l}}, rb{{$l}});{{else}}stage(li + {{mul $l 256}}u, fetch_a(base_a, m0, k0, li + {{mul $l 256}}u), fetch_b(base_b, n0, k0, li + {{mul $l 256}}u));{{end}}
+    {{range $l := seq .Fetches}}{{if $.Prefetch}}stage(li + {{mul $l 256}}u, ra{{$l}}, rb{{$l}});{{else}}stage(li + {{mul $l 256}}u, fetch_a(base_a, m0, k0, li + {{mul $l 256}}u), fetch_b(base_b, n0, k0, li + {{mul $l 256}}u));{{end}}
     {{end}}
     workgroupBarrier();
     {{if .Prefetch}}if (k0 + BK < p.K) {
-      {{range $l := seq .Loads}}ra{{$l}} = fetch_a(base_a, m0, k0 + BK, li + {{mul $l 256}}u);
+      {{range $l := seq .Fetches}}ra{{$l}} = fetch_a(base_a, m0, k0 + BK, li + {{mul $l 256}}u);
       rb{{$l}} = fetch_b(base_b, n0, k0 + BK, li + {{mul $l 256}}u);
       {{end}}
     }{{end}}

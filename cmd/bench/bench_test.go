@@ -136,10 +136,11 @@ func TestInferTrainFlags(t *testing.T) {
 }
 
 func TestParseTilings(t *testing.T) {
-	ts, err := parseTilings("8x8, 4x16c,8x16cp,4x8p")
+	ts, err := parseTilings("8x8, 4x16c,8x16cp,4x8p,4x16cpv")
 	require.NoError(t, err)
 	require.Equal(t, []nn.Tiling{{Tile: 8, BK: 8}, {Tile: 4, BK: 16, Contig: true},
-		{Tile: 8, BK: 16, Contig: true, Prefetch: true}, {Tile: 4, BK: 8, Prefetch: true}}, ts)
+		{Tile: 8, BK: 16, Contig: true, Prefetch: true}, {Tile: 4, BK: 8, Prefetch: true},
+		{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true}}, ts)
 	for _, bad := range []string{"8", "8x8x", "8x8pc", "x8", "8x8q"} {
 		_, err := parseTilings(bad)
 		require.ErrorContains(t, err, "want TILExBK", bad)

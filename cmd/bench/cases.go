@@ -180,20 +180,23 @@ func tilingCases(cs []benchCase, tilings []nn.Tiling) []benchCase {
 	return out
 }
 
-// tilingName writes t as -tilings reads it: TILExBK, then c for Contig and
-// p for Prefetch.
+// tilingName writes t as -tilings reads it: TILExBK, then c for Contig, p
+// for Prefetch and v for Vec.
 func tilingName(t nn.Tiling) string {
 	s := fmt.Sprintf("%dx%d", t.Tile, t.BK)
-	if t.Contig {
-		s += "c"
-	}
-	if t.Prefetch {
-		s += "p"
+	for _, f := range []struct {
+		on     bool
+		letter string
+	}{{t.Contig, "c"}, {t.Prefetch, "p"}, {t.Vec, "v"}} {
+		if f.on {
+			s += f.letter
+		}
 	}
 	return s
 }
 
-// parseTilings reads -tilings: comma-separated TILExBK[c][p], e.g. 8x8,4x16cp.
+// parseTilings reads -tilings: comma-separated TILExBK[c][p][v], e.g.
+// 8x8,4x16cpv.
 func parseTilings(s string) ([]nn.Tiling, error) {
 	var ts []nn.Tiling
 	for _, f := range strings.Split(s, ",") {
@@ -201,12 +204,11 @@ func parseTilings(s string) ([]nn.Tiling, error) {
 			continue
 		}
 		var t nn.Tiling
-		spec := strings.TrimSuffix(f, "p")
-		t.Prefetch = spec != f
-		base := strings.TrimSuffix(spec, "c")
-		t.Contig = base != spec
+		base := strings.TrimRight(f, "cpv")
+		flags := f[len(base):]
+		t.Contig, t.Prefetch, t.Vec = strings.Contains(flags, "c"), strings.Contains(flags, "p"), strings.Contains(flags, "v")
 		if _, err := fmt.Sscanf(base, "%dx%d", &t.Tile, &t.BK); err != nil || tilingName(t) != f {
-			return nil, fmt.Errorf("-tilings %q: want TILExBK, then c (contiguous) and p (prefetch) if wanted, e.g. 8x8,4x16cp", f)
+			return nil, fmt.Errorf("-tilings %q: want TILExBK, then c (contiguous), p (prefetch) and v (vec4 loads) if wanted, in that order, e.g. 8x8,4x16cpv", f)
 		}
 		ts = append(ts, t)
 	}

@@ -35,7 +35,7 @@ func kernels(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.json, "json", false, `print one JSON object per line: {"name","value","unit","peak_ratio"[,"baseline_ratio"]}`)
 	fs.BoolVar(&o.quick, "quick", false, "small shapes and short timings (a smoke test, not a measurement)")
 	pattern := fs.String("run", "", "time only the cases whose name matches this regexp (the ceilings always run)")
-	tilings := fs.String("tilings", "", "also time every matmul case through matmul_tiled (the GPU kernel) with each of these tilings, comma-separated TILExBK[c][p] (c: contiguous vec4 reads, p: prefetch), e.g. 4x16,8x8,8x8cp")
+	tilings := fs.String("tilings", "", "also time every matmul case through matmul_tiled (the GPU kernel) with each of these tilings, comma-separated TILExBK[c][p][v] (c: contiguous vec4 reads, p: prefetch, v: vec4 loads), e.g. 4x16,8x8,4x16cpv")
 	fs.DurationVar(&o.minTime, "time", time.Second, "time each case for at least this long after a warm-up run")
 	fs.IntVar(&o.maxReps, "reps", 50, "but stop after this many timed runs (at least 3 always run)")
 	fs.StringVar(&o.torchDevice, "torch-device", "cpu", "matmul baseline: cpu (numpy) or cuda (torch.matmul on an NVIDIA GPU; see WEBDINO_PYTHON)")
