@@ -88,18 +88,20 @@ type Tiling struct {
 	Contig, Prefetch, Vec bool
 }
 
-// DefaultTiling is MatMul's tiling of an M x N product on d, or the zero
-// Tiling where d is a CPU, whose faster kernels (matmul_bcast, matmul_vec4)
-// MatMul takes instead. On an H100 (bench kernels -tilings, the ViT-S/14
-// shapes and 1024^3), 64 x 64 blocks with contiguous vec4 reads and
-// prefetch (4x16cp) ran 15-25 TFLOP/s, 1.7x the plain 4x16 by geometric
-// mean and ahead of every 128 x 128 tiling (at most 18 TFLOP/s), whose
-// larger blocks leave too few workgroups for 132 multiprocessors.
-func DefaultTiling(d *gpu.Device, M, N int) Tiling {
+// DefaultTiling is MatMul's tiling for o on d, or the zero Tiling where d
+// is a CPU, whose faster kernels (matmul_bcast, matmul_vec4) MatMul takes
+// instead. On an H100 (bench kernels -tilings, the ViT-S/14 shapes and
+// 1024^3), 64 x 64 blocks with contiguous vec4 reads and prefetch (4x16cp)
+// ran 15-25 TFLOP/s, 1.7x the plain 4x16 by geometric mean and ahead of
+// every 128 x 128 tiling (at most 18 TFLOP/s), whose larger blocks leave too
+// few workgroups for 132 multiprocessors. Vec4 loads added 1.2-1.26x on
+// y = x W^T but lost 0.84-0.89x on weight gradients (A transposed), so
+// those keep scalar loads.
+func DefaultTiling(d *gpu.Device, o MatMulOpts) Tiling {
 	if d.Info().IsCPU() {
 		return Tiling{}
 	}
-	return Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true}
+	return Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: !o.TransA}
 }
 
 // MatMulTiled is MatMul through matmul_tiled with tiling t on any device:
@@ -174,7 +176,7 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 		return []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), gpu.U32(strideA / vec), gpu.U32(strideB / vec), gpu.U32(M * N)}
 	}
 	if t == (Tiling{}) {
-		t = DefaultTiling(rec.Device(), M, N)
+		t = DefaultTiling(rec.Device(), o)
 	}
 	if t.Tile > 0 {
 		type data struct {
