@@ -215,7 +215,7 @@ func LayerScaleBackward(rec *gpu.Recorder, dh, dgamma, dy, h, gamma, scratch *gp
 	if scratch.Len() < ScratchLen(D) {
 		return shapeErr(rec, op, "scratch %s: want at least %d elements for D = %d", scratch, ScratchLen(D), D)
 	}
-	rpw, groups := rowGrid(rows, partials, 1)
+	rpw, groups := rowGrid(rows, partialsFor(rec.Device()), 1)
 	type data struct {
 		rowKernel
 		InPlace bool

@@ -204,7 +204,7 @@ func TestActivationBadInputs(t *testing.T) {
 	require.ErrorContains(t, Scale(dev.Record(), x, nil, 1), "scale: tensor x is nil")
 	require.ErrorContains(t, LayerScale(dev.Record(), x, x, x, zeros(t, 3)), "layerscale: h [3x5], gamma [3]: gamma must have 5 elements")
 	err := LayerScaleBackward(dev.Record(), x, zeros(t, 5), x, x, zeros(t, 5), zeros(t, 5), false)
-	require.ErrorContains(t, err, "layerscale_backward: scratch [5]: want at least 640 elements for D = 5")
-	err = LayerScaleBackward(dev.Record(), x, zeros(t, 4), x, x, zeros(t, 5), zeros(t, 640), false)
+	require.ErrorContains(t, err, "layerscale_backward: scratch [5]: want at least 10240 elements for D = 5")
+	err = LayerScaleBackward(dev.Record(), x, zeros(t, 4), x, x, zeros(t, 5), zeros(t, 10240), false)
 	require.ErrorContains(t, err, "layerscale_backward: x [3x5], dgamma [4]: dgamma must have 5 elements (one per channel)")
 }
