@@ -22,6 +22,10 @@ type KMeansOpts struct {
 	Sample int
 	// MaxRows bounds the rows of one assignment matmul (0: 65536).
 	MaxRows int
+	// Restarts fits this many times, seeds Seed, Seed+1, ..., and keeps the
+	// fit of least inertia (0 or 1: once). k-means++ seeding lands in a
+	// poor local optimum now and then; a few restarts make that rare.
+	Restarts int
 }
 
 // KMeans is a fitted clustering of n points [n, D].
@@ -90,10 +94,28 @@ func fixedScale(x []float32) float32 {
 
 // KMeansFit clusters x [n, d] (Euclidean) on the GPU: k-means++ seeding on
 // a random sample (CPU), then Lloyd iterations with assignment by a matmul
-// and top-1 and the centroid update by a fixed-point scatter. The result is
-// the same on every run with the same seed (the GPU sums are integers);
-// empty clusters keep their previous centroid.
+// and top-1 and the centroid update by a fixed-point scatter, o.Restarts
+// times from different seeds, keeping the least inertia. The result is the
+// same on every run with the same seed (the GPU sums are integers); empty
+// clusters keep their previous centroid.
 func KMeansFit(ctx context.Context, dev *gpu.Device, x []float32, d int, o KMeansOpts) (*KMeans, error) {
+	var best *KMeans
+	for r := range max(1, o.Restarts) {
+		once := o
+		once.Seed = o.Seed + uint64(r)
+		km, err := kmeansFitOnce(ctx, dev, x, d, once)
+		if err != nil {
+			return nil, err
+		}
+		if best == nil || km.Inertia < best.Inertia {
+			best = km
+		}
+	}
+	return best, nil
+}
+
+// kmeansFitOnce is one fit of KMeansFit, from o.Seed.
+func kmeansFitOnce(ctx context.Context, dev *gpu.Device, x []float32, d int, o KMeansOpts) (*KMeans, error) {
 	if d <= 0 || len(x)%d != 0 || len(x) == 0 {
 		return nil, fmt.Errorf("kmeans: %d values are not rows of %d", len(x), d)
 	}

@@ -161,3 +161,26 @@ func TestIVFRecall(t *testing.T) {
 		}
 	}
 }
+
+func TestKMeansRestartsKeepLeastInertia(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const n, d, k = 800, 6, 9
+	x := blobs(rng, n, d, 12) // more blobs than clusters: local optima differ by seed
+	var fits []*KMeans
+	for s := range uint64(4) {
+		km, err := KMeansFit(context.Background(), dev, x, d, KMeansOpts{K: k, Iters: 5, Seed: 7 + s})
+		require.NoError(t, err)
+		fits = append(fits, km)
+	}
+	best, err := KMeansFit(context.Background(), dev, x, d, KMeansOpts{K: k, Iters: 5, Seed: 7, Restarts: 4})
+	require.NoError(t, err)
+	least := fits[0]
+	for _, f := range fits[1:] {
+		if f.Inertia < least.Inertia {
+			least = f
+		}
+	}
+	t.Logf("inertia by seed: %.1f %.1f %.1f %.1f; kept %.1f", fits[0].Inertia, fits[1].Inertia, fits[2].Inertia, fits[3].Inertia, best.Inertia)
+	require.Equal(t, least.Centroids, best.Centroids, "restarts keep the fit of least inertia among seeds 7..10")
+	require.Less(t, best.Inertia, fits[0].Inertia, "the seeds must reach different optima, or this test proves nothing")
+}

@@ -94,6 +94,7 @@ func retrieveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	clusters := fs.Int("clusters", 1000, "cluster retrieval: k-means clusters of the pool")
 	sample := fs.Int("kmeans-sample", 200000, "cluster and balanced: pool rows the k-means is fitted on")
 	iters := fs.Int("kmeans-iters", 20, "cluster and balanced: Lloyd iterations")
+	restarts := fs.Int("kmeans-restarts", 1, "cluster: fit k-means this many times from different seeds and keep the least inertia")
 	minCur := fs.Int("min-curated", 3, "cluster retrieval: a cluster must hold more curated images than this")
 	perCluster := fs.Int("per-cluster", 10000, "cluster retrieval: pool images taken per cluster")
 	capN := fs.Int("cap", 1000000, "retrieved images kept per curated set")
@@ -162,7 +163,7 @@ func retrieveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		kk := min(*clusters, len(x)/p.rows.Dim())
 		fmt.Fprintf(stderr, "k-means: %d clusters on %d pool rows, %d iterations\n", kk, len(x)/p.rows.Dim(), *iters)
-		if km, err = curate.KMeansFit(ctx, dev, x, p.rows.Dim(), curate.KMeansOpts{K: kk, Iters: *iters, Seed: *seed, MaxRows: *maxRows}); err != nil {
+		if km, err = curate.KMeansFit(ctx, dev, x, p.rows.Dim(), curate.KMeansOpts{K: kk, Iters: *iters, Seed: *seed, MaxRows: *maxRows, Restarts: *restarts}); err != nil {
 			return err
 		}
 		poolCluster, _, err = km.Predict(ctx, dev, p.rows, *maxRows)
