@@ -152,3 +152,26 @@ func TestProfileTimesEachOp(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, float32(3), got[n-1], "profiled ops still run, in order")
 }
+
+func TestProfileLabelsDispatches(t *testing.T) {
+	x, err := dev.NewTensor("x", 1024)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	p := NewProfile()
+	dev.SetProfile(p)
+	defer dev.SetProfile(nil)
+	rec := dev.Record()
+	require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(1024, 256), []uint32{U32(1024), F32(3)}, x))
+	pipelines := len(dev.kernels)
+	labelled := fillKernel()
+	labelled.Profile = "1024 floats"
+	require.NoError(t, rec.Dispatch(labelled, rec.Groups(1024, 256), []uint32{U32(1024), F32(1)}, x))
+	require.NoError(t, rec.Dispatch(labelled, rec.Groups(1024, 256), []uint32{U32(1024), F32(2)}, x))
+	require.Equal(t, pipelines, len(dev.kernels), "a label compiles nothing new")
+	require.NoError(t, rec.Submit())
+	calls := map[string]int{}
+	for _, e := range p.Entries() {
+		calls[e.Kernel] = e.Calls
+	}
+	require.Equal(t, map[string]int{"fill 1024 floats": 2, "fill": 1}, calls, "one entry per label")
+}

@@ -22,6 +22,9 @@ type Kernel struct {
 	Name   string // template name in package shaders
 	Data   any    // template data; printed with %#v to form the cache key
 	Access []Access
+	// Profile, if set, tells this dispatch apart from others of the kernel
+	// in a Profile (a matmul's shape, say); it is not part of the cache key.
+	Profile string
 }
 
 func (k Kernel) key() string { return fmt.Sprintf("%s|%#v|%v", k.Name, k.Data, k.Access) }

@@ -19,7 +19,8 @@ type Profile struct {
 	entries map[string]*ProfileEntry
 }
 
-// ProfileEntry is one kernel's share of a profiled run.
+// ProfileEntry is one kernel's share of a profiled run (one per Kernel.Profile
+// label of it, where dispatches set one).
 type ProfileEntry struct {
 	Kernel string
 	Calls  int
@@ -101,5 +102,8 @@ func (r *Recorder) single(o op) (*Recorder, string) {
 	}
 	one.uniforms = r.uniforms[o.slot*MaxParams : (o.slot+1)*MaxParams]
 	one.ops[0].slot = 0
+	if o.profile != "" {
+		return one, o.k.name + " " + o.profile
+	}
 	return one, o.k.name
 }

@@ -24,10 +24,11 @@ type Recorder struct {
 }
 
 type op struct {
-	k      *compiled
-	groups [3]uint32
-	slot   int // uniform slot index
-	bufs   []*Tensor
+	k       *compiled
+	profile string // Kernel.Profile
+	groups  [3]uint32
+	slot    int // uniform slot index
+	bufs    []*Tensor
 	// copy when k == nil
 	src, dst *Tensor
 }
@@ -85,7 +86,7 @@ func (r *Recorder) Dispatch(k Kernel, groups [3]uint32, params []uint32, bufs ..
 	words := make([]uint32, MaxParams)
 	copy(words, params)
 	r.uniforms = append(r.uniforms, words...)
-	r.ops = append(r.ops, op{k: c, groups: groups, slot: slot, bufs: append([]*Tensor(nil), bufs...)})
+	r.ops = append(r.ops, op{k: c, profile: k.Profile, groups: groups, slot: slot, bufs: append([]*Tensor(nil), bufs...)})
 	return nil
 }
 

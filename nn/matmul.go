@@ -209,7 +209,7 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 			return shapeErr(rec, op, "tiling %+v needs %d bytes of workgroup memory, over the device's %d", t, need, rec.Device().Limits().MaxWorkgroupStorage)
 		}
 		groups := [3]uint32{uint32((N + bm - 1) / bm), uint32((M + bm - 1) / bm), uint32(batch)}
-		return rec.Dispatch(gpu.Kernel{Name: "matmul_tiled", Data: d, Access: access}, groups, p, bufs...)
+		return rec.Dispatch(gpu.Kernel{Name: "matmul_tiled", Data: d, Access: access, Profile: mmProfile(batch, M, K, N, o)}, groups, p, bufs...)
 	}
 	if bcast && !o.TransA && (o.TransB && K%4 == 0 || !o.TransB && N%4 == 0) {
 		bm, bM := batch, M
@@ -217,7 +217,7 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 			bm, bM = 1, batch*M // a shared B: the batches are rows of one product
 		}
 		if plan, ok := planBcast(rec.Device().Limits(), bm, bM, K); ok {
-			return dispatchBcast(rec, plan, bufs, access, e, o.TransB, bM, N, K, strideB/4)
+			return dispatchBcast(rec, plan, bufs, access, e, o.TransB, bM, N, K, strideB/4, mmProfile(batch, M, K, N, o))
 		}
 	}
 	// matmul_vec4 needs the dimension each operand's vec4 runs along to be a
@@ -247,7 +247,7 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 			d.Us, d.Step = seq(1), 1
 		}
 		groups := [3]uint32{uint32((N + t.TN*t.WG - 1) / (t.TN * t.WG)), uint32((M + t.TM - 1) / t.TM), uint32(batch)}
-		return rec.Dispatch(gpu.Kernel{Name: "matmul_vec4", Data: d, Access: access}, groups, params(4), bufs...)
+		return rec.Dispatch(gpu.Kernel{Name: "matmul_vec4", Data: d, Access: access, Profile: mmProfile(batch, M, K, N, o)}, groups, params(4), bufs...)
 	}
 	type data struct {
 		TM, TN, WGX, WGY int
@@ -260,7 +260,23 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 		uint32((M + mmTM*mmWGY - 1) / (mmTM * mmWGY)),
 		uint32(batch),
 	}
-	return rec.Dispatch(gpu.Kernel{Name: "matmul", Data: d, Access: access}, groups, params(1), bufs...)
+	return rec.Dispatch(gpu.Kernel{Name: "matmul", Data: d, Access: access, Profile: mmProfile(batch, M, K, N, o)}, groups, params(1), bufs...)
+}
+
+// mmProfile labels a matmul in profiles: [bBATCH ]MxKxN, then ta and tb for
+// the transposes (bench kernels names its cases the same way).
+func mmProfile(batch, M, K, N int, o MatMulOpts) string {
+	s := fmt.Sprintf("%dx%dx%d", M, K, N)
+	if batch > 1 {
+		s = fmt.Sprintf("b%d %s", batch, s)
+	}
+	if o.TransA {
+		s += " ta"
+	}
+	if o.TransB {
+		s += " tb"
+	}
+	return s
 }
 
 func b2i(b bool) int {
@@ -333,7 +349,7 @@ func tileRows(m int) int {
 
 // dispatchBcast records one matmul_bcast dispatch per window of the plan.
 // bufs[0] is A; each dispatch binds a window's view of it as a uniform.
-func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []gpu.Access, e epilogue, transB bool, M, N, K, strideB4 int) error {
+func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []gpu.Access, e epilogue, transB bool, M, N, K, strideB4 int, profile string) error {
 	a := bufs[0]
 	access = append([]gpu.Access{gpu.Uniform}, access[1:]...)
 	type data struct {
@@ -373,7 +389,7 @@ func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []
 		groups := [3]uint32{uint32(((N+3)/4 + wg - 1) / wg), uint32(w.batches * tiles), 1}
 		params := []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), 0, gpu.U32(strideB4), gpu.U32(M * N),
 			gpu.U32(w.batch0), gpu.U32(w.rowLo), gpu.U32(w.rowHi), gpu.U32(tiles), gpu.U32(first - start)}
-		if err := rec.Dispatch(gpu.Kernel{Name: "matmul_bcast", Data: d, Access: access}, groups, params, args...); err != nil {
+		if err := rec.Dispatch(gpu.Kernel{Name: "matmul_bcast", Data: d, Access: access, Profile: profile}, groups, params, args...); err != nil {
 			return err
 		}
 	}
