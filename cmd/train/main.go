@@ -52,6 +52,12 @@ blocks) on Fashion-MNIST (Debian's dataset-fashion-mnist; 'make setup'
 installs it), evaluates the teacher by k-NN on the test split, and writes
 everything into --out.
 
+Length: --epochs of --iters-per-epoch steps, or --minutes M: a time budget
+on whatever device runs it (make demo gives 8). One k-NN evaluation and a
+few steps are timed first with a throwaway model, then the run gets as many
+epochs as fit, its schedules spanning them: a few epochs on two CPU cores,
+hundreds on a large GPU.
+
 Data: --data DIR takes a folder of images (JPEG, PNG, WebP, ... scanned
 recursively) or, with --image-folder, an ImageFolder tree ROOT/CLASS/IMAGE;
 --data FILE takes a list of image paths, one per line, or the manifest.jsonl
@@ -97,6 +103,7 @@ type options struct {
 	seed                                       uint64
 	saveEvery, evalEvery                       int
 	workers                                    int
+	minutes                                    float64
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
@@ -122,6 +129,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.pcaN, "pca", 8, "PCA pictures of this many test images at the end")
 	fs.IntVar(&o.batch, "batch", 0, "images per step (default: the config's)")
 	fs.IntVar(&o.epochs, "epochs", 0, "epochs (default: the config's)")
+	fs.Float64Var(&o.minutes, "minutes", 0, "train for about this long on this device instead of --epochs: time one step and one k-NN evaluation first, then run as many epochs as fit (k-NN about ten times)")
 	fs.IntVar(&o.itersPerEpoch, "iters-per-epoch", 0, "iterations per epoch; schedules count in epochs (default: the config's)")
 	fs.IntVar(&o.steps, "steps", 0, "stop after this many steps of the run (schedules still span --epochs); 0: the whole run")
 	fs.Float64Var(&o.lr, "lr", 0, "base learning rate at batch 1024, scaled by sqrt(batch/1024) (default: the config's)")
@@ -145,6 +153,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.saveEvery < 1 {
 		return nil, fmt.Errorf("--save-every %d: want at least 1", o.saveEvery)
+	}
+	if o.minutes < 0 || o.minutes > 0 && (o.epochs > 0 || o.resume != "") {
+		return nil, fmt.Errorf("--minutes %g: want a positive budget for a new run, without --epochs (it sets them) or --resume", o.minutes)
 	}
 	if o.resume != "" && o.init != "" {
 		return nil, fmt.Errorf("--resume continues a run, --init starts a new one: give one of them")
@@ -264,6 +275,24 @@ func trainMain(ctx context.Context, o *options, stdout, stderr io.Writer) error 
 	defer dev.Close()
 	info := dev.Info()
 	fmt.Fprintf(stdout, "device: %s (%s)\n", info.Name, info.Backend)
+	if o.minutes > 0 {
+		start := time.Now()
+		stepSecs, evalSecs, err := calibrate(ctx, o, c, dev, ds, stderr)
+		if err != nil {
+			return err
+		}
+		budget := o.minutes*60 - time.Since(start).Seconds()
+		epochs, evalEpochs := fitBudget(budget, stepSecs, evalSecs, c.ItersPerEpoch)
+		c.Epochs = epochs
+		if o.evalEvery <= 0 {
+			o.evalEvery = evalEpochs * c.ItersPerEpoch
+		}
+		if err := c.Validate(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "--minutes %g: a step takes %.3f s and a k-NN evaluation %.1f s here, so %d epochs of %d steps (k-NN every %d steps)\n",
+			o.minutes, stepSecs, evalSecs, epochs, c.ItersPerEpoch, o.evalEvery)
+	}
 	tr, err := train.NewTrainer(dev, c)
 	if err != nil {
 		return err

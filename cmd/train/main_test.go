@@ -13,6 +13,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"testing"
 	"time"
 
@@ -167,4 +169,56 @@ func TestTrainInterruptSaves(t *testing.T) {
 	c, err := ckpt.ReadFile(filepath.Join(out, "checkpoint.msgpack"))
 	require.NoError(t, err)
 	require.Equal(t, int64(len(steps)), c.Training.Step, "the checkpoint holds every logged step")
+}
+
+func TestFitBudget(t *testing.T) {
+	for _, c := range []struct {
+		budget, step, eval float64
+		iters              int
+		epochs, every      int
+	}{
+		// 600 s, 40 steps of 2 s an epoch (80 s) and 10 s per k-NN:
+		// 6 epochs cost 480 + 7 x 10 = 550 s; 7 would cost 630.
+		{600, 2, 10, 40, 6, 1},
+		// A fast device: 0.03 s steps, 1 s evaluations: 490 epochs cost
+		// 588 + 11 = 599 s with k-NN every 49 epochs.
+		{600, 0.03, 1, 40, 490, 49},
+		// Nothing fits: still one epoch.
+		{5, 2, 10, 40, 1, 1},
+	} {
+		e, every := fitBudget(c.budget, c.step, c.eval, c.iters)
+		require.Equal(t, c.epochs, e, "%+v", c)
+		require.Equal(t, c.every, every, "%+v", c)
+	}
+}
+
+func TestTrainMinutes(t *testing.T) {
+	data := imageFolder(t, 7)
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run(context.Background(), append(withoutFlag(tinyArgs(data, out), "--epochs"), "--minutes", "0.1"), &stdout, &stderr),
+		"stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	m := regexp.MustCompile(`--minutes 0.1: a step takes [0-9.]+ s and a k-NN evaluation [0-9.]+ s here, so (\d+) epochs of 2 steps`).FindStringSubmatch(stdout.String())
+	require.NotNil(t, m, stdout.String())
+	epochs, err := strconv.Atoi(m[1])
+	require.NoError(t, err)
+	steps, _ := readMetrics(t, filepath.Join(out, "metrics.jsonl"))
+	require.Len(t, steps, 2*epochs, "the run is the epochs the budget fits")
+
+	stderr.Reset()
+	require.Equal(t, 2, run(context.Background(), []string{"--minutes", "5", "--epochs", "3"}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "--minutes 5: want a positive budget for a new run, without --epochs (it sets them) or --resume")
+}
+
+// withoutFlag drops flag and its value from args.
+func withoutFlag(args []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == flag {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }
