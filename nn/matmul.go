@@ -94,14 +94,14 @@ type Tiling struct {
 // 1024^3), 64 x 64 blocks with contiguous vec4 reads and prefetch (4x16cp)
 // ran 15-25 TFLOP/s, 1.7x the plain 4x16 by geometric mean and ahead of
 // every 128 x 128 tiling (at most 18 TFLOP/s), whose larger blocks leave too
-// few workgroups for 132 multiprocessors. Vec4 loads added 1.2-1.26x on
-// y = x W^T but lost 0.84-0.89x on weight gradients (A transposed), so
-// those keep scalar loads.
+// few workgroups for 132 multiprocessors. Vec4 loads ran y = x W^T (B
+// transposed) 1.24-1.28x faster, but untransposed products 0.95-1.0x and
+// weight gradients (A transposed) 0.84-0.89x, so only the first take them.
 func DefaultTiling(d *gpu.Device, o MatMulOpts) Tiling {
 	if d.Info().IsCPU() {
 		return Tiling{}
 	}
-	return Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: !o.TransA}
+	return Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: o.TransB && !o.TransA}
 }
 
 // MatMulTiled is MatMul through matmul_tiled with tiling t on any device:
