@@ -122,17 +122,26 @@ func TestRunTimedMeasuresWork(t *testing.T) {
 	require.Equal(t, float32(2), got[n-1])
 }
 
-func TestProfileTimesEachOp(t *testing.T) {
-	const n = 1 << 22
-	x, err := dev.NewTensor("x", n)
-	require.NoError(t, err)
-	defer x.Buf.Release()
-	y, err := dev.NewTensor("y", n)
-	require.NoError(t, err)
-	defer y.Buf.Release()
+// profiling sets a new profile on dev until the test ends and returns it
+// with a zeroed tensor of n floats per name.
+func profiling(t *testing.T, n int, names ...string) (*Profile, []*Tensor) {
+	var ts []*Tensor
+	for _, name := range names {
+		x, err := dev.NewTensor(name, n)
+		require.NoError(t, err)
+		t.Cleanup(x.Buf.Release)
+		ts = append(ts, x)
+	}
 	p := NewProfile()
 	dev.SetProfile(p)
-	defer dev.SetProfile(nil)
+	t.Cleanup(func() { dev.SetProfile(nil) })
+	return p, ts
+}
+
+func TestProfileTimesEachOp(t *testing.T) {
+	const n = 1 << 22
+	p, ts := profiling(t, n, "x", "y")
+	x, y := ts[0], ts[1]
 	rec := dev.Record()
 	// One tiny fill, then eight of the whole tensor and a copy of it: the
 	// profile must count each and charge the large ones more time.
@@ -154,12 +163,8 @@ func TestProfileTimesEachOp(t *testing.T) {
 }
 
 func TestProfileLabelsDispatches(t *testing.T) {
-	x, err := dev.NewTensor("x", 1024)
-	require.NoError(t, err)
-	defer x.Buf.Release()
-	p := NewProfile()
-	dev.SetProfile(p)
-	defer dev.SetProfile(nil)
+	p, ts := profiling(t, 1024, "x")
+	x := ts[0]
 	rec := dev.Record()
 	require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(1024, 256), []uint32{U32(1024), F32(3)}, x))
 	pipelines := len(dev.kernels)
