@@ -54,6 +54,7 @@ func curateBench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&s.pool, "pool", s.pool, "pool rows")
 	fs.IntVar(&s.queries, "queries", s.queries, "query rows")
 	fs.IntVar(&s.d, "d", s.d, "embedding dimension")
+	fs.IntVar(&s.lists, "lists", s.lists, "IVF lists (k-means clusters of the pool)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: bench curate [flags]
 
