@@ -278,6 +278,9 @@ func trainMain(ctx context.Context, o *options, stdout, stderr io.Writer) error 
 	if o.minutes > 0 {
 		start := time.Now()
 		stepSecs, evalSecs, err := calibrate(ctx, o, c, dev, ds, stderr)
+		if ctx.Err() != nil {
+			return errors.New("interrupted while timing this device for --minutes; nothing was trained or saved")
+		}
 		if err != nil {
 			return err
 		}
