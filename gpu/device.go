@@ -64,6 +64,7 @@ type Device struct {
 	uniformSize uint64
 	release     func()
 	mem         memStats // tensor-buffer bytes allocated (memstats.go)
+	binds       bindCache
 	profile     *Profile // when set, Submit times each op (profile.go)
 }
 
@@ -80,6 +81,7 @@ func (d *Device) Close() {
 		k.release()
 	}
 	d.kernels = nil
+	d.binds.reset()
 	if d.uniform != nil {
 		d.uniform.Release()
 		d.uniform = nil

@@ -180,3 +180,44 @@ func TestProfileLabelsDispatches(t *testing.T) {
 	}
 	require.Equal(t, map[string]int{"fill 1024 floats": 2, "fill": 1}, calls, "one entry per label")
 }
+
+func TestBindGroupsAreReusedAndDropped(t *testing.T) {
+	x, err := dev.NewTensor("x", 512)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	record := func(ts ...*Tensor) error {
+		rec := dev.Record()
+		for i, t := range ts {
+			if err := rec.Dispatch(fillKernel(), rec.Groups(t.Len(), 256), []uint32{U32(t.Len()), F32(float32(i + 1))}, t); err != nil {
+				return err
+			}
+		}
+		return rec.Submit()
+	}
+	require.NoError(t, record(x))
+	cached := len(dev.binds.groups)
+	require.NoError(t, record(x))
+	require.Equal(t, cached, len(dev.binds.groups), "the same dispatch again reuses its bind group")
+
+	y, err := dev.NewTensor("y", 512)
+	require.NoError(t, err)
+	require.NoError(t, record(x, y))
+	require.Len(t, dev.binds.byBuffer[y.Buf], 1)
+	y.Buf.Release()
+	require.NotContains(t, dev.binds.byBuffer, y.Buf, "a released buffer's groups are dropped")
+	for key := range dev.binds.groups {
+		require.NotContains(t, key, fmt.Sprintf("%p", y.Buf))
+	}
+
+	// A new buffer (perhaps at the old one's address) binds afresh.
+	z, err := dev.NewTensor("z", 512)
+	require.NoError(t, err)
+	defer z.Buf.Release()
+	require.NoError(t, record(z, x))
+	got, err := dev.Read(z)
+	require.NoError(t, err)
+	require.Equal(t, float32(1), got[511])
+	got, err = dev.Read(x)
+	require.NoError(t, err)
+	require.Equal(t, float32(2), got[0])
+}

@@ -202,12 +202,6 @@ func (r *Recorder) submit(ts stamper) error {
 			return err
 		}
 	}
-	var groups []*wgpu.BindGroup
-	defer func() {
-		for _, g := range groups {
-			g.Release()
-		}
-	}()
 	var pass *wgpu.ComputePassEncoder
 	endPass := func() {
 		if pass != nil {
@@ -224,16 +218,11 @@ func (r *Recorder) submit(ts stamper) error {
 			}
 			continue
 		}
-		entries := []wgpu.BindGroupEntry{{Binding: 0, Buffer: ubuf, Offset: uint64(o.slot) * MaxParams * 4, Size: MaxParams * 4}}
-		for i, t := range o.bufs {
-			entries = append(entries, wgpu.BindGroupEntry{Binding: uint32(i + 1), Buffer: t.Buf.buf, Offset: t.Off, Size: t.Bytes()})
-		}
-		bg, err := d.dev.CreateBindGroup(&wgpu.BindGroupDescriptor{Layout: o.k.layout, Entries: entries})
+		bg, err := d.bindGroup(&o, ubuf)
 		if err != nil {
 			endPass()
 			return fmt.Errorf("kernel %s: bind group: %w", o.k.name, err)
 		}
-		groups = append(groups, bg)
 		if pass == nil {
 			pass = enc.BeginComputePass(nil)
 		}
@@ -294,6 +283,7 @@ func (d *Device) uniformArena(size uint64) (*wgpu.Buffer, error) {
 		return nil, fmt.Errorf("allocate kernel parameter arena: %w", err)
 	}
 	if d.uniform != nil {
+		d.binds.reset() // every cached group binds the old arena
 		d.uniform.Release()
 	}
 	d.uniform, d.uniformSize = b, n

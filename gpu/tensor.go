@@ -22,6 +22,9 @@ func (b *Buffer) Size() uint64 { return b.size }
 // Release frees the GPU memory. Views into the buffer become invalid.
 func (b *Buffer) Release() {
 	if b.buf != nil {
+		b.dev.mu.Lock()
+		b.dev.binds.dropBuffer(b)
+		b.dev.mu.Unlock()
 		b.buf.Destroy()
 		b.buf.Release()
 		b.buf = nil

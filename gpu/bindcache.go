@@ -1,0 +1,79 @@
+package gpu
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/cogentcore/webgpu/wgpu"
+)
+
+// maxBindGroups bounds the bind-group cache; past it the cache starts over.
+const maxBindGroups = 1 << 16
+
+// bindCache keeps the bind groups of earlier submissions: a training step
+// records the same dispatches on the same buffers every time, and creating
+// thousands of bind groups per step was CPU time the GPU waited for. A group
+// is dropped when a buffer it binds is released, and all of them when the
+// parameter arena is replaced. Guarded by Device.mu.
+type bindCache struct {
+	groups   map[string]*wgpu.BindGroup
+	byBuffer map[*Buffer][]string // keys of the groups that bind the buffer
+}
+
+// bindKey names a bind group: its layout, the arena slot of its parameters
+// and each bound view.
+func bindKey(o *op, arena *wgpu.Buffer) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%p|%p|%d", o.k.layout, arena, o.slot)
+	for _, t := range o.bufs {
+		fmt.Fprintf(&b, "|%p+%d:%d", t.Buf, t.Off, t.Bytes())
+	}
+	return b.String()
+}
+
+// bindGroup returns o's bind group on the parameter arena, from the cache
+// or created and cached.
+func (d *Device) bindGroup(o *op, arena *wgpu.Buffer) (*wgpu.BindGroup, error) {
+	key := bindKey(o, arena)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if g, ok := d.binds.groups[key]; ok {
+		return g, nil
+	}
+	entries := []wgpu.BindGroupEntry{{Binding: 0, Buffer: arena, Offset: uint64(o.slot) * MaxParams * 4, Size: MaxParams * 4}}
+	for i, t := range o.bufs {
+		entries = append(entries, wgpu.BindGroupEntry{Binding: uint32(i + 1), Buffer: t.Buf.buf, Offset: t.Off, Size: t.Bytes()})
+	}
+	g, err := d.dev.CreateBindGroup(&wgpu.BindGroupDescriptor{Layout: o.k.layout, Entries: entries})
+	if err != nil {
+		return nil, err
+	}
+	if d.binds.groups == nil || len(d.binds.groups) >= maxBindGroups {
+		d.binds.reset()
+	}
+	d.binds.groups[key] = g
+	for _, t := range o.bufs {
+		d.binds.byBuffer[t.Buf] = append(d.binds.byBuffer[t.Buf], key)
+	}
+	return g, nil
+}
+
+// dropBuffer releases the cached groups that bind b.
+func (c *bindCache) dropBuffer(b *Buffer) {
+	for _, key := range c.byBuffer[b] {
+		if g, ok := c.groups[key]; ok {
+			g.Release()
+			delete(c.groups, key)
+		}
+	}
+	delete(c.byBuffer, b)
+}
+
+// reset releases every cached group.
+func (c *bindCache) reset() {
+	for _, g := range c.groups {
+		g.Release()
+	}
+	c.groups = map[string]*wgpu.BindGroup{}
+	c.byBuffer = map[*Buffer][]string{}
+}
