@@ -196,7 +196,7 @@ func add(rec *gpu.Recorder, y, x, h, gamma *gpu.Tensor, D int) error {
 // dy and dgamma (+)= sum over rows of dy * h. The gradient of x is dy itself,
 // so the caller records nothing for it: it keeps using dy's tensor as the
 // residual stream's gradient, and the branch's backward adds into it.
-// scratch holds ScratchLen(D) floats for the per-chunk column sums. dh may
+// scratch holds ScratchLen(device, D) floats for the per-chunk column sums. dh may
 // be dy itself (then dy is overwritten).
 func LayerScaleBackward(rec *gpu.Recorder, dh, dgamma, dy, h, gamma, scratch *gpu.Tensor, accumulate bool) error {
 	const op = "layerscale_backward"
@@ -212,10 +212,11 @@ func LayerScaleBackward(rec *gpu.Recorder, dh, dgamma, dy, h, gamma, scratch *gp
 		return err
 	}
 	D := h.Dim(-1)
-	if scratch.Len() < ScratchLen(D) {
-		return shapeErr(rec, op, "scratch %s: want at least %d elements for D = %d", scratch, ScratchLen(D), D)
+	if need := ScratchLen(rec.Device(), D); scratch.Len() < need {
+		return shapeErr(rec, op, "scratch %s: want at least %d elements for D = %d", scratch, need, D)
 	}
-	rpw, groups := rowGrid(rows, partialsFor(rec.Device()), 1)
+	parts := partials(rec.Device(), D)
+	rpw, groups := rowGrid(rows, parts, 1)
 	type data struct {
 		rowKernel
 		InPlace bool
@@ -232,7 +233,7 @@ func LayerScaleBackward(rec *gpu.Recorder, dh, dgamma, dy, h, gamma, scratch *gp
 	if err := rec.Dispatch(k, [3]uint32{uint32(groups), 1, 1}, params, bufs...); err != nil {
 		return err
 	}
-	return sumPartials(rec, scratch, groups, D, accumulate, dgamma)
+	return sumPartials(rec, scratch, parts, groups, D, accumulate, dgamma)
 }
 
 // Fill records y = v in every element (zeroing gradients, constant upstream

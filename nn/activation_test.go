@@ -142,6 +142,11 @@ func TestScaleLargeGrid(t *testing.T) {
 }
 
 func TestLayerScale(t *testing.T) {
+	testLayerScale(t)
+	forPartials(t, testLayerScale)
+}
+
+func testLayerScale(t *testing.T) {
 	rng := rand.New(rand.NewPCG(39, 40))
 	for i, s := range [][2]int{{1, 1}, {1, 3}, {5, 385}, {300, 7}, {130, 384}} {
 		rows, D := s[0], s[1]
@@ -164,7 +169,7 @@ func TestLayerScale(t *testing.T) {
 			}
 			rec := dev.Record()
 			require.NoError(t, LayerScale(rec, y, x, h, gamma))
-			require.NoError(t, LayerScaleBackward(rec, dh, dgamma, dy, h, gamma, zeros(t, ScratchLen(D)), accumulate))
+			require.NoError(t, LayerScaleBackward(rec, dh, dgamma, dy, h, gamma, zeros(t, ScratchLen(dev, D)), accumulate))
 			run(t, rec)
 			wdh, wdg := ref.LayerScaleBackward(dy64, h64, g64)
 			if accumulate {
@@ -204,7 +209,7 @@ func TestActivationBadInputs(t *testing.T) {
 	require.ErrorContains(t, Scale(dev.Record(), x, nil, 1), "scale: tensor x is nil")
 	require.ErrorContains(t, LayerScale(dev.Record(), x, x, x, zeros(t, 3)), "layerscale: h [3x5], gamma [3]: gamma must have 5 elements")
 	err := LayerScaleBackward(dev.Record(), x, zeros(t, 5), x, x, zeros(t, 5), zeros(t, 5), false)
-	require.ErrorContains(t, err, "layerscale_backward: scratch [5]: want at least 10240 elements for D = 5")
-	err = LayerScaleBackward(dev.Record(), x, zeros(t, 4), x, x, zeros(t, 5), zeros(t, 10240), false)
+	require.ErrorContains(t, err, fmt.Sprintf("layerscale_backward: scratch [5]: want at least %d elements for D = 5", ScratchLen(dev, 5)))
+	err = LayerScaleBackward(dev.Record(), x, zeros(t, 4), x, x, zeros(t, 5), zeros(t, ScratchLen(dev, 5)), false)
 	require.ErrorContains(t, err, "layerscale_backward: x [3x5], dgamma [4]: dgamma must have 5 elements (one per channel)")
 }

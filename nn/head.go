@@ -161,7 +161,7 @@ func (h *DINOHead) NewActs(R int, train bool) (*HeadActs, error) {
 	a.wn, a.vnorm, a.dWn = h.wn, h.vnorm, h.dWn
 	a.raw, a.Logits, a.DLogits = backward(R, K), t(R, K), backward(R, K)
 	a.dZn, a.dZ = backward(R, Bn), backward(R, Bn)
-	a.scratch = t(ScratchLen(K))
+	a.scratch = t(ScratchLen(h.dev, K))
 	if err != nil {
 		a.Release()
 		return nil, fmt.Errorf("dino head: activations for %d rows: %w", R, err)

@@ -2,26 +2,35 @@ package nn
 
 import "github.com/webdino/webdino/gpu"
 
-// maxPartials bounds the row chunks whose per-column partial sums
+// partials is the number of row chunks whose per-column partial sums
 // LayerNormBackward and LayerScaleBackward keep in their scratch tensor
-// before adding them up (WGSL has no float atomics).
-const maxPartials = 1024
-
-// partialsFor is the number of row chunks on d: 64 on a CPU (lavapipe),
-// maxPartials on a GPU, where 64 workgroups of 64 invocations each walking
-// 130 rows left an H100 mostly idle (386 µs for LayerScale's gradient of a
-// 8224 x 384 tensor, 14 µs of memory traffic).
-func partialsFor(d *gpu.Device) int {
-	if d.Info().IsCPU() {
+// before adding them up (WGSL has no float atomics), for rows of D on d: 64
+// on a CPU (lavapipe); on a GPU enough that chunks x D/4 columns make about
+// 64k invocations, between 64 and 1024 chunks. A multiple of 64, so that the
+// second output's block of scratch starts 256-byte aligned. (64 workgroups of 64
+// invocations each walking 130 rows left an H100 mostly idle: 386 µs for
+// LayerScale's gradient of a 8224 x 384 tensor, 14 µs of memory traffic.)
+func partials(d *gpu.Device, D int) int {
+	switch {
+	case partialsOverride > 0:
+		return partialsOverride
+	case d.Info().IsCPU():
 		return 64
 	}
-	return maxPartials
+	return gpuPartials(D)
 }
 
+// gpuPartials is partials on a GPU.
+func gpuPartials(D int) int { return min(1024, max(64, 262144/max(D, 1)/64*64)) }
+
+// partialsOverride, when set (by tests), replaces partials' choice.
+var partialsOverride int
+
 // ScratchLen is the number of floats of scratch LayerNormBackward and
-// LayerScaleBackward need for rows of D channels. One scratch tensor, in a
-// buffer of its own, can serve every such call of a recording in turn.
-func ScratchLen(D int) int { return 2 * maxPartials * D }
+// LayerScaleBackward need on d for rows of D channels. One scratch tensor,
+// in a buffer of its own, can serve every such call of a recording in turn
+// (calls with fewer channels need no more).
+func ScratchLen(d *gpu.Device, D int) int { return 2 * partials(d, D) * D }
 
 // rowArgs checks that each tensor in ts holds one value per channel of x's
 // last axis, or one per row where perRow says so; it returns the row count.
@@ -90,22 +99,23 @@ func LayerNormBackward(rec *gpu.Recorder, dx, dgamma, dbeta, dy, x, gamma, mean,
 		return err
 	}
 	D := x.Dim(-1)
-	if o.Scratch.Len() < ScratchLen(D) {
-		return shapeErr(rec, op, "scratch %s: want at least %d elements for D = %d", o.Scratch, ScratchLen(D), D)
+	if need := ScratchLen(rec.Device(), D); o.Scratch.Len() < need {
+		return shapeErr(rec, op, "scratch %s: want at least %d elements for D = %d", o.Scratch, need, D)
 	}
 	k := rowKernel{Vec4: D%4 == 0, Accumulate: o.AccumulateDX}
 	if err := rowDispatch(rec, op, k, rows, D, 0, []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite},
 		dy, x, gamma, mean, rstd, dx); err != nil {
 		return err
 	}
-	rpw, groups := rowGrid(rows, partialsFor(rec.Device()), 1)
+	parts := partials(rec.Device(), D)
+	rpw, groups := rowGrid(rows, parts, 1)
 	pk := gpu.Kernel{Name: "layernorm_param_grads", Data: rowKernel{WG: colWG, Vec4: D%4 == 0},
 		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}}
-	params := []uint32{gpu.U32(rows), gpu.U32(D), gpu.U32(rpw), gpu.U32(maxPartials)}
+	params := []uint32{gpu.U32(rows), gpu.U32(D), gpu.U32(rpw), gpu.U32(parts)}
 	if err := rec.Dispatch(pk, [3]uint32{uint32(groups), 1, 1}, params, dy, x, mean, rstd, o.Scratch); err != nil {
 		return err
 	}
-	return sumPartials(rec, o.Scratch, groups, D, o.AccumulateParams, dgamma, dbeta)
+	return sumPartials(rec, o.Scratch, parts, groups, D, o.AccumulateParams, dgamma, dbeta)
 }
 
 // colWG is the workgroup size of the kernels whose lanes own columns and
@@ -114,10 +124,10 @@ func LayerNormBackward(rec *gpu.Recorder, dx, dgamma, dbeta, dy, x, gamma, mean,
 const colWG = 64
 
 // sumPartials adds up the groups rows of partial sums that a kernel left in
-// consecutive [partials, D] blocks of scratch, one block per output.
-func sumPartials(rec *gpu.Recorder, scratch *gpu.Tensor, groups, D int, accumulate bool, outs ...*gpu.Tensor) error {
+// consecutive [parts, D] blocks of scratch, one block per output.
+func sumPartials(rec *gpu.Recorder, scratch *gpu.Tensor, parts, groups, D int, accumulate bool, outs ...*gpu.Tensor) error {
 	for i, out := range outs {
-		part, err := scratch.View(i*maxPartials*D, groups, D)
+		part, err := scratch.View(i*parts*D, groups, D)
 		if err != nil {
 			return rec.Fail(err)
 		}

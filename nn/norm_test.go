@@ -46,7 +46,22 @@ func forLayouts(t *testing.T, f func(t *testing.T)) {
 	}
 }
 
-func TestLayerNorm(t *testing.T) { forLayouts(t, testLayerNorm) }
+func TestLayerNorm(t *testing.T) {
+	forLayouts(t, testLayerNorm)
+	forPartials(t, testLayerNorm)
+}
+
+// forPartials runs f with the parameter gradients summed in 128 and in 1024
+// row chunks (a GPU's counts), besides the device's count.
+func forPartials(t *testing.T, f func(t *testing.T)) {
+	for _, p := range []int{128, 1024} {
+		t.Run(fmt.Sprint("partials", p), func(t *testing.T) {
+			partialsOverride = p
+			defer func() { partialsOverride = 0 }()
+			f(t)
+		})
+	}
+}
 
 func testLayerNorm(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
@@ -73,7 +88,7 @@ func testLayerNorm(t *testing.T) {
 			rec := dev.Record()
 			require.NoError(t, LayerNorm(rec, y, mean, rstd, x, gamma, upload(t, b32, D), eps))
 			require.NoError(t, LayerNormBackward(rec, dx, dgamma, dbeta, upload(t, dy32, rows, D), x, gamma, mean, rstd,
-				LayerNormBackwardOpts{Scratch: zeros(t, ScratchLen(D)), AccumulateDX: accumulate, AccumulateParams: accumulate}))
+				LayerNormBackwardOpts{Scratch: zeros(t, ScratchLen(dev, D)), AccumulateDX: accumulate, AccumulateParams: accumulate}))
 			run(t, rec)
 			wy, wm, wr := ref.LayerNorm(x64, g64, b64, D, eps)
 			wdx, wdg, wdb := ref.LayerNormBackward(dy64, x64, g64, wm, wr, D)
@@ -105,7 +120,7 @@ func TestLayerNormBackwardSharesScratch(t *testing.T) {
 	x, gamma, dy := upload(t, x32, rows, D), upload(t, g32, D), upload(t, dy32, rows, D)
 	y, mean, rstd := zeros(t, rows, D), zeros(t, rows), zeros(t, rows)
 	dx, dgamma, dbeta := zeros(t, rows, D), zeros(t, D), zeros(t, D)
-	o := LayerNormBackwardOpts{Scratch: zeros(t, ScratchLen(D)), AccumulateDX: true, AccumulateParams: true}
+	o := LayerNormBackwardOpts{Scratch: zeros(t, ScratchLen(dev, D)), AccumulateDX: true, AccumulateParams: true}
 	rec := dev.Record()
 	require.NoError(t, LayerNorm(rec, y, mean, rstd, x, gamma, zeros(t, D), 1e-6))
 	require.NoError(t, LayerNormBackward(rec, dx, dgamma, dbeta, dy, x, gamma, mean, rstd, o))
@@ -242,7 +257,7 @@ func TestNormBadInputs(t *testing.T) {
 	err = LayerNorm(dev.Record(), zeros(t, 3, 5), nil, zeros(t, 3), x, g, g, 1e-6)
 	require.ErrorContains(t, err, "layernorm: tensor mean is nil")
 	err = LayerNormBackward(dev.Record(), x, g, g, zeros(t, 3, 5), x, g, zeros(t, 3), zeros(t, 3), LayerNormBackwardOpts{Scratch: zeros(t, 64)})
-	require.ErrorContains(t, err, "layernorm_backward: scratch [64]: want at least 10240 elements for D = 5")
+	require.ErrorContains(t, err, fmt.Sprintf("layernorm_backward: scratch [64]: want at least %d elements for D = 5", ScratchLen(dev, 5)))
 	err = LayerNormBackward(dev.Record(), x, g, g, zeros(t, 3, 4), x, g, zeros(t, 3), zeros(t, 3), LayerNormBackwardOpts{})
 	require.ErrorContains(t, err, "layernorm_backward: tensor scratch is nil")
 	err = Softmax(dev.Record(), zeros(t, 5, 3), x, 1)
@@ -255,4 +270,12 @@ func TestNormBadInputs(t *testing.T) {
 	require.ErrorContains(t, err, "l2_normalize: x [3x5], norm [5]: norm must have 3 elements (one per row)")
 	err = L2NormalizeBackward(dev.Record(), x, x, zeros(t, 3, 4), zeros(t, 3), 1e-6, false)
 	require.ErrorContains(t, err, "l2_normalize_backward: y [3x4], dy [3x5], dx [3x5]: dy and dx must match y")
+}
+
+func TestGPUPartials(t *testing.T) {
+	for D, want := range map[int]int{1: 1024, 64: 1024, 384: 640, 768: 320, 2048: 128, 65536: 64} {
+		got := gpuPartials(D)
+		require.Equal(t, want, got, "D = %d", D)
+		require.Zero(t, got*D*4%256, "D = %d: the second block must start 256-byte aligned", D)
+	}
 }

@@ -64,7 +64,7 @@ type blockGrads struct {
 	Scratch         *gpu.Tensor // column-sum partials of LayerNorm / LayerScale
 }
 
-func newBlockGrads(t func(...int) *gpu.Tensor, c ViTConfig, B, T int) blockGrads {
+func newBlockGrads(d *gpu.Device, t func(...int) *gpu.Tensor, c ViTConfig, B, T int) blockGrads {
 	D := c.EmbedDim
 	pre := c.MLPHidden
 	if c.FFN == FFNSwiGLU {
@@ -73,7 +73,7 @@ func newBlockGrads(t func(...int) *gpu.Tensor, c ViTConfig, B, T int) blockGrads
 	return blockGrads{
 		Ln: t(B, T, D), QKV: t(B, T, 3*D), Att: t(B, T, D), H: t(B, T, D), Drop: t(B, T, D),
 		Pre: t(B, T, pre), Hid: t(B, T, c.MLPHidden),
-		Attn: NewAttnGrads(t, B, T, c.Heads, c.HeadDim()), Scratch: t(ScratchLen(D)),
+		Attn: NewAttnGrads(t, B, T, c.Heads, c.HeadDim()), Scratch: t(ScratchLen(d, D)),
 	}
 }
 

@@ -81,7 +81,7 @@ func (m *ViT) NewActs(B, h, w int, train bool, intermediate int) (*ViTActs, erro
 		}
 		a.DNormed, a.dx, a.dsum, a.dpe = t(B, T, D), t(B, T, D), t(T, D), t(B, N, D)
 		a.dmask = t(N, D)
-		a.grads = newBlockGrads(t, c, B, T)
+		a.grads = newBlockGrads(m.dev, t, c, B, T)
 	} else {
 		x := t(B, T, D)
 		a.X = []*gpu.Tensor{x}
