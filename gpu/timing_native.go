@@ -72,8 +72,10 @@ func (r *Recorder) stampChunk(p *Profile, ops []op) error {
 		return err
 	}
 	defer result.Buf.Release()
+	names := make([]string, len(ops))
 	for i, o := range ops {
-		one, _ := r.single(o)
+		var one *Recorder
+		one, names[i] = r.single(o)
 		if err := one.submit(&timestamps{set: set, first: uint32(2 * i)}); err != nil {
 			return err
 		}
@@ -99,10 +101,9 @@ func (r *Recorder) stampChunk(p *Profile, ops []op) error {
 	if err != nil {
 		return err
 	}
-	for i, o := range ops {
+	for i, name := range names {
 		t0 := uint64(words[4*i]) | uint64(words[4*i+1])<<32
 		t1 := uint64(words[4*i+2]) | uint64(words[4*i+3])<<32
-		_, name := r.single(o)
 		p.add(name, time.Duration(t1-min(t0, t1)))
 	}
 	return nil
