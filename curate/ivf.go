@@ -232,38 +232,41 @@ func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eva
 	for i := range out.Index {
 		out.Index[i], out.Similar[i] = -1, float32(math.Inf(-1))
 	}
+	sizes := make([]int, len(ix.list))
+	for l, L := range ix.list {
+		sizes[l] = L.size
+	}
+	items := ivfItems(byList, sizes, ivfBudget)
 	g := 64 / gcd(d, 64)
 	align := func(x, a int) int { return (x + a - 1) / a * a }
-	for l0 := 0; l0 < len(ix.list); {
+	for i0 := 0; i0 < len(items); {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		// A batch of lists: gathered queries, scores, top-k segments.
-		type seg struct{ l, q, s, o int }
+		// A batch of items: gathered queries, scores, top-k segments.
+		type seg struct {
+			l, q, s, o int
+			qs         []int
+		}
 		var segs []seg
 		qRows, sLen, oLen := 0, 0, 0
-		l1 := l0
-		for ; l1 < len(ix.list); l1++ {
-			m := len(byList[l1])
-			if m == 0 {
-				continue
-			}
-			sz := align(m*ix.list[l1].size, 64)
+		i1 := i0
+		for ; i1 < len(items); i1++ {
+			it := items[i1]
+			m := len(it.qs)
+			sz := align(m*ix.list[it.l].size, 64)
 			if len(segs) > 0 && sLen+sz > ivfBudget {
 				break
 			}
-			segs = append(segs, seg{l1, qRows, sLen, oLen})
+			segs = append(segs, seg{it.l, qRows, sLen, oLen, it.qs})
 			qRows += align(m, g)
 			sLen += sz
 			oLen += align(m*k, 64)
 		}
-		l0 = l1
-		if len(segs) == 0 {
-			continue
-		}
+		i0 = i1
 		gathered := make([]float32, qRows*d)
 		for _, s := range segs {
-			for j, q := range byList[s.l] {
+			for j, q := range s.qs {
 				copy(gathered[(s.q+j)*d:], query[q*d:(q+1)*d])
 			}
 		}
@@ -273,7 +276,7 @@ func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eva
 			}
 			rec := ix.dev.Record()
 			for _, s := range segs {
-				m, L := len(byList[s.l]), ix.list[s.l]
+				m, L := len(s.qs), ix.list[s.l]
 				kk := min(k, L.size)
 				q, _ := t[0].View(s.q*d, m, d)
 				sc, _ := t[1].View(s.s, m, L.size)
@@ -297,7 +300,7 @@ func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eva
 			for _, s := range segs {
 				L := ix.list[s.l]
 				kk := min(k, L.size)
-				for j, q := range byList[s.l] {
+				for j, q := range s.qs {
 					at := s.o + j*kk
 					ids := idxs[at : at+kk]
 					for c, p := range ids {
@@ -313,6 +316,29 @@ func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eva
 		}
 	}
 	return out, nil
+}
+
+// ivfItem is a list and some of the queries that probe it.
+type ivfItem struct {
+	l  int
+	qs []int
+}
+
+// ivfItems splits the queries of each list (byList[l], against sizes[l]
+// rows) into items of at most budget scores, or one query where a single
+// one exceeds it: a popular list can draw most of the queries, and its
+// scores must still fit a storage binding.
+func ivfItems(byList [][]int, sizes []int, budget int) []ivfItem {
+	var items []ivfItem
+	for l, qs := range byList {
+		per := max(1, budget/max(sizes[l], 1))
+		for len(qs) > 0 {
+			n := min(per, len(qs))
+			items = append(items, ivfItem{l, qs[:n]})
+			qs = qs[n:]
+		}
+	}
+	return items
 }
 
 // Recall is the fraction of the exact top-k (per query) that approx found.

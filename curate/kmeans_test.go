@@ -184,3 +184,40 @@ func TestKMeansRestartsKeepLeastInertia(t *testing.T) {
 	require.Equal(t, least.Centroids, best.Centroids, "restarts keep the fit of least inertia among seeds 7..10")
 	require.Less(t, best.Inertia, fits[0].Inertia, "the seeds must reach different optima, or this test proves nothing")
 }
+
+func TestIVFSplitsAPopularList(t *testing.T) {
+	// One list of 5000 rows probed by all 2000 queries: 10M scores, more
+	// than one submission's budget (and, at scale, than a binding holds),
+	// so the list's queries go in several batches; the result is exact.
+	rng := rand.New(rand.NewPCG(13, 14))
+	const n, nq, d = 5000, 2000, 8
+	require.Greater(t, n*nq, ivfBudget)
+	x := blobs(rng, n+nq, d, 5)
+	eval.Normalize(x, d)
+	base, query := x[:n*d], x[n*d:]
+	ix, err := BuildIVF(context.Background(), dev, base, d, IVFOpts{Lists: 1, Seed: 1})
+	require.NoError(t, err)
+	defer ix.Release()
+	exact, err := SearchAll(context.Background(), dev, Mat{query, d}, Mat{base, d}, SearchOpts{K: 5})
+	require.NoError(t, err)
+	got, err := ix.Search(context.Background(), query, 5, 1)
+	require.NoError(t, err)
+	require.Equal(t, 1.0, Recall(exact, got, 5))
+	for i := range exact.Similar {
+		require.InDelta(t, exact.Similar[i], got.Similar[i], 1e-6)
+	}
+}
+
+func TestIVFItemsBoundScores(t *testing.T) {
+	byList := [][]int{{0, 1, 2, 3, 4, 5, 6}, nil, {7}, {8, 9}}
+	sizes := []int{300, 50, 5000, 100}
+	items := ivfItems(byList, sizes, 1000)
+	var got [][]int
+	for _, it := range items {
+		require.True(t, len(it.qs) == 1 || len(it.qs)*sizes[it.l] <= 1000, "item %+v over the budget", it)
+		got = append(got, append([]int{it.l}, it.qs...))
+	}
+	// List 0: 3 queries (900 scores) a batch; list 2 exceeds the budget with
+	// one query and goes alone; every query appears once.
+	require.Equal(t, [][]int{{0, 0, 1, 2}, {0, 3, 4, 5}, {0, 6}, {2, 7}, {3, 8, 9}}, got)
+}

@@ -204,8 +204,10 @@ func measureCurate(dev *gpu.Device, s curateSizes, stderr io.Writer) ([]curateRe
 	return res, nil
 }
 
-// numpyKNNScript times exact top-k by blocks of 1024 queries: matmul,
-// argpartition, sort of the k. Prints seconds.
+// numpyKNNScript times exact top-k by blocks of at most 1024 queries and
+// 64M scores (a 1M pool: 64 queries; whole blocks of 1024 were 4 GB of
+// scores plus argpartition's copies, and the kernel killed the process):
+// matmul, argpartition, sort of the k. Prints seconds.
 const numpyKNNScript = `
 import sys, time
 import numpy as np
@@ -213,9 +215,10 @@ n, q, d, k = map(int, sys.argv[1:5])
 rng = np.random.default_rng(0)
 p = rng.standard_normal((n, d), dtype=np.float32)
 x = rng.standard_normal((q, d), dtype=np.float32)
+b = max(1, min(1024, (1 << 26) // n))  # query rows a block: 256 MB of scores
 t = time.perf_counter()
-for i in range(0, q, 1024):
-    s = x[i:i+1024] @ p.T
+for i in range(0, q, b):
+    s = x[i:i+b] @ p.T
     top = np.argpartition(-s, k, axis=1)[:, :k]
     v = np.take_along_axis(s, top, 1)
     o = np.argsort(-v, axis=1)
