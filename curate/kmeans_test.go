@@ -134,17 +134,23 @@ func TestFixedPointScatterNegative(t *testing.T) {
 	require.InDelta(t, (-1+0.75+1e-6-0.5-1e-6-0.25)/6, km.Centroids[0], 1e-8)
 }
 
-func TestIVFRecall(t *testing.T) {
-	rng := rand.New(rand.NewPCG(11, 12))
-	const n, nq, d = 6000, 300, 36
-	x := blobs(rng, n+nq, d, 40)
+// ivfFixture indexes n unit vectors of d around c centres in lists lists
+// and returns the index (released with the test), nq more as queries and
+// their exact top k.
+func ivfFixture(t *testing.T, rng *rand.Rand, n, nq, d, c, lists, k int) (*IVF, []float32, *eval.Neighbours) {
+	x := blobs(rng, n+nq, d, c)
 	eval.Normalize(x, d)
 	base, query := x[:n*d], x[n*d:]
-	ix, err := BuildIVF(context.Background(), dev, base, d, IVFOpts{Lists: 64, Seed: 1})
+	ix, err := BuildIVF(context.Background(), dev, base, d, IVFOpts{Lists: lists, Seed: 1})
 	require.NoError(t, err)
-	defer ix.Release()
-	exact, err := SearchAll(context.Background(), dev, Mat{query, d}, Mat{base, d}, SearchOpts{K: 10})
+	t.Cleanup(ix.Release)
+	exact, err := SearchAll(context.Background(), dev, Mat{query, d}, Mat{base, d}, SearchOpts{K: k})
 	require.NoError(t, err)
+	return ix, query, exact
+}
+
+func TestIVFRecall(t *testing.T) {
+	ix, query, exact := ivfFixture(t, rand.New(rand.NewPCG(11, 12)), 6000, 300, 36, 40, 64, 10)
 	prev := 0.0
 	for _, np := range []int{1, 4, 16, 64} {
 		got, err := ix.Search(context.Background(), query, 10, np)
@@ -189,17 +195,9 @@ func TestIVFSplitsAPopularList(t *testing.T) {
 	// One list of 5000 rows probed by all 2000 queries: 10M scores, more
 	// than one submission's budget (and, at scale, than a binding holds),
 	// so the list's queries go in several batches; the result is exact.
-	rng := rand.New(rand.NewPCG(13, 14))
-	const n, nq, d = 5000, 2000, 8
+	const n, nq = 5000, 2000
 	require.Greater(t, n*nq, ivfBudget)
-	x := blobs(rng, n+nq, d, 5)
-	eval.Normalize(x, d)
-	base, query := x[:n*d], x[n*d:]
-	ix, err := BuildIVF(context.Background(), dev, base, d, IVFOpts{Lists: 1, Seed: 1})
-	require.NoError(t, err)
-	defer ix.Release()
-	exact, err := SearchAll(context.Background(), dev, Mat{query, d}, Mat{base, d}, SearchOpts{K: 5})
-	require.NoError(t, err)
+	ix, query, exact := ivfFixture(t, rand.New(rand.NewPCG(13, 14)), n, nq, 8, 5, 1, 5)
 	got, err := ix.Search(context.Background(), query, 5, 1)
 	require.NoError(t, err)
 	require.Equal(t, 1.0, Recall(exact, got, 5))
