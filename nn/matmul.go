@@ -175,6 +175,14 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	params := func(vec int) []uint32 {
 		return []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), gpu.U32(strideA / vec), gpu.U32(strideB / vec), gpu.U32(M * N)}
 	}
+	// The axis each operand is contiguous along, which vec4 reads run along.
+	alongA, alongB := K, N
+	if o.TransA {
+		alongA = M
+	}
+	if o.TransB {
+		alongB = K
+	}
 	if t == (Tiling{}) {
 		t = DefaultTiling(rec.Device(), o)
 	}
@@ -185,13 +193,6 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 			Contig, Prefetch, Vec  bool
 			TransA, TransB         bool
 			epilogue
-		}
-		alongA, alongB := K, N
-		if o.TransA {
-			alongA = M
-		}
-		if o.TransB {
-			alongB = K
 		}
 		vec := t.Vec && alongA%4 == 0 && alongB%4 == 0 && a.Off%16 == 0 && b.Off%16 == 0
 		d := data{Tile: t.Tile, BK: t.BK, Pad: 1, Fetches: t.Tile * t.BK / 16, Idx: seq(t.Tile), Contig: t.Contig, Prefetch: t.Prefetch,
@@ -222,13 +223,6 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	}
 	// matmul_vec4 needs the dimension each operand's vec4 runs along to be a
 	// multiple of 4 (see shaders/matmul.wgsl).
-	alongA, alongB := K, N
-	if o.TransA {
-		alongA = M
-	}
-	if o.TransB {
-		alongB = K
-	}
 	if alongA%4 == 0 && alongB%4 == 0 {
 		t := mmTiles[b2i(o.TransA)][b2i(o.TransB)]
 		type data struct {
