@@ -59,6 +59,8 @@ type Device struct {
 
 	timestamps bool   // the device supports timestamp queries
 	jsQueue    func() // js only: waits for queue.onSubmittedWorkDone
+	// jsWrite (js only) replaces queue.WriteBuffer; see open_js.go.
+	jsWrite func(buf *wgpu.Buffer, offset uint64, data []byte)
 
 	uniform     *wgpu.Buffer // parameter arena shared by recordings
 	uniformSize uint64

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"syscall/js"
+	"unsafe"
 
 	"github.com/cogentcore/webgpu/jsx"
 	"github.com/cogentcore/webgpu/wgpu"
@@ -79,5 +80,24 @@ func Open() (*Device, error) {
 	queue := dev.Get("queue")
 	wait := func() { jsx.Await(queue.Call("onSubmittedWorkDone")) }
 	return &Device{dev: &wd, queue: wd.GetQueue(), info: info, limits: limits, shaders: set,
-		kernels: map[string]*compiled{}, jsQueue: wait}, nil
+		kernels: map[string]*compiled{}, jsQueue: wait, jsWrite: writeFunc(queue)}, nil
 }
+
+// writeFunc returns queue.writeBuffer from a JS-owned copy of the data.
+// wgpu v0.23's Queue.WriteBuffer passes a view of the wasm memory and then
+// boxes an argument, which can grow the memory and detach the view: Chromium
+// then throws "Number of bytes to write is too large" (seen in about one
+// load of the demo model in three). js.CopyBytesToJS reads Go memory at
+// once, so nothing can move under it.
+func writeFunc(queue js.Value) func(buf *wgpu.Buffer, offset uint64, data []byte) {
+	u8 := js.Global().Get("Uint8Array")
+	return func(buf *wgpu.Buffer, offset uint64, data []byte) {
+		arr := u8.New(len(data))
+		js.CopyBytesToJS(arr, data)
+		queue.Call("writeBuffer", bufferJS(buf), float64(offset), arr)
+	}
+}
+
+// bufferJS is buf's GPUBuffer. wgpu.Buffer (v0.23.0, the version go.mod
+// pins) holds exactly that js.Value and exports no way to get it.
+func bufferJS(buf *wgpu.Buffer) js.Value { return *(*js.Value)(unsafe.Pointer(buf)) }

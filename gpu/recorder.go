@@ -189,7 +189,7 @@ func (r *Recorder) submit(ts stamper) error {
 	if err != nil {
 		return err
 	}
-	if err := d.queue.WriteBuffer(ubuf, 0, wgpu.ToBytes(r.uniforms)); err != nil {
+	if err := d.writeBuffer(ubuf, 0, wgpu.ToBytes(r.uniforms)); err != nil {
 		return fmt.Errorf("upload kernel parameters: %w", err)
 	}
 	enc, err := d.dev.CreateCommandEncoder(nil)

@@ -180,10 +180,19 @@ func (d *Device) WriteBytes(t *Tensor, data []byte) error {
 	if uint64(len(data)) > t.Bytes() || t.Off+uint64(len(data)) > t.Buf.size {
 		return fmt.Errorf("write %s: %d bytes do not fit", t, len(data))
 	}
-	if err := d.queue.WriteBuffer(t.Buf.buf, t.Off, data); err != nil {
+	if err := d.writeBuffer(t.Buf.buf, t.Off, data); err != nil {
 		return fmt.Errorf("write %s: %w", t, err)
 	}
 	return nil
+}
+
+// writeBuffer queues a write of data into buf at offset.
+func (d *Device) writeBuffer(buf *wgpu.Buffer, offset uint64, data []byte) error {
+	if d.jsWrite != nil {
+		d.jsWrite(buf, offset, data)
+		return nil
+	}
+	return d.queue.WriteBuffer(buf, offset, data)
 }
 
 // Read copies t back to the CPU. It waits for all submitted work.
