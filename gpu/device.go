@@ -67,6 +67,7 @@ type Device struct {
 	release     func()
 	mem         memStats // tensor-buffer bytes allocated (memstats.go)
 	binds       bindCache
+	scratch     scratch  // Scratch's buffers, guarded by mu
 	profile     *Profile // when set, Submit times each op (profile.go)
 }
 
@@ -78,6 +79,7 @@ func (d *Device) Limits() Limits { return d.limits }
 
 // Close releases the device and everything cached on it.
 func (d *Device) Close() {
+	d.releaseScratch()
 	d.mu.Lock()
 	for _, k := range d.kernels {
 		k.release()

@@ -82,6 +82,8 @@ var matmulKernels = []matmulKernel{
 	{"tiled4c", Tiling{Tile: 4, BK: 16, Contig: true}, false}, {"tiled8c", Tiling{Tile: 8, BK: 4, Contig: true}, false},
 	{"tiled8cp", Tiling{Tile: 8, BK: 8, Contig: true, Prefetch: true}, false}, {"tiled4p", Tiling{Tile: 4, BK: 8, Prefetch: true}, false},
 	{"tiled4cpv", Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true}, false}, {"tiled8v", Tiling{Tile: 8, BK: 8, Vec: true}, false},
+	{"tiled4s3", Tiling{Tile: 4, BK: 16, Split: 3}, false},
+	{"tiled4cpvs3", Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true, Split: 3}, false},
 }
 
 type matmulKernel struct {
@@ -157,6 +159,49 @@ func TestMatMulRowScaleBatched(t *testing.T) {
 	requireClose(t, want, read(t, out), mmAtol, mmRtol, "batched row scale")
 	err := MatMul(dev.Record(), out, upload(t, a32, batch, M, K), upload(t, w32, N, K), MatMulOpts{TransB: true, RowScale: zeros(t, M)})
 	require.ErrorContains(t, err, "matmul: row scale [5] for 15 rows")
+}
+
+func TestMatMulSplitKScratchGrows(t *testing.T) {
+	// Two split-K products in one recording, the second needing more
+	// scratch than the first got: the first must still read its own
+	// partial sums (the outgrown buffer stays alive), and both agree with
+	// the reference.
+	rng := rand.New(rand.NewPCG(9, 10))
+	tiling := Tiling{Tile: 4, BK: 16, Split: 4}
+	rec := dev.Record()
+	type product struct {
+		M, N, K int
+		want    []float64
+		out     *gpu.Tensor
+	}
+	ps := []*product{{M: 5, N: 6, K: 200}, {M: 40, N: 33, K: 300}}
+	for _, p := range ps {
+		a64, a32 := randn(rng, p.K*p.M, 1)
+		b64, b32 := randn(rng, p.K*p.N, 1)
+		p.out = zeros(t, p.M, p.N)
+		require.NoError(t, MatMulTiled(rec, p.out, upload(t, a32, p.K, p.M), upload(t, b32, p.K, p.N), MatMulOpts{TransA: true}, tiling))
+		p.want = ref.MatMul(a64, b64, 1, p.M, p.N, p.K, true, false, true)
+	}
+	run(t, rec)
+	for _, p := range ps {
+		requireClose(t, p.want, read(t, p.out), mmAtol, mmRtol, fmt.Sprintf("%dx%dx%d", p.M, p.K, p.N))
+	}
+}
+
+func TestSplitK(t *testing.T) {
+	// A ViT-S/14 weight gradient, dW [1536, 384] over 64 x 257 tokens: 144
+	// blocks of 64 x 64, so 4 parts of 4112 k for 576 workgroups.
+	require.Equal(t, 4, splitK(144, 1536*384, 16448))
+	// [384, 384]: 36 blocks; 15 parts would reach 512 workgroups.
+	require.Equal(t, 15, splitK(36, 384*384, 16448))
+	// Enough workgroups already, or too short a k: no split.
+	require.Equal(t, 1, splitK(600, 1<<20, 1<<20))
+	require.Equal(t, 1, splitK(256, 1024*1024, 1024))
+	require.Equal(t, 3, splitK(198, 2056*384, 1536))
+	require.Equal(t, 1, splitK(4, 64*64, 700))
+	// Capped at 32 parts and at 2^24 partial floats.
+	require.Equal(t, 32, splitK(1, 64*64, 1<<20))
+	require.Equal(t, 2, splitK(1, 1<<23, 1<<20))
 }
 
 func TestPlanBcast(t *testing.T) {
@@ -244,6 +289,7 @@ func TestMatMulTiledBadTiling(t *testing.T) {
 		{Tiling{Tile: 0, BK: 8}, "Tile, BK >= 1"},
 		{Tiling{Tile: 4, BK: 2}, "Tile BK a multiple of 16"},
 		{Tiling{Tile: 4, BK: 4, Vec: true}, "64 and BK of 4 with Vec"},
+		{Tiling{Tile: 4, BK: 16, Split: -1}, "Split >= 0"},
 		{Tiling{Tile: 8, BK: 4096}, "bytes of workgroup memory, over the device's"},
 	} {
 		rec := dev.Record()

@@ -10,7 +10,8 @@ Epilogue: h = AB + bias; preact = h; y = act(h); C = (Accumulate ? C : 0) + rows
 {{define "matmul_bindings"}}
 {{template "gelu_fn" .}}
 // batch0, row_lo, row_hi, tiles and a_off place a matmul_bcast window (see there).
-struct Params { M: u32, N: u32, K: u32, stride_a: u32, stride_b: u32, stride_c: u32, batch0: u32, row_lo: u32, row_hi: u32, tiles: u32, a_off: u32 }
+// k_split and splits shape a split-K product (matmul_tiled with Split, matmul_split_sum).
+struct Params { M: u32, N: u32, K: u32, stride_a: u32, stride_b: u32, stride_c: u32, batch0: u32, row_lo: u32, row_hi: u32, tiles: u32, a_off: u32, k_split: u32, splits: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 {{if .Bias}}@group(0) @binding({{.Bias}}) var<storage, read> bias: array<f32>;{{end}}
@@ -171,10 +172,14 @@ workgroup memory as vec4s (a quarter of the load instructions). With
 Prefetch the next slices are loaded into registers while the current ones
 are multiplied, hiding device-memory latency behind the FMAs. With Vec (each
 operand's contiguous axis a multiple of 4) slices are read from device
-memory as vec4s. lavapipe runs
+memory as vec4s. With Split, the product is batch 1 and workgroup z
+multiplies only k in [z k_split, (z+1) k_split), writing its partial product
+to slice z of C (then a scratch [splits, M, N] with no epilogue) for
+matmul_split_sum to add up: products with few output blocks and a long k
+(weight gradients) then still fill a large GPU. lavapipe runs
 this correctly but slowly (a CPU has no workgroup memory to speak of): it
 takes matmul_bcast and matmul_vec4. Data: Tile, BK, Pad, Fetches, Idx
-(0..Tile-1), Contig, Prefetch, Vec, TransA, TransB and the epilogue fields;
+(0..Tile-1), Contig, Prefetch, Vec, Split, TransA, TransB and the epilogue fields;
 with Vec the strides of A and B are in vec4s.
 */}}
 {{define "matmul_tiled"}}
@@ -187,6 +192,7 @@ with Vec the strides of A and B are in vec4s.
 const BM = {{mul 16 .Tile}}u;
 const BK = {{.BK}}u;
 const AS = BM + {{.Pad}}u; // padded k-row stride of a_tile, in words
+var<private> k_hi: u32; // end of this workgroup's k range
 {{if .Contig}}var<workgroup> a_tile: array<vec4<f32>, {{div (mul .BK (add (mul 16 .Tile) .Pad)) 4}}>; // A[m0 + m, k0 + k] at word k * AS + m
 var<workgroup> b_tile: array<vec4<f32>, {{mul .BK (mul 4 .Tile)}}>;  // B[k0 + k, n0 + n] at word k * BM + n
 fn put_a(w: u32, v: f32) { a_tile[w / 4u][w % 4u] = v; }
@@ -204,13 +210,13 @@ fn b_nk(j: u32) -> vec2<u32> { {{if .TransB}}return vec2(j / (BK / 4u), 4u * (j 
 fn fetch_a(base: u32, m0: u32, k0: u32, j: u32) -> vec4<f32> {
   let m = m0 + a_mk(j).x;
   let k = k0 + a_mk(j).y;
-  if (m >= p.M || k >= p.K) { return vec4<f32>(); }
+  if (m >= p.M || k >= k_hi) { return vec4<f32>(); }
   {{if .TransA}}return a[base + (k * p.M + m) / 4u];{{else}}return a[base + (m * p.K + k) / 4u];{{end}}
 }
 fn fetch_b(base: u32, n0: u32, k0: u32, j: u32) -> vec4<f32> {
   let n = n0 + b_nk(j).x;
   let k = k0 + b_nk(j).y;
-  if (n >= p.N || k >= p.K) { return vec4<f32>(); }
+  if (n >= p.N || k >= k_hi) { return vec4<f32>(); }
   {{if .TransB}}return b[base + (n * p.K + k) / 4u];{{else}}return b[base + (k * p.N + n) / 4u];{{end}}
 }
 fn stage(j: u32, va: vec4<f32>, vb: vec4<f32>) {
@@ -230,13 +236,13 @@ fn b_nk(i: u32) -> vec2<u32> { {{if .TransB}}return vec2(i / BK, i % BK);{{else}
 fn fetch_a(base: u32, m0: u32, k0: u32, i: u32) -> f32 {
   let m = m0 + a_mk(i).x;
   let k = k0 + a_mk(i).y;
-  if (m >= p.M || k >= p.K) { return 0.0; }
+  if (m >= p.M || k >= k_hi) { return 0.0; }
   {{if .TransA}}return a[base + k * p.M + m];{{else}}return a[base + m * p.K + k];{{end}}
 }
 fn fetch_b(base: u32, n0: u32, k0: u32, i: u32) -> f32 {
   let n = n0 + b_nk(i).x;
   let k = k0 + b_nk(i).y;
-  if (n >= p.N || k >= p.K) { return 0.0; }
+  if (n >= p.N || k >= k_hi) { return 0.0; }
   {{if .TransB}}return b[base + n * p.K + k];{{else}}return b[base + k * p.N + n];{{end}}
 }
 fn stage(i: u32, va: f32, vb: f32) {
@@ -251,16 +257,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let base_b = wid.z * p.stride_b;
   let m0 = wid.y * BM;
   let n0 = wid.x * BM;
+  {{if .Split}}let k_lo = wid.z * p.k_split;
+  k_hi = min(p.K, k_lo + p.k_split);{{else}}let k_lo = 0u;
+  k_hi = p.K;{{end}}
   {{range $r := .Idx}}{{range $c := $.Idx}}var acc{{$r}}_{{$c}} = 0.0;
   {{end}}{{end}}
-  {{if .Prefetch}}{{range $l := seq .Fetches}}var ra{{$l}} = fetch_a(base_a, m0, 0u, li + {{mul $l 256}}u);
-  var rb{{$l}} = fetch_b(base_b, n0, 0u, li + {{mul $l 256}}u);
+  {{if .Prefetch}}{{range $l := seq .Fetches}}var ra{{$l}} = fetch_a(base_a, m0, k_lo, li + {{mul $l 256}}u);
+  var rb{{$l}} = fetch_b(base_b, n0, k_lo, li + {{mul $l 256}}u);
   {{end}}{{end}}
-  for (var k0 = 0u; k0 < p.K; k0 += BK) {
+  for (var k0 = k_lo; k0 < k_hi; k0 += BK) {
     {{range $l := seq .Fetches}}{{if $.Prefetch}}stage(li + {{mul $l 256}}u, ra{{$l}}, rb{{$l}});{{else}}stage(li + {{mul $l 256}}u, fetch_a(base_a, m0, k0, li + {{mul $l 256}}u), fetch_b(base_b, n0, k0, li + {{mul $l 256}}u));{{end}}
     {{end}}
     workgroupBarrier();
-    {{if .Prefetch}}if (k0 + BK < p.K) {
+    {{if .Prefetch}}if (k0 + BK < k_hi) {
       {{range $l := seq .Fetches}}ra{{$l}} = fetch_a(base_a, m0, k0 + BK, li + {{mul $l 256}}u);
       rb{{$l}} = fetch_b(base_b, n0, k0 + BK, li + {{mul $l 256}}u);
       {{end}}
@@ -279,6 +288,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let base_c = wid.z * p.stride_c;
   {{range $r := .Idx}}{{range $c := $.Idx}}store_c(base_c, m0 + {{if $.Contig}}lid.y * {{$.Tile}}u + {{$r}}u{{else}}lid.y + {{mul $r 16}}u{{end}}, n0 + {{if $.Contig}}lid.x * {{$.Tile}}u + {{$c}}u{{else}}lid.x + {{mul $c 16}}u{{end}}, acc{{$r}}_{{$c}});
   {{end}}{{end}}
+}
+{{end}}
+
+{{/*
+matmul_split_sum finishes a split-K product: C = epilogue(sum over z of
+partial[z]), partial [splits, M, N] (binding 2 is unused). Invocations run
+over the M N outputs, each adding its splits in order.
+*/}}
+{{define "matmul_split_sum"}}
+{{template "common" .}}
+{{template "matmul_bindings" .}}
+@group(0) @binding(1) var<storage, read> partial: array<f32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat_id(gid, nwg, 256u);
+  if (i >= p.stride_c) { return; }
+  var h = 0.0;
+  for (var z = 0u; z < p.splits; z++) {
+    h += partial[z * p.stride_c + i];
+  }
+  store_c(0u, i / p.N, i % p.N, h);
 }
 {{end}}
 

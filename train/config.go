@@ -150,6 +150,9 @@ func Demo() Config {
 	a := DINOv2Augment()
 	a.GlobalSize, a.LocalSize, a.Locals, a.Patch = 28, 12, 4, 4
 	a.GlobalScale, a.LocalScale = [2]float64{0.4, 1}, [2]float64{0.1, 0.4}
+	// The recipe's blur sigmas (0.1-2 px) are for crops of 224 and 96 px;
+	// both crop sides here are 1/8 of those.
+	a.Sigma = [2]float64{0.1 / 8, 2.0 / 8}
 	c := Recipe(m, 64, 4)
 	c.Model, c.Augment = m, a
 	c.Prototypes, c.HeadHidden, c.Bottleneck = 1024, 256, 64

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/webdino/webdino/gpu"
@@ -181,7 +182,7 @@ func tilingCases(cs []benchCase, tilings []nn.Tiling) []benchCase {
 }
 
 // tilingName writes t as -tilings reads it: TILExBK, then c for Contig, p
-// for Prefetch and v for Vec.
+// for Prefetch, v for Vec and sN for Split N.
 func tilingName(t nn.Tiling) string {
 	s := fmt.Sprintf("%dx%d", t.Tile, t.BK)
 	for _, f := range []struct {
@@ -192,11 +193,14 @@ func tilingName(t nn.Tiling) string {
 			s += f.letter
 		}
 	}
+	if t.Split > 0 {
+		s += fmt.Sprintf("s%d", t.Split)
+	}
 	return s
 }
 
-// parseTilings reads -tilings: comma-separated TILExBK[c][p][v], e.g.
-// 8x8,4x16cpv.
+// parseTilings reads -tilings: comma-separated TILExBK[c][p][v][sN], e.g.
+// 8x8,4x16cpv,4x16cps1.
 func parseTilings(s string) ([]nn.Tiling, error) {
 	var ts []nn.Tiling
 	for _, f := range strings.Split(s, ",") {
@@ -204,11 +208,19 @@ func parseTilings(s string) ([]nn.Tiling, error) {
 			continue
 		}
 		var t nn.Tiling
-		base := strings.TrimRight(f, "cpv")
-		flags := f[len(base):]
+		base := f
+		if i := strings.LastIndexByte(f, 's'); i >= 0 {
+			n, err := strconv.Atoi(f[i+1:])
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("-tilings %q: want sN with N >= 1 parts of k at the end", f)
+			}
+			base, t.Split = f[:i], n
+		}
+		tiles := strings.TrimRight(base, "cpv")
+		flags := base[len(tiles):]
 		t.Contig, t.Prefetch, t.Vec = strings.Contains(flags, "c"), strings.Contains(flags, "p"), strings.Contains(flags, "v")
-		if _, err := fmt.Sscanf(base, "%dx%d", &t.Tile, &t.BK); err != nil || tilingName(t) != f {
-			return nil, fmt.Errorf("-tilings %q: want TILExBK, then c (contiguous), p (prefetch) and v (vec4 loads) if wanted, in that order, e.g. 8x8,4x16cpv", f)
+		if _, err := fmt.Sscanf(tiles, "%dx%d", &t.Tile, &t.BK); err != nil || tilingName(t) != f {
+			return nil, fmt.Errorf("-tilings %q: want TILExBK, then c (contiguous), p (prefetch), v (vec4 loads) and sN (k in N parts) if wanted, in that order, e.g. 8x8,4x16cpv,4x16cps1", f)
 		}
 		ts = append(ts, t)
 	}

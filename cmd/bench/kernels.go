@@ -19,6 +19,7 @@ import (
 type options struct {
 	json    bool
 	quick   bool
+	images  int // the linear and attention cases' batch of 257-token images
 	match   *regexp.Regexp
 	minTime time.Duration
 	maxReps int
@@ -34,6 +35,7 @@ func kernels(args []string, stdout, stderr io.Writer) error {
 	var o options
 	fs.BoolVar(&o.json, "json", false, `print one JSON object per line: {"name","value","unit","peak_ratio"[,"baseline_ratio"]}`)
 	fs.BoolVar(&o.quick, "quick", false, "small shapes and short timings (a smoke test, not a measurement)")
+	fs.IntVar(&o.images, "images", 8, "images of 257 tokens in the linear-layer and attention cases (a training step of 32 images, 2 global crops each: 64)")
 	pattern := fs.String("run", "", "time only the cases whose name matches this regexp (the ceilings always run)")
 	tilings := fs.String("tilings", "", "also time every matmul case through matmul_tiled (the GPU kernel) with each of these tilings, comma-separated TILExBK[c][p][v] (c: contiguous vec4 reads, p: prefetch, v: vec4 loads), e.g. 4x16,8x8,4x16cpv")
 	fs.DurationVar(&o.minTime, "time", time.Second, "time each case for at least this long after a warm-up run")
@@ -58,7 +60,7 @@ would inside a training step. Adapter information goes to stderr.
 Matmul cases are named family/MxKxN for C[M,N] = A[M,K] B[K,N]: matmul is a
 plain square product; linear_fwd (y = x W^T), linear_dx (dx = dy W) and
 linear_dw (dW = dy^T x) are the three products of a ViT-S/14 linear layer
-over 8 images x 257 tokens (-quick: 1 image, narrower layers, 0.1 s per case).
+over -images x 257 tokens (-quick: 1 image, narrower layers, 0.1 s per case).
 
 flags:
 `)
@@ -77,6 +79,9 @@ flags:
 	}
 	if o.tilings, err = parseTilings(*tilings); err != nil {
 		return err
+	}
+	if o.images < 1 {
+		return fmt.Errorf("-images %d: want at least 1", o.images)
 	}
 	if o.quick {
 		o.minTime = min(o.minTime, 100*time.Millisecond)
@@ -126,6 +131,7 @@ type result struct {
 // measure times the ceilings and every selected case.
 func measure(d *gpu.Device, o options, stderr io.Writer) ([]result, error) {
 	sizes := fullSizes
+	sizes.tokens = o.images * 257
 	if o.quick {
 		sizes = quickSizes
 	}

@@ -98,6 +98,7 @@ type options struct {
 	knnTrainN, knnTestN, pcaN                  int
 	batch, epochs, itersPerEpoch, steps        int
 	lr, layerScale, dropPath, tTemp, tMomentum float64
+	koleoWeight, ibotWeight                    float64
 	centering                                  string
 	prototypes, locals, freezeLast             int
 	seed                                       uint64
@@ -137,6 +138,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.dropPath, "drop-path", -1, "stochastic-depth rate of the student's residual branches; -1: the config's (recipe 0.3-0.4, demo 0)")
 	fs.Float64Var(&o.tTemp, "teacher-temp", 0, "final teacher temperature (default: the recipe's 0.07, reached after a warmup from 0.04)")
 	fs.Float64Var(&o.tMomentum, "teacher-momentum", 0, "starting teacher EMA momentum, cosine to 1 (default: the config's; the recipe's 0.992)")
+	fs.Float64Var(&o.koleoWeight, "koleo-weight", -1, "weight of the KoLeo loss; -1: the recipe's 0.1")
+	fs.Float64Var(&o.ibotWeight, "ibot-weight", -1, "weight of the iBOT masked-patch loss (0 turns masking off); -1: the recipe's 1")
 	fs.StringVar(&o.centering, "centering", "", "teacher centering: centering (EMA center) or sinkhorn (default: the config's)")
 	fs.IntVar(&o.prototypes, "prototypes", 0, "prototypes K of the heads (default: the config's)")
 	fs.IntVar(&o.freezeLast, "freeze-last-layer", -1, "iterations the prototype layer stays frozen at the start; -1: the config's (one epoch, at most a tenth of the run)")
@@ -204,6 +207,15 @@ func (o *options) config() (train.Config, error) {
 	}
 	if o.layerScale > 0 {
 		c.LayerScaleInit = o.layerScale
+	}
+	if o.koleoWeight >= 0 {
+		c.KoLeoWeight = o.koleoWeight
+	}
+	if o.ibotWeight >= 0 {
+		c.IBOTWeight = o.ibotWeight
+		if o.ibotWeight == 0 {
+			c.MaskProb = 0
+		}
 	}
 	if o.prototypes > 0 {
 		c.Prototypes = o.prototypes
