@@ -217,8 +217,8 @@ function wire() {
     const isModel = modelExt.test(file.name);
     act(isModel ? 'Loading the model' : 'Running', async () => {
       // A model is copied into WebAssembly memory (4 GB at most) and decoded
-      // there, taking about twice its file size while it loads.
-      if (file.size > 1.5e9) throw new Error(`${file.name} is ${(file.size / 1e9).toFixed(1)} GB: too large for the page's WebAssembly memory (ViT-L and larger do not fit); use the native tools (cmd/embed)`);
+      // there: its head says first whether that can work.
+      if (isModel) await webdinoGo.checkModel(file.name, new Uint8Array(await file.slice(0, 65536).arrayBuffer()), file.size);
       const bytes = new Uint8Array(await file.arrayBuffer());
       if (isModel) await loadModel(file.name, bytes);
       else await setImage(file.name, bytes);

@@ -80,6 +80,33 @@ func TestRoundTrip(t *testing.T) {
 	require.Len(t, entries, 1, "the temporary file must be renamed away")
 }
 
+func TestPeekConfig(t *testing.T) {
+	c := tinyCheckpoint(true)
+	b, err := Encode(c)
+	require.NoError(t, err)
+	// The config is all in the first few hundred bytes.
+	for _, n := range []int{400, len(b)} {
+		cfg, err := PeekConfig(b[:n])
+		require.NoError(t, err, "head of %d bytes", n)
+		require.Equal(t, c.Config, cfg)
+	}
+	_, err = PeekConfig(b[:60])
+	require.ErrorContains(t, err, "ckpt: the first 60 bytes end before the model config")
+	_, err = PeekConfig([]byte("PK\x03\x04 a zip"))
+	require.ErrorContains(t, err, "not a webdino checkpoint")
+	// A config whose weights would need far more bytes than follow is still
+	// read: the caller decides whether the model fits before loading more.
+	big := nn.ViTConfig{PatchSize: 14, InChans: 3, EmbedDim: 1536, Depth: 40, Heads: 24, MLPHidden: 4096,
+		FFN: nn.FFNSwiGLU, PosGrid: 37, LayerScale: true, QKVBias: true, LNEps: 1e-6}
+	var buf bytes.Buffer
+	require.NoError(t, WriteHeader(&buf, big, 4))
+	cfg, err := PeekConfig(buf.Bytes())
+	require.NoError(t, err)
+	require.Equal(t, big, cfg)
+	_, err = Decode(buf.Bytes())
+	require.ErrorContains(t, err, "parameters (at least")
+}
+
 func TestWriteRefusesInconsistentCheckpoints(t *testing.T) {
 	cases := []struct {
 		edit func(c *Checkpoint)

@@ -29,11 +29,28 @@ func Decode(b []byte) (*Checkpoint, error) {
 // start with "ckpt:" and say where in the file the problem is; ReadFile adds
 // the file name.
 func Read(r io.Reader, size int64) (*Checkpoint, error) {
-	c, err := read(r, size)
+	c, err := read(r, size, false)
 	if err != nil {
 		return nil, fmt.Errorf("ckpt: %w", err)
 	}
 	return c, nil
+}
+
+// PeekConfig reads the model config from the start of a checkpoint file
+// (webdino writes it in the first few hundred bytes), so that a caller can
+// refuse a model too large for it before reading the rest: the browser
+// viewer checks a file's head before copying gigabytes into WebAssembly
+// memory. An error says the head is not a webdino checkpoint, or is too
+// short to hold the config.
+func PeekConfig(head []byte) (nn.ViTConfig, error) {
+	c, err := read(bytes.NewReader(head), math.MaxInt64, true)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nn.ViTConfig{}, fmt.Errorf("ckpt: the first %d bytes end before the model config", len(head))
+		}
+		return nn.ViTConfig{}, fmt.Errorf("ckpt: %w", err)
+	}
+	return c.Config, nil
 }
 
 // counter counts the bytes the msgpack decoder consumes. It is an
@@ -72,7 +89,9 @@ type decoder struct {
 	buf  []byte
 }
 
-func read(r io.Reader, size int64) (*Checkpoint, error) {
+// read reads a checkpoint of size bytes or, with configOnly, returns as
+// soon as the config is read (size then need not be known).
+func read(r io.Reader, size int64, configOnly bool) (*Checkpoint, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
 	head, _ := br.Peek(8)
 	if len(head) == 0 {
@@ -124,7 +143,9 @@ func read(r io.Reader, size int64) (*Checkpoint, error) {
 		seen[key] = true
 		switch key {
 		case "config":
-			c.Config, err = d.config()
+			if c.Config, err = d.config(); err == nil && configOnly {
+				return c, nil
+			}
 		case "tensors":
 			if !seen["config"] {
 				return nil, errors.New(`"tensors" comes before "config"`)
@@ -140,6 +161,9 @@ func read(r io.Reader, size int64) (*Checkpoint, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", key, err)
 		}
+	}
+	if configOnly {
+		return nil, errors.New(`no "config" field`)
 	}
 	for _, k := range []string{"config", "tensors"} {
 		if !seen[k] {

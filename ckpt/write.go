@@ -22,6 +22,26 @@ func Encode(c *Checkpoint) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// WriteHeader writes what starts every checkpoint, the magic, the version
+// and the config, as the first fields of a map of n: what PeekConfig reads.
+// A model can be described this way without its weights (tests of loaders
+// that must refuse a model before reading them).
+func WriteHeader(w io.Writer, cfg nn.ViTConfig, n int) error {
+	e := &encoder{enc: msgpack.NewEncoder(w)}
+	e.header(cfg, n)
+	return e.err
+}
+
+func (e *encoder) header(cfg nn.ViTConfig, n int) {
+	e.mapLen(n)
+	e.str("magic")
+	e.str(Magic)
+	e.str("version")
+	e.int(Version)
+	e.str("config")
+	e.config(cfg)
+}
+
 // Write streams c to w in the layout of docs/checkpoint.md: one msgpack map
 // whose keys come in a fixed order, model weights in config order, training
 // groups, tensors and scalars sorted by name, all tensors as float32.
@@ -30,13 +50,7 @@ func Write(w io.Writer, c *Checkpoint) error {
 		return err
 	}
 	e := &encoder{enc: msgpack.NewEncoder(w)}
-	e.mapLen(6)
-	e.str("magic")
-	e.str(Magic)
-	e.str("version")
-	e.int(Version)
-	e.str("config")
-	e.config(c.Config)
+	e.header(c.Config, 6)
 	e.str("tensors")
 	params := c.Config.ParamShapes()
 	e.mapLen(len(params))

@@ -72,13 +72,23 @@ func NewDINOHead(dev *gpu.Device, c HeadConfig) (*DINOHead, error) {
 
 // allocParams lays out and allocates named parameters.
 func allocParams(dev *gpu.Device, ps []Param, label string) (*Flat, error) {
-	l := NewLayout(dev.Limits().MaxStorageBinding)
-	for _, p := range ps {
-		if err := l.Add(p.Name, p.Shape...); err != nil {
-			return nil, fmt.Errorf("%s does not fit this device (%s): %w", label, dev.Info().Name, err)
-		}
+	l, err := paramLayout(dev.Limits(), ps)
+	if err != nil {
+		return nil, fmt.Errorf("%s does not fit this device (%s): %w", label, dev.Info().Name, err)
 	}
 	return l.Alloc(dev, label)
+}
+
+// paramLayout places ps in buffers no larger than the device's largest
+// storage binding, or says which tensor cannot fit one.
+func paramLayout(lim gpu.Limits, ps []Param) (*Layout, error) {
+	l := NewLayout(lim.MaxStorageBinding)
+	for _, p := range ps {
+		if err := l.Add(p.Name, p.Shape...); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
 }
 
 // Release frees the parameters.

@@ -29,6 +29,17 @@ func NewViT(dev *gpu.Device, cfg ViTConfig) (*ViT, error) {
 	return &ViT{Cfg: cfg, Params: f, dev: dev, interp: map[[2]int]*PosInterp{}}, nil
 }
 
+// Fits reports whether a backbone of config c can be allocated on a device
+// with limits lim, without allocating anything: every parameter tensor must
+// fit one storage binding.
+func (c ViTConfig) Fits(lim gpu.Limits) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	_, err := paramLayout(lim, c.ParamShapes())
+	return err
+}
+
 // Release frees the parameters and cached tables.
 func (m *ViT) Release() {
 	m.Params.Release()

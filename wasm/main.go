@@ -36,6 +36,7 @@ func main() {
 	api := js.Global().Get("Object").New()
 	for name, f := range map[string]func([]js.Value) (any, error){
 		"open":       a.open,
+		"checkModel": a.checkModel,
 		"loadModel":  a.loadModel,
 		"setImage":   a.setImage,
 		"run":        a.run,
@@ -130,6 +131,16 @@ func (a *app) open([]js.Value) (any, error) {
 	l := a.dev.Limits()
 	return object("adapter", a.dev.Info().Name, "maxBufferMB", int(l.MaxBufferSize>>20),
 		"maxBindingMB", int(l.MaxStorageBinding>>20)), nil
+}
+
+// checkModel(name, Uint8Array of the file's first bytes, file size): throws
+// when the page cannot load the model (viewer.CheckModel), before the whole
+// file is read.
+func (a *app) checkModel(args []js.Value) (any, error) {
+	if a.dev == nil {
+		return nil, errors.New("no WebGPU device")
+	}
+	return nil, viewer.CheckModel(a.dev, args[0].String(), bytesFromJS(args[1]), int64(args[2].Float()))
 }
 
 // loadModel(name, Uint8Array) -> {config, params, patch, heads, registers, dim, source, meta}

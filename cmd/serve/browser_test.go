@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io/fs"
@@ -104,7 +105,15 @@ func TestBrowserMatchesNative(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.MkdirAll(artifacts, 0o755))
 	os.Remove(filepath.Join(artifacts, "result.json"))
-	cmd = exec.CommandContext(ctx, node, "testdata/e2e.js", srv.URL+"/", artifacts, strconv.Itoa(browserShort))
+	// The page must refuse ViT-g/14 from its header: 4.5 GB of weights
+	// cannot load in WebAssembly memory.
+	giant := filepath.Join(t.TempDir(), "giant.msgpack")
+	g, err := nn.Preset("vitg14")
+	require.NoError(t, err)
+	var head bytes.Buffer
+	require.NoError(t, ckpt.WriteHeader(&head, g, 4))
+	require.NoError(t, os.WriteFile(giant, head.Bytes(), 0o644))
+	cmd = exec.CommandContext(ctx, node, "testdata/e2e.js", srv.URL+"/", artifacts, strconv.Itoa(browserShort), giant)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+nodePath, "WEBDINO_CHROMIUM="+chromium)
 	start := time.Now()
 	out, err = cmd.CombinedOutput()
@@ -131,6 +140,8 @@ func TestBrowserMatchesNative(t *testing.T) {
 	}
 	require.Contains(t, page.Checks["notCheckpoint"], "notes.msgpack is not a webdino checkpoint")
 	require.Contains(t, page.Checks["notImage"], "broken.png: not an image")
+	require.Contains(t, page.Checks["giantModel"], "giant.msgpack (ViT patch 14, dim 1536, depth 40")
+	require.Contains(t, page.Checks["giantModel"], "of WebAssembly memory to load (the file and its float32 weights), more than a page can use")
 	require.Equal(t, strconv.Itoa(browserShort)+"x"+strconv.Itoa(browserShort), page.Checks["filePicked"]) // the square astronaut
 	require.Contains(t, page.Checks["noWebGPU"], "does not expose WebGPU")
 

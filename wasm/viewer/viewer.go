@@ -32,6 +32,41 @@ type Model struct {
 // Release frees the model's GPU memory.
 func (m *Model) Release() { m.ViT.Release() }
 
+// maxPageBytes bounds the WebAssembly memory loading a model may take: the
+// file and its decoded float32 weights are held at once, and wasm32
+// addresses 4 GiB, some of which the runtime and the images need.
+const maxPageBytes = 3 << 30
+
+// CheckModel says, from the first bytes of a model file of size bytes,
+// whether the page can load it, before the page copies the whole file into
+// WebAssembly memory: a webdino checkpoint's config must fit that memory
+// and dev's limits. Other files (.pth, .safetensors) are judged by size;
+// LoadModel checks them further.
+func CheckModel(dev *gpu.Device, name string, head []byte, size int64) error {
+	return checkModel(dev.Limits(), name, head, size)
+}
+
+func checkModel(lim gpu.Limits, name string, head []byte, size int64) error {
+	const gib = 1 << 30
+	cfg, err := ckpt.PeekConfig(head)
+	if err != nil {
+		if need := 2 * size; need > maxPageBytes {
+			return fmt.Errorf("%s (%.1f GB) needs about %.1f GiB of WebAssembly memory to load, more than a page can use (%d GiB): run it natively (cmd/embed)",
+				name, float64(size)/1e9, float64(need)/gib, maxPageBytes/gib)
+		}
+		return nil
+	}
+	if need := size + 4*cfg.NumParams(); need > maxPageBytes {
+		return fmt.Errorf("%s (%s, %d M parameters) needs about %.1f GiB of WebAssembly memory to load (the file and its float32 weights), more than a page can use (%d GiB): run it natively (cmd/embed)",
+			name, cfg, cfg.NumParams()/1e6, float64(need)/gib, maxPageBytes/gib)
+	}
+	if err := cfg.Fits(lim); err != nil {
+		return fmt.Errorf("%s (%s) does not fit this device (buffers up to %d MB, bindings up to %d MB): %w",
+			name, cfg, lim.MaxBufferSize>>20, lim.MaxStorageBinding>>20, err)
+	}
+	return nil
+}
+
 // LoadModel reads a webdino checkpoint (msgpack) or, failing that, official
 // DINOv2 weights (.pth, .safetensors) held in b, and uploads the backbone to
 // dev. The errors say which of the three cases went wrong and, when a

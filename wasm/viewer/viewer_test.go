@@ -3,6 +3,7 @@
 package viewer
 
 import (
+	"bytes"
 	"context"
 	"math"
 	"os"
@@ -11,9 +12,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/webdino/webdino/ckpt"
 	"github.com/webdino/webdino/data"
 	"github.com/webdino/webdino/embed"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
 )
 
 const (
@@ -44,6 +47,38 @@ func TestLoadModelErrors(t *testing.T) {
 	require.ErrorContains(t, err, "half.msgpack: ckpt:")
 	_, err = LoadModel(dev, "empty", nil)
 	require.ErrorContains(t, err, "empty is not a webdino checkpoint")
+}
+
+func TestCheckModel(t *testing.T) {
+	// The demo checkpoint passes on this device, from its first 64 KiB.
+	dev := open(t)
+	b := readFile(t, demoModel)
+	require.NoError(t, CheckModel(dev, "demo.msgpack", b[:64<<10], int64(len(b))))
+	// ViT-g/14 (1.1 G parameters): 4.5 GB of float32 weights cannot load in
+	// a page, whatever the device; said from the header alone.
+	g, err := nn.Preset("vitg14")
+	require.NoError(t, err)
+	var head bytes.Buffer
+	require.NoError(t, ckpt.WriteHeader(&head, g, 4))
+	err = CheckModel(dev, "giant.msgpack", head.Bytes(), int64(4*g.NumParams()))
+	require.ErrorContains(t, err, "giant.msgpack (ViT patch 14, dim 1536, depth 40")
+	require.ErrorContains(t, err, "needs about 8.5 GiB of WebAssembly memory to load")
+	require.ErrorContains(t, err, "run it natively (cmd/embed)")
+	// A layer wider than a storage binding of a browser's default 128 MiB:
+	// 200000 x 256 floats in one tensor.
+	wide := nn.ViTConfig{PatchSize: 14, InChans: 3, EmbedDim: 256, Depth: 1, Heads: 4, MLPHidden: 200000,
+		FFN: nn.FFNMLP, PosGrid: 16, LNEps: 1e-6}
+	head.Reset()
+	require.NoError(t, ckpt.WriteHeader(&head, wide, 4))
+	browser := gpu.Limits{MaxBufferSize: 256 << 20, MaxStorageBinding: 128 << 20}
+	err = checkModel(browser, "wide.msgpack", head.Bytes(), int64(4*wide.NumParams()))
+	require.ErrorContains(t, err, "wide.msgpack (ViT patch 14, dim 256, depth 1")
+	require.ErrorContains(t, err, "does not fit this device (buffers up to 256 MB, bindings up to 128 MB)")
+	require.ErrorContains(t, err, `"blocks.0.mlp.fc1.weight" (51200000 elements, 195 MiB) is larger than one buffer`)
+	// Other files are judged by size: a 2 GB .pth would take 4 GB.
+	err = CheckModel(dev, "big.pth", []byte("PK\x03\x04"), 2e9)
+	require.ErrorContains(t, err, "big.pth (2.0 GB) needs about 3.7 GiB of WebAssembly memory")
+	require.NoError(t, CheckModel(dev, "small.pth", []byte("PK\x03\x04"), 100e6))
 }
 
 // TestLoadModelImportsOfficialWeights: the page also takes hub .pth files;

@@ -13,7 +13,7 @@ const fs = require('fs');
 const path = require('path');
 const { chromium } = require('playwright-core');
 
-const [url, outDir, short] = process.argv.slice(2);
+const [url, outDir, short, giantModel] = process.argv.slice(2);
 const chromiumPath = process.env.WEBDINO_CHROMIUM || '/usr/bin/chromium';
 
 // errorChecks feeds the page bad inputs and a photo through the file
@@ -28,6 +28,7 @@ async function errorChecks(ctx, page, url) {
     checks[key] = await page.evaluate(() => window.webdinoState.error);
   };
   await expectError('#model-file', { name: 'notes.msgpack', mimeType: 'application/octet-stream', buffer: Buffer.from('hello, not a checkpoint') }, 'notCheckpoint');
+  await expectError('#model-file', giantModel, 'giantModel');
   await expectError('#photo-file', { name: 'broken.png', mimeType: 'image/png', buffer: Buffer.from('not an image at all') }, 'notImage');
   const runs = await page.evaluate(() => window.webdinoState.runs);
   await page.setInputFiles('#photo-file', path.join(__dirname, '..', '..', '..', 'assets', 'photos', 'astronaut.jpg'));
