@@ -35,6 +35,21 @@ func SoftmaxCrossEntropy(rec *gpu.Recorder, loss, lse, tsum, student, teacher *g
 	return rec.Dispatch(k, rec.Groups(R, 1), []uint32{gpu.U32(R), gpu.U32(K), gpu.F32(1 / tau)}, student, teacher, loss, lse, tsum)
 }
 
+// RowEntropy records h[r] = -sum_k q[r, k] log q[r, k] for rows of
+// probabilities q [R, K] (entries of 0 count 0).
+func RowEntropy(rec *gpu.Recorder, h, q *gpu.Tensor) error {
+	const op = "row_entropy"
+	if err := notNil(rec, op, []string{"h", "q"}, h, q); err != nil {
+		return err
+	}
+	R, K := rowsOf(q)
+	if h.Len() != R {
+		return shapeErr(rec, op, "q %s -> h %s: want %d rows", q, h, R)
+	}
+	k := gpu.Kernel{Name: "row_entropy", Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
+	return rec.Dispatch(k, rec.Groups(R, 1), []uint32{gpu.U32(R), gpu.U32(K)}, q, h)
+}
+
 // SoftmaxCrossEntropyBackward records the student gradient of
 // SoftmaxCrossEntropy scaled per row by the upstream gradient dLoss [R]:
 //

@@ -4,6 +4,7 @@ package nn
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -98,6 +99,43 @@ func TestTeacherSoftmaxAndCenter(t *testing.T) {
 			requireClose(t, ref.CenterUpdate(c64, l64, R, K, m), read(t, center), 1e-6, 1e-5, "center")
 		})
 	}
+}
+
+func TestRowEntropy(t *testing.T) {
+	// Teacher softmaxes (sharp and flat), a uniform row (ln K), a one-hot
+	// row with exact zeros (0), against float64.
+	rng := rand.New(rand.NewPCG(37, 38))
+	const K = 1037
+	l64, _ := randn(rng, 3*K, 1)
+	q64 := append(ref.TeacherSoftmax(l64[:2*K], nil, 2, K, 0.04), ref.TeacherSoftmax(l64[2*K:], nil, 1, K, 10)...)
+	uniform := make([]float64, K)
+	oneHot := make([]float64, K)
+	for k := range uniform {
+		uniform[k] = 1.0 / K
+	}
+	oneHot[500] = 1
+	q64 = append(append(q64, uniform...), oneHot...)
+	q32 := make([]float32, len(q64))
+	for i, v := range q64 {
+		q32[i] = float32(v)
+	}
+	const R = 5
+	want := make([]float64, R)
+	for r := range want {
+		for _, v := range q64[r*K : (r+1)*K] {
+			if v > 0 {
+				want[r] -= v * math.Log(v)
+			}
+		}
+	}
+	require.InDelta(t, math.Log(K), want[3], 1e-12)
+	h := zeros(t, R)
+	rec := dev.Record()
+	require.NoError(t, RowEntropy(rec, h, upload(t, q32, R, K)))
+	run(t, rec)
+	// f32 terms q log q summed over 1037 entries: about 1e-6 relative.
+	requireClose(t, want, read(t, h), 1e-6, 1e-5, "entropy")
+	require.ErrorContains(t, RowEntropy(dev.Record(), zeros(t, 4), zeros(t, R, K)), "row_entropy: q [5x1037] -> h [4]: want 5 rows")
 }
 
 func TestLossBadShapes(t *testing.T) {

@@ -92,6 +92,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 {{end}}
 
+{{/* row_entropy: h[r] = -sum_k q[r, k] log q[r, k] (0 log 0 = 0) over rows of
+probabilities. The DINO teacher's entropy: with the cross-entropy (its
+entropy plus the KL to the student) it tells a sharp teacher from a
+uniform one, the collapse centering alone would give. */}}
+{{define "row_entropy"}}
+{{template "loss_reduce" .}}
+struct Params { R: u32, K: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read_write> h: array<f32>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= p.R) { return; }
+  let base = r * p.K;
+  var e = 0.0;
+  for (var k = lid; k < p.K; k += WG) {
+    let qk = q[base + k];
+    if (qk > 0.0) { e -= qk * log(qk); }
+  }
+  let sums = sum2_reduce(lid, e, 0.0);
+  if (lid == 0u) { h[r] = sums.x; }
+}
+{{end}}
+
 {{/* softmax_xent_backward: ds[r, k] (+)= w[r] (softmax(s/tau)_k tsum[r] -
 t[r, k]) / tau with the saved lse and tsum. One workgroup per row like the
 forward, which spares a per-element division by K. Data: Accumulate. */}}

@@ -14,8 +14,13 @@ import (
 // their weighted total, per-module gradient norms before clipping, and the
 // scheduled values the step used.
 type Losses struct {
-	Step                          int
-	DINO, IBOT, KoLeo, Total      float64
+	Step                     int
+	DINO, IBOT, KoLeo, Total float64
+	// TeacherEntropy is the mean entropy of the teacher's CLS distributions
+	// (centred and sharpened): DINO - TeacherEntropy is the mean KL from
+	// teacher to student. Near ln K the teacher is uniform and the DINO
+	// loss teaches little.
+	TeacherEntropy                float64
 	GradNorm                      map[string]float64
 	LR, WD, Momentum, TeacherTemp float64
 	MaskedPatches                 int
@@ -52,6 +57,7 @@ type Trainer struct {
 	sIbot, tIbot       *nn.HeadActs // capacity: every global patch
 	clsG, clsL, maskIx *gpu.Tensor
 	tProbs, tPatch     *gpu.Tensor // tPatch: Sinkhorn-Knopp only (centering overwrites the teacher's iBOT logits)
+	tEntropy           *gpu.Tensor // [2B]: the entropy of each row of tProbs
 	ibotCenterPrev     *gpu.Tensor // centering: IBOTCenter before this step's update
 	targets, skScratch *gpu.Tensor
 	dino, ibot         xent
@@ -162,7 +168,7 @@ func (t *Trainer) alloc() error {
 		t.local = ten(L*B, 3, a.LocalSize, a.LocalSize)
 	}
 	t.clsG, t.clsL, t.maskIx = ten(2*B), ten(max(L*B, 1)), ten(maxMasked)
-	t.tProbs, t.targets = ten(2*B, K), ten((2+L)*B, K)
+	t.tProbs, t.targets, t.tEntropy = ten(2*B, K), ten((2+L)*B, K), ten(2*B)
 	if c.Centering == "sinkhorn" {
 		t.tPatch = ten(maxMasked, K)
 	} else {
@@ -455,6 +461,7 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, temp float32) {
 			nn.TeacherSoftmax(rec, tPatch, tPatch, t.ibotCenterPrev, temp)
 		}
 	}
+	nn.RowEntropy(rec, t.tEntropy, t.tProbs)
 	// DINO targets: teacher crop 2 for student crop 1 and vice versa; every
 	// local crop gets both (cross-entropy is linear in the target).
 	rec.Copy(rows(rec, t.targets, 0, B), rows(rec, t.tProbs, B, B))
@@ -545,6 +552,13 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 		lo.DINO += float64(v)
 	}
 	lo.DINO /= float64(B * (2 + 2*L))
+	h, err := t.dev.Read(t.tEntropy)
+	if err != nil {
+		return err
+	}
+	for _, v := range h {
+		lo.TeacherEntropy += float64(v) / float64(len(h))
+	}
 	if M > 0 {
 		lossView, err1 := firstRows(t.ibot.loss, 0, M)
 		wView, err2 := firstRows(t.ibotW, 0, M)

@@ -213,6 +213,18 @@ func checkLossAssembly(t *testing.T, tr *Trainer, lo Losses) {
 		}
 	}
 	require.InDelta(t, total/float64(terms), lo.DINO, 1e-4*math.Max(1, lo.DINO), "DINO loss assembly")
+	// The teacher's mean entropy, from the same probabilities; Gibbs'
+	// inequality puts it at most the cross-entropy (KL >= 0) and ln K.
+	ent := 0.0
+	for _, v := range tp {
+		if v > 0 {
+			ent -= float64(v) * math.Log(float64(v))
+		}
+	}
+	ent /= float64(2 * B)
+	require.InDelta(t, ent, lo.TeacherEntropy, 1e-4*math.Max(1, ent), "teacher entropy")
+	require.LessOrEqual(t, lo.TeacherEntropy, lo.DINO+1e-4)
+	require.LessOrEqual(t, lo.TeacherEntropy, math.Log(float64(K))+1e-4)
 
 	x := read(tr.sHead.X)
 	koleo := 0.0

@@ -55,6 +55,7 @@ type stepRecord struct {
 	DINO         float64            `json:"dino"`
 	IBOT         float64            `json:"ibot"`
 	KoLeo        float64            `json:"koleo"`
+	TeacherEnt   float64            `json:"teacher_entropy"`
 	LR           float64            `json:"lr"`
 	WD           float64            `json:"wd"`
 	Momentum     float64            `json:"teacher_momentum"`
@@ -210,7 +211,7 @@ func (s *session) stop(ctx context.Context, err error) error {
 func (s *session) record(lo train.Losses, dt time.Duration) {
 	r := stepRecord{
 		Step: lo.Step + 1, Epoch: float64(lo.Step+1) / float64(s.c.ItersPerEpoch),
-		Total: lo.Total, DINO: lo.DINO, IBOT: lo.IBOT, KoLeo: lo.KoLeo,
+		Total: lo.Total, DINO: lo.DINO, IBOT: lo.IBOT, KoLeo: lo.KoLeo, TeacherEnt: lo.TeacherEntropy,
 		LR: lo.LR, WD: lo.WD, Momentum: lo.Momentum, TeacherTemp: lo.TeacherTemp, GradNorm: lo.GradNorm,
 		Masked: lo.MaskedPatches, ImagesPerSec: float64(s.c.Batch) / dt.Seconds(), Elapsed: time.Since(s.start).Seconds(),
 	}

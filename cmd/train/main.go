@@ -72,7 +72,9 @@ Outputs in --out:
                       written atomically every --save-every steps, at the
                       end, and on Ctrl-C
   metrics.jsonl       one JSON object per step (losses, schedules, gradient
-                      norms, images/s) and per evaluation (knn_top1)
+                      norms, images/s, teacher_entropy: the mean entropy of
+                      the teacher's CLS distributions; dino minus it is the
+                      KL to the student) and per evaluation (knn_top1)
   losses.png, knn.png the curves
   pca/*.png           PCA pictures of test images (paper Figure 1)
 

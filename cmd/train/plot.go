@@ -8,7 +8,8 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-// plots writes losses.png (every term against the step) and knn.png.
+// plots writes losses.png (every term and the teacher's entropy against the
+// step) and knn.png.
 func (s *session) plots() error {
 	if len(s.steps) > 0 {
 		p := plot.New()
@@ -24,6 +25,7 @@ func (s *session) plots() error {
 			{"dino", func(r stepRecord) float64 { return r.DINO }, color.RGBA{31, 119, 180, 255}},
 			{"ibot", func(r stepRecord) float64 { return r.IBOT }, color.RGBA{255, 127, 14, 255}},
 			{"koleo", func(r stepRecord) float64 { return r.KoLeo }, color.RGBA{44, 160, 44, 255}},
+			{"teacher entropy", func(r stepRecord) float64 { return r.TeacherEnt }, color.RGBA{148, 103, 189, 255}},
 		}
 		for _, sr := range series {
 			pts := make(plotter.XYs, len(s.steps))
