@@ -206,11 +206,14 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 			return shapeErr(rec, op, "tiling %+v needs %d bytes of workgroup memory, over the device's %d", t, need, rec.Device().Limits().MaxWorkgroupStorage)
 		}
 		groups := [3]uint32{uint32((N + bm - 1) / bm), uint32((M + bm - 1) / bm), uint32(batch)}
-		splits := t.Split
-		if splits == 0 {
-			splits = splitK(int(groups[0]*groups[1]), M*N, K)
+		splits := 1
+		if batch == 1 {
+			splits = t.Split
+			if splits == 0 {
+				splits = splitK(int(groups[0]*groups[1]), M*N, K)
+			}
 		}
-		if batch > 1 || splits <= 1 {
+		if splits <= 1 {
 			return rec.Dispatch(gpu.Kernel{Name: "matmul_tiled", Data: d, Access: access, Profile: mmProfile(batch, M, K, N, o)}, groups, p, bufs...)
 		}
 		return splitMatMul(rec, d, e, splits, groups, p, bufs, access, mmProfile(batch, M, K, N, o))
@@ -285,7 +288,7 @@ func splitK(groups, MN, K int) int {
 	return max(1, min((wantGroups+groups-1)/groups, K/minDepth, maxParts, maxFloats/MN))
 }
 
-// splitMatMul records an unbatched matmul_tiled (template data d, params p)
+// splitMatMul records an unbatched matmul_tiled (template data td, params p)
 // as `splits` partial products over consecutive ranges of whole BK slices of
 // k, written to the device's split-K scratch, and matmul_split_sum, which
 // adds them up and applies the epilogue e.
@@ -299,7 +302,8 @@ func splitMatMul(rec *gpu.Recorder, td tiledData, e epilogue, splits int, groups
 	}
 	td.Split, td.epilogue = true, epilogue{}
 	// Workgroup z writes slice z of the scratch: a batch of its own, over
-	// the same A and B.
+	// the same A and B (strides 0). Params fields 11 and 12 are k_split and
+	// splits (shaders/matmul.wgsl).
 	sp := make([]uint32, 13)
 	copy(sp, p)
 	sp[3], sp[4], sp[11], sp[12] = 0, 0, gpu.U32(kSplit), gpu.U32(splits)
