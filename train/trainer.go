@@ -57,7 +57,10 @@ type Trainer struct {
 	sIbot, tIbot       *nn.HeadActs // capacity: every global patch
 	clsG, clsL, maskIx *gpu.Tensor
 	tProbs, tPatch     *gpu.Tensor // tPatch: Sinkhorn-Knopp only (centering overwrites the teacher's iBOT logits)
-	tEntropy           *gpu.Tensor // [2B]: the entropy of each row of tProbs
+	// dinoOut holds the DINO loss per student row (dino.loss views it) and,
+	// after a gap to the storage alignment, the entropy of each row of
+	// tProbs (tEntropy): one readback gives both.
+	dinoOut, tEntropy  *gpu.Tensor
 	ibotCenterPrev     *gpu.Tensor // centering: IBOTCenter before this step's update
 	targets, skScratch *gpu.Tensor
 	dino, ibot         xent
@@ -168,7 +171,7 @@ func (t *Trainer) alloc() error {
 		t.local = ten(L*B, 3, a.LocalSize, a.LocalSize)
 	}
 	t.clsG, t.clsL, t.maskIx = ten(2*B), ten(max(L*B, 1)), ten(maxMasked)
-	t.tProbs, t.targets, t.tEntropy = ten(2*B, K), ten((2+L)*B, K), ten(2*B)
+	t.tProbs, t.targets = ten(2*B, K), ten((2+L)*B, K)
 	if c.Centering == "sinkhorn" {
 		t.tPatch = ten(maxMasked, K)
 	} else {
@@ -177,7 +180,16 @@ func (t *Trainer) alloc() error {
 	t.skScratch = ten(nn.SinkhornScratchLen(max(maxMasked, 2*B), K))
 	t.Center, t.IBOTCenter = ten(K), ten(K)
 	R := (2 + L) * B
-	t.dino = xent{ten(R), ten(R), ten(R)}
+	align := int(t.dev.Limits().StorageOffsetAlign / 4)
+	entOff := (R + align - 1) / align * align
+	t.dinoOut = ten(entOff + 2*B)
+	if aerr == nil {
+		var err1, err2 error
+		t.tEntropy, err1 = t.dinoOut.View(entOff, 2*B)
+		loss, err2 := t.dinoOut.View(0, R)
+		aerr = errors.Join(err1, err2)
+		t.dino = xent{loss, ten(R), ten(R)}
+	}
 	t.ibot = xent{ten(maxMasked), ten(maxMasked), ten(maxMasked)}
 	t.dDINO, t.ibotW = ten(R), ten(maxMasked)
 	for k := range t.koleo {
@@ -544,18 +556,15 @@ func (t *Trainer) moduleGrads() map[string]*nn.Flat {
 func (t *Trainer) readLosses(lo *Losses, M int) error {
 	c := t.Cfg
 	B, L := c.Batch, c.Augment.Locals
-	d, err := t.dev.Read(t.dino.loss)
+	out, err := t.dev.Read(t.dinoOut)
 	if err != nil {
 		return err
 	}
-	for _, v := range d {
+	for _, v := range out[:t.dino.loss.Len()] {
 		lo.DINO += float64(v)
 	}
 	lo.DINO /= float64(B * (2 + 2*L))
-	h, err := t.dev.Read(t.tEntropy)
-	if err != nil {
-		return err
-	}
+	h := out[len(out)-t.tEntropy.Len():]
 	for _, v := range h {
 		lo.TeacherEntropy += float64(v) / float64(len(h))
 	}
