@@ -13,6 +13,11 @@ type Config struct {
 	// size its MLP. SeparateIBOTHead gives iBOT a head of its own.
 	Prototypes, HeadHidden, Bottleneck int
 	SeparateIBOTHead                   bool
+	// FixedPrototypeNorm keeps the weight-norm gains g of the prototype
+	// layers at 1 (no gradient, no weight decay): every prototype stays a
+	// unit vector and the logits are cosines, as DINO's norm_last_layer.
+	// DINOv2 trains g, with weight decay.
+	FixedPrototypeNorm bool
 	// LayerScaleInit is the initial LayerScale gamma (the reference: 1e-5).
 	LayerScaleInit float64
 	// DropPath is the stochastic-depth rate of every residual branch of

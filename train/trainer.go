@@ -538,9 +538,15 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, temp float32) {
 		st.Backbone.Backward(rec, t.sL, grads["backbone"], false)
 	}
 	for i, g := range t.Grads {
+		if c.FixedPrototypeNorm && g.Layout.Shape(prototypeGain) != nil {
+			nn.Fill(rec, g.Get(prototypeGain), 0)
+		}
 		nn.GradNorm(rec, t.norms[i], t.partials, g.Chunks...)
 	}
 }
+
+// prototypeGain is the weight-norm gain g of a head's prototype layer.
+const prototypeGain = "last_layer.weight_g"
 
 // moduleGrads maps module names to their gradient buffers.
 func (t *Trainer) moduleGrads() map[string]*nn.Flat {
@@ -617,7 +623,8 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 // parameter, with its group's LR and weight-decay multipliers) and moves
 // the teacher. Frozen prototype layers get learning rate 0, as the
 // reference's last-layer LR schedule does: their moments still follow the
-// gradients and their gradients still count in the clipping norm.
+// gradients and their gradients still count in the clipping norm. Fixed
+// prototype gains (FixedPrototypeNorm) get no update at all.
 func (t *Trainer) update(rec *gpu.Recorder, lo Losses, frozen bool) {
 	c := t.Cfg
 	for i, mod := range t.Student.Modules() {
@@ -625,6 +632,9 @@ func (t *Trainer) update(rec *gpu.Recorder, lo Losses, frozen bool) {
 			nn.ClipGradNorm(rec, t.norms[i], float32(c.ClipGrad), t.Grads[i].Chunks...)
 		}
 		for _, name := range mod.Params.Layout.Names() {
+			if c.FixedPrototypeNorm && name == prototypeGain {
+				continue
+			}
 			g := paramGroup(mod.Name, name, c.Model.Depth, c.LayerDecay, c.PatchEmbedLRMult)
 			lr := lo.LR * g.LR
 			if g.Last && frozen {

@@ -5,6 +5,7 @@ package train
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -93,6 +94,45 @@ func TestStepsAreFiniteAndMoveTheTeacher(t *testing.T) {
 			after, err := dev.Read(tr.Teacher.Backbone.Params.Get("blocks.0.attn.qkv.weight"))
 			require.NoError(t, err)
 			require.NotEqual(t, before, after, "the EMA must move the teacher")
+		})
+	}
+}
+
+// With FixedPrototypeNorm the prototype gains of both heads stay exactly 1
+// in student and teacher while the directions learn; without it DINOv2's
+// gains move.
+func TestFixedPrototypeNorm(t *testing.T) {
+	dev := testDevice(t)
+	for _, fixed := range []bool{true, false} {
+		t.Run(fmt.Sprint("fixed=", fixed), func(t *testing.T) {
+			c := tinyConfig()
+			c.SeparateIBOTHead, c.FixedPrototypeNorm = true, fixed
+			tr, err := NewTrainer(dev, c)
+			require.NoError(t, err)
+			defer tr.Release()
+			vBefore, err := dev.Read(tr.Student.Head.Params.Get("last_layer.weight_v"))
+			require.NoError(t, err)
+			run(t, tr, dev, 3) // the last layer learns from step 2
+			for _, m := range []*Model{tr.Student, tr.Teacher} {
+				for _, mod := range m.Modules()[1:] {
+					g, err := dev.Read(mod.Params.Get(prototypeGain))
+					require.NoError(t, err)
+					moved := 0
+					for _, v := range g {
+						if v != 1 {
+							moved++
+						}
+					}
+					if fixed {
+						require.Zero(t, moved, "%s gains", mod.Name)
+					} else {
+						require.Greater(t, moved, len(g)/2, "%s gains", mod.Name)
+					}
+				}
+			}
+			vAfter, err := dev.Read(tr.Student.Head.Params.Get("last_layer.weight_v"))
+			require.NoError(t, err)
+			require.NotEqual(t, vBefore, vAfter, "the prototype directions must learn")
 		})
 	}
 }

@@ -101,7 +101,7 @@ type options struct {
 	batch, epochs, itersPerEpoch, steps        int
 	lr, layerScale, dropPath, tTemp, tMomentum float64
 	koleoWeight, ibotWeight                    float64
-	centering                                  string
+	centering, prototypeNorm                   string
 	prototypes, locals, freezeLast             int
 	seed                                       uint64
 	saveEvery, evalEvery                       int
@@ -143,6 +143,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.koleoWeight, "koleo-weight", -1, "weight of the KoLeo loss; -1: the recipe's 0.1")
 	fs.Float64Var(&o.ibotWeight, "ibot-weight", -1, "weight of the iBOT masked-patch loss (0 turns masking off); -1: the recipe's 1")
 	fs.StringVar(&o.centering, "centering", "", "teacher centering: centering (EMA center) or sinkhorn (default: the config's)")
+	fs.StringVar(&o.prototypeNorm, "prototype-norm", "", "the prototypes' weight-norm gains: fixed (at 1: unit prototypes, cosine logits; DINO's norm_last_layer) or learned (DINOv2) (default: the config's)")
 	fs.IntVar(&o.prototypes, "prototypes", 0, "prototypes K of the heads (default: the config's)")
 	fs.IntVar(&o.freezeLast, "freeze-last-layer", -1, "iterations the prototype layer stays frozen at the start; -1: the config's (one epoch, at most a tenth of the run)")
 	fs.IntVar(&o.locals, "locals", -1, "local crops per image; -1: the config's")
@@ -221,6 +222,13 @@ func (o *options) config() (train.Config, error) {
 	}
 	if o.prototypes > 0 {
 		c.Prototypes = o.prototypes
+	}
+	switch o.prototypeNorm {
+	case "":
+	case "fixed", "learned":
+		c.FixedPrototypeNorm = o.prototypeNorm == "fixed"
+	default:
+		return c, fmt.Errorf("--prototype-norm %q: want fixed or learned", o.prototypeNorm)
 	}
 	if o.locals >= 0 {
 		c.Augment.Locals = o.locals
