@@ -219,3 +219,39 @@ func TestIVFItemsBoundScores(t *testing.T) {
 	// one query and goes alone; every query appears once.
 	require.Equal(t, [][]int{{0, 0, 1, 2}, {0, 3, 4, 5}, {0, 6}, {2, 7}, {3, 8, 9}}, got)
 }
+
+// The default seeding sample: 64k points while that is cheap, capped by
+// seedPairs distances, never below k, never above n.
+func TestSeedSample(t *testing.T) {
+	for _, c := range []struct{ n, k, want int }{
+		{1000000, 1000, 64000},    // 64M distances: under the cap
+		{1000000, 4096, 16384},    // capped: 2^26 / 4096
+		{1000000, 100000, 100000}, // the cap is below k: k points
+		{50000, 1000, 50000},      // the whole set
+		{200000, 200000, 200000},  // k = n
+	} {
+		require.Equal(t, c.want, seedSample(c.n, c.k), "n %d, k %d", c.n, c.k)
+	}
+}
+
+// A sample of exactly k points is the seeding: every point, each once.
+func TestKMeansPlusPlusSampleOfK(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const n, d, k = 500, 3, 40
+	x := blobs(rng, n, d, 5)
+	cent := KMeansPlusPlus(x, d, k, k, 9)
+	require.Len(t, cent, k*d)
+	seen := map[[d]float32]int{}
+	for i := 0; i < n; i++ {
+		seen[[d]float32(x[i*d:(i+1)*d])]++
+	}
+	picked := map[[d]float32]bool{}
+	for c := 0; c < k; c++ {
+		row := [d]float32(cent[c*d : (c+1)*d])
+		require.Contains(t, seen, row, "seed %d is not a data point", c)
+		require.False(t, picked[row], "seed %d picked twice", c)
+		picked[row] = true
+	}
+	// Another seed draws another sample.
+	require.NotEqual(t, cent, KMeansPlusPlus(x, d, k, k, 10))
+}
