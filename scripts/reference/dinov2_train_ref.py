@@ -2,8 +2,12 @@
 """Whole-step fixture of DINOv2 training, in PyTorch (Debian's python3-torch).
 
 Builds a tiny student (backbone of dinov2_ref.py + a shared DINO/iBOT head)
-from random weights, copies it into the teacher, and runs three training
-steps on fixed crops and masks exactly as RECIPE.md describes them:
+from random weights, copies it into the teacher, and runs six training
+steps on fixed crops and masks exactly as RECIPE.md describes them, with the
+recipe's schedules compressed into the six steps (train.RecipeSchedules of
+six one-step epochs): LR warmup from 0 over two steps then cosine to 1e-6,
+weight decay cosine 0.04 -> 0.4, teacher momentum cosine 0.992 -> 1, teacher
+temperature 0.04 -> 0.07 over two steps:
 
   teacher: globals (unmasked) -> CLS and the student's masked patches ->
            head -> softmax((logits - center) / T_t); EMA centers (0.9)
@@ -44,8 +48,9 @@ import dinov2_ref as R  # noqa: E402
 D, DEPTH, HEADS, HIDDEN, PATCH, REGS = 64, 2, 2, 96, 4, 1
 G, L, LOCALS, B = 16, 8, 2, 4
 K, HEAD_HIDDEN, BOTTLENECK = 64, 32, 16
-STEPS = 3
-LR, WD, MOMENTUM, TEACHER_TEMP, STUDENT_TEMP = 2e-3, 0.04, 0.99, 0.05, 0.1
+STEPS = 6
+LR, STUDENT_TEMP = 2e-3, 0.1
+WARMUP = STEPS // 3  # the LR and teacher-temperature warmups, capped at a third of the run
 FREEZE_LAST = 1
 LAYER_DECAY, PATCH_MULT, CLIP = 0.9, 0.2, 3.0
 W_DINO, W_IBOT, W_KOLEO = 1.0, 1.0, 0.1
@@ -60,6 +65,18 @@ class Head(nn.Module):
 
     def forward(self, x):
         return self.last_layer(F.normalize(self.mlp(x), dim=-1, p=2))
+
+
+def cosine(base, final, it, warmup=0):
+    """Half-cosine from base (at the end of the warmup) to final (at STEPS)."""
+    return final + 0.5 * (base - final) * (1 + math.cos(math.pi * (it - warmup) / (STEPS - warmup)))
+
+
+def schedules(it):
+    """(LR, weight decay, teacher momentum, teacher temperature) of step it."""
+    lr = LR * it / WARMUP if it < WARMUP else cosine(LR, 1e-6, it, WARMUP)
+    temp = 0.04 + (0.07 - 0.04) * it / WARMUP if it < WARMUP else 0.07
+    return lr, cosine(0.04, 0.4, it), cosine(0.992, 1.0, it), temp
 
 
 def encode(model, x, masks=None):
@@ -139,13 +156,14 @@ def main():
         out[f"step{step}.global"], out[f"step{step}.local"] = glob, loc
         out[f"step{step}.masks"] = masks.float()
         rows = masks.flatten().nonzero().squeeze(1)  # masked (crop, patch) in order
+        lr_now, wd_now, momentum, teacher_temp = schedules(step)
 
         with torch.no_grad():
             tn = encode(teacher["backbone"], glob)
             t_cls = teacher["dino_head"](tn[:, 0])
             t_patch = teacher["dino_head"](tn[:, 1 + REGS:].reshape(-1, D)[rows])
-            t_probs = F.softmax((t_cls - center) / TEACHER_TEMP, dim=-1)
-            t_pprobs = F.softmax((t_patch - ibot_center) / TEACHER_TEMP, dim=-1)
+            t_probs = F.softmax((t_cls - center) / teacher_temp, dim=-1)
+            t_pprobs = F.softmax((t_patch - ibot_center) / teacher_temp, dim=-1)
             center = center * 0.9 + 0.1 * t_cls.mean(0)
             ibot_center = ibot_center * 0.9 + 0.1 * t_patch.mean(0)
 
@@ -175,13 +193,13 @@ def main():
                 for n, p in mod.named_parameters():
                     out[f"step0.grad.{m}.{n}"] = p.grad.detach().clone()
         for g, (lr, wd, last) in zip(opt.param_groups, meta):
-            g["lr"] = 0.0 if (last and step < FREEZE_LAST) else LR * lr
-            g["weight_decay"] = WD * wd
+            g["lr"] = 0.0 if (last and step < FREEZE_LAST) else lr_now * lr
+            g["weight_decay"] = wd_now * wd
         opt.step()
         with torch.no_grad():
             for m in student:
                 for ps, pt in zip(student[m].parameters(), teacher[m].parameters()):
-                    pt.mul_(MOMENTUM).add_((1 - MOMENTUM) * ps)
+                    pt.mul_(momentum).add_((1 - momentum) * ps)
 
     for name, models in (("student", student), ("teacher", teacher)):
         for m, mod in models.items():
