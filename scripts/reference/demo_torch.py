@@ -33,6 +33,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dinov2_ref as R  # noqa: E402
+from bench_torch import koleo  # noqa: E402
+from dinov2_train_ref import encode, group  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -81,13 +83,6 @@ def init_backbone(m, layer_scale):
             elif isinstance(mod, nn.LayerNorm):
                 nn.init.ones_(mod.weight)
                 nn.init.zeros_(mod.bias)
-
-
-def encode(model, x, masks=None):
-    t = model.tokens(x, masks)
-    for b in model.blocks:
-        t = b(t)
-    return model.norm(t)
 
 
 def random_resized_crop(rng, h, w, scale, ratio=(3 / 4, 4 / 3)):
@@ -203,14 +198,6 @@ def batch_masks(rng, n, grid, prob=0.5, lo=0.1, hi=0.5):
     return torch.from_numpy(np.stack(masks))
 
 
-def koleo(x, eps=1e-8):
-    x = F.normalize(x, eps=eps, dim=-1)
-    d = x @ x.t()
-    d.fill_diagonal_(-2)
-    dist = (x - x[d.argmax(dim=1)]).norm(dim=-1)
-    return -torch.log(dist + eps).mean()
-
-
 def cosine(base, final, warmup, total, start=0.0):
     """Linear warmup from start to base, then half-cosine to final (train.Schedule)."""
     def at(it):
@@ -298,16 +285,9 @@ def main():
         for n, p in mod.named_parameters():
             if not p.requires_grad:
                 continue
-            layer = depth + 1
-            if m == "backbone":
-                if n.startswith("blocks."):
-                    layer = int(n.split(".")[1]) + 1
-                elif n not in ("norm.weight", "norm.bias"):
-                    layer = 0
-            lr = 0.9 ** (depth + 1 - layer) * (0.2 if n.startswith("patch_embed.") else 1)
-            wd = 0.0 if n.endswith(".bias") or "norm" in n or "gamma" in n else 1.0
+            lr, wd, last = group(m, n, depth)
             groups.append({"params": [p], "lr": 0.0, "weight_decay": 0.0, "lr_mult": lr, "wd_mult": wd,
-                           "last": n.startswith("last_layer.")})
+                           "last": last})
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
 
     B, ipe = a.batch, a.iters_per_epoch

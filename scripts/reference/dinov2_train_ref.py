@@ -86,15 +86,15 @@ def encode(model, x, masks=None):
     return model.norm(t)
 
 
-def group(module, name):
+def group(module, name, depth=DEPTH):
     """(LR multiplier, weight-decay multiplier, is the prototype layer)."""
-    layer = DEPTH + 1
+    layer = depth + 1
     if module == "backbone":
         if name.startswith("blocks."):
             layer = int(name.split(".")[1]) + 1
         elif name not in ("norm.weight", "norm.bias"):
             layer = 0
-    lr = LAYER_DECAY ** (DEPTH + 1 - layer)
+    lr = LAYER_DECAY ** (depth + 1 - layer)
     if module == "backbone" and name.startswith("patch_embed."):
         lr *= PATCH_MULT
     wd = 0.0 if name.endswith(".bias") or "norm" in name or "gamma" in name else 1.0
