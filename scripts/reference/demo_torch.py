@@ -34,7 +34,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dinov2_ref as R  # noqa: E402
 from bench_torch import koleo  # noqa: E402
-from dinov2_train_ref import encode, group  # noqa: E402
+from dinov2_train_ref import dino_loss, encode, group  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -342,12 +342,7 @@ def main():
             sg = encode(student["backbone"], glob, masks)
             sl = encode(student["backbone"], loc)
             logp = F.log_softmax(student["dino_head"](torch.cat([sg[:, 0], sl[:, 0]])) / 0.1, dim=-1)
-            t1, t2 = t_probs[:B], t_probs[B:]
-            terms = [-(t2 * logp[:B]).sum(-1).mean(), -(t1 * logp[B:2 * B]).sum(-1).mean()]
-            for j in range(locals_):
-                lp = logp[(2 + j) * B:(3 + j) * B]
-                terms += [-(t1 * lp).sum(-1).mean(), -(t2 * lp).sum(-1).mean()]
-            dino = sum(terms) / len(terms)
+            dino = dino_loss(t_probs, logp, B, locals_)
             per_patch = -(t_pprobs * F.log_softmax(student["dino_head"](sg[:, 1:][masks]) / 0.1, dim=-1)).sum(-1)
             weight = (1 / masks.sum(-1).clamp(min=1)).unsqueeze(-1).expand_as(masks)[masks]
             ibot = (per_patch * weight).sum() / (2 * B)

@@ -101,6 +101,19 @@ def group(module, name, depth=DEPTH):
     return lr, wd, name.startswith("last_layer.")
 
 
+def dino_loss(t_probs, logp, b, n_locals):
+    """The DINO loss of b images: the mean cross-entropy over the crop pairs
+    (student global crop 1 <- teacher crop 2, 2 <- 1, each local <- both);
+    t_probs [2b, K] teacher probabilities, logp [(2 + n_locals) b, K] student
+    log-probabilities, crop-major."""
+    t1, t2 = t_probs[:b], t_probs[b:]
+    terms = [-(t2 * logp[:b]).sum(-1).mean(), -(t1 * logp[b:2 * b]).sum(-1).mean()]
+    for j in range(n_locals):
+        lp = logp[(2 + j) * b:(3 + j) * b]
+        terms += [-(t1 * lp).sum(-1).mean(), -(t2 * lp).sum(-1).mean()]
+    return sum(terms) / len(terms)
+
+
 def koleo(x):
     x = F.normalize(x, dim=-1, p=2, eps=1e-8)
     d = torch.cdist(x, x)
@@ -172,12 +185,7 @@ def main():
         s_cls = head(torch.cat([sg[:, 0], sl[:, 0]]))
         s_patch = head(sg[:, 1 + REGS:].reshape(-1, D)[rows])
         logp = F.log_softmax(s_cls / STUDENT_TEMP, dim=-1)
-        t1, t2 = t_probs[:B], t_probs[B:]
-        terms = [-(t2 * logp[:B]).sum(-1).mean(), -(t1 * logp[B:2 * B]).sum(-1).mean()]
-        for j in range(LOCALS):
-            lp = logp[(2 + j) * B:(3 + j) * B]
-            terms += [-(t1 * lp).sum(-1).mean(), -(t2 * lp).sum(-1).mean()]
-        dino = sum(terms) / len(terms)
+        dino = dino_loss(t_probs, logp, B, LOCALS)
         per_patch = -(t_pprobs * F.log_softmax(s_patch / STUDENT_TEMP, dim=-1)).sum(-1)
         weight = (1 / masks.sum(-1).clamp(min=1)).unsqueeze(-1).expand_as(masks).flatten()[rows]
         ibot = (per_patch * weight).sum() / (2 * B)
