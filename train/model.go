@@ -86,17 +86,26 @@ func (m *Model) Init(seed uint64, layerScale float64) error {
 	for _, mod := range m.Modules() {
 		for _, name := range mod.Params.Layout.Names() {
 			shape := mod.Params.Layout.Shape(name)
-			fanIn := 1
-			if w := mod.Params.Layout.Shape(strings.TrimSuffix(name, ".bias") + ".weight"); len(w) > 1 {
-				fanIn = numel(w) / w[0]
-			}
-			v := initValues(rng, name, shape, fanIn, layerScale)
+			v := initValues(rng, name, shape, fanIn(mod.Params.Layout, name), layerScale)
 			if err := m.dev.Write(mod.Params.Get(name), v); err != nil {
 				return fmt.Errorf("init %s.%s: %w", mod.Name, name, err)
 			}
 		}
 	}
 	return nil
+}
+
+// fanIn is the fan-in of the layer a parameter belongs to: the inputs per
+// output of its weight (a bias takes its weight's), 1 for a vector.
+func fanIn(l *nn.Layout, name string) int {
+	w := l.Shape(name)
+	if strings.HasSuffix(name, ".bias") {
+		w = l.Shape(strings.TrimSuffix(name, ".bias") + ".weight")
+	}
+	if len(w) < 2 {
+		return 1
+	}
+	return numel(w) / w[0]
 }
 
 func numel(shape []int) int {
