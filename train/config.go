@@ -148,7 +148,8 @@ func Recipe(model nn.ViTConfig, batch, epochs int) Config {
 // would otherwise barely reach the CLS token (measured on two CPU cores
 // after 160 steps: 50.9% k-NN with 1e-5, 54.0% with 0.1; on an H100 after
 // 400 and 800 steps: 58.2% and about 60% with 0.1, 62.2% and 62.7% with 1,
-// the best of a dozen settings, see docs/gpu.md).
+// the best of a dozen settings, see docs/gpu.md; all measured before the
+// initialisation's fan-in fix).
 func Demo() Config {
 	m := nn.ViTConfig{
 		PatchSize: 4, InChans: 3, EmbedDim: 64, Depth: 4, Heads: 4, MLPHidden: 256, FFN: nn.FFNMLP,

@@ -11,10 +11,11 @@ same k-NN evaluation as `train` (teacher CLS, k = 20, T = 0.07, the first
 The same settings should give the same accuracy within the spread of
 random draws (see docs/gpu.md for measured runs of both).
 
-Its augmentation works on GPU tensors: bilinear resampling of the crop box
-(--resample bicubic rounds to 8 bits, as PIL and webdino do), brightness and
-contrast jitter in random order (saturation, hue and grayscale do nothing to
-gray images), Gaussian blur with a 9-tap kernel, solarisation.
+Its augmentation works on GPU tensors: bilinear sampling of the crop box by
+default (not antialiased; --resample pil resizes as PIL and webdino do),
+brightness and contrast jitter in random order (saturation, hue and
+grayscale do nothing to gray images), Gaussian blur with a 9-tap kernel,
+solarisation.
 
     python3 scripts/reference/demo_torch.py --epochs 72 --device cuda --out /tmp/ref.jsonl
 """
@@ -111,9 +112,11 @@ def augment(rng, imgs, size, scale, blur_p, solarize_p, a):
     theta = torch.zeros(B, 2, 3)
     bright, contrast, order, sigma, solar = (np.ones(B), np.ones(B), np.zeros(B, bool), np.zeros(B),
                                              np.zeros(B, bool))
+    boxes = []
     for i in range(B):
         top, left, ch, cw = random_resized_crop(rng, H, W, scale)
         flip = rng.random() < 0.5
+        boxes.append((top, left, ch, cw, flip))
         # Output pixel centre u in [-1, 1] maps to the box's centre line.
         theta[i, 0, 0] = (cw / W) * (-1 if flip else 1)
         theta[i, 0, 2] = (2 * left + cw) / W - 1
@@ -130,10 +133,16 @@ def augment(rng, imgs, size, scale, blur_p, solarize_p, a):
         if rng.random() < blur_p:
             sigma[i] = rng.uniform(*a.sigma)
         solar[i] = rng.random() < solarize_p
-    grid = F.affine_grid(theta.to(dev), (B, 1, size, size), align_corners=False)
-    # Shrinking the box by more than 2x would alias; the demo's crops never do.
-    x = F.grid_sample(imgs.unsqueeze(1), grid, mode=a.resample, padding_mode="border", align_corners=False)
-    if a.resample == "bicubic":  # as PIL: 8-bit output
+    if a.resample == "pil":
+        # Each box resized on its own with an antialiased bicubic filter.
+        x = torch.cat([F.interpolate(imgs[i, t:t + h, l:l + w][None, None].flip(3) if f else
+                                     imgs[i, t:t + h, l:l + w][None, None],
+                                     size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+                       for i, (t, l, h, w, f) in enumerate(boxes)])
+    else:
+        grid = F.affine_grid(theta.to(dev), (B, 1, size, size), align_corners=False)
+        x = F.grid_sample(imgs.unsqueeze(1), grid, mode=a.resample, padding_mode="border", align_corners=False)
+    if a.resample != "bilinear":  # as PIL: 8-bit output
         x = x.clamp(0, 1).mul(255).round().div(255)
     bt = torch.tensor(bright, dtype=torch.float32, device=dev).view(B, 1, 1, 1)
     ct = torch.tensor(contrast, dtype=torch.float32, device=dev).view(B, 1, 1, 1)
@@ -245,8 +254,9 @@ def main():
     ap.add_argument("--prototype-norm", choices=["learned", "fixed"], default="learned",
                     help="weight-norm gains of the prototypes: trained with weight decay (DINOv2) or fixed at 1")
     ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (schedules still span --epochs)")
-    ap.add_argument("--resample", choices=["bilinear", "bicubic"], default="bilinear",
-                    help="crop resampling; bicubic rounds to 8 bits as PIL (and webdino) do")
+    ap.add_argument("--resample", choices=["bilinear", "bicubic", "pil"], default="bilinear",
+                    help="crop resampling: bilinear or bicubic sampling of the box (no antialiasing), or pil: "
+                         "antialiased bicubic as PIL, torchvision and webdino resize; bicubic and pil round to 8 bits")
     ap.add_argument("--eval-every", type=int, default=0, help="steps between k-NN evaluations (0: one per 10%%)")
     ap.add_argument("--knn-train-n", type=int, default=5000, help="k-NN memory: the first N train images")
     ap.add_argument("--knn-test-n", type=int, default=1000, help="k-NN queries: the first N test images")
