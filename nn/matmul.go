@@ -371,9 +371,19 @@ func planBcast(l gpu.Limits, batch, M, K int) (bcastPlan, bool) {
 		p.tm = tileRows(M)
 		return p, true
 	}
-	// Rows per window: whole tiles when a tile fits, spread evenly.
+	// Rows per window: whole tiles when a tile fits, spread evenly. A
+	// power-of-two tile may overhang the rows that fit, computing rows it
+	// then drops; past an eighth of the tile (16 rows for the 10 that fit at
+	// K 1536, 32 for 21 at K 768) tiles are instead at most bcastSplitTile
+	// rows: that ran the K 1536 products of bench kernels (lavapipe) 1.3x
+	// faster, while at K 1152 (14 rows in tiles of 16) and K 1024 (16) the
+	// power of two was 1.05-1.2x faster than 10. The tile depends on K alone,
+	// so one pipeline serves a layer whatever its rows.
 	maxRows := capF / K
 	p.tm = tileRows(min(M, maxRows))
+	if over := p.tm - maxRows; over > 0 && 8*over > p.tm {
+		p.tm = min(maxRows, bcastSplitTile)
+	}
 	rows := maxRows
 	if maxRows >= p.tm {
 		rows = maxRows / p.tm * p.tm
@@ -389,6 +399,11 @@ func planBcast(l gpu.Limits, batch, M, K int) (bcastPlan, bool) {
 	}
 	return p, true
 }
+
+// bcastSplitTile caps the rows per workgroup of matmul_bcast where a
+// power-of-two tile would overhang a window by more than an eighth (see
+// planBcast).
+const bcastSplitTile = 10
 
 // tileRows is the rows per workgroup for m rows: a power of two from 4 to
 // 32, so that shapes which change every step (iBOT's masked patches, an IVF

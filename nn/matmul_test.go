@@ -226,17 +226,23 @@ func TestPlanBcast(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, []bcastWindow{{0, 3, 0, 10}}, p.windows)
 	require.Equal(t, 16, p.tm)
-	// [1, 3, 8000]: two rows a window, in tiles of 4 (the smallest).
+	// [1, 3, 8000]: two rows a window, in tiles of 2 (no tile overhangs).
 	p, ok = planBcast(l, 1, 3, 8000)
 	require.True(t, ok)
 	require.Equal(t, []bcastWindow{{0, 1, 0, 2}, {0, 1, 2, 3}}, p.windows)
-	require.Equal(t, 4, p.tm)
+	require.Equal(t, 2, p.tm)
 	// [1, 40, 1100]: 14 rows fit a window; 3 windows of 14, 14, 12 rows
-	// (never more than fit, though tiles are 16 rows).
+	// (never more than fit, though tiles of 16 overhang by an eighth).
 	p, ok = planBcast(l, 1, 40, 1100)
 	require.True(t, ok)
 	require.Equal(t, []bcastWindow{{0, 1, 0, 14}, {0, 1, 14, 28}, {0, 1, 28, 40}}, p.windows)
 	require.Equal(t, 16, p.tm)
+	// [1, 2056, 1536] (fc2 of 8 images): 10 rows fit; tiles of 16 would
+	// overhang by 6, so tiles of 10.
+	p, ok = planBcast(l, 1, 2056, 1536)
+	require.True(t, ok)
+	require.Equal(t, 10, p.tm)
+	require.Equal(t, bcastWindow{0, 1, 0, 10}, p.windows[0])
 	// Every window fits, for many shapes.
 	for M := 1; M < 300; M += 7 {
 		for K := 1; K < 3000; K += 37 {
@@ -246,6 +252,10 @@ func TestPlanBcast(t *testing.T) {
 			for _, w := range p.windows {
 				require.LessOrEqual(t, ((w.batches-1)*M+w.rowHi-w.rowLo)*K, 16320, "M %d K %d %v", M, K, w)
 				covered += w.batches * (w.rowHi - w.rowLo)
+				if w.batches == 1 && w.rowHi-w.rowLo < M {
+					// A row range: its tiles overhang what fits by at most an eighth.
+					require.LessOrEqual(t, 8*(p.tm-16320/K), p.tm, "M %d K %d tm %d", M, K, p.tm)
+				}
 			}
 			require.Equal(t, 2*M, covered, "M %d K %d", M, K)
 		}
