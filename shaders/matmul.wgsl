@@ -94,11 +94,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 {{end}}
 
 {{/*
-matmul_bcast reads A through a uniform binding because lavapipe loads a
-uniform-buffer value whose address is the same in every lane once and
-broadcasts it, where a storage load costs a bounds-checked load per lane (see
-matmul_vec4); rows of A are exactly what the lanes of a workgroup share, so
-this halves the loads per FMA. A uniform binding holds at most 64 KiB, so each
+matmul_bcast reads A through a uniform binding because lavapipe (Mesa 25.0)
+gathers a uniform-buffer value lane by lane without branches (an extract and
+an insert per lane and float), where a storage load costs a bounds-checked,
+branching load per lane (see matmul_vec4): about 2.5 instructions against 7.
+Only constant addresses are loaded once and broadcast; the A addresses here
+move with k, so they are gathered too (docs/lavapipe.md has the profile). A uniform binding holds at most 64 KiB, so each
 dispatch sees a window of A: rows [row_lo, row_hi) of the batches batch0 ..
 batch0 + (grid y) / tiles - 1 (several whole batches when they fit, else part
 of one), laid out as in A from element a_off of the binding. Bindings come in
