@@ -221,3 +221,26 @@ func TestBindGroupsAreReusedAndDropped(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, float32(2), got[0])
 }
+
+func TestPipelinesCountsSpecialisations(t *testing.T) {
+	x, err := dev.NewTensor("x", 8)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	before := dev.Pipelines()
+	for i := 0; i < 3; i++ {
+		rec := dev.Record()
+		require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(8, 256), []uint32{8, F32(1)}, x))
+		require.NoError(t, rec.Submit())
+	}
+	dev.Sync()
+	// fill may have been compiled by an earlier test: at most one new pipeline.
+	require.LessOrEqual(t, dev.Pipelines()-before, 1)
+	require.GreaterOrEqual(t, dev.Pipelines(), 1)
+	k := fillKernel()
+	k.Data = struct{ Unused int }{7} // another specialisation of the same template
+	before = dev.Pipelines()
+	rec := dev.Record()
+	require.NoError(t, rec.Dispatch(k, rec.Groups(8, 256), []uint32{8, F32(1)}, x))
+	require.NoError(t, rec.Submit())
+	require.Equal(t, before+1, dev.Pipelines())
+}

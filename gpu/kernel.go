@@ -38,6 +38,16 @@ type compiled struct {
 	release  func()
 }
 
+// Pipelines is the number of kernel specialisations compiled so far. A
+// benchmark warms up until it stops growing: a pipeline compiled inside a
+// timed run (lavapipe takes seconds per kernel on a cold shader cache) would
+// be counted as work.
+func (d *Device) Pipelines() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.kernels)
+}
+
 // Source renders the kernel's WGSL (for tests and debugging).
 func (d *Device) Source(k Kernel) (string, error) { return d.shaders.Render(k.Name, k.Data) }
 

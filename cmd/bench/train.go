@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -52,7 +53,7 @@ func trainBench(args []string, stdout, stderr io.Writer) error {
 	jsonOut := fs.Bool("json", false, `print one JSON object: {"name","value" (images/s),"unit","baseline_ratio","device_peak_bytes",...}`)
 	config := fs.String("config", "demo", "demo (train.Demo: Fashion-MNIST sized) or vits14 (train.Recipe: ViT-S/14, 224/98 crops, 2+8)")
 	batch := fs.Int("batch", 0, "images per step (0: the config's, demo 128, vits14 32)")
-	steps := fs.Int("steps", 3, "timed steps after one warm-up step")
+	steps := fs.Int("steps", 3, "timed steps after the warm-up steps (until one compiles no new pipeline and is no faster than the last)")
 	protos := fs.Int("prototypes", 0, "override the head's prototypes K (0: the config's, demo 1024, vits14 65536)")
 	locals := fs.Int("locals", -1, "override the local crops per image (-1: the config's)")
 	profile := fs.Bool("profile", false, "then run -steps more steps timing each kernel alone (GPU timestamps where the device has them) and print where the time went, by kernel, and the largest buffers, to stderr")
@@ -65,8 +66,9 @@ Times full DINOv2 training steps (train.Trainer.Step: augmentation on the
 GPU, teacher and student passes, DINO + iBOT + KoLeo losses, backward,
 clipping, AdamW, teacher EMA) on the current WebGPU device, with random
 synthetic images uploaded once so that data loading is not measured; the
-prototype layer is not frozen, so every step updates everything. One
-warm-up step, then -steps timed steps; images/s is source images per
+prototype layer is not frozen, so every step updates everything. Warm-up
+steps until one compiles no new pipeline and runs no faster than the one
+before (at most 20), then -steps timed steps; images/s is source images per
 second. device_peak_bytes is the most tensor-buffer memory allocated at
 once. A PyTorch CPU step with the same shapes (bench_torch.py train) gives
 baseline_ratio = webdino images/s / torch images/s and torch's memory
@@ -164,8 +166,12 @@ flags:
 	return nil
 }
 
+// maxWarmupSteps bounds timeSteps' warm-up.
+const maxWarmupSteps = 20
+
 // timeSteps builds a trainer for cfg and returns the mean wall time of one
-// step over steps steps after a warm-up step, on one batch of random
+// step over steps steps after warm-up steps (until one compiles no new
+// pipeline and is no faster than the one before, at most maxWarmupSteps), on one batch of random
 // size x size images with chans channels uploaded once. With prof set, it
 // then profiles as many steps again and lists the largest buffers to profOut.
 func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gpu.Profile, profOut io.Writer) (float64, error) {
@@ -188,10 +194,24 @@ func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gp
 		return 0, err
 	}
 	defer batch.Release()
-	if _, err := tr.Step(batch); err != nil {
-		return 0, fmt.Errorf("warm-up step: %w", err)
+	// Warm up until a step compiles no new pipeline (the masked-patch
+	// products change shape from step to step) and runs no faster than the
+	// one before: on a cold shader cache lavapipe keeps working for a while
+	// after its compiles (a timed demo step took 5-7 s, against 1.9 s warm).
+	prev := math.Inf(1)
+	for i := 0; i < maxWarmupSteps; i++ {
+		seen := d.Pipelines()
+		t0 := time.Now()
+		if _, err := tr.Step(batch); err != nil {
+			return 0, fmt.Errorf("warm-up step: %w", err)
+		}
+		d.Sync()
+		dt := time.Since(t0).Seconds()
+		if d.Pipelines() == seen && dt > 0.9*prev {
+			break
+		}
+		prev = dt
 	}
-	d.Sync()
 	start := time.Now()
 	for i := 0; i < steps; i++ {
 		if _, err := tr.Step(batch); err != nil {
