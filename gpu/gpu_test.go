@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -243,4 +244,67 @@ func TestPipelinesCountsSpecialisations(t *testing.T) {
 	require.NoError(t, rec.Dispatch(k, rec.Groups(8, 256), []uint32{8, F32(1)}, x))
 	require.NoError(t, rec.Submit())
 	require.Equal(t, before+1, dev.Pipelines())
+}
+
+func TestWarmUpWaitsForCompilesAndSpeed(t *testing.T) {
+	x, err := dev.NewTensor("x", 8)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	specialisations := 0
+	run := func(compile bool) {
+		k := fillKernel()
+		if compile { // a specialisation no earlier run compiled
+			specialisations++
+			k.Data = struct{ WarmUpTest, N int }{1, specialisations}
+		}
+		rec := dev.Record()
+		require.NoError(t, rec.Dispatch(k, rec.Groups(8, 256), []uint32{8, F32(1)}, x))
+		require.NoError(t, rec.Submit())
+	}
+	// A fake clock: each Start advances it by the next run's duration.
+	clock := time.Unix(0, 0)
+	fake := func(w *WarmUp, secs []float64) {
+		i := 0
+		w.now = func() time.Time {
+			clock = clock.Add(time.Duration(secs[i/2]*float64(time.Second)) * time.Duration(i%2))
+			i++
+			return clock
+		}
+	}
+	// Run 1 compiles; run 2 compiles nothing but is much faster; run 3 is
+	// about as fast: warm after run 3.
+	w := NewWarmUp(dev, 10)
+	fake(w, []float64{5, 3, 2.9})
+	w.Start()
+	run(true)
+	require.False(t, w.Warm(), "run 1 compiled a pipeline")
+	w.Start()
+	run(false)
+	require.False(t, w.Warm(), "run 2 was 40% faster than run 1")
+	w.Start()
+	run(false)
+	require.True(t, w.Warm(), "run 3 compiled nothing and was no faster")
+	require.Equal(t, 3, w.Runs())
+	require.InDelta(t, 2.9, w.Last(), 1e-9)
+	// A run that compiles is never warm, even as slow as the one before.
+	w = NewWarmUp(dev, 10)
+	fake(w, []float64{2, 2, 2})
+	w.Start()
+	run(true)
+	require.False(t, w.Warm())
+	w.Start()
+	run(true)
+	require.False(t, w.Warm(), "run 2 compiled a pipeline")
+	w.Start()
+	run(false)
+	require.True(t, w.Warm())
+	// max runs end the wait, however fast the last run was.
+	w = NewWarmUp(dev, 2)
+	fake(w, []float64{1, 0.1})
+	w.Start()
+	run(false)
+	require.False(t, w.Warm())
+	w.Start()
+	run(false)
+	require.True(t, w.Warm(), "max runs done")
 }

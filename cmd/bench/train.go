@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"time"
 
@@ -194,23 +193,14 @@ func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gp
 		return 0, err
 	}
 	defer batch.Release()
-	// Warm up until a step compiles no new pipeline (the masked-patch
-	// products change shape from step to step) and runs no faster than the
-	// one before: on a cold shader cache lavapipe keeps working for a while
-	// after its compiles (a timed demo step took 5-7 s, against 1.9 s warm).
-	prev := math.Inf(1)
-	for i := 0; i < maxWarmupSteps; i++ {
-		seen := d.Pipelines()
-		t0 := time.Now()
+	w := gpu.NewWarmUp(d, maxWarmupSteps)
+	for w.Start(); ; w.Start() {
 		if _, err := tr.Step(batch); err != nil {
 			return 0, fmt.Errorf("warm-up step: %w", err)
 		}
-		d.Sync()
-		dt := time.Since(t0).Seconds()
-		if d.Pipelines() == seen && dt > 0.9*prev {
+		if w.Warm() {
 			break
 		}
-		prev = dt
 	}
 	start := time.Now()
 	for i := 0; i < steps; i++ {

@@ -12,9 +12,12 @@ import (
 	"github.com/webdino/webdino/train"
 )
 
-// calibrationSteps are the steps timed (after one warm-up step that
-// compiles the pipelines) to size a --minutes run.
+// calibrationSteps are the steps timed (after warm-up steps, see
+// gpu.WarmUp) to size a --minutes run.
 const calibrationSteps = 3
+
+// maxWarmupSteps bounds calibrate's warm-up.
+const maxWarmupSteps = 10
 
 // calibrate times, with a throwaway trainer for c on dev, one k-NN
 // evaluation (the first, which also scores raw pixels, so an upper bound)
@@ -32,25 +35,36 @@ func calibrate(ctx context.Context, o *options, c train.Config, dev *gpu.Device,
 	}
 	evalSecs = time.Since(t).Seconds()
 	loader := data.Loader{Data: ds, BatchSize: c.Batch, Workers: o.workers, DropLast: true, Rejects: &s.rejects}
-	done := 0
+	w := gpu.NewWarmUp(dev, maxWarmupSteps)
+	warm, timed := false, 0
+	w.Start()
 	for b, err := range loader.Batches(ctx, data.Permutation(ds.Len(), c.Seed, 0)) {
 		if err != nil {
 			return 0, 0, fmt.Errorf("calibrate: %w", err)
 		}
-		if done == 1 { // after the warm-up step
-			t = time.Now()
-		}
 		if _, err := s.step(b); err != nil {
 			return 0, 0, fmt.Errorf("calibrate: %w", err)
 		}
-		if done++; done == 1+calibrationSteps {
+		if !warm {
+			if warm = w.Warm(); warm {
+				t = time.Now()
+			} else {
+				w.Start()
+			}
+			continue
+		}
+		if timed++; timed == calibrationSteps {
 			break
 		}
 	}
-	if done < 2 {
-		return 0, 0, fmt.Errorf("calibrate: %d images give no second batch of %d", ds.Len(), c.Batch)
+	switch {
+	case w.Runs() == 0:
+		return 0, 0, fmt.Errorf("calibrate: %d images give no batch of %d", ds.Len(), c.Batch)
+	case timed == 0: // too few batches to warm up: the last step, an overestimate
+		return w.Last(), evalSecs, nil
 	}
-	return time.Since(t).Seconds() / float64(done-1), evalSecs, nil
+	dev.Sync()
+	return time.Since(t).Seconds() / float64(timed), evalSecs, nil
 }
 
 // fitBudget sizes a run to budget seconds: the most epochs of
