@@ -190,18 +190,25 @@ func measureCurate(dev *gpu.Device, s curateSizes, stderr io.Writer) ([]curateRe
 	}
 
 	x := pool[:min(s.pool, s.kmPoints)*s.d]
+	// fit times one k-means fit of iters iterations.
+	fit := func(iters int) (float64, error) {
+		start := time.Now()
+		_, err := curate.KMeansFit(ctx, dev, x, s.d, curate.KMeansOpts{K: s.kmK, Iters: iters, Seed: 1, Sample: s.kmK})
+		return time.Since(start).Seconds(), err
+	}
 	// A warm-up fit compiles the kernels; then the fastest of three fits of
 	// each length, so that the difference is iterations, not noise.
-	var times [2]float64
-	for i, iters := range []int{1, 1, 1 + s.kmIter} {
-		for rep := 0; rep < 3 && (i > 0 || rep == 0); rep++ {
-			start = time.Now()
-			if _, err := curate.KMeansFit(ctx, dev, x, s.d, curate.KMeansOpts{K: s.kmK, Iters: iters, Seed: 1, Sample: s.kmK}); err != nil {
+	if _, err := fit(1); err != nil {
+		return nil, err
+	}
+	times := [2]float64{math.Inf(1), math.Inf(1)}
+	for i, iters := range []int{1, 1 + s.kmIter} {
+		for range 3 {
+			secs, err := fit(iters)
+			if err != nil {
 				return nil, err
 			}
-			if i > 0 && (rep == 0 || time.Since(start).Seconds() < times[i-1]) {
-				times[i-1] = time.Since(start).Seconds()
-			}
+			times[i] = min(times[i], secs)
 		}
 	}
 	it := (times[1] - times[0]) / float64(s.kmIter)
