@@ -17,6 +17,7 @@ import (
 	"github.com/webdino/webdino/ckpt"
 
 	"github.com/webdino/webdino/data"
+	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
 )
@@ -37,9 +38,12 @@ type Options struct {
 	// Layers, when positive, also returns the last Layers blocks' outputs
 	// through the final norm (Output.Intermediate; DINOv2's linear probe
 	// concatenates their CLS tokens).
-	Layers  int
-	Pixels  bool // also return the normalised model inputs, for pictures
-	Workers int  // parallel decoders (GOMAXPROCS)
+	Layers int
+	Pixels bool // also return the normalised model inputs, for pictures
+	// Mirror also runs every image's left-right mirror (Result.Mirror), for
+	// descriptors that a flip cannot change (Result.Descriptor).
+	Mirror  bool
+	Workers int // parallel decoders (GOMAXPROCS)
 	// Rejects collects the files that could not be decoded; Run creates
 	// one when nil. Data sets with Files take their decode limits from
 	// Files.Options.
@@ -72,7 +76,27 @@ type Result struct {
 	Labels  []int    // their labels (-1 when unlabelled)
 	H, W    int      // the model input size
 	Out     *nn.Output
-	Pixels  []float32 // [B, 3, H, W] normalised inputs, when Options.Pixels
+	Mirror  *nn.Output // the mirrored images' outputs, when Options.Mirror
+	Pixels  []float32  // [B, 3, H, W] normalised inputs, when Options.Pixels
+}
+
+// Descriptor is the images' L2-normalised CLS tokens [B, D]; with
+// Options.Mirror, the normalised sum of an image's and its mirror's, which
+// is the same for the image and its mirror image: the two passes only swap
+// (the terms of a float sum commute exactly).
+func (r *Result) Descriptor() []float32 {
+	d := r.Out.ClsToken()
+	D := r.Out.D
+	eval.Normalize(d, D)
+	if r.Mirror != nil {
+		m := r.Mirror.ClsToken()
+		eval.Normalize(m, D)
+		for i := range d {
+			d[i] += m[i]
+		}
+		eval.Normalize(d, D)
+	}
+	return d
 }
 
 // Norm is the input normalisation Run applies (ImageNet mean and std).
@@ -164,6 +188,38 @@ func forward(dev *gpu.Device, model *nn.ViT, ds data.Dataset, b *data.Batch, g g
 		r.Paths = append(r.Paths, ds.Path(b.Indices[i]))
 		r.Labels = append(r.Labels, b.Labels[i])
 	}
+	x, err := preprocess(dev, imgs, g, o)
+	if err != nil {
+		return nil, err
+	}
+	defer x.Buf.Release()
+	if r.Out, err = model.Forward(x, nn.ForwardOpts{Attn0: o.Attn0, Intermediate: o.Layers}); err != nil {
+		return nil, err
+	}
+	if o.Mirror {
+		for k, im := range imgs {
+			imgs[k].Pix = mirror(im)
+		}
+		xm, err := preprocess(dev, imgs, g, o)
+		if err != nil {
+			return nil, err
+		}
+		defer xm.Buf.Release()
+		if r.Mirror, err = model.Forward(xm, nn.ForwardOpts{Attn0: o.Attn0, Intermediate: o.Layers}); err != nil {
+			return nil, err
+		}
+	}
+	if o.Pixels {
+		if r.Pixels, err = dev.Read(x); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// preprocess uploads imgs and resizes and crops them on the GPU into the
+// normalised model inputs [B, 3, g.h, g.w].
+func preprocess(dev *gpu.Device, imgs []nn.Image, g group, o Options) (*gpu.Tensor, error) {
 	batch, err := nn.UploadImages(dev, imgs)
 	if err != nil {
 		return nil, err
@@ -183,21 +239,25 @@ func forward(dev *gpu.Device, model *nn.ViT, ds data.Dataset, b *data.Batch, g g
 	if err != nil {
 		return nil, err
 	}
-	defer x.Buf.Release()
 	rec := dev.Record()
 	nn.Resample(rec, x, batch, plan, Norm)
 	if err := rec.Submit(); err != nil {
+		x.Buf.Release()
 		return nil, fmt.Errorf("embed: preprocessing: %w", err)
 	}
-	if r.Out, err = model.Forward(x, nn.ForwardOpts{Attn0: o.Attn0, Intermediate: o.Layers}); err != nil {
-		return nil, err
-	}
-	if o.Pixels {
-		if r.Pixels, err = dev.Read(x); err != nil {
-			return nil, err
+	return x, nil
+}
+
+// mirror returns im's pixels flipped left to right.
+func mirror(im nn.Image) []uint8 {
+	out := make([]uint8, len(im.Pix))
+	for y := range im.H {
+		for x := range im.W {
+			src := (y*im.W + im.W - 1 - x) * im.C
+			copy(out[(y*im.W+x)*im.C:(y*im.W+x+1)*im.C], im.Pix[src:src+im.C])
 		}
 	}
-	return r, nil
+	return out
 }
 
 // LoadModel reads a webdino checkpoint's backbone onto dev. Official weight

@@ -18,7 +18,6 @@ import (
 	"github.com/webdino/webdino/curate"
 	"github.com/webdino/webdino/data"
 	"github.com/webdino/webdino/embed"
-	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
 )
 
@@ -32,6 +31,10 @@ Fashion-MNIST's test split, plants 1-3 edited copies of --groups of them
 contrast and brightness x0.7-1.3, JPEG at quality 30-70), embeds everything
 (CLS token, as curate embed) and deduplicates at every --thresholds value
 with the --k nearest neighbours.
+
+--mirror and --whiten score the descriptors of curate embed --mirror and
+the comparison of curate dedup --whiten (fitted here on the sampled
+images and their copies).
 
 Precision is the fraction of dropped images that are planted copies,
 recall the fraction of planted copies dropped. Natural duplicates among
@@ -74,6 +77,8 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.Resize, "resize", 256, "shortest side before the centre crop")
 	fs.IntVar(&o.Crop, "crop", 224, "centre crop side (a multiple of the patch size)")
 	fs.IntVar(&o.Workers, "workers", 0, "parallel image decoders (0: one per CPU)")
+	fs.BoolVar(&o.Mirror, "mirror", false, "flip-invariant descriptors, as curate embed --mirror")
+	whiten := fs.Bool("whiten", false, "compare whitened embeddings, as curate dedup --whiten")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -138,8 +143,7 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	o.Rejects = &data.Rejects{}
 	progress := newProgress(stderr, "embed", planted.Len())
 	err = embed.Run(ctx, dev, m, planted, o, func(r *embed.Result) error {
-		cls := r.Out.ClsToken()
-		eval.Normalize(cls, D)
+		cls := r.Descriptor()
 		for j, i := range r.Indices {
 			copy(feats[i*D:(i+1)*D], cls[j*D:(j+1)*D])
 			present[i] = true
@@ -157,9 +161,16 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("%d sampled images could not be read (first: %s); remove them or pick another --seed", o.Rejects.Len(), o.Rejects.List()[0].Path)
 	}
 
+	if *whiten {
+		w, err := curate.FitWhitening(curate.Mat{Data: feats, D: D}, 0, curate.DefaultWhitenShrink)
+		if err != nil {
+			return err
+		}
+		w.Apply(feats)
+	}
 	truth := planted.Truth()
 	var rows []calibrateRow
-	fmt.Fprintf(stdout, "%d originals, %d planted copies of %d of them (%v); model %s\n", *n, len(planted.Copies), *groups, edits, *model)
+	fmt.Fprintf(stdout, "%d originals, %d planted copies of %d of them (%v); model %s, mirror %v, whiten %v\n", *n, len(planted.Copies), *groups, edits, *model, o.Mirror, *whiten)
 	fmt.Fprintf(stdout, "%9s %9s %7s %6s %6s  recall by edit\n", "threshold", "precision", "recall", "f1", "kept")
 	for _, t := range ts {
 		dd, err := curate.SelfDedup(ctx, dev, curate.Mat{Data: feats, D: D}, curate.DedupOpts{K: min(*k, planted.Len()-1), Threshold: t})

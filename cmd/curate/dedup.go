@@ -39,6 +39,15 @@ Outputs in DIR:
   dup-groups.png  the largest duplicate groups, one per row, kept image
                   first (images that cannot be read are grey)
 
+With --whiten, similarities are cosines of whitened embeddings: the
+pool's mean is removed and every principal direction scaled to unit
+variance (fitted on up to --whiten-sample pool rows; the whitened rows are
+written to DIR/whitened while the searches run), so that the few
+directions all images share no longer make unrelated images look alike.
+Thresholds then mean something else: choose them with curate calibrate
+--whiten. Pools embedded with --mirror (flip-invariant) find mirrored
+copies too; the same calibration tells how much either helps.
+
 The searches are exact and stream both sides in blocks of --max-rows rows
 (GPU and CPU memory stay bounded). For pools of millions, --index ivf finds
 the self-dedup neighbours through an inverted-file index instead (the pool
@@ -74,6 +83,8 @@ type dedupReport struct {
 	EvalImages     int      `json:"eval_images"`
 	Index          string   `json:"index"`            // exact or ivf
 	NProbe         int      `json:"nprobe,omitempty"` // ivf: lists searched per image
+	Whiten         bool     `json:"whiten"`           // similarities of whitened embeddings
+	Mirror         bool     `json:"mirror"`           // flip-invariant descriptors (embed --mirror)
 	SelfSeconds    float64  `json:"self_seconds"`
 	RelativeSecond float64  `json:"relative_seconds"`
 }
@@ -95,6 +106,8 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	lists := fs.Int("lists", 0, "ivf: inverted lists (k-means clusters; 0: sqrt(pool))")
 	fs.IntVar(&o.NProbe, "nprobe", 8, "ivf: lists searched per image")
 	ivfSample := fs.Int("ivf-sample", 200000, "ivf: pool rows the k-means is fitted on (0: all)")
+	whiten := fs.Bool("whiten", false, "compare PCA-whitened embeddings (fitted on the pool)")
+	whitenSample := fs.Int("whiten-sample", 100000, "--whiten: pool rows the whitening is fitted on, evenly spaced (0: all)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -109,6 +122,8 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErr(stderr, "dedup", "--index %q, want exact or ivf", *index)
 	case *index == "ivf" && (o.NProbe < 1 || *lists < 0 || *ivfSample < 0):
 		return usageErr(stderr, "dedup", "--nprobe %d, --lists %d, --ivf-sample %d: want nprobe >= 1, the others >= 0", o.NProbe, *lists, *ivfSample)
+	case *whitenSample < 0:
+		return usageErr(stderr, "dedup", "--whiten-sample %d, want >= 0", *whitenSample)
 	}
 	if *index == "ivf" {
 		o.Index = &curate.IVFOpts{Lists: *lists, Sample: *ivfSample, Seed: 1}
@@ -126,10 +141,31 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer q.rows.Close()
+		if err := p.sameKind(q); err != nil {
+			return err
+		}
 		ev = append(ev, q)
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
+	}
+	var poolRows curate.Rows = p.rows
+	var wt *curate.Whitening
+	whitened := filepath.Join(*out, "whitened")
+	if *whiten {
+		if wt, err = curate.FitWhitening(p.rows, *whitenSample, curate.DefaultWhitenShrink); err != nil {
+			return fmt.Errorf("%s: %w", p.dir, err)
+		}
+		defer os.RemoveAll(whitened)
+		if err := os.MkdirAll(whitened, 0o755); err != nil {
+			return err
+		}
+		wp, err := curate.WriteWhitened(ctx, p.rows, wt, filepath.Join(whitened, "pool"), o.MaxRows)
+		if err != nil {
+			return fmt.Errorf("whiten %s: %w", p.dir, err)
+		}
+		defer wp.Close()
+		poolRows = wp
 	}
 	dev, err := gpu.Open()
 	if err != nil {
@@ -138,7 +174,7 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer dev.Close()
 
 	n := p.rows.Len()
-	rep := dedupReport{Pool: n, K: o.K, Threshold: o.Threshold, EvalThreshold: float32(*evalThr), Evals: evals, Index: *index}
+	rep := dedupReport{Pool: n, K: o.K, Threshold: o.Threshold, EvalThreshold: float32(*evalThr), Evals: evals, Index: *index, Whiten: *whiten, Mirror: p.mirror}
 	if o.Index != nil {
 		rep.NProbe = o.NProbe
 	}
@@ -149,7 +185,7 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		last = done / 1e6
 	}
 	start := time.Now()
-	dd, err := curate.SelfDedup(ctx, dev, p.rows, o)
+	dd, err := curate.SelfDedup(ctx, dev, poolRows, o)
 	progress.Finish()
 	if err != nil {
 		return err
@@ -174,7 +210,16 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer all.Close()
 		rep.EvalImages = all.Len()
-		if rel, err = curate.RelativeDedup(ctx, dev, p.rows, all, float32(*evalThr), o.MaxRows); err != nil {
+		var evalRows curate.Rows = all
+		if wt != nil {
+			we, err := curate.WriteWhitened(ctx, all, wt, filepath.Join(whitened, "eval"), o.MaxRows)
+			if err != nil {
+				return fmt.Errorf("whiten the evaluation sets: %w", err)
+			}
+			defer we.Close()
+			evalRows = we
+		}
+		if rel, err = curate.RelativeDedup(ctx, dev, poolRows, evalRows, float32(*evalThr), o.MaxRows); err != nil {
 			return err
 		}
 		drop = curate.DropComponents(dd.Component, rel.Drop)

@@ -15,7 +15,6 @@ import (
 	"github.com/webdino/webdino/curate"
 	"github.com/webdino/webdino/data"
 	"github.com/webdino/webdino/embed"
-	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
 	"github.com/webdino/webdino/npy"
@@ -25,11 +24,13 @@ const embedUsage = `usage: curate embed --model MODEL.msgpack --out DIR [flags] 
 
 Embeds images with a webdino checkpoint into DIR, in shards:
 
-  emb-NNNNN.npy   [rows, D] float32: L2-normalised CLS tokens
+  emb-NNNNN.npy   [rows, D] float32: L2-normalised CLS tokens (with
+                  --mirror, of the image plus its left-right mirror)
   ids-NNNNN.jsonl one line per row: {"row", "path", "source"}
   done-NNNNN.json written last: {"rows", "next"}, the shard is complete
   rejects.jsonl   files that could not be decoded (skipped)
-  source.json     {"source", "inputs", "files", "model"}: what the pool is
+  source.json     {"source", "inputs", "files", "model", "mirror"}: what
+                  the pool is
 
 INPUT is an image file, a folder (scanned recursively, sorted) or, with
 --list, a list file (one path per line). The pool's images are the inputs in
@@ -62,6 +63,7 @@ type sourceInfo struct {
 	Inputs []string `json:"inputs"`
 	Files  int      `json:"files"`
 	Model  string   `json:"model"`
+	Mirror bool     `json:"mirror,omitempty"` // descriptors of image + mirror image
 }
 
 func embedCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -77,6 +79,7 @@ func embedCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.Resize, "resize", 256, "shortest side before the centre crop")
 	fs.IntVar(&o.Crop, "crop", 224, "centre crop side (a multiple of the patch size)")
 	fs.IntVar(&o.Workers, "workers", 0, "parallel image decoders (0: one per CPU)")
+	fs.BoolVar(&o.Mirror, "mirror", false, "flip-invariant descriptors: also embed each image's left-right mirror and store the normalised sum of the two CLS tokens (twice the work; a mirrored copy then gets the same row; use it for dedup)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -103,7 +106,7 @@ func embedCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	info := sourceInfo{Source: *source, Inputs: append(append([]string{}, lists...), fs.Args()...), Files: files.Len(), Model: *model}
+	info := sourceInfo{Source: *source, Inputs: append(append([]string{}, lists...), fs.Args()...), Files: files.Len(), Model: *model, Mirror: o.Mirror}
 	shards, next, rows, err := resumeState(*out, info)
 	if err != nil {
 		return err
@@ -135,8 +138,7 @@ func embedCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	w := &shardWriter{dir: *out, source: *source, shard: shards, row: rows, limit: *shardRows, d: D}
 	counted := 0
 	err = embed.Run(ctx, dev, m, rest, o, func(r *embed.Result) error {
-		cls := r.Out.ClsToken()
-		eval.Normalize(cls, D)
+		cls := r.Descriptor()
 		for k, p := range r.Paths {
 			if err := w.add(cls[k*D:(k+1)*D], p, next+r.Indices[k]+1); err != nil {
 				return err
@@ -202,6 +204,9 @@ func resumeState(dir string, info sourceInfo) (shards, next, rows int, err error
 		if old.Source != info.Source || old.Files != info.Files || old.Model != info.Model || !slices.Equal(old.Inputs, info.Inputs) {
 			return 0, 0, 0, fmt.Errorf("%s holds a pool of other inputs or another model (%s: %d files from %s, model %s); use another --out",
 				dir, old.Source, old.Files, strings.Join(old.Inputs, " "), old.Model)
+		}
+		if old.Mirror != info.Mirror {
+			return 0, 0, 0, fmt.Errorf("%s was embedded with mirror %v; resume with the same --mirror or use another --out", dir, old.Mirror)
 		}
 	} else {
 		b, _ := json.MarshalIndent(info, "", "  ")
@@ -320,9 +325,20 @@ func loadModel(dev *gpu.Device, path string) (*nn.ViT, error) {
 // pool is an embedded pool read back: its rows (streamed from the shard
 // files) and ids.
 type pool struct {
-	dir  string
-	rows *curate.Shards
-	ids  []idRow
+	dir    string
+	rows   *curate.Shards
+	ids    []idRow
+	mirror bool // flip-invariant descriptors (embed --mirror)
+}
+
+// sameKind refuses to compare pools whose rows are different descriptors.
+func (p *pool) sameKind(q *pool) error { return sameKind(p.dir, p.mirror, q.dir, q.mirror) }
+
+func sameKind(a string, aMirror bool, b string, bMirror bool) error {
+	if aMirror != bMirror {
+		return fmt.Errorf("%s (mirror %v) and %s (mirror %v) hold different descriptors: embed both with or both without --mirror", a, aMirror, b, bMirror)
+	}
+	return nil
 }
 
 // openPool opens the complete shards of embed output directories as one
@@ -330,7 +346,19 @@ type pool struct {
 func openPool(dirs ...string) (*pool, error) {
 	var paths []string
 	p := &pool{dir: strings.Join(dirs, ",")}
-	for _, dir := range dirs {
+	for d, dir := range dirs {
+		var info sourceInfo
+		if b, err := os.ReadFile(filepath.Join(dir, "source.json")); err == nil {
+			if err := json.Unmarshal(b, &info); err != nil {
+				return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "source.json"), err)
+			}
+		}
+		if d > 0 {
+			if err := sameKind(dirs[0], p.mirror, dir, info.Mirror); err != nil {
+				return nil, err
+			}
+		}
+		p.mirror = info.Mirror
 		before := len(paths)
 		for s := 0; ; s++ {
 			if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("done-%05d.json", s))); err != nil {

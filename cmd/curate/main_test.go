@@ -154,8 +154,13 @@ func TestEndToEnd(t *testing.T) {
 	// Through an IVF index of 4 lists, 2 probed per image, the copies
 	// (identical embeddings, so in one list) are found the same.
 	ivf := dedupReasons("--index", "ivf", "--lists", "4", "--nprobe", "2")
+	// Copies stay copies after whitening.
+	whitened := dedupReasons("--whiten")
+	_, err := os.Stat(filepath.Join(out, "whitened"))
+	require.True(t, os.IsNotExist(err), "the whitened rows are removed")
 	reasons := dedupReasons()
 	require.Equal(t, reasons, ivf)
+	require.Equal(t, reasons, whitened)
 	require.Equal(t, "kept", reasons["pa.png"])
 	require.Equal(t, "duplicate", reasons["pz1.png"])
 	require.Equal(t, "duplicate", reasons["pz2.png"])
@@ -166,6 +171,12 @@ func TestEndToEnd(t *testing.T) {
 		_, err := os.Stat(filepath.Join(out, f))
 		require.NoError(t, err, f)
 	}
+
+	// Flip-invariant descriptors are not compared with plain ones.
+	emb(filepath.Join(dir, "cur-mirror"), curImgs, "--mirror")
+	var o, e bytes.Buffer
+	require.Equal(t, 1, run(context.Background(), []string{"dedup", "--pool", pool, "--eval", filepath.Join(dir, "cur-mirror"), "--out", out}, &o, &e))
+	require.Contains(t, e.String(), "hold different descriptors: embed both with or both without --mirror")
 
 	if os.Getenv("CURATE_KEEP") != "" {
 		copyFile(t, "/tmp/curate-hist.png", filepath.Join(out, "nn-similarity.png"))
@@ -267,6 +278,14 @@ func TestCalibrate(t *testing.T) {
 	st, err := os.Stat(filepath.Join(out, "calibrate.png"))
 	require.NoError(t, err)
 	require.Greater(t, st.Size(), int64(1000))
+
+	// Flip-invariant descriptors find mirrored copies as exact ones,
+	// whitened or not.
+	stdout = runOK(t, "calibrate", "--model", model, "--out", out, "--resize", "64", "--crop", "56", "--batch", "5",
+		"--n", "12", "--groups", "6", "--edits", "copy,flip", "--thresholds", "0.99", "--k", "8", "--mirror", "--whiten", imgs)
+	require.Contains(t, stdout, "mirror true, whiten true")
+	rows = readLines[calibrateRow](t, filepath.Join(out, "calibrate.jsonl"))
+	require.Equal(t, map[string]float64{"copy": 1, "flip": 1}, rows[0].RecallByEdit)
 
 	var o, e bytes.Buffer
 	require.Equal(t, 2, run(context.Background(), []string{"calibrate", "--model", model, "--out", out, "--edits", "rotate", imgs}, &o, &e))

@@ -189,6 +189,9 @@ func retrieveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if s.rows.Dim() != p.rows.Dim() {
 			return fmt.Errorf("%s has embeddings of %d dimensions, the pool %d: embed both with the same model", dir, s.rows.Dim(), p.rows.Dim())
 		}
+		if err := p.sameKind(s); err != nil {
+			return err
+		}
 		source := s.ids[0].Source
 		sr := setReport{Source: source, Curated: s.rows.Len(), Mode: *mode}
 		if sr.Mode == "auto" {
