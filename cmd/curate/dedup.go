@@ -272,11 +272,15 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "pool %d images\nself-dedup (k %d, similarity > %.2f): %d kept, %d duplicate groups, %d duplicates removed (%.1fs)\n",
-		n, o.K, o.Threshold, rep.AfterSelf, rep.Groups, n-rep.AfterSelf, rep.SelfSeconds)
+	similarity := "similarity"
+	if *whiten {
+		similarity = "whitened similarity"
+	}
+	fmt.Fprintf(stdout, "pool %d images\nself-dedup (k %d, %s > %.2f): %d kept, %d duplicate groups, %d duplicates removed (%.1fs)\n",
+		n, o.K, similarity, o.Threshold, rep.AfterSelf, rep.Groups, n-rep.AfterSelf, rep.SelfSeconds)
 	if len(ev) > 0 {
-		fmt.Fprintf(stdout, "relative dedup against %d evaluation images (similarity > %.2f): %d removed (%.1fs)\n",
-			rep.EvalImages, *evalThr, rep.EvalDropped, rep.RelativeSecond)
+		fmt.Fprintf(stdout, "relative dedup against %d evaluation images (%s > %.2f): %d removed (%.1fs)\n",
+			rep.EvalImages, similarity, *evalThr, rep.EvalDropped, rep.RelativeSecond)
 	}
 	fmt.Fprintf(stdout, "kept %d of %d: %s\n", rep.Kept, n, filepath.Join(*out, "dedup.jsonl"))
 	return nil
