@@ -188,26 +188,32 @@ func forward(dev *gpu.Device, model *nn.ViT, ds data.Dataset, b *data.Batch, g g
 		r.Paths = append(r.Paths, ds.Path(b.Indices[i]))
 		r.Labels = append(r.Labels, b.Labels[i])
 	}
-	x, err := preprocess(dev, imgs, g, o)
-	if err != nil {
+	run := func() (*nn.Output, *gpu.Tensor, error) {
+		x, err := preprocess(dev, imgs, g, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		out, err := model.Forward(x, nn.ForwardOpts{Attn0: o.Attn0, Intermediate: o.Layers})
+		if err != nil {
+			x.Buf.Release()
+			return nil, nil, err
+		}
+		return out, x, nil
+	}
+	var x, xm *gpu.Tensor
+	var err error
+	if r.Out, x, err = run(); err != nil {
 		return nil, err
 	}
 	defer x.Buf.Release()
-	if r.Out, err = model.Forward(x, nn.ForwardOpts{Attn0: o.Attn0, Intermediate: o.Layers}); err != nil {
-		return nil, err
-	}
 	if o.Mirror {
 		for k, im := range imgs {
 			imgs[k].Pix = mirror(im)
 		}
-		xm, err := preprocess(dev, imgs, g, o)
-		if err != nil {
+		if r.Mirror, xm, err = run(); err != nil {
 			return nil, err
 		}
-		defer xm.Buf.Release()
-		if r.Mirror, err = model.Forward(xm, nn.ForwardOpts{Attn0: o.Attn0, Intermediate: o.Layers}); err != nil {
-			return nil, err
-		}
+		xm.Buf.Release()
 	}
 	if o.Pixels {
 		if r.Pixels, err = dev.Read(x); err != nil {
