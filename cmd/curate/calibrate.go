@@ -48,6 +48,9 @@ Outputs in DIR:
 Flags:
 `
 
+// carefulPrecision is the precision calibrate reports the best recall at.
+const carefulPrecision = 0.95
+
 // calibrateRow is one threshold's result.
 type calibrateRow struct {
 	Threshold    float32            `json:"threshold"`
@@ -69,7 +72,7 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	n := fs.Int("n", 2000, "originals sampled")
 	groups := fs.Int("groups", 500, "originals that get planted copies")
 	editList := fs.String("edits", "copy,flip,crop,jitter,jpeg", "planted edits, comma-separated")
-	thresholds := fs.String("thresholds", "0.3,0.4,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95", "cosine thresholds to score, comma-separated")
+	thresholds := fs.String("thresholds", "0.3,0.4,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95,0.97,0.99", "cosine thresholds to score, comma-separated")
 	k := fs.Int("k", 64, "nearest neighbours searched per image")
 	seed := fs.Uint64("seed", 0, "seed of the sample and the edits")
 	var o embed.Options
@@ -214,6 +217,18 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprintf(stdout, "best F1 %.3f at threshold %.2f (precision %.3f, recall %.3f); wrote %s\n",
 		best.F1, best.Threshold, best.Precision, best.Recall, filepath.Join(*out, "calibrate.jsonl"))
+	// The threshold a careful user wants: few wrongly dropped images.
+	var careful *calibrateRow
+	for i, r := range rows {
+		if r.Precision >= carefulPrecision && (careful == nil || r.Recall > careful.Recall) {
+			careful = &rows[i]
+		}
+	}
+	if careful != nil {
+		fmt.Fprintf(stdout, "highest recall at precision >= %.2f: %.3f at threshold %.2f\n", carefulPrecision, careful.Recall, careful.Threshold)
+	} else {
+		fmt.Fprintf(stdout, "no threshold reaches precision %.2f\n", carefulPrecision)
+	}
 	return nil
 }
 

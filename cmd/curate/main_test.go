@@ -284,6 +284,7 @@ func TestCalibrate(t *testing.T) {
 	stdout = runOK(t, "calibrate", "--model", model, "--out", out, "--resize", "64", "--crop", "56", "--batch", "5",
 		"--n", "12", "--groups", "6", "--edits", "copy,flip", "--thresholds", "0.99", "--k", "8", "--mirror", "--whiten", imgs)
 	require.Contains(t, stdout, "mirror true, whiten true")
+	require.Contains(t, stdout, "highest recall at precision >= 0.95: 1.000 at threshold 0.99")
 	rows = readLines[calibrateRow](t, filepath.Join(out, "calibrate.jsonl"))
 	require.Equal(t, map[string]float64{"copy": 1, "flip": 1}, rows[0].RecallByEdit)
 
