@@ -19,9 +19,9 @@ const calibrationSteps = 3
 // maxWarmupSteps bounds calibrate's warm-up.
 const maxWarmupSteps = 10
 
-// calibrate times, with a throwaway trainer for c on dev, one k-NN
-// evaluation (the first, which also scores raw pixels, so an upper bound)
-// and one training step on the first batches of ds.
+// calibrate times, with a throwaway trainer for c on dev, a k-NN
+// evaluation and a training step on the first batches of ds, each after
+// warm-up runs.
 func calibrate(ctx context.Context, o *options, c train.Config, dev *gpu.Device, ds data.Dataset, stderr io.Writer) (stepSecs, evalSecs float64, err error) {
 	tr, err := train.NewTrainer(dev, c)
 	if err != nil {
@@ -29,11 +29,21 @@ func calibrate(ctx context.Context, o *options, c train.Config, dev *gpu.Device,
 	}
 	defer tr.Release()
 	s := &session{o: o, c: c, dev: dev, tr: tr, ds: ds, stdout: io.Discard, stderr: stderr, start: time.Now(), enc: json.NewEncoder(io.Discard)}
-	t := time.Now()
-	if err := s.evaluate(ctx); err != nil {
-		return 0, 0, fmt.Errorf("calibrate: %w", err)
+	// Two evaluations, the second timed: the first compiles the pipelines
+	// (on a cold lavapipe shader cache, 128 s against 22 s warm: timed, it
+	// cut a --minutes 10 demo to one epoch that ended after 6 minutes) and
+	// scores raw pixels besides.
+	ew := gpu.NewWarmUp(dev, 2)
+	for ew.Start(); ; ew.Start() {
+		if err := s.evaluate(ctx); err != nil {
+			return 0, 0, fmt.Errorf("calibrate: %w", err)
+		}
+		if ew.Warm() {
+			break
+		}
 	}
-	evalSecs = time.Since(t).Seconds()
+	evalSecs = ew.Last()
+	var t time.Time
 	loader := data.Loader{Data: ds, BatchSize: c.Batch, Workers: o.workers, DropLast: true, Rejects: &s.rejects}
 	w := gpu.NewWarmUp(dev, maxWarmupSteps)
 	warm, timed := false, 0
