@@ -3,6 +3,7 @@
 package gpu
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -271,40 +272,37 @@ func TestWarmUpWaitsForCompilesAndSpeed(t *testing.T) {
 			return clock
 		}
 	}
+	// warm makes one run of w and reports whether w calls it warm.
+	warm := func(w *WarmUp, compile bool) bool {
+		w.Start()
+		run(compile)
+		return w.Warm()
+	}
 	// Run 1 compiles; run 2 compiles nothing but is much faster; run 3 is
 	// about as fast: warm after run 3.
 	w := NewWarmUp(dev, 10)
 	fake(w, []float64{5, 3, 2.9})
-	w.Start()
-	run(true)
-	require.False(t, w.Warm(), "run 1 compiled a pipeline")
-	w.Start()
-	run(false)
-	require.False(t, w.Warm(), "run 2 was 40% faster than run 1")
-	w.Start()
-	run(false)
-	require.True(t, w.Warm(), "run 3 compiled nothing and was no faster")
+	require.False(t, warm(w, true), "run 1 compiled a pipeline")
+	require.False(t, warm(w, false), "run 2 was 40% faster than run 1")
+	require.True(t, warm(w, false), "run 3 compiled nothing and was no faster")
 	require.Equal(t, 3, w.Runs())
 	require.InDelta(t, 2.9, w.Last(), 1e-9)
 	// A run that compiles is never warm, even as slow as the one before.
 	w = NewWarmUp(dev, 10)
 	fake(w, []float64{2, 2, 2})
-	w.Start()
-	run(true)
-	require.False(t, w.Warm())
-	w.Start()
-	run(true)
-	require.False(t, w.Warm(), "run 2 compiled a pipeline")
-	w.Start()
-	run(false)
-	require.True(t, w.Warm())
+	require.False(t, warm(w, true))
+	require.False(t, warm(w, true), "run 2 compiled a pipeline")
+	require.True(t, warm(w, false))
 	// max runs end the wait, however fast the last run was.
 	w = NewWarmUp(dev, 2)
 	fake(w, []float64{1, 0.1})
-	w.Start()
-	run(false)
-	require.False(t, w.Warm())
-	w.Start()
-	run(false)
-	require.True(t, w.Warm(), "max runs done")
+	require.False(t, warm(w, false))
+	require.True(t, warm(w, false), "max runs done")
+	// Repeat: run 1 compiles, run 2 is as slow and compiles nothing.
+	w = NewWarmUp(dev, 10)
+	fake(w, []float64{2, 2, 2})
+	calls := 0
+	require.NoError(t, w.Repeat(func() error { calls++; run(calls == 1); return nil }))
+	require.Equal(t, 2, calls)
+	require.EqualError(t, w.Repeat(func() error { return errors.New("step failed") }), "step failed")
 }

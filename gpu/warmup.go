@@ -10,10 +10,8 @@ import "time"
 // compiles (a demo training step timed 5-7 s, against 2 s warm).
 //
 //	w := gpu.NewWarmUp(d, 20)
-//	for w.Start(); ; w.Start() {
-//		run()
-//		if w.Warm() { break }
-//	}
+//	err := w.Repeat(run) // or Start, run, Warm in a loop of one's own
+//	secs := w.Last()
 type WarmUp struct {
 	d          *Device
 	max, runs  int
@@ -43,6 +41,20 @@ func (w *WarmUp) Warm() bool {
 	warm := w.d.Pipelines() == w.pipelines && w.prev >= 0 && w.last > 0.9*w.prev
 	w.prev = w.last
 	return warm || w.runs >= w.max
+}
+
+// Repeat calls run until the runs have warmed up (Warm) and returns the
+// first error of run.
+func (w *WarmUp) Repeat(run func() error) error {
+	for {
+		w.Start()
+		if err := run(); err != nil {
+			return err
+		}
+		if w.Warm() {
+			return nil
+		}
+	}
 }
 
 // Last is the duration in seconds of the last run Warm saw.

@@ -194,13 +194,8 @@ func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gp
 	}
 	defer batch.Release()
 	w := gpu.NewWarmUp(d, maxWarmupSteps)
-	for w.Start(); ; w.Start() {
-		if _, err := tr.Step(batch); err != nil {
-			return 0, fmt.Errorf("warm-up step: %w", err)
-		}
-		if w.Warm() {
-			break
-		}
+	if err := w.Repeat(func() error { _, err := tr.Step(batch); return err }); err != nil {
+		return 0, fmt.Errorf("warm-up step: %w", err)
 	}
 	start := time.Now()
 	for i := 0; i < steps; i++ {

@@ -34,13 +34,8 @@ func calibrate(ctx context.Context, o *options, c train.Config, dev *gpu.Device,
 	// cut a --minutes 10 demo to one epoch that ended after 6 minutes) and
 	// scores raw pixels besides.
 	ew := gpu.NewWarmUp(dev, 2)
-	for ew.Start(); ; ew.Start() {
-		if err := s.evaluate(ctx); err != nil {
-			return 0, 0, fmt.Errorf("calibrate: %w", err)
-		}
-		if ew.Warm() {
-			break
-		}
+	if err := ew.Repeat(func() error { return s.evaluate(ctx) }); err != nil {
+		return 0, 0, fmt.Errorf("calibrate: %w", err)
 	}
 	evalSecs = ew.Last()
 	var t time.Time
