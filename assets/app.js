@@ -255,13 +255,21 @@ function wire() {
   };
 }
 
+// noWebGPUHint says what a browser without navigator.gpu can do about it.
+function noWebGPUHint(ua) {
+  if (/Firefox\//.test(ua) && /Linux/.test(ua) && !/Android/.test(ua)) {
+    return 'Firefox on Linux ships WebGPU switched off: open about:config, set dom.webgpu.enabled to true and reload this page (Firefox ESR 153 runs it so).';
+  }
+  return 'See “Which browsers run this” below: a current Chrome or Edge on Windows, macOS or ChromeOS, Safari 26, or Firefox 141+ on Windows work out of the box.';
+}
+
 async function boot() {
   if (!window.isSecureContext) {
     showError('This page is not a secure context, so the browser hides WebGPU: open it as http://127.0.0.1:PORT/ or http://localhost:PORT/ (or over https).');
     return;
   }
   if (!navigator.gpu) {
-    showError('This browser does not expose WebGPU (navigator.gpu is missing). See “Which browsers run this” below: a current Chrome or Edge on Windows, macOS or ChromeOS, Safari 26, or Firefox 141+ on Windows work out of the box.');
+    showError(`This browser does not expose WebGPU (navigator.gpu is missing). ${noWebGPUHint(navigator.userAgent)}`);
     status('WebGPU unavailable.');
     return;
   }

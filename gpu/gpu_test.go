@@ -39,6 +39,29 @@ func TestUploadReadRoundTrip(t *testing.T) {
 	require.Equal(t, data, got)
 }
 
+// TestReadAllMatchesRead reads tensors of several sizes, a view at an
+// offset among them, through one staging buffer.
+func TestReadAllMatchesRead(t *testing.T) {
+	a, err := dev.Upload("a", []float32{1, 2, 3}, 3)
+	require.NoError(t, err)
+	defer a.Buf.Release()
+	bData := make([]float32, 300)
+	for i := range bData {
+		bData[i] = float32(i) / 7
+	}
+	b, err := dev.Upload("b", bData, 3, 100)
+	require.NoError(t, err)
+	defer b.Buf.Release()
+	row, err := b.View(200, 100)
+	require.NoError(t, err)
+	got, err := dev.ReadAll(a, row, b)
+	require.NoError(t, err)
+	require.Equal(t, [][]float32{{1, 2, 3}, bData[200:], bData}, got)
+	one, err := dev.Read(row)
+	require.NoError(t, err)
+	require.Equal(t, bData[200:], one)
+}
+
 func TestFillManyDispatchesOnePass(t *testing.T) {
 	// 70000 elements need more than one 1-D grid row of 256-wide groups at
 	// small limits; several fills of distinct views check ordering.

@@ -47,7 +47,11 @@ func Open() (*Device, error) {
 	if ai := adapter.Get("info"); ai.Truthy() {
 		info.Name = ai.Get("description").String()
 		if info.Name == "" {
-			info.Name = ai.Get("vendor").String() + " " + ai.Get("architecture").String()
+			info.Name = strings.TrimSpace(ai.Get("vendor").String() + " " + ai.Get("architecture").String())
+		}
+		if info.Name == "" {
+			// Firefox reports no adapter details.
+			info.Name = "unnamed (the browser hides its details)"
 		}
 		info.Driver = ai.Get("vendor").String()
 		// The browser names no adapter type; a software rasteriser

@@ -206,6 +206,23 @@ func (d *Device) Read(t *Tensor) ([]float32, error) {
 	return out, nil
 }
 
+// ReadAll copies several tensors back to the CPU through one staging
+// buffer: one submission and one wait, where a Read each would wait on
+// the device once per tensor (a round trip to the GPU process costs about
+// 100 ms in Firefox).
+func (d *Device) ReadAll(ts ...*Tensor) ([][]float32, error) {
+	bs, err := d.readBytes(ts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]float32, len(ts))
+	for i, b := range bs {
+		out[i] = make([]float32, ts[i].Len())
+		copy(out[i], wgpu.FromBytes[float32](b))
+	}
+	return out, nil
+}
+
 // ReadU32 copies a tensor of unsigned integers back to the CPU.
 func (d *Device) ReadU32(t *Tensor) ([]uint32, error) {
 	b, err := d.ReadBytes(t)
@@ -219,41 +236,71 @@ func (d *Device) ReadU32(t *Tensor) ([]uint32, error) {
 
 // ReadBytes copies t's bytes back through a staging buffer.
 func (d *Device) ReadBytes(t *Tensor) ([]byte, error) {
-	size := t.Bytes()
+	bs, err := d.readBytes([]*Tensor{t})
+	if err != nil {
+		return nil, err
+	}
+	return bs[0], nil
+}
+
+// readBytes copies the tensors' bytes back through one staging buffer,
+// each at its own offset.
+func (d *Device) readBytes(ts []*Tensor) ([][]byte, error) {
+	name := func() string {
+		if len(ts) == 1 {
+			return ts[0].String()
+		}
+		return fmt.Sprintf("%d tensors", len(ts))
+	}
+	offs := make([]uint64, len(ts)+1)
+	for i, t := range ts {
+		offs[i+1] = offs[i] + t.Bytes() // float32 and uint32: multiples of 4, as copies need
+	}
+	if offs[len(ts)] == 0 {
+		return make([][]byte, len(ts)), nil
+	}
 	staging, err := d.dev.CreateBuffer(&wgpu.BufferDescriptor{
 		Label: "readback",
-		Size:  size,
+		Size:  offs[len(ts)],
 		Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", t, err)
+		return nil, fmt.Errorf("read %s: %w", name(), err)
 	}
 	defer staging.Release()
 	enc, err := d.dev.CreateCommandEncoder(nil)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", t, err)
+		return nil, fmt.Errorf("read %s: %w", name(), err)
 	}
 	defer enc.Release()
-	if err := enc.CopyBufferToBuffer(t.Buf.buf, t.Off, staging, 0, size); err != nil {
-		return nil, fmt.Errorf("read %s: %w", t, err)
+	for i, t := range ts {
+		if t.Bytes() == 0 {
+			continue
+		}
+		if err := enc.CopyBufferToBuffer(t.Buf.buf, t.Off, staging, offs[i], t.Bytes()); err != nil {
+			return nil, fmt.Errorf("read %s: %w", t, err)
+		}
 	}
 	cmd, err := enc.Finish(nil)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", t, err)
+		return nil, fmt.Errorf("read %s: %w", name(), err)
 	}
 	defer cmd.Release()
 	d.queue.Submit(cmd)
-	d.Sync()
+	d.syncBeforeMap()
 	status := wgpu.BufferMapAsyncStatusUnknown
-	if err := staging.MapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.BufferMapAsyncStatus) { status = s }); err != nil {
-		return nil, fmt.Errorf("read %s: map: %w", t, err)
+	if err := staging.MapAsync(wgpu.MapModeRead, 0, offs[len(ts)], func(s wgpu.BufferMapAsyncStatus) { status = s }); err != nil {
+		return nil, fmt.Errorf("read %s: map: %w", name(), err)
 	}
 	d.dev.Poll(true, nil)
 	if status != wgpu.BufferMapAsyncStatusSuccess {
-		return nil, fmt.Errorf("read %s: map failed with status %v", t, status)
+		return nil, fmt.Errorf("read %s: map failed with status %v", name(), status)
 	}
-	out := make([]byte, size)
-	copy(out, staging.GetMappedRange(0, uint(size)))
+	mapped := staging.GetMappedRange(0, uint(offs[len(ts)]))
+	out := make([][]byte, len(ts))
+	for i := range ts {
+		out[i] = append([]byte(nil), mapped[offs[i]:offs[i+1]]...)
+	}
 	staging.Unmap()
 	return out, nil
 }

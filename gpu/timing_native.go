@@ -166,3 +166,8 @@ func (d *Device) Sync() {
 		pause = min(2*pause, 500*time.Microsecond)
 	}
 }
+
+// syncBeforeMap waits for the queue natively: wgpu-native's blocking Poll
+// gives up after 5 s (TestSyncOutlastsPollTimeout), so a buffer map after
+// long work would fail without it.
+func (d *Device) syncBeforeMap() { d.Sync() }

@@ -190,25 +190,22 @@ func (m *ViT) Forward(images *gpu.Tensor, o ForwardOpts) (*Output, error) {
 		return nil, fmt.Errorf("vit forward on %s: %w", images, err)
 	}
 	out := &Output{B: B, R: c.Registers, N: a.N, D: c.EmbedDim, GridH: a.GridH, GridW: a.GridW, Heads: c.Heads}
-	if out.Prenorm, err = m.dev.Read(a.X[0]); err != nil {
-		return nil, err
+	// One readback for all outputs: each wait on the device is a round trip
+	// to a browser's GPU process.
+	reads := append([]*gpu.Tensor{a.X[0], a.Normed}, a.Inter...)
+	if o.Attn0 {
+		reads = append(reads, a.blocks[0].Attn.Probs)
 	}
-	if out.Normed, err = m.dev.Read(a.Normed); err != nil {
-		return nil, err
+	vs, err := m.dev.ReadAll(reads...)
+	if err != nil {
+		return nil, fmt.Errorf("vit forward on %s: %w", images, err)
 	}
-	for _, it := range a.Inter {
-		v, err := m.dev.Read(it)
-		if err != nil {
-			return nil, err
-		}
-		out.Intermediate = append(out.Intermediate, v)
+	out.Prenorm, out.Normed = vs[0], vs[1]
+	if len(a.Inter) > 0 {
+		out.Intermediate = vs[2 : 2+len(a.Inter)]
 	}
 	if o.Attn0 {
-		probs, err := m.dev.Read(a.blocks[0].Attn.Probs)
-		if err != nil {
-			return nil, err
-		}
-		T := a.T
+		probs, T := vs[len(vs)-1], a.T
 		for bh := 0; bh < B*c.Heads; bh++ {
 			out.Attn0 = append(out.Attn0, probs[bh*T*T:bh*T*T+T]...)
 		}

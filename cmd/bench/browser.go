@@ -30,7 +30,7 @@ import (
 // repository root.
 const exportScript = "scripts/reference/export_onnx.py"
 
-// browserFiles are the driver (bench.js) and the onnxruntime-web page.
+// browserFiles are the driving script (bench.js) and the onnxruntime-web page.
 //
 //go:embed browser/bench.js browser/ort.html
 var browserFiles embed.FS
@@ -41,7 +41,7 @@ const forwardStep = "model forward + readback (GPU)"
 
 // browserResult is the one line browser reports.
 type browserResult struct {
-	Name            string    `json:"name"` // browser/<model>/<short>
+	Name            string    `json:"name"` // browser/<model>/<short>, or browser-firefox/... in Firefox
 	Value           float64   `json:"value"`
 	Unit            string    `json:"unit"`                     // ms/image
 	BaselineRatio   *float64  `json:"baseline_ratio,omitempty"` // onnx ms / webdino ms
@@ -106,13 +106,15 @@ func browserBench(args []string, stdout, stderr io.Writer) error {
 	depth := fs.Int("depth", 0, "override the preset's number of blocks (0: keep; small values for smoke tests)")
 	iters := fs.Int("iters", 5, "timed runs after one warm-up run, each side")
 	ep := fs.String("ep", "webgpu", "onnxruntime-web execution provider: webgpu (falls back to wasm if it fails), wasm, or none")
+	engine := fs.String("browser", "chromium", "the browser: chromium (WebGPU on SwiftShader) or firefox (Firefox ESR with dom.webgpu.enabled: WebGPU through wgpu on the Vulkan driver)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: bench browser [flags]
 
-Times the backbone in headless Chromium (WebGPU on the browser's adapter,
-SwiftShader without a GPU; the flags of the browser test), in the viewer
-page itself: the wasm of this checkout is built, the page is served from
+Times the backbone in a headless browser (-browser: Debian's Chromium,
+WebGPU on SwiftShader without a GPU, or Firefox ESR, WebGPU through wgpu on
+the Vulkan driver; as the browser test drives them), in the viewer page
+itself: the wasm of this checkout is built, the page is served from
 this process on a free 127.0.0.1 port, a checkpoint of the preset with
 random weights is loaded through the page's file picker, and the square
 astronaut photo is run at -short, once to warm up, then -iters times.
@@ -137,7 +139,7 @@ flags:
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
-	if fs.NArg() > 0 || *iters < 1 || *depth < 0 || !slices.Contains([]string{"webgpu", "wasm", "none"}, *ep) {
+	if fs.NArg() > 0 || *iters < 1 || *depth < 0 || !slices.Contains([]string{"webgpu", "wasm", "none"}, *ep) || !slices.Contains(browser.Browsers, *engine) {
 		fs.Usage()
 		return errUsage
 	}
@@ -145,8 +147,7 @@ flags:
 	if err != nil {
 		return err
 	}
-	tools, missing := browser.Find()
-	node, chromium, nodePath := tools.Node, tools.Chromium, tools.NodePath
+	tools, missing := browser.Find(*engine)
 	if missing != "" {
 		return fmt.Errorf("%s (run scripts/setup-browser.sh)", missing)
 	}
@@ -173,17 +174,20 @@ flags:
 		name = fmt.Sprintf("%s-depth%d", name, *depth)
 	}
 	r.Name = fmt.Sprintf("browser/%s/%d", name, *short)
+	if *engine != "chromium" {
+		r.Name = fmt.Sprintf("browser-%s/%s/%d", *engine, name, *short)
+	}
 
 	bench := filepath.Join(dir, "bench")
 	if err := os.Mkdir(bench, 0o755); err != nil {
 		return err
 	}
-	ort := filepath.Join(nodePath, "onnxruntime-web", "dist")
+	ort := filepath.Join(tools.NodePath, "onnxruntime-web", "dist")
 	switch {
 	case *ep == "none":
 		r.BaselineMissing = "not run (-ep none)"
 	case !exists(filepath.Join(ort, "ort.webgpu.min.mjs")):
-		r.BaselineMissing = "onnxruntime-web is not installed in " + nodePath + " (run scripts/setup-browser.sh)"
+		r.BaselineMissing = "onnxruntime-web is not installed in " + tools.NodePath + " (run scripts/setup-browser.sh)"
 	}
 	c, weights, err := benchModel(ctx, cfg, *short, bench, r.BaselineMissing == "")
 	if err != nil {
@@ -203,12 +207,12 @@ flags:
 	if err := os.WriteFile(filepath.Join(bench, "ort.html"), page, 0o644); err != nil {
 		return err
 	}
-	driver := filepath.Join(dir, "bench.js")
+	script := filepath.Join(dir, "bench.js")
 	js, err := browserFiles.ReadFile("browser/bench.js")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(driver, js, 0o644); err != nil {
+	if err := os.WriteFile(script, js, 0o644); err != nil {
 		return err
 	}
 
@@ -222,11 +226,13 @@ flags:
 		epArg = ""
 	}
 	out := filepath.Join(dir, "result.json")
-	cmd := exec.CommandContext(ctx, node, driver, url, out, fmt.Sprint(*short), fmt.Sprint(*iters),
+	cmd, err := tools.Command(ctx, dir, script, url, out, fmt.Sprint(*short), fmt.Sprint(*iters),
 		filepath.Join(bench, "model.msgpack"), filepath.Join(root, "assets", "photos", "astronaut.jpg"), epArg)
-	cmd.Env = append(os.Environ(), "NODE_PATH="+nodePath, "WEBDINO_CHROMIUM="+chromium)
+	if err != nil {
+		return err
+	}
 	cmd.Stderr = stderr
-	fmt.Fprintf(stderr, "running %s in %s on %s\n", r.Name, chromium, url)
+	fmt.Fprintf(stderr, "running %s in %s on %s\n", r.Name, tools.Binary, url)
 	runErr := cmd.Run()
 	b, err := os.ReadFile(out)
 	if err != nil {

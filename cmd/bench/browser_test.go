@@ -18,7 +18,7 @@ import (
 // browser test of cmd/serve it skips without node, chromium or
 // playwright-core unless WEBDINO_REQUIRE_BROWSER is set.
 func TestBrowserTinyJSON(t *testing.T) {
-	if _, missing := browser.Find(); missing != "" {
+	if _, missing := browser.Find("chromium"); missing != "" {
 		if os.Getenv("WEBDINO_REQUIRE_BROWSER") != "" {
 			t.Fatalf("browser bench required (WEBDINO_REQUIRE_BROWSER is set) but %s: run scripts/setup-browser.sh", missing)
 		}

@@ -48,6 +48,7 @@ func (o overlay) Open(name string) (fs.File, error) {
 
 // pageResult is what testdata/e2e.js reads back from the page.
 type pageResult struct {
+	Browser         string // name and version
 	Adapter, Model  string
 	Width, Height   int
 	GH, GW          int
@@ -69,21 +70,31 @@ type pageResult struct {
 	Console []string
 }
 
-// TestBrowserMatchesNative runs the viewer in headless Chromium (WebGPU on
-// SwiftShader) with the bundled model and photo, and compares what the page
-// computed with the same model run natively (lavapipe) through embed.Run,
-// the pipeline of `embed --any-size`. The screenshot and the page's arrays
-// are kept in out/browser-test/ at the repository root.
+// TestBrowserMatchesNative runs the viewer with the bundled model and photo
+// in each headless browser of browser.Browsers: Chromium (WebGPU on
+// SwiftShader, Tint's shader compiler) and Firefox ESR (WebGPU through wgpu
+// on lavapipe), and compares what the page computed with the same model run
+// natively (lavapipe) through embed.Run, the pipeline of `embed --any-size`.
+// The screenshots and the pages' arrays are kept in out/browser-test/NAME/
+// at the repository root. A browser whose tools are missing is skipped,
+// unless WEBDINO_REQUIRE_BROWSER is set.
 func TestBrowserMatchesNative(t *testing.T) {
-	tools, missing := browser.Find()
-	node, chromium, nodePath := tools.Node, tools.Chromium, tools.NodePath
-	if missing != "" {
+	var found []browser.Tools
+	for _, name := range browser.Browsers {
+		tools, missing := browser.Find(name)
+		if missing == "" {
+			found = append(found, tools)
+			continue
+		}
 		if os.Getenv("WEBDINO_REQUIRE_BROWSER") != "" {
 			t.Fatalf("browser test required (WEBDINO_REQUIRE_BROWSER is set) but %s: run scripts/setup-browser.sh", missing)
 		}
-		t.Skipf("skipping the browser test: %s (run scripts/setup-browser.sh, or set WEBDINO_REQUIRE_BROWSER=1 to make this a failure)", missing)
+		t.Logf("skipping %s: %s (run scripts/setup-browser.sh, or set WEBDINO_REQUIRE_BROWSER=1 to make this a failure)", name, missing)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	if len(found) == 0 {
+		t.Skip("no browser to drive")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 
 	// Build the page's wasm as `make wasm` does.
@@ -101,10 +112,6 @@ func TestBrowserMatchesNative(t *testing.T) {
 
 	srv := httptest.NewServer(newHandler(overlay{build: os.DirFS(build), site: assets.FS}))
 	defer srv.Close()
-	artifacts, err := filepath.Abs("../../out/browser-test")
-	require.NoError(t, err)
-	require.NoError(t, os.MkdirAll(artifacts, 0o755))
-	os.Remove(filepath.Join(artifacts, "result.json"))
 	// The page must refuse ViT-g/14 from its header: 4.5 GB of weights
 	// cannot load in WebAssembly memory.
 	giant := filepath.Join(t.TempDir(), "giant.msgpack")
@@ -113,17 +120,63 @@ func TestBrowserMatchesNative(t *testing.T) {
 	var head bytes.Buffer
 	require.NoError(t, ckpt.WriteHeader(&head, g, 4))
 	require.NoError(t, os.WriteFile(giant, head.Bytes(), 0o644))
-	cmd = exec.CommandContext(ctx, node, "testdata/e2e.js", srv.URL+"/", artifacts, strconv.Itoa(browserShort), giant)
-	cmd.Env = append(os.Environ(), "NODE_PATH="+nodePath, "WEBDINO_CHROMIUM="+chromium)
-	start := time.Now()
-	out, err = cmd.CombinedOutput()
-	require.NoError(t, err, "the page failed (screenshot in %s): %s", artifacts, out)
-	t.Logf("browser session %.1f s; screenshot %s", time.Since(start).Seconds(), filepath.Join(artifacts, "page.png"))
-	b, err := os.ReadFile(filepath.Join(artifacts, "result.json"))
+
+	ref := nativeReference(ctx, t)
+	for _, tools := range found {
+		t.Run(tools.Browser, func(t *testing.T) {
+			artifacts, err := filepath.Abs(filepath.Join("../../out/browser-test", tools.Browser))
+			require.NoError(t, err)
+			require.NoError(t, os.MkdirAll(artifacts, 0o755))
+			os.Remove(filepath.Join(artifacts, "result.json"))
+			cmd, err := tools.Command(ctx, t.TempDir(), "testdata/e2e.js", srv.URL+"/", artifacts, strconv.Itoa(browserShort), giant)
+			require.NoError(t, err)
+			start := time.Now()
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "the page failed (screenshot in %s): %s", artifacts, out)
+			t.Logf("browser session %.1f s; screenshot %s", time.Since(start).Seconds(), filepath.Join(artifacts, "page.png"))
+			b, err := os.ReadFile(filepath.Join(artifacts, "result.json"))
+			require.NoError(t, err)
+			var page pageResult
+			require.NoError(t, json.Unmarshal(b, &page))
+			checkPage(t, tools.Browser, &page, ref)
+		})
+	}
+}
+
+// nativeReference runs the bundled model on the bundled photo as the page
+// does, natively, at the test's short side.
+func nativeReference(ctx context.Context, t *testing.T) *embed.Result {
+	var man struct{ Models, Photos []struct{ File string } }
+	mb, err := fs.ReadFile(assets.FS, "manifest.json")
 	require.NoError(t, err)
-	var page pageResult
-	require.NoError(t, json.Unmarshal(b, &page))
-	t.Logf("%s; model %s", page.Adapter, page.Model)
+	require.NoError(t, json.Unmarshal(mb, &man))
+	dev, err := gpu.Open()
+	require.NoError(t, err)
+	t.Cleanup(dev.Close)
+	c, err := ckpt.ReadFile(filepath.Join("../../assets", man.Models[0].File))
+	require.NoError(t, err)
+	model, err := nn.NewViT(dev, c.Config)
+	require.NoError(t, err)
+	t.Cleanup(model.Release)
+	w := map[string][]float32{}
+	for k, v := range c.Weights {
+		w[k] = v.Data
+	}
+	require.NoError(t, model.SetWeights(w))
+	photo, err := filepath.Abs(filepath.Join("../../assets", man.Photos[0].File))
+	require.NoError(t, err)
+	var ref *embed.Result
+	require.NoError(t, embed.Run(ctx, dev, model, &data.Files{Paths: []string{photo}},
+		embed.Options{AnySize: true, Short: browserShort, Attn0: true, Workers: 1},
+		func(r *embed.Result) error { ref = r; return nil }))
+	return ref
+}
+
+// checkPage compares what the page in browser computed with the native
+// reference, and checks the page's messages for bad input.
+func checkPage(t *testing.T, browser string, page *pageResult, ref *embed.Result) {
+	t.Logf("%s; %s; model %s", page.Browser, page.Adapter, page.Model)
+	require.Regexp(t, `^WebGPU adapter: \S`, page.Adapter, "the page names the adapter, or says it cannot")
 	for _, k := range []string{"cold", "warm", "shortCold", "shortWarm"} {
 		tm := page.Timings[k]
 		var parts []string
@@ -144,40 +197,23 @@ func TestBrowserMatchesNative(t *testing.T) {
 	require.Contains(t, page.Checks["giantModel"], "of WebAssembly memory to load (the file and its float32 weights), more than a page can use")
 	require.Equal(t, strconv.Itoa(browserShort)+"x"+strconv.Itoa(browserShort), page.Checks["filePicked"]) // the square astronaut
 	require.Contains(t, page.Checks["noWebGPU"], "does not expose WebGPU")
-
-	// The same model on the same photo, natively.
-	var man struct{ Models, Photos []struct{ File string } }
-	mb, err := fs.ReadFile(assets.FS, "manifest.json")
-	require.NoError(t, err)
-	require.NoError(t, json.Unmarshal(mb, &man))
-	dev, err := gpu.Open()
-	require.NoError(t, err)
-	defer dev.Close()
-	c, err := ckpt.ReadFile(filepath.Join("../../assets", man.Models[0].File))
-	require.NoError(t, err)
-	model, err := nn.NewViT(dev, c.Config)
-	require.NoError(t, err)
-	defer model.Release()
-	w := map[string][]float32{}
-	for k, v := range c.Weights {
-		w[k] = v.Data
+	if browser == "firefox" {
+		// Linux Firefox gets the preference that turns WebGPU on.
+		require.Contains(t, page.Checks["noWebGPU"], "set dom.webgpu.enabled to true")
+	} else {
+		require.Contains(t, page.Checks["noWebGPU"], "Which browsers run this")
 	}
-	require.NoError(t, model.SetWeights(w))
-	photo, err := filepath.Abs(filepath.Join("../../assets", man.Photos[0].File))
-	require.NoError(t, err)
-	var ref *embed.Result
-	require.NoError(t, embed.Run(ctx, dev, model, &data.Files{Paths: []string{photo}},
-		embed.Options{AnySize: true, Short: browserShort, Attn0: true, Workers: 1},
-		func(r *embed.Result) error { ref = r; return nil }))
+
 	o := ref.Out
 	require.Equal(t, [4]int{ref.H, ref.W, o.GridH, o.GridW}, [4]int{page.Height, page.Width, page.GH, page.GW})
 	patches := o.PatchTokens()
 
-	// Same WGSL kernels, but Tint/SwiftShader and naga/lavapipe compile
-	// them differently (fused multiply-adds, exp and erf approximations).
-	// Measured on the demo model: 5e-7 of the largest feature. A wrong
-	// preprocessing or a broken kernel moves features by O(1); 1e-4 leaves
-	// room for deeper (trained) models while catching those.
+	// Same WGSL kernels, but Tint/SwiftShader, naga/lavapipe in Firefox and
+	// naga/lavapipe natively compile them differently (fused multiply-adds,
+	// exp and erf approximations). Measured on the demo model: 5e-7 of the
+	// largest feature. A wrong preprocessing or a broken kernel moves
+	// features by O(1); 1e-4 leaves room for deeper (trained) models while
+	// catching those.
 	require.Len(t, page.Patches, len(patches))
 	t.Logf("patch tokens: largest difference %.2g of the largest value", maxRelDiff(page.Patches, patches))
 	require.Less(t, maxRelDiff(page.Patches, patches), 1e-4, "patch tokens")

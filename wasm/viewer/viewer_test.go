@@ -111,7 +111,7 @@ func TestRunMatchesEmbed(t *testing.T) {
 	require.Equal(t, [2]int{196, 126}, [2]int{r.Input.Rect.Dx(), r.Input.Rect.Dy()})
 	require.Len(t, r.Attn, r.Heads+1)
 	require.Len(t, r.PCA.RGB, 3*r.GH*r.GW)
-	require.Len(t, r.Steps, 6)
+	require.Len(t, r.Steps, 5)
 
 	abs, err := filepath.Abs(photo)
 	require.NoError(t, err)

@@ -1,5 +1,5 @@
-// Drives `bench browser` in headless Chromium (playwright-core, no
-// downloaded browser, the flags of cmd/serve/testdata/e2e.js):
+// Drives `bench browser` in a headless browser, through the driver module
+// of internal/browser (WEBDINO_DRIVER; it picks Chromium or Firefox):
 //
 //   node bench.js URL OUT SHORT ITERS MODEL PHOTO [EP]
 //
@@ -11,20 +11,18 @@
 // fails, it tries wasm. OUT gets one JSON object; failures exit non-zero.
 'use strict';
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
-const { chromium } = require('playwright-core');
+const drv = require(process.env.WEBDINO_DRIVER);
 
 const [url, outFile, short, iters, model, photo, ep] = process.argv.slice(2);
-const chromiumPath = process.env.WEBDINO_CHROMIUM || '/usr/bin/chromium';
 const LONG = 900000; // ms: ViT-S on SwiftShader with 2 shared cores is slow
 
 async function webdino(page, res) {
   await page.goto(url);
-  const waitRun = (n) => page.waitForFunction((n) => {
+  const waitRun = (n) => drv.waitFor(page, (n) => {
     const s = window.webdinoState;
     return s && (s.error || (s.runs > n && !document.querySelector('#controls[aria-disabled="true"]')));
-  }, n, { timeout: LONG, polling: 200 });
+  }, n, LONG);
   const check = async (what) => {
     const e = await page.evaluate(() => window.webdinoState.error);
     if (e) throw new Error(`${what}: ${e}`);
@@ -34,7 +32,7 @@ async function webdino(page, res) {
   res.adapter = await page.evaluate(() => window.webdinoState.adapter);
   for (const [sel, file] of [['#model-file', model], ['#photo-file', photo]]) {
     const n = await page.evaluate(() => window.webdinoState.runs);
-    await page.setInputFiles(sel, file);
+    await drv.setFile(page, sel, file);
     await waitRun(n);
     await check(path.basename(file));
   }
@@ -53,34 +51,26 @@ async function webdino(page, res) {
 
 async function onnx(page, ep) {
   await page.goto(`${url}bench/ort.html?ep=${ep}&size=${short}&iters=${iters}`);
-  await page.waitForFunction(() => window.ortResult, null, { timeout: LONG, polling: 500 });
+  await drv.waitFor(page, () => window.ortResult, null, LONG);
   return page.evaluate(() => window.ortResult);
 }
 
 (async () => {
-  const userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'webdino-bench-profile-'));
-  const ctx = await chromium.launchPersistentContext(userDir, {
-    executablePath: chromiumPath,
-    headless: true,
-    args: [
-      '--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-    ],
-  });
-  const res = { browser: ctx.browser() ? ctx.browser().version() : '', console: [], ort: [] };
+  const b = await drv.launch();
+  const res = { browser: b.version, console: [], ort: [] };
   let exit = 0;
   try {
     // Each side in its own tab, closed before the next: the two never share
     // the GPU process's memory or time.
-    let page = await ctx.newPage();
+    let page = await b.newPage();
     page.on('console', (m) => res.console.push(`webdino ${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => res.console.push(`webdino pageerror: ${e.message}`));
     await webdino(page, res);
     await page.close();
-    for (const p of ctx.pages()) await p.close();
+    await b.page.close(); // the launch's own blank tab
     if (ep) {
       for (const e of ep === 'webgpu' ? ['webgpu', 'wasm'] : [ep]) {
-        page = await ctx.newPage();
+        page = await b.newPage();
         page.on('console', (m) => res.console.push(`ort ${e} ${m.type()}: ${m.text()}`));
         page.on('pageerror', (err) => res.console.push(`ort ${e} pageerror: ${err.message}`));
         const r = await onnx(page, e);
@@ -94,8 +84,7 @@ async function onnx(page, ep) {
     exit = 1;
   } finally {
     fs.writeFileSync(outFile, JSON.stringify(res));
-    await ctx.close();
-    fs.rmSync(userDir, { recursive: true, force: true });
+    await b.close();
   }
   process.exit(exit);
 })();

@@ -1,7 +1,8 @@
-// Drives the viewer in headless Chromium (playwright-core, no downloaded
-// browser) for browser_test.go:
+// Drives the viewer in a headless browser for browser_test.go, through the
+// driver module of internal/browser (WEBDINO_DRIVER; it picks Chromium or
+// Firefox):
 //
-//   node e2e.js URL OUTDIR [SHORT]
+//   node e2e.js URL OUTDIR [SHORT [GIANT_MODEL]]
 //
 // It loads the page, which runs the bundled model on the first bundled
 // photo, runs it once more for the steady-state time, then twice at short
@@ -11,64 +12,51 @@
 'use strict';
 const fs = require('fs');
 const path = require('path');
-const { chromium } = require('playwright-core');
+const drv = require(process.env.WEBDINO_DRIVER);
 
 const [url, outDir, short, giantModel] = process.argv.slice(2);
-const chromiumPath = process.env.WEBDINO_CHROMIUM || '/usr/bin/chromium';
 
 // errorChecks feeds the page bad inputs and a photo through the file
 // pickers, then opens the page in a tab whose navigator.gpu is removed, and
 // returns what the page said each time.
-async function errorChecks(ctx, page, url) {
+async function errorChecks(b, page, url) {
   const checks = {};
   const expectError = async (sel, file, key) => {
     await page.evaluate(() => { window.webdinoState.error = null; });
-    await page.setInputFiles(sel, file);
-    await page.waitForFunction(() => window.webdinoState.error, null, { timeout: 60000 });
+    await drv.setFile(page, sel, file);
+    await drv.waitFor(page, () => window.webdinoState.error, null, 60000);
     checks[key] = await page.evaluate(() => window.webdinoState.error);
   };
   await expectError('#model-file', { name: 'notes.msgpack', mimeType: 'application/octet-stream', buffer: Buffer.from('hello, not a checkpoint') }, 'notCheckpoint');
   await expectError('#model-file', giantModel, 'giantModel');
   await expectError('#photo-file', { name: 'broken.png', mimeType: 'image/png', buffer: Buffer.from('not an image at all') }, 'notImage');
   const runs = await page.evaluate(() => window.webdinoState.runs);
-  await page.setInputFiles('#photo-file', path.join(__dirname, '..', '..', '..', 'assets', 'photos', 'astronaut.jpg'));
-  await page.waitForFunction((n) => window.webdinoState.runs > n || window.webdinoState.error, runs, { timeout: 120000 });
+  await drv.setFile(page, '#photo-file', path.join(__dirname, '..', '..', '..', 'assets', 'photos', 'astronaut.jpg'));
+  await drv.waitFor(page, (n) => window.webdinoState.runs > n || window.webdinoState.error, runs, 120000);
   const r = await page.evaluate(() => ({ error: window.webdinoState.error, w: window.webdinoState.result.width, h: window.webdinoState.result.height }));
   checks.filePicked = r.error || `${r.w}x${r.h}`;
-  const tab = await ctx.newPage();
-  await tab.addInitScript(() => { delete Navigator.prototype.gpu; });
+  const tab = await b.newPage();
+  await drv.hideWebGPU(tab);
   await tab.goto(url);
-  await tab.waitForFunction(() => window.webdinoState && window.webdinoState.error, null, { timeout: 30000 });
+  await drv.waitFor(tab, () => window.webdinoState && window.webdinoState.error, null, 30000);
   checks.noWebGPU = await tab.evaluate(() => window.webdinoState.error);
   await tab.close();
   return checks;
 }
 
 (async () => {
-  const userDir = fs.mkdtempSync(path.join(outDir, 'profile-'));
-  // WebGPU in headless Debian Chromium runs on SwiftShader and needs
-  // --enable-unsafe-webgpu; the rest keep it off the network and work as root.
-  const ctx = await chromium.launchPersistentContext(userDir, {
-    executablePath: chromiumPath,
-    headless: true,
-    viewport: { width: 1120, height: 1500 },
-    args: [
-      '--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-    ],
-  });
+  const b = await drv.launch({ viewport: { width: 1120, height: 1500 } });
+  const page = b.page;
   const console_ = [];
-  const page = ctx.pages()[0] || (await ctx.newPage());
   page.on('console', (m) => console_.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => console_.push(`pageerror: ${e.message}`));
   let exit = 0;
   try {
     await page.goto(url);
-    const done = () => page.waitForFunction(() => {
+    await drv.waitFor(page, () => {
       const s = window.webdinoState;
       return s && (s.error || (s.runs > 0 && !document.querySelector('#controls[aria-disabled="true"]')));
-    }, null, { timeout: 300000, polling: 200 });
-    await done();
+    }, null, 300000);
     const failed = await page.evaluate(() => window.webdinoState.error);
     if (failed) throw new Error('page: ' + failed);
     const timings = { cold: await page.evaluate(() => window.webdinoState.timings) };
@@ -87,9 +75,9 @@ async function errorChecks(ctx, page, url) {
     }
     // Click the patch a quarter of the way across and down the input.
     await page.evaluate(() => { window.webdinoState.similarity = null; });
-    const box = await page.locator('#input-canvas').boundingBox();
+    const box = await (await page.$('#input-canvas')).boundingBox();
     await page.mouse.click(box.x + box.width / 4, box.y + box.height / 4);
-    await page.waitForFunction(() => window.webdinoState.similarity || window.webdinoState.error, null, { timeout: 60000 });
+    await drv.waitFor(page, () => window.webdinoState.similarity || window.webdinoState.error, null, 60000);
     const out = await page.evaluate(() => {
       const s = window.webdinoState, r = s.result;
       const arr = (a) => Array.from(a);
@@ -101,7 +89,9 @@ async function errorChecks(ctx, page, url) {
       };
     });
     out.timings = timings;
-    out.checks = await errorChecks(ctx, page, url);
+    out.browser = b.version;
+    out.userAgent = await page.evaluate(() => navigator.userAgent);
+    out.checks = await errorChecks(b, page, url);
     out.console = console_;
     fs.writeFileSync(path.join(outDir, 'result.json'), JSON.stringify(out));
   } catch (err) {
@@ -110,8 +100,7 @@ async function errorChecks(ctx, page, url) {
     exit = 1;
   } finally {
     await page.screenshot({ path: path.join(outDir, 'page.png'), fullPage: true }).catch(() => {});
-    await ctx.close();
-    fs.rmSync(userDir, { recursive: true, force: true });
+    await b.close();
   }
   process.exit(exit);
 })();
