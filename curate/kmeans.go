@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"runtime"
-	"sync"
 
 	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
@@ -17,8 +15,8 @@ type KMeansOpts struct {
 	K     int    // clusters
 	Iters int    // Lloyd iterations (20)
 	Seed  uint64 // k-means++ sampling
-	// Sample is the number of points k-means++ seeds from (on the CPU,
-	// O(Sample*K*D)); 0 means seedSample's choice.
+	// Sample is the number of points k-means++ seeds from (O(Sample*K*D)
+	// on the GPU); 0 means seedSample's choice.
 	Sample int
 	// MaxRows bounds the rows of one assignment matmul (0: 65536).
 	MaxRows int
@@ -93,7 +91,7 @@ func fixedScale(x []float32) float32 {
 }
 
 // KMeansFit clusters x [n, d] (Euclidean) on the GPU: k-means++ seeding on
-// a random sample (CPU), then Lloyd iterations with assignment by a matmul
+// a random sample, then Lloyd iterations with assignment by a matmul
 // and top-1 and the centroid update by a fixed-point scatter, o.Restarts
 // times from different seeds, keeping the least inertia. The result is the
 // same on every run with the same seed (the GPU sums are integers); empty
@@ -127,9 +125,16 @@ func kmeansFitOnce(ctx context.Context, dev *gpu.Device, x []float32, d int, o K
 		o.Iters = 20
 	}
 	if o.Sample <= 0 {
-		o.Sample = seedSample(n, o.K)
+		pairs := seedPairsGPU
+		if dev.Info().IsCPU() {
+			pairs = seedPairsCPU
+		}
+		o.Sample = seedSample(n, o.K, pairs, int(dev.Limits().MaxStorageBinding/4)/d)
 	}
-	init := KMeansPlusPlus(x, d, o.K, min(n, max(o.Sample, o.K)), o.Seed)
+	init, err := KMeansPlusPlus(ctx, dev, x, d, o.K, min(n, max(o.Sample, o.K)), o.Seed)
+	if err != nil {
+		return nil, err
+	}
 	km := &KMeans{K: o.K, D: d}
 	g, err := newKMeansGPU(dev, x, d, init, o.MaxRows)
 	if err != nil {
@@ -339,81 +344,132 @@ func (km *KMeans) Predict(ctx context.Context, dev *gpu.Device, x Rows, maxRows 
 	return assign, dist, nil
 }
 
-// seedPairs bounds the point-centroid distances of the default k-means++
-// seeding: 16384 points for 4096 clusters of D = 384 take 25 s on two CPU
-// cores.
-const seedPairs = 1 << 26
+// Seeding budgets: the point-centroid distances k-means++ may compute, so
+// that seeding stays a fraction of the fit. lavapipe on two cores computes
+// 3.8M distances of D = 384 a second (`bench curate`, kmeans/seed), so 2^26
+// (16384 points for 4096 clusters) take 18 s; a GPU reading its memory at
+// 1 TB/s does 2^36 (100k clusters from 687k points) in about two minutes.
+const (
+	seedPairsCPU = 1 << 26
+	seedPairsGPU = 1 << 36
+)
 
-// seedSample is the default k-means++ sample of n points for k clusters:
-// 64k points, fewer when that would exceed seedPairs distances, but never
-// fewer than k. From 8192 clusters on it is k points, all of which
-// k-means++ picks: a uniform random sample, faiss's initialisation, which
-// Lloyd's iterations then refine.
-func seedSample(n, k int) int {
-	return min(n, max(k, min(64*k, seedPairs/k)))
+// seedSample is the k-means++ sample of n points for k clusters: 64 per
+// cluster, fewer when that would exceed pairs distances or maxRows rows
+// (one storage binding), but never fewer than k. A sample of k points is
+// the seeding itself (k-means++ would pick every one): a uniform random
+// sample, faiss's initialisation, which Lloyd's iterations then refine.
+func seedSample(n, k, pairs, maxRows int) int {
+	return min(n, max(k, min(64*k, pairs/k, maxRows)))
 }
 
-// KMeansPlusPlus seeds k centroids from a random sample of s rows of x:
-// the first uniformly, each next one with probability proportional to its
-// squared distance to the nearest centroid so far (Arthur and Vassilvitskii
-// 2007). Deterministic for a seed; the distance updates run in parallel.
-func KMeansPlusPlus(x []float32, d, k, s int, seed uint64) []float32 {
+// KMeansPlusPlus seeds k centroids from a random sample of s rows of x
+// [n, d] on the GPU: the first uniformly, each next one with probability
+// proportional to its squared distance to the nearest centroid so far
+// (Arthur and Vassilvitskii 2007). Deterministic for a seed.
+func KMeansPlusPlus(ctx context.Context, dev *gpu.Device, x []float32, d, k, s int, seed uint64) ([]float32, error) {
 	n := len(x) / d
 	rng := newRand(seed)
 	sample := rng.Perm(n)[:s]
-	if s == k { // k-means++ would pick every one of them
-		cent := make([]float32, 0, k*d)
-		for _, i := range sample {
-			cent = append(cent, x[i*d:(i+1)*d]...)
-		}
-		return cent
+	rows := make([]float32, 0, s*d)
+	for _, i := range sample {
+		rows = append(rows, x[i*d:(i+1)*d]...)
 	}
-	best := make([]float64, s)
-	for i := range best {
-		best[i] = math.Inf(1)
+	if s == k {
+		return rows, nil
+	}
+	first := rng.IntN(s)
+	u := make([]float32, k)
+	for i := range u {
+		u[i] = float32(rng.Float64())
+	}
+	picks, err := seedPicks(ctx, dev, rows, d, first, u)
+	if err != nil {
+		return nil, err
 	}
 	cent := make([]float32, 0, k*d)
-	next := sample[rng.IntN(s)]
-	workers := runtime.GOMAXPROCS(0)
-	for len(cent) < k*d {
-		c := x[next*d : (next+1)*d]
-		cent = append(cent, c...)
-		var wg sync.WaitGroup
-		for w := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := w; i < s; i += workers {
-					row := x[sample[i]*d : (sample[i]+1)*d]
-					var dd float64
-					for j, v := range row {
-						e := float64(v) - float64(c[j])
-						dd += e * e
-					}
-					best[i] = min(best[i], dd)
-				}
-			}()
+	for _, i := range picks {
+		cent = append(cent, rows[i*d:(i+1)*d]...)
+	}
+	return cent, nil
+}
+
+// seedStepsPerSubmit bounds the k-means++ steps of one submission, so that
+// a cancelled context stops a long seeding soon.
+const seedStepsPerSubmit = 1024
+
+// seedPicks runs k-means++ over the rows of x [s, d] on the GPU and
+// returns the k = len(u) rows it picked: first, then pick t drawn by
+// inverting the cumulative sum of the squared distances to the nearest
+// earlier pick at u[t] times their total (kmeans_pp_pick). Every step is
+// the same two dispatches: the state lives on the GPU.
+func seedPicks(ctx context.Context, dev *gpu.Device, x []float32, d, first int, u []float32) (_ []int, err error) {
+	s, k := len(x)/d, len(u)
+	blocks := (s + 255) / 256
+	var ts []*gpu.Tensor
+	defer func() {
+		for _, t := range ts {
+			t.Buf.Release()
 		}
-		wg.Wait()
-		var total float64
-		for _, b := range best {
-			total += b
+	}()
+	upload := func(name string, v []float32, shape ...int) *gpu.Tensor {
+		if err != nil {
+			return nil
 		}
-		if total == 0 { // fewer distinct points than k: repeat one
-			next = sample[rng.IntN(s)]
-			continue
+		var t *gpu.Tensor
+		if t, err = dev.Upload(name, v, shape...); err == nil {
+			ts = append(ts, t)
 		}
-		u := rng.Float64() * total
-		next = sample[s-1]
-		for i, b := range best {
-			if u < b {
-				next = sample[i]
-				break
-			}
-			u -= b
+		return t
+	}
+	far := make([]float32, s)
+	for i := range far {
+		far[i] = math.MaxFloat32
+	}
+	xs := upload("kmeans++ points", x, s, d)
+	best := upload("kmeans++ distances", far, s)
+	sums := upload("kmeans++ block sums", make([]float32, blocks), blocks)
+	us := upload("kmeans++ uniforms", u, k)
+	state := upload("kmeans++ state", make([]float32, 2), 2)
+	picks := upload("kmeans++ picks", make([]float32, k), k)
+	if err == nil {
+		err = dev.WriteU32(state, []uint32{1, uint32(first)})
+	}
+	if err == nil {
+		err = dev.WriteU32(picks, append([]uint32{uint32(first)}, make([]uint32, k-1)...))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kmeans++: %w", err)
+	}
+	vec4 := d%4 == 0
+	dw := d // the row length in the kernel's words
+	if vec4 {
+		dw = d / 4
+	}
+	update := gpu.Kernel{Name: "kmeans_pp_update", Data: struct{ Vec4 bool }{vec4}, Access: []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite, gpu.ReadWrite}}
+	pick := gpu.Kernel{Name: "kmeans_pp_pick", Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite, gpu.ReadWrite}}
+	for t0 := 1; t0 < k; t0 += seedStepsPerSubmit {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		rec := dev.Record()
+		for range min(seedStepsPerSubmit, k-t0) {
+			rec.Dispatch(update, rec.Groups(s, 256), []uint32{gpu.U32(s), gpu.U32(dw)}, xs, state, best, sums)
+			rec.Dispatch(pick, [3]uint32{1, 1, 1}, []uint32{gpu.U32(s), gpu.U32(blocks)}, best, sums, us, state, picks)
+		}
+		if err := rec.Submit(); err != nil {
+			return nil, fmt.Errorf("kmeans++: %w", err)
 		}
 	}
-	return cent
+	got, err := dev.ReadU32(picks)
+	if err != nil {
+		return nil, fmt.Errorf("kmeans++: %w", err)
+	}
+	out := make([]int, k)
+	for i, v := range got {
+		out[i] = int(v)
+	}
+	return out, nil
 }
 
 // newRand is the generator of every random choice in curate.

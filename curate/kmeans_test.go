@@ -88,7 +88,8 @@ func TestKMeansVsReference(t *testing.T) {
 		o := KMeansOpts{K: c.k, Iters: c.iters, Seed: 42, MaxRows: c.maxRows}
 		km, err := KMeansFit(context.Background(), dev, x, c.d, o)
 		require.NoError(t, err)
-		init := KMeansPlusPlus(x, c.d, c.k, min(c.n, 64*c.k), 42)
+		init, err := KMeansPlusPlus(context.Background(), dev, x, c.d, c.k, min(c.n, 64*c.k), 42)
+		require.NoError(t, err)
 		wantC, wantA := lloydRef(x, c.d, init, c.iters)
 		require.Equal(t, wantA, km.Assign, "%+v", c)
 		for i, w := range wantC {
@@ -174,11 +175,11 @@ func TestKMeansRestartsKeepLeastInertia(t *testing.T) {
 	x := blobs(rng, n, d, 12) // more blobs than clusters: local optima differ by seed
 	var fits []*KMeans
 	for s := range uint64(4) {
-		km, err := KMeansFit(context.Background(), dev, x, d, KMeansOpts{K: k, Iters: 5, Seed: 7 + s})
+		km, err := KMeansFit(context.Background(), dev, x, d, KMeansOpts{K: k, Iters: 5, Seed: 8 + s})
 		require.NoError(t, err)
 		fits = append(fits, km)
 	}
-	best, err := KMeansFit(context.Background(), dev, x, d, KMeansOpts{K: k, Iters: 5, Seed: 7, Restarts: 4})
+	best, err := KMeansFit(context.Background(), dev, x, d, KMeansOpts{K: k, Iters: 5, Seed: 8, Restarts: 4})
 	require.NoError(t, err)
 	least := fits[0]
 	for _, f := range fits[1:] {
@@ -187,7 +188,7 @@ func TestKMeansRestartsKeepLeastInertia(t *testing.T) {
 		}
 	}
 	t.Logf("inertia by seed: %.1f %.1f %.1f %.1f; kept %.1f", fits[0].Inertia, fits[1].Inertia, fits[2].Inertia, fits[3].Inertia, best.Inertia)
-	require.Equal(t, least.Centroids, best.Centroids, "restarts keep the fit of least inertia among seeds 7..10")
+	require.Equal(t, least.Centroids, best.Centroids, "restarts keep the fit of least inertia among seeds 8..11")
 	require.Less(t, best.Inertia, fits[0].Inertia, "the seeds must reach different optima, or this test proves nothing")
 }
 
@@ -220,17 +221,21 @@ func TestIVFItemsBoundScores(t *testing.T) {
 	require.Equal(t, [][]int{{0, 0, 1, 2}, {0, 3, 4, 5}, {0, 6}, {2, 7}, {3, 8, 9}}, got)
 }
 
-// The default seeding sample: 64k points while that is cheap, capped by
-// seedPairs distances, never below k, never above n.
+// The default seeding sample: 64 points per cluster while that is cheap,
+// capped by a budget of distances and by the rows of one binding, never
+// below k, never above n.
 func TestSeedSample(t *testing.T) {
-	for _, c := range []struct{ n, k, want int }{
-		{1000000, 1000, 64000},    // 64M distances: under the cap
-		{1000000, 4096, 16384},    // capped: 2^26 / 4096
-		{1000000, 100000, 100000}, // the cap is below k: k points
-		{50000, 1000, 50000},      // the whole set
-		{200000, 200000, 200000},  // k = n
+	for _, c := range []struct{ n, k, pairs, rows, want int }{
+		{1000000, 1000, seedPairsCPU, 1 << 20, 64000},     // 64M distances: under the cap
+		{1000000, 4096, seedPairsCPU, 1 << 20, 16384},     // capped: 2^26 / 4096
+		{1000000, 100000, seedPairsCPU, 1 << 20, 100000},  // the cap is below k: k points
+		{10000000, 100000, seedPairsGPU, 1 << 30, 687194}, // a GPU: 2^36 / 100000
+		{10000000, 100000, seedPairsGPU, 349525, 349525},  // 512 MiB of D 384
+		{1000000, 1000, seedPairsCPU, 500, 1000},          // a binding under k rows: k
+		{50000, 1000, seedPairsCPU, 1 << 20, 50000},       // the whole set
+		{200000, 200000, seedPairsCPU, 1 << 20, 200000},   // k = n
 	} {
-		require.Equal(t, c.want, seedSample(c.n, c.k), "n %d, k %d", c.n, c.k)
+		require.Equal(t, c.want, seedSample(c.n, c.k, c.pairs, c.rows), "%+v", c)
 	}
 }
 
@@ -239,7 +244,8 @@ func TestKMeansPlusPlusSampleOfK(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const n, d, k = 500, 3, 40
 	x := blobs(rng, n, d, 5)
-	cent := KMeansPlusPlus(x, d, k, k, 9)
+	cent, err := KMeansPlusPlus(context.Background(), dev, x, d, k, k, 9)
+	require.NoError(t, err)
 	require.Len(t, cent, k*d)
 	seen := map[[d]float32]int{}
 	for i := 0; i < n; i++ {
@@ -253,5 +259,136 @@ func TestKMeansPlusPlusSampleOfK(t *testing.T) {
 		picked[row] = true
 	}
 	// Another seed draws another sample.
-	require.NotEqual(t, cent, KMeansPlusPlus(x, d, k, k, 10))
+	other, err := KMeansPlusPlus(context.Background(), dev, x, d, k, k, 10)
+	require.NoError(t, err)
+	require.NotEqual(t, cent, other)
+}
+
+// checkSeedPicks replays k-means++ in float64 along the GPU's picks: pick t
+// must be a row of positive weight whose cumulative interval holds u[t]
+// times the total weight, within float32 rounding of the sums.
+func checkSeedPicks(t *testing.T, x []float32, d int, u []float32, picks []int) {
+	t.Helper()
+	s := len(x) / d
+	best := make([]float64, s)
+	for i := range best {
+		best[i] = math.Inf(1)
+	}
+	for step := 1; step < len(u); step++ {
+		c := x[picks[step-1]*d : (picks[step-1]+1)*d]
+		var total float64
+		for i := range s {
+			var dd float64
+			for j, v := range x[i*d : (i+1)*d] {
+				e := float64(v) - float64(c[j])
+				dd += e * e
+			}
+			best[i] = min(best[i], dd)
+			total += best[i]
+		}
+		p := picks[step]
+		require.True(t, p >= 0 && p < s, "pick %d: row %d of %d", step, p, s)
+		if total == 0 {
+			continue // every row is a pick already: uniform
+		}
+		require.Greater(t, best[p], 0.0, "pick %d: row %d is at distance 0 from a pick", step, p)
+		var before float64
+		for _, b := range best[:p] {
+			before += b
+		}
+		target, tol := float64(u[step])*total, 1e-4*total
+		require.True(t, before-tol <= target && target < before+best[p]+tol,
+			"pick %d: row %d covers [%g, %g) of %g, target %g", step, p, before, before+best[p], total, target)
+	}
+}
+
+// The GPU's k-means++ picks each row with probability proportional to its
+// squared distance to the nearest earlier pick: checked step by step
+// against float64, with a partial last block, more blocks than the pick
+// kernel's 256 lanes, targets at the very ends of the range, and fewer
+// distinct rows than picks.
+func TestKMeansPlusPlusGPU(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	uniforms := func(k int) []float32 {
+		u := make([]float32, k)
+		for i := range u {
+			u[i] = rng.Float32()
+		}
+		return u
+	}
+	for _, c := range []struct {
+		name       string
+		s, d, k    int
+		distinct   int // rows repeat with this period (0: all distinct)
+		extremeEnd bool
+	}{
+		{"blobs", 1500, 7, 60, 0, false},
+		{"ends of the range", 700, 5, 30, 0, true},
+		{"more blocks than lanes", 70000, 2, 12, 0, false},
+		{"fewer distinct rows than picks", 300, 4, 9, 5, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			x := blobs(rng, c.s, c.d, 6)
+			if c.distinct > 0 {
+				for i := range c.s {
+					copy(x[i*c.d:(i+1)*c.d], x[(i%c.distinct)*c.d:])
+				}
+			}
+			u := uniforms(c.k)
+			if c.extremeEnd {
+				for i := 1; i < c.k; i += 2 {
+					u[i] = math.Nextafter32(1, 0) // the largest float32 below 1
+				}
+				u[2] = 0
+			}
+			picks, err := seedPicks(context.Background(), dev, x, c.d, rng.IntN(c.s), u)
+			require.NoError(t, err)
+			require.Len(t, picks, c.k)
+			checkSeedPicks(t, x, c.d, u, picks)
+			if c.distinct > 0 {
+				rows := map[int]bool{}
+				for _, p := range picks[:c.distinct] {
+					rows[p%c.distinct] = true
+				}
+				require.Len(t, rows, c.distinct, "the first picks cover every distinct row")
+			}
+		})
+	}
+}
+
+// On clusters far apart compared with their spread, k-means++ seeds each
+// cluster once.
+func TestKMeansPlusPlusSeedsEveryCluster(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	const n, d, k = 3000, 8, 25
+	centres := make([]float32, k*d)
+	for i := range centres {
+		centres[i] = 100 * rng.Float32()
+	}
+	x := make([]float32, n*d)
+	label := make([]int, n)
+	for i := range n {
+		label[i] = i % k
+		for e := range d {
+			x[i*d+e] = centres[label[i]*d+e] + 0.01*float32(rng.NormFloat64())
+		}
+	}
+	cent, err := KMeansPlusPlus(context.Background(), dev, x, d, k, n, 11)
+	require.NoError(t, err)
+	seeded := map[int]int{}
+	for c := range k {
+		nearest, bestD := -1, math.Inf(1)
+		for j := range k {
+			var dd float64
+			for e := range d {
+				v := float64(cent[c*d+e] - centres[j*d+e])
+				dd += v * v
+			}
+			if dd < bestD {
+				nearest, bestD = j, dd
+			}
+		}
+		seeded[nearest]++
+	}
+	require.Len(t, seeded, k, "every cluster seeded once: %v", seeded)
 }

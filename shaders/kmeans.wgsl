@@ -94,3 +94,151 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   counts[c] = 0u;
 }
 {{end}}
+
+{{/* k-means++ seeding on the GPU, with no round trip to the CPU between
+picks: state [2] u32 holds the step t and the last pick, so every step
+records the same two dispatches, kmeans_pp_update then kmeans_pp_pick. */}}
+
+{{/* kmeans_pp_update: best[i] = min(best[i], |x_i - x_next|^2) for every
+row of x [s, d], next = state[1], and block_sums[w] = the sum of best over
+the 256 rows of workgroup w (a fixed tree, so the same bits every run).
+With Vec4 (d % 4 == 0) x is read as vec4s, and d counts them. */}}
+{{define "kmeans_pp_update"}}
+{{template "common" .}}
+struct Params { s: u32, d: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<{{if .Vec4}}vec4<f32>{{else}}f32{{end}}>;
+@group(0) @binding(2) var<storage, read> state: array<u32>;
+@group(0) @binding(3) var<storage, read_write> best: array<f32>;
+@group(0) @binding(4) var<storage, read_write> block_sums: array<f32>;
+var<workgroup> part: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = flat_id(gid, nwg, 256u);
+  var b = 0.0;
+  if (i < p.s) {
+    let c = state[1] * p.d;
+    var dist = 0.0;
+    for (var j = 0u; j < p.d; j++) {
+      let e = x[i * p.d + j] - x[c + j];
+      dist += {{if .Vec4}}dot(e, e){{else}}e * e{{end}};
+    }
+    b = min(best[i], dist);
+    best[i] = b;
+  }
+  part[li] = b;
+  for (var w = 128u; w > 0u; w >>= 1u) {
+    workgroupBarrier();
+    if (li < w) { part[li] += part[li + w]; }
+  }
+  if (li == 0u) { block_sums[wid.x + wid.y * nwg.x] = part[0]; }
+}
+{{end}}
+
+{{/* kmeans_pp_pick: one workgroup draws row `next` of x with probability
+best[next] / sum(best) by inverting the cumulative sum at u[t] * total:
+lane j scans a run of block sums, the workgroup finds the run, lane 0 the
+block in it, then the workgroup the row in the block. A target that
+rounding puts past the end of a run or block takes its last row of
+positive weight. When every best is 0 (fewer distinct rows than picks) the
+row is uniform. It writes picks[t] = next, state = (t + 1, next). */}}
+{{define "kmeans_pp_pick"}}
+struct Params { s: u32, blocks: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> best: array<f32>;
+@group(0) @binding(2) var<storage, read> block_sums: array<f32>;
+@group(0) @binding(3) var<storage, read> u: array<f32>;
+@group(0) @binding(4) var<storage, read_write> state: array<u32>;
+@group(0) @binding(5) var<storage, read_write> picks: array<u32>;
+var<workgroup> cum: array<f32, 256>;
+var<workgroup> hit: atomic<u32>;     // the lane whose interval holds the goal
+var<workgroup> last: atomic<u32>;    // 1 + the last lane of positive weight
+var<workgroup> block: u32;           // the block found by lane 0
+var<workgroup> rest: f32;            // the goal minus the weight before it
+
+// scan makes cum inclusive prefix sums (Hillis-Steele) and returns lane
+// li's interval [cum[li-1], cum[li]).
+fn scan(li: u32) -> vec2<f32> {
+  for (var off = 1u; off < 256u; off <<= 1u) {
+    workgroupBarrier();
+    var v = cum[li];
+    if (li >= off) { v += cum[li - off]; }
+    workgroupBarrier();
+    cum[li] = v;
+  }
+  workgroupBarrier();
+  var lo = 0.0;
+  if (li > 0u) { lo = cum[li - 1u]; }
+  return vec2(lo, cum[li]);
+}
+
+// find returns the lane of positive weight w whose interval holds goal,
+// else the last lane of positive weight, else 0. (The scan adds in other
+// orders for other lanes, so a lane of weight 0 may get an interval an ulp
+// wide: it must never be chosen.)
+fn find(li: u32, iv: vec2<f32>, w: f32, goal: f32) -> u32 {
+  if (li == 0u) { atomicStore(&hit, 0xffffffffu); atomicStore(&last, 0u); }
+  workgroupBarrier();
+  if (w > 0.0) {
+    atomicMax(&last, li + 1u);
+    if (iv.x <= goal && goal < iv.y) { atomicMin(&hit, li); }
+  }
+  workgroupBarrier();
+  let h = atomicLoad(&hit);
+  let l = atomicLoad(&last);
+  workgroupBarrier();
+  if (h != 0xffffffffu) { return h; }
+  return max(l, 1u) - 1u;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) li: u32) {
+  let t = state[0];
+  let run = (p.blocks + 255u) / 256u;
+  var s = 0.0;
+  for (var b = li * run; b < min(p.blocks, (li + 1u) * run); b++) { s += block_sums[b]; }
+  cum[li] = s;
+  let runs = scan(li);
+  let total = cum[255];
+  let goal = u[t] * total;
+  let r = find(li, runs, s, goal);
+  if (li == r) {
+    // Lane r walks its run for the block; past its end (rounding), the
+    // run's last block of positive weight, and a rest that takes that
+    // block's last row of positive weight.
+    var left = goal - runs.x;
+    var pick = 0xffffffffu;
+    var lastPos = min(r * run, p.blocks - 1u);
+    for (var b = r * run; b < min(p.blocks, (r + 1u) * run); b++) {
+      let w = block_sums[b];
+      if (w > 0.0) {
+        lastPos = b;
+        if (left < w) { pick = b; break; }
+        left -= w;
+      }
+    }
+    if (pick == 0xffffffffu) {
+      pick = lastPos;
+      left = 3.4e38;
+    }
+    block = pick;
+    rest = left;
+  }
+  let first = workgroupUniformLoad(&block) * 256u;
+  let left = workgroupUniformLoad(&rest);
+  var w = 0.0;
+  if (first + li < p.s) { w = best[first + li]; }
+  cum[li] = w;
+  let rows = scan(li);
+  let k = find(li, rows, w, left);
+  if (li == 0u) {
+    var next = first + k;
+    if (!(total > 0.0)) { next = min(p.s - 1u, u32(u[t] * f32(p.s))); }
+    picks[t] = next;
+    state[0] = t + 1u;
+    state[1] = next;
+  }
+}
+{{end}}

@@ -68,6 +68,7 @@ Times data curation on the current WebGPU device with synthetic embeddings
   ivf/build      k-means of the pool into lists and packing (seconds)
   ivf/nprobe=N   IVF search time, recall@10 against exact and speed-up
   kmeans/iter    one Lloyd iteration (assign + fixed-point update), seconds
+  kmeans/seed    k-means++ seeding from all the k-means points, seconds
 
 Each search runs twice and the second run is timed (the first compiles the
 pipelines its shapes need).
@@ -214,6 +215,24 @@ func measureCurate(dev *gpu.Device, s curateSizes, stderr io.Writer) ([]curateRe
 	it := (times[1] - times[0]) / float64(s.kmIter)
 	res = append(res, curateResult{Name: fmt.Sprintf("kmeans/iter/%dx%d-k%d", len(x)/s.d, s.d, s.kmK), Value: it, Unit: "s",
 		Note: fmt.Sprintf("%.1f GFLOP/s of assignment matmul", 2*float64(len(x))*float64(s.kmK)/it/1e9)})
+
+	// k-means++ seeding of the same points, all of them as the sample: k-1
+	// passes over the points, each reading them once.
+	seed := func() (float64, error) {
+		start := time.Now()
+		_, err := curate.KMeansPlusPlus(ctx, dev, x, s.d, s.kmK, len(x)/s.d, 1)
+		return time.Since(start).Seconds(), err
+	}
+	if _, err := seed(); err != nil { // compiles the kernels
+		return nil, err
+	}
+	st, err := seed()
+	if err != nil {
+		return nil, err
+	}
+	pairs := float64(len(x)/s.d) * float64(s.kmK-1)
+	res = append(res, curateResult{Name: fmt.Sprintf("kmeans/seed/%dx%d-k%d", len(x)/s.d, s.d, s.kmK), Value: st, Unit: "s",
+		Note: fmt.Sprintf("k-means++ on the GPU: %.3g point-centroid distances/s, %.1f GB/s of points read", pairs/st, pairs*float64(s.d)*4/st/1e9)})
 	return res, nil
 }
 

@@ -21,9 +21,13 @@ func TestCurateQuickJSON(t *testing.T) {
 		var r curateResult
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &r), sc.Text())
 		require.Greater(t, r.Value, 0.0, sc.Text())
-		names[strings.SplitN(r.Name, "/", 2)[0]] = true
+		parts := strings.SplitN(r.Name, "/", 3)
+		names[parts[0]] = true
+		if len(parts) > 1 {
+			names[parts[0]+"/"+parts[1]] = true
+		}
 	}
-	for _, n := range []string{"knn", "ivf", "kmeans"} {
+	for _, n := range []string{"knn", "ivf", "kmeans/iter", "kmeans/seed"} {
 		require.True(t, names[n], "missing %s in\n%s", n, out.String())
 	}
 	errOut.Reset()
