@@ -557,15 +557,29 @@ func (t *Trainer) moduleGrads() map[string]*nn.Flat {
 	return g
 }
 
-// readLosses reads the per-row losses and the gradient norms back and
-// fails with ErrNonFinite on a NaN or an infinity.
+// readLosses reads the per-row losses and the gradient norms back, all in
+// one readback, and fails with ErrNonFinite on a NaN or an infinity.
 func (t *Trainer) readLosses(lo *Losses, M int) error {
 	c := t.Cfg
 	B, L := c.Batch, c.Augment.Locals
-	out, err := t.dev.Read(t.dinoOut)
+	reads := []*gpu.Tensor{t.dinoOut}
+	for k := range t.koleo {
+		reads = append(reads, t.koleo[k].loss)
+	}
+	reads = append(reads, t.norms...)
+	if M > 0 {
+		lossView, err1 := firstRows(t.ibot.loss, 0, M)
+		wView, err2 := firstRows(t.ibotW, 0, M)
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		reads = append(reads, lossView, wView)
+	}
+	vs, err := t.dev.ReadAll(reads...)
 	if err != nil {
 		return err
 	}
+	out := vs[0]
 	for _, v := range out[:t.dino.loss.Len()] {
 		lo.DINO += float64(v)
 	}
@@ -574,20 +588,9 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 	for _, v := range h {
 		lo.TeacherEntropy += float64(v) / float64(len(h))
 	}
+	koleo, norms := vs[1:1+len(t.koleo)], vs[1+len(t.koleo):1+len(t.koleo)+len(t.norms)]
 	if M > 0 {
-		lossView, err1 := firstRows(t.ibot.loss, 0, M)
-		wView, err2 := firstRows(t.ibotW, 0, M)
-		if err := errors.Join(err1, err2); err != nil {
-			return err
-		}
-		rl, err := t.dev.Read(lossView)
-		if err != nil {
-			return err
-		}
-		w, err := t.dev.Read(wView)
-		if err != nil {
-			return err
-		}
+		rl, w := vs[len(vs)-2], vs[len(vs)-1]
 		for i := range rl {
 			lo.IBOT += float64(rl[i]) * float64(w[i])
 		}
@@ -595,21 +598,14 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 			lo.IBOT /= c.IBOTWeight
 		}
 	}
-	for k := range t.koleo {
-		v, err := t.dev.Read(t.koleo[k].loss)
-		if err != nil {
-			return err
-		}
+	for _, v := range koleo {
 		lo.KoLeo += float64(v[0])
 	}
 	lo.Total = c.DINOWeight*lo.DINO + c.IBOTWeight*lo.IBOT + c.KoLeoWeight*lo.KoLeo
 	lo.GradNorm = map[string]float64{}
 	bad := math.IsNaN(lo.Total) || math.IsInf(lo.Total, 0)
 	for i, mod := range t.Student.Modules() {
-		n, err := t.dev.Read(t.norms[i])
-		if err != nil {
-			return err
-		}
+		n := norms[i]
 		lo.GradNorm[mod.Name] = float64(n[0])
 		bad = bad || math.IsNaN(float64(n[0])) || math.IsInf(float64(n[0]), 0)
 	}

@@ -37,7 +37,7 @@ commands:
   kernels   time the GPU kernels against the device's FMA peak and copy bandwidth
   infer     time ViT-S/14 inference against the FMA peak and PyTorch on the CPU
   train     time DINOv2 training steps (demo or ViT-S/14) against PyTorch on the CPU
-  browser   time ViT-S/14 in headless Chromium's WebGPU against onnxruntime-web
+  browser   time ViT-S/14 in a headless browser's WebGPU (Chromium or Firefox) against onnxruntime-web
   curate    time exact k-NN, IVF and k-means of data curation
 
 Run 'bench <command> -help' for the flags of a command.
