@@ -289,11 +289,7 @@ func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eva
 			if err := rec.Submit(); err != nil {
 				return err
 			}
-			vals, err := ix.dev.Read(t[2])
-			if err != nil {
-				return err
-			}
-			idxs, err := ix.dev.ReadU32(t[3])
+			vals, idxs, err := ix.dev.ReadTopK(t[2], t[3])
 			if err != nil {
 				return err
 			}

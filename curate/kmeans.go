@@ -175,11 +175,7 @@ func kmeansFitOnce(ctx context.Context, dev *gpu.Device, x []float32, d int, o K
 	}
 	km.Assign = make([]int, 0, n)
 	for _, c := range g.chunks {
-		ix, err := dev.ReadU32(c.ix)
-		if err != nil {
-			return nil, err
-		}
-		v, err := dev.Read(c.v)
+		v, ix, err := dev.ReadTopK(c.v, c.ix)
 		if err != nil {
 			return nil, err
 		}
@@ -321,10 +317,7 @@ func (km *KMeans) Predict(ctx context.Context, dev *gpu.Device, x Rows, maxRows 
 			}
 			var ix []uint32
 			var v []float32
-			if ix, err = dev.ReadU32(c.ix); err != nil {
-				break
-			}
-			if v, err = dev.Read(c.v); err != nil {
+			if v, ix, err = dev.ReadTopK(c.v, c.ix); err != nil {
 				break
 			}
 			for r := range ix {

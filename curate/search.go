@@ -181,11 +181,7 @@ func (s *searcher) block(out *eval.Neighbours, n int, x []float32, b0 int) error
 	span := ((n-1)/s.sub*s.sub)*k + min(s.sub, n-(n-1)/s.sub*s.sub)*kk
 	vt, _ := s.v.View(0, span)
 	it, _ := s.ix.View(0, span)
-	vals, err := s.dev.Read(vt)
-	if err != nil {
-		return err
-	}
-	idxs, err := s.dev.ReadU32(it)
+	vals, idxs, err := s.dev.ReadTopK(vt, it)
 	if err != nil {
 		return err
 	}

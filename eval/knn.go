@@ -132,11 +132,7 @@ func searchShard(ctx context.Context, dev *gpu.Device, query []float32, bt *gpu.
 		if err := rec.Submit(); err != nil {
 			return fmt.Errorf("knn search: %w", err)
 		}
-		gv, err := dev.Read(v)
-		if err != nil {
-			return err
-		}
-		gi, err := dev.ReadU32(ix)
+		gv, gi, err := dev.ReadTopK(v, ix)
 		if err != nil {
 			return err
 		}

@@ -40,7 +40,8 @@ func TestUploadReadRoundTrip(t *testing.T) {
 }
 
 // TestReadAllMatchesRead reads tensors of several sizes, a view at an
-// offset among them, through one staging buffer.
+// offset among them, through one staging buffer, and a top-k pair of values
+// and indices.
 func TestReadAllMatchesRead(t *testing.T) {
 	a, err := dev.Upload("a", []float32{1, 2, 3}, 3)
 	require.NoError(t, err)
@@ -60,6 +61,15 @@ func TestReadAllMatchesRead(t *testing.T) {
 	one, err := dev.Read(row)
 	require.NoError(t, err)
 	require.Equal(t, bData[200:], one)
+
+	ix, err := dev.NewTensor("ix", 3)
+	require.NoError(t, err)
+	defer ix.Buf.Release()
+	require.NoError(t, dev.WriteU32(ix, []uint32{7, 0, 1 << 31}))
+	v, idx, err := dev.ReadTopK(a, ix)
+	require.NoError(t, err)
+	require.Equal(t, []float32{1, 2, 3}, v)
+	require.Equal(t, []uint32{7, 0, 1 << 31}, idx)
 }
 
 func TestFillManyDispatchesOnePass(t *testing.T) {

@@ -223,6 +223,20 @@ func (d *Device) ReadAll(ts ...*Tensor) ([][]float32, error) {
 	return out, nil
 }
 
+// ReadTopK copies a top-k result back in one readback: the values (f32)
+// and their indices (u32), as nn.TopK writes them.
+func (d *Device) ReadTopK(values, indices *Tensor) ([]float32, []uint32, error) {
+	bs, err := d.readBytes([]*Tensor{values, indices})
+	if err != nil {
+		return nil, nil, err
+	}
+	v := make([]float32, values.Len())
+	copy(v, wgpu.FromBytes[float32](bs[0]))
+	ix := make([]uint32, indices.Len())
+	copy(ix, wgpu.FromBytes[uint32](bs[1]))
+	return v, ix, nil
+}
+
 // ReadU32 copies a tensor of unsigned integers back to the CPU.
 func (d *Device) ReadU32(t *Tensor) ([]uint32, error) {
 	b, err := d.ReadBytes(t)
