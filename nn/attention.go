@@ -101,13 +101,16 @@ func attnCheck(rec *gpu.Recorder, op string, qkv, x *gpu.Tensor, xName string, h
 // permute records one part of x [B, T, parts*D] <-> heads [B, H, T, Dh],
 // times a (see heads_permute).
 func (s attnShape) permute(rec *gpu.Recorder, merge bool, heads, x *gpu.Tensor, part int, a float32) error {
-	n := heads.Len()
-	k := gpu.Kernel{Name: "heads_permute", Data: struct{ Merge bool }{merge}, Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
-	params := []uint32{gpu.U32(n), gpu.U32(s.T), gpu.U32(s.H), gpu.U32(s.Dh), gpu.U32(x.Dim(2)), gpu.U32(part * s.D), gpu.F32(a)}
+	k := gpu.Kernel{Name: "heads_permute", Data: struct {
+		Merge bool
+		Dh    int
+	}{merge, s.Dh}, Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
+	params := []uint32{gpu.U32(s.T), gpu.U32(s.H), gpu.U32(x.Dim(2)), gpu.U32(part * s.D), gpu.F32(a)}
+	groups := [3]uint32{uint32((s.T*s.Dh + 255) / 256), uint32(s.H), uint32(s.B)}
 	if merge {
-		return rec.Dispatch(k, rec.Groups(n, 256), params, heads, x)
+		return rec.Dispatch(k, groups, params, heads, x)
 	}
-	return rec.Dispatch(k, rec.Groups(n, 256), params, x, heads)
+	return rec.Dispatch(k, groups, params, x, heads)
 }
 
 // Attention records multi-head self-attention without mask,

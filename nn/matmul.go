@@ -70,7 +70,7 @@ func seq(n int) []int {
 // ([..., K, M] with TransA), B is [..., K, N] ([..., N, K] with TransB) or 2-D and
 // shared by all batches, C is [..., M, N].
 func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
-	return matMul(rec, c, a, b, o, Tiling{}, true)
+	return matMul(rec, c, a, b, o, Tiling{}, bcastWhenPays)
 }
 
 // Tiling shapes matmul_tiled, the GPU kernel (see shaders/matmul.wgsl): a
@@ -113,13 +113,21 @@ func MatMulTiled(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling)
 	if t.Tile < 1 || t.BK < 1 || t.Split < 0 || t.Tile*t.BK%16 != 0 || t.Contig && t.Tile%4 != 0 || t.Vec && (t.Tile*t.BK%64 != 0 || t.BK%4 != 0) {
 		return shapeErr(rec, "matmul", "tiling %+v: want Tile, BK >= 1, Split >= 0, Tile BK a multiple of 16 (64 and BK of 4 with Vec) and, with Contig, Tile a multiple of 4", t)
 	}
-	return matMul(rec, c, a, b, o, t, false)
+	return matMul(rec, c, a, b, o, t, bcastNever)
 }
 
-// matMul is MatMul with tiling t (the zero value: the device's choice);
-// bcast false keeps it off matmul_bcast (so tests reach the other kernels on
-// shapes it would take).
-func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcast bool) error {
+// bcastUse is when matMul takes matmul_bcast for a shape it can run.
+type bcastUse int
+
+const (
+	bcastNever    bcastUse = iota // tests of the other kernels, and matmul_tiled
+	bcastWhenPays                 // MatMul: where bcastPays, or matmul_vec4 cannot run
+	bcastAlways                   // tests of matmul_bcast
+)
+
+// matMul is MatMul with tiling t (the zero value: the device's choice),
+// taking matmul_bcast as bcast says.
+func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcast bcastUse) error {
 	const op = "matmul"
 	if err := notNil(rec, op, []string{"A", "B", "C"}, a, b, c); err != nil {
 		return err
@@ -218,7 +226,9 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 		}
 		return splitMatMul(rec, d, e, splits, groups, p, bufs, access, mmProfile(batch, M, K, N, o))
 	}
-	if bcast && !o.TransA && (o.TransB && K%4 == 0 || !o.TransB && N%4 == 0) {
+	vec4 := alongA%4 == 0 && alongB%4 == 0 // matmul_vec4 can run it
+	if bcast != bcastNever && !o.TransA && (o.TransB && K%4 == 0 || !o.TransB && N%4 == 0) &&
+		(bcast == bcastAlways || !vec4 || bcastPays(K, N)) {
 		bm, bM := batch, M
 		if bBatch == 1 {
 			bm, bM = 1, batch*M // a shared B: the batches are rows of one product
@@ -229,7 +239,7 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	}
 	// matmul_vec4 needs the dimension each operand's vec4 runs along to be a
 	// multiple of 4 (see shaders/matmul.wgsl).
-	if alongA%4 == 0 && alongB%4 == 0 {
+	if vec4 {
 		t := mmTiles[b2i(o.TransA)][b2i(o.TransB)]
 		type data struct {
 			WG                   int
@@ -399,6 +409,18 @@ func planBcast(l gpu.Limits, batch, M, K int) (bcastPlan, bool) {
 	}
 	return p, true
 }
+
+// bcastPays says whether matmul_bcast beats matmul_vec4 for K deep
+// products with N columns. Its uniform windows hold 16384 floats of A, so
+// past K 64 a window is at most 128 rows, and a workgroup covers 32
+// columns: with few columns a dispatch has too little work for its cost.
+// Measured on lavapipe (2 cores, GFLOP/s, bcast against vec4): A 6400 rows,
+// K 256 N 64 6.2 vs 10.5, K 128 N 64 7.3 vs 12.0, K 256 N 128 11.4 vs 13.8,
+// K 128 N 128 10.8 vs 13.3; attention's q k^T, 512 x 50x16x50 4.3 vs 5.9,
+// 1024 x 10x16x10 0.8 vs 2.2; but K 64 N 64 10.7 vs 8.6, K 64 N 192 14.8
+// vs 11.4, ViT-S's q k^T (64 x 257x64x257) 13.3 vs 12.1, and ViT-S's
+// linear layers (N 384 to 1536, K up to 1536) 1.15-1.5x faster.
+func bcastPays(K, N int) bool { return N >= 192 || K <= 64 && N >= 64 }
 
 // bcastSplitTile caps the rows per workgroup of matmul_bcast where a
 // power-of-two tile would overhang a window by more than an eighth (see

@@ -5,6 +5,7 @@ package nn
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -21,7 +22,7 @@ const mmAtol, mmRtol = 1e-4, 1e-4
 func TestMatMulAgainstReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	// Edges that are not multiples of any tile, M or N = 1, batch 1. Each
-	// case runs with matmul_bcast allowed (it takes untransposed A when N,
+	// case runs with matmul_bcast wherever it can (it takes untransposed A when N,
 	// or K with B transposed, is a multiple of 4; the last cases need
 	// several uniform windows, starting off the alignment: batches 0-5 and
 	// 6-8 of [9,50,50], rows 0-159 and 160-299 of each [300,64]) and not
@@ -73,23 +74,24 @@ func TestMatMulAgainstReference(t *testing.T) {
 	}
 }
 
-// matmulKernels are the ways through matMul the tests take: the device's
-// choice with matmul_bcast allowed or not, and matmul_tiled with each
-// tiling (a GPU's kernel, which the first two also take on a GPU).
+// matmulKernels are the ways through matMul the tests take: matmul_bcast
+// wherever it can run, or never (then matmul_vec4 or the fallback), and
+// matmul_tiled with each tiling (a GPU's kernel, which the first two also
+// take on a GPU).
 var matmulKernels = []matmulKernel{
-	{name: "bcast", bcast: true}, {name: "nobcast"},
-	{"tiled4", Tiling{Tile: 4, BK: 16}, false}, {"tiled8", Tiling{Tile: 8, BK: 8}, false},
-	{"tiled4c", Tiling{Tile: 4, BK: 16, Contig: true}, false}, {"tiled8c", Tiling{Tile: 8, BK: 4, Contig: true}, false},
-	{"tiled8cp", Tiling{Tile: 8, BK: 8, Contig: true, Prefetch: true}, false}, {"tiled4p", Tiling{Tile: 4, BK: 8, Prefetch: true}, false},
-	{"tiled4cpv", Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true}, false}, {"tiled8v", Tiling{Tile: 8, BK: 8, Vec: true}, false},
-	{"tiled4s3", Tiling{Tile: 4, BK: 16, Split: 3}, false},
-	{"tiled4cpvs3", Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true, Split: 3}, false},
+	{name: "bcast", bcast: bcastAlways}, {name: "nobcast"},
+	{"tiled4", Tiling{Tile: 4, BK: 16}, bcastNever}, {"tiled8", Tiling{Tile: 8, BK: 8}, bcastNever},
+	{"tiled4c", Tiling{Tile: 4, BK: 16, Contig: true}, bcastNever}, {"tiled8c", Tiling{Tile: 8, BK: 4, Contig: true}, bcastNever},
+	{"tiled8cp", Tiling{Tile: 8, BK: 8, Contig: true, Prefetch: true}, bcastNever}, {"tiled4p", Tiling{Tile: 4, BK: 8, Prefetch: true}, bcastNever},
+	{"tiled4cpv", Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true}, bcastNever}, {"tiled8v", Tiling{Tile: 8, BK: 8, Vec: true}, bcastNever},
+	{"tiled4s3", Tiling{Tile: 4, BK: 16, Split: 3}, bcastNever},
+	{"tiled4cpvs3", Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true, Split: 3}, bcastNever},
 }
 
 type matmulKernel struct {
 	name   string
 	tiling Tiling
-	bcast  bool
+	bcast  bcastUse
 }
 
 func (k matmulKernel) matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
@@ -101,7 +103,7 @@ func (k matmulKernel) matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpt
 
 func TestMatMulEpilogue(t *testing.T) {
 	// All kernels: 23 columns of A take the fallback, 24 the vec4 kernel
-	// or, allowed, matmul_bcast; and matmul_tiled.
+	// or, forced, matmul_bcast; and matmul_tiled.
 	for _, K := range []int{23, 24} {
 		for _, k := range matmulKernels {
 			t.Run(fmt.Sprint("K", K, "_", k.name), func(t *testing.T) { testMatMulEpilogue(t, 19, 37, K, k) })
@@ -202,6 +204,41 @@ func TestSplitK(t *testing.T) {
 	// Capped at 32 parts and at 2^24 partial floats.
 	require.Equal(t, 32, splitK(1, 64*64, 1<<20))
 	require.Equal(t, 2, splitK(1, 1<<23, 1<<20))
+}
+
+// MatMul takes matmul_bcast where lavapipe ran it faster than matmul_vec4
+// (the shapes of bcastPays' comment), and wherever matmul_vec4 cannot run.
+func TestBcastPays(t *testing.T) {
+	for _, c := range []struct {
+		K, N int
+		want bool
+	}{
+		{256, 64, false}, {128, 64, false}, {256, 128, false}, {128, 128, false}, // demo MLP products
+		{16, 50, false}, {16, 10, false}, // demo attention q k^T
+		{64, 64, true}, {64, 192, true}, {64, 257, true}, // demo qkv and projection, ViT-S q k^T
+		{384, 1152, true}, {1536, 384, true}, {384, 1536, true}, // ViT-S linear layers
+	} {
+		require.Equal(t, c.want, bcastPays(c.K, c.N), "K %d, N %d", c.K, c.N)
+	}
+	// P V of the demo's attention (K 50: no vec4 along A) still takes
+	// matmul_bcast, not the scalar fallback (on a CPU device; a GPU takes
+	// matmul_tiled).
+	if !dev.Info().IsCPU() {
+		return
+	}
+	p, v, out := zeros(t, 4, 50, 50), zeros(t, 4, 50, 16), zeros(t, 4, 50, 16)
+	prof := gpu.NewProfile()
+	dev.SetProfile(prof)
+	defer dev.SetProfile(nil)
+	rec := dev.Record()
+	require.NoError(t, MatMul(rec, out, p, v, MatMulOpts{}))
+	run(t, rec)
+	var kernels []string
+	for _, e := range prof.Entries() {
+		kernels = append(kernels, e.Kernel)
+	}
+	require.Len(t, kernels, 1)
+	require.True(t, strings.HasPrefix(kernels[0], "matmul_bcast"), "P V ran as %v", kernels)
 }
 
 func TestPlanBcast(t *testing.T) {
