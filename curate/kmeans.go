@@ -2,6 +2,7 @@ package curate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -405,32 +406,31 @@ func seedPicks(ctx context.Context, dev *gpu.Device, x []float32, d, first int, 
 			t.Buf.Release()
 		}
 	}()
-	upload := func(name string, v []float32, shape ...int) *gpu.Tensor {
+	alloc := func(name string, shape ...int) *gpu.Tensor {
 		if err != nil {
 			return nil
 		}
 		var t *gpu.Tensor
-		if t, err = dev.Upload(name, v, shape...); err == nil {
+		if t, err = dev.NewTensor(name, shape...); err == nil {
 			ts = append(ts, t)
 		}
 		return t
+	}
+	xs := alloc("kmeans++ points", s, d)
+	best := alloc("kmeans++ distances", s)
+	sums := alloc("kmeans++ block sums", blocks)
+	us := alloc("kmeans++ uniforms", k)
+	state := alloc("kmeans++ state", 2) // u32: the step t, the last pick
+	picks := alloc("kmeans++ picks", k) // u32
+	if err != nil {
+		return nil, fmt.Errorf("kmeans++: %w", err)
 	}
 	far := make([]float32, s)
 	for i := range far {
 		far[i] = math.MaxFloat32
 	}
-	xs := upload("kmeans++ points", x, s, d)
-	best := upload("kmeans++ distances", far, s)
-	sums := upload("kmeans++ block sums", make([]float32, blocks), blocks)
-	us := upload("kmeans++ uniforms", u, k)
-	state := upload("kmeans++ state", make([]float32, 2), 2)
-	picks := upload("kmeans++ picks", make([]float32, k), k)
-	if err == nil {
-		err = dev.WriteU32(state, []uint32{1, uint32(first)})
-	}
-	if err == nil {
-		err = dev.WriteU32(picks, append([]uint32{uint32(first)}, make([]uint32, k-1)...))
-	}
+	err = errors.Join(dev.Write(xs, x), dev.Write(best, far), dev.Write(us, u),
+		dev.WriteU32(state, []uint32{1, uint32(first)}), dev.WriteU32(picks, append([]uint32{uint32(first)}, make([]uint32, k-1)...)))
 	if err != nil {
 		return nil, fmt.Errorf("kmeans++: %w", err)
 	}
