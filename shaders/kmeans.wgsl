@@ -139,8 +139,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 {{/* kmeans_pp_pick: one workgroup draws row `next` of x with probability
 best[next] / sum(best) by inverting the cumulative sum at u[t] * total:
-lane j scans a run of block sums, the workgroup finds the run, lane 0 the
-block in it, then the workgroup the row in the block. A target that
+lane j sums a run of block sums, the workgroup finds the run, that run's
+lane the block in it, then the workgroup the row in the block. A target that
 rounding puts past the end of a run or block takes its last row of
 positive weight. When every best is 0 (fewer distinct rows than picks) the
 row is uniform. It writes picks[t] = next, state = (t + 1, next). */}}
@@ -155,7 +155,7 @@ struct Params { s: u32, blocks: u32 }
 var<workgroup> cum: array<f32, 256>;
 var<workgroup> hit: atomic<u32>;     // the lane whose interval holds the goal
 var<workgroup> last: atomic<u32>;    // 1 + the last lane of positive weight
-var<workgroup> block: u32;           // the block found by lane 0
+var<workgroup> block: u32;           // the block, found by the run's lane
 var<workgroup> rest: f32;            // the goal minus the weight before it
 
 // scan makes cum inclusive prefix sums (Hillis-Steele) and returns lane
