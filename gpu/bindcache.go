@@ -7,8 +7,13 @@ import (
 	"github.com/cogentcore/webgpu/wgpu"
 )
 
-// maxBindGroups bounds the bind-group cache; past it the cache starts over.
-const maxBindGroups = 1 << 16
+// maxBindGroups bounds the bind-group cache; past it a submission flushes
+// what it has encoded and the cache starts over (Recorder.submit). wgpu-native
+// on lavapipe crashed in CreateBindGroup at about 64900 live groups (a
+// ViT-S/14 training step with local crops, whose matmul_bcast windows and
+// parameter slots make that many distinct groups), so the bound stays well
+// under it.
+const maxBindGroups = 1 << 15
 
 // bindCache keeps the bind groups of earlier submissions: a training step
 // records the same dispatches on the same buffers every time, and creating
@@ -48,7 +53,7 @@ func (d *Device) bindGroup(o *op, arena *wgpu.Buffer) (*wgpu.BindGroup, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.binds.groups == nil || len(d.binds.groups) >= maxBindGroups {
+	if d.binds.groups == nil {
 		d.binds.reset()
 	}
 	d.binds.groups[key] = g
@@ -56,6 +61,23 @@ func (d *Device) bindGroup(o *op, arena *wgpu.Buffer) (*wgpu.BindGroup, error) {
 		d.binds.byBuffer[t.Buf] = append(d.binds.byBuffer[t.Buf], key)
 	}
 	return g, nil
+}
+
+// bindsFull reports whether the cache holds maxBindGroups groups. Its
+// groups may be set in the pass being encoded, which must end and be
+// submitted before they are released (wgpu-native panics with "BindGroup
+// does not exist" otherwise), so only Recorder.submit starts it over.
+func (d *Device) bindsFull() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.binds.groups) >= maxBindGroups
+}
+
+// resetBinds releases every cached group.
+func (d *Device) resetBinds() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.binds.reset()
 }
 
 // dropBuffer releases the cached groups that bind b.

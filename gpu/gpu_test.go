@@ -94,6 +94,39 @@ func TestFillManyDispatchesOnePass(t *testing.T) {
 	}
 }
 
+// TestRecordingPastTheBindGroupCache records more distinct bind groups (one
+// per parameter slot) than the cache holds: the recording is submitted in
+// parts, in order, and no group is released under an unsubmitted pass
+// (wgpu-native panicked "BindGroup does not exist", and crashed at about
+// 64900 live groups, before parts).
+func TestRecordingPastTheBindGroupCache(t *testing.T) {
+	const n = 64 // floats: a 256-byte view each
+	views := 3
+	x, err := dev.NewTensor("x", views*n)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	rec := dev.Record()
+	last := make([]float32, views)
+	for i := range maxBindGroups + 1000 {
+		v := i % views
+		view, err := x.View(v*n, n)
+		require.NoError(t, err)
+		last[v] = float32(i)
+		require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(n, 256), []uint32{U32(n), F32(last[v])}, view))
+	}
+	_, err = rec.Run()
+	require.NoError(t, err)
+	got, err := dev.Read(x)
+	require.NoError(t, err)
+	for i, g := range got {
+		require.Equal(t, last[i/n], g, "element %d: the last fill of its view wins", i)
+	}
+	dev.mu.Lock()
+	cached := len(dev.binds.groups)
+	dev.mu.Unlock()
+	require.LessOrEqual(t, cached, maxBindGroups)
+}
+
 func TestGroupsSplitLargeGrids(t *testing.T) {
 	rec := dev.Record()
 	max := int(dev.Limits().MaxWorkgroupsPerDim)

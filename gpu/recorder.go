@@ -196,7 +196,11 @@ func (r *Recorder) submit(ts stamper) error {
 	if err != nil {
 		return fmt.Errorf("submit: %w", err)
 	}
-	defer enc.Release()
+	defer func() {
+		if enc != nil {
+			enc.Release()
+		}
+	}()
 	if ts != nil {
 		if err := ts.begin(enc); err != nil {
 			return err
@@ -210,7 +214,37 @@ func (r *Recorder) submit(ts stamper) error {
 			pass = nil
 		}
 	}
+	// flush submits what is encoded so far and starts a new encoder: the
+	// bind-group cache can then start over without releasing a group that
+	// an unsubmitted pass sets.
+	encoded := 0 // dispatches in enc
+	flush := func() error {
+		endPass()
+		cmd, err := enc.Finish(nil)
+		if err != nil {
+			return fmt.Errorf("submit: %w", err)
+		}
+		d.queue.Submit(cmd)
+		cmd.Release()
+		enc.Release()
+		enc, encoded = nil, 0
+		if enc, err = d.dev.CreateCommandEncoder(nil); err != nil {
+			return fmt.Errorf("submit: %w", err)
+		}
+		return nil
+	}
 	for _, o := range r.ops {
+		if o.k != nil && d.bindsFull() {
+			switch {
+			case encoded == 0:
+				d.resetBinds()
+			case ts == nil: // timestamps bracket one encoder: a profiled op keeps it
+				if err := flush(); err != nil {
+					return err
+				}
+				d.resetBinds()
+			}
+		}
 		if o.k == nil {
 			endPass()
 			if err := enc.CopyBufferToBuffer(o.src.Buf.buf, o.src.Off, o.dst.Buf.buf, o.dst.Off, o.src.Bytes()); err != nil {
@@ -229,6 +263,7 @@ func (r *Recorder) submit(ts stamper) error {
 		pass.SetPipeline(o.k.pipeline)
 		pass.SetBindGroup(0, bg, nil)
 		pass.DispatchWorkgroups(o.groups[0], o.groups[1], o.groups[2])
+		encoded++
 	}
 	endPass()
 	if ts != nil {
