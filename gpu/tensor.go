@@ -201,9 +201,7 @@ func (d *Device) Read(t *Tensor) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]float32, t.Len())
-	copy(out, wgpu.FromBytes[float32](b))
-	return out, nil
+	return words[float32](b), nil
 }
 
 // ReadAll copies several tensors back to the CPU through one staging
@@ -217,8 +215,7 @@ func (d *Device) ReadAll(ts ...*Tensor) ([][]float32, error) {
 	}
 	out := make([][]float32, len(ts))
 	for i, b := range bs {
-		out[i] = make([]float32, ts[i].Len())
-		copy(out[i], wgpu.FromBytes[float32](b))
+		out[i] = words[float32](b)
 	}
 	return out, nil
 }
@@ -230,11 +227,7 @@ func (d *Device) ReadTopK(values, indices *Tensor) ([]float32, []uint32, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	v := make([]float32, values.Len())
-	copy(v, wgpu.FromBytes[float32](bs[0]))
-	ix := make([]uint32, indices.Len())
-	copy(ix, wgpu.FromBytes[uint32](bs[1]))
-	return v, ix, nil
+	return words[float32](bs[0]), words[uint32](bs[1]), nil
 }
 
 // ReadU32 copies a tensor of unsigned integers back to the CPU.
@@ -243,9 +236,7 @@ func (d *Device) ReadU32(t *Tensor) ([]uint32, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]uint32, t.Len())
-	copy(out, wgpu.FromBytes[uint32](b))
-	return out, nil
+	return words[uint32](b), nil
 }
 
 // ReadBytes copies t's bytes back through a staging buffer.
@@ -255,6 +246,13 @@ func (d *Device) ReadBytes(t *Tensor) ([]byte, error) {
 		return nil, err
 	}
 	return bs[0], nil
+}
+
+// words copies read-back bytes into 32-bit words.
+func words[T float32 | uint32](b []byte) []T {
+	out := make([]T, len(b)/4)
+	copy(out, wgpu.FromBytes[T](b))
+	return out
 }
 
 // readBytes copies the tensors' bytes back through one staging buffer,
