@@ -226,7 +226,9 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 		}
 		return splitMatMul(rec, d, e, splits, groups, p, bufs, access, mmProfile(batch, M, K, N, o))
 	}
-	vec4 := alongA%4 == 0 && alongB%4 == 0 // matmul_vec4 can run it
+	// matmul_vec4 can run it: B's vec4s need their axis a multiple of 4;
+	// A's too, else it reads A as scalars.
+	vec4, aScalar := alongB%4 == 0, alongA%4 != 0
 	if bcast != bcastNever && !o.TransA && (o.TransB && K%4 == 0 || !o.TransB && N%4 == 0) &&
 		(bcast == bcastAlways || !vec4 || bcastPays(K, N)) {
 		bm, bM := batch, M
@@ -237,8 +239,6 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 			return dispatchBcast(rec, plan, bufs, access, e, o.TransB, bM, N, K, strideB/4, mmProfile(batch, M, K, N, o))
 		}
 	}
-	// matmul_vec4 needs the dimension each operand's vec4 runs along to be a
-	// multiple of 4 (see shaders/matmul.wgsl).
 	if vec4 {
 		t := mmTiles[b2i(o.TransA)][b2i(o.TransB)]
 		type data struct {
@@ -247,17 +247,22 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 			RowGroups, ColGroups []int
 			Us                   []int
 			Step                 int
+			AScalar              bool
 			TransA, TransB       bool
 			epilogue
 		}
 		d := data{WG: t.WG, Rows: mmIdxs(t.TM), Cols: mmIdxs(t.TN), RowGroups: seq(t.TM / 4), ColGroups: seq(t.TN / 4),
-			Us: seq(4), Step: 4, TransA: o.TransA, TransB: o.TransB, epilogue: e}
-		if o.TransA && !o.TransB {
-			// Both vec4s run along the output, so one step covers one k.
+			Us: seq(4), Step: 4, AScalar: aScalar, TransA: o.TransA, TransB: o.TransB, epilogue: e}
+		if !o.TransB && (o.TransA || aScalar) {
+			// No vec4 runs along k, so one step covers one k.
 			d.Us, d.Step = seq(1), 1
 		}
+		p := params(4)
+		if aScalar {
+			p[3] = gpu.U32(strideA)
+		}
 		groups := [3]uint32{uint32((N + t.TN*t.WG - 1) / (t.TN * t.WG)), uint32((M + t.TM - 1) / t.TM), uint32(batch)}
-		return rec.Dispatch(gpu.Kernel{Name: "matmul_vec4", Data: d, Access: access, Profile: mmProfile(batch, M, K, N, o)}, groups, params(4), bufs...)
+		return rec.Dispatch(gpu.Kernel{Name: "matmul_vec4", Data: d, Access: access, Profile: mmProfile(batch, M, K, N, o)}, groups, p, bufs...)
 	}
 	type data struct {
 		TM, TN, WGX, WGY int

@@ -47,16 +47,20 @@ across lanes) while each lane owns TN columns. A vec4 runs along the contiguous 
   A [K,M] (TransA): 4 consecutive rows      (needs M % 4 == 0, TM % 4 == 0)
   B [K,N]: 4 consecutive columns            (needs N % 4 == 0, TN % 4 == 0)
   B [N,K] (TransB): 4 consecutive k         (needs K % 4 == 0)
+With AScalar, A is read one float at a time instead (its contiguous
+dimension is not a multiple of 4: attention's P V and the gradients through
+P at 50 or 257 tokens): a gathered float costs about a quarter of a
+gathered vec4 on lavapipe, so this costs little against the vec4 reads.
 When either vec4 runs along k, one loop step covers 4 values of k (Us = 0..3),
 otherwise one (Us = 0). Rows and columns past the edge are clamped for loading
 and skipped when storing, so the loop has no bounds checks.
 Data: WG (lanes), Rows and Cols (I, Q = I/4, R = I%4 for each of TM, TN),
-RowGroups, ColGroups (0..TM/4-1, 0..TN/4-1), Us, Step, TransA, TransB and the
-epilogue fields. Strides of A and B are in vec4s.
+RowGroups, ColGroups (0..TM/4-1, 0..TN/4-1), Us, Step, AScalar, TransA, TransB
+and the epilogue fields. Strides of A (in floats with AScalar) and B are in vec4s.
 */}}
 {{define "matmul_vec4"}}
 {{template "matmul_bindings" .}}
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> a: array<{{if .AScalar}}f32{{else}}vec4<f32>{{end}}>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 
 @compute @workgroup_size({{.WG}})
@@ -67,7 +71,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let M4 = p.M / 4u;
   let N4 = p.N / 4u;
   let m0 = wid.y * {{len .Rows}}u;
-  {{if .TransA}}{{range .RowGroups}}let ag{{.}} = base_a + min(m0 / 4u + {{.}}u, M4 - 1u);
+  {{if .AScalar}}{{range .Rows}}let ar{{.I}} = base_a + min(m0 + {{.I}}u, p.M - 1u){{if not $.TransA}} * p.K{{end}};
+  {{end}}{{else if .TransA}}{{range .RowGroups}}let ag{{.}} = base_a + min(m0 / 4u + {{.}}u, M4 - 1u);
   {{end}}{{else}}{{range .Rows}}let ar{{.I}} = base_a + min(m0 + {{.I}}u, p.M - 1u) * K4;
   {{end}}{{end}}
   {{if .TransB}}let n0 = wid.x * {{mul .WG (len .Cols)}}u + lid.x;
@@ -78,13 +83,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   {{range $r := .Rows}}{{range $c := $.Cols}}var acc{{$r.I}}_{{$c.I}} = 0.0;
   {{end}}{{end}}
   for (var k = 0u; k < p.K; k += {{.Step}}u) {
-    {{if .TransA}}{{range $u := .Us}}{{range $q := $.RowGroups}}let va{{$q}}_{{$u}} = a[ag{{$q}} + (k + {{$u}}u) * M4];
+    {{if .AScalar}}{{range $u := .Us}}{{range $r := $.Rows}}let va{{$r.I}}_{{$u}} = a[ar{{$r.I}} + {{if $.TransA}}(k + {{$u}}u) * p.M{{else}}k + {{$u}}u{{end}}];
+    {{end}}{{end}}{{else if .TransA}}{{range $u := .Us}}{{range $q := $.RowGroups}}let va{{$q}}_{{$u}} = a[ag{{$q}} + (k + {{$u}}u) * M4];
     {{end}}{{end}}{{else}}{{range .Rows}}let va{{.I}} = a[ar{{.I}} + k / 4u];
     {{end}}{{end}}
     {{if .TransB}}{{range .Cols}}let vb{{.I}} = b[bc{{.I}} + k / 4u];
     {{end}}{{else}}{{range $u := .Us}}{{range $q := $.ColGroups}}let vb{{$q}}_{{$u}} = b[bg{{$q}} + (k + {{$u}}u) * N4];
     {{end}}{{end}}{{end}}
-    {{range $u := .Us}}{{range $r := $.Rows}}{{range $c := $.Cols}}acc{{$r.I}}_{{$c.I}} = fma({{if $.TransA}}va{{$r.Q}}_{{$u}}[{{$r.R}}]{{else}}va{{$r.I}}[{{$u}}]{{end}}, {{if $.TransB}}vb{{$c.I}}[{{$u}}]{{else}}vb{{$c.Q}}_{{$u}}[{{$c.R}}]{{end}}, acc{{$r.I}}_{{$c.I}});
+    {{range $u := .Us}}{{range $r := $.Rows}}{{range $c := $.Cols}}acc{{$r.I}}_{{$c.I}} = fma({{if $.AScalar}}va{{$r.I}}_{{$u}}{{else if $.TransA}}va{{$r.Q}}_{{$u}}[{{$r.R}}]{{else}}va{{$r.I}}[{{$u}}]{{end}}, {{if $.TransB}}vb{{$c.I}}[{{$u}}]{{else}}vb{{$c.Q}}_{{$u}}[{{$c.R}}]{{end}}, acc{{$r.I}}_{{$c.I}});
     {{end}}{{end}}{{end}}
   }
   let base_c = wid.z * p.stride_c;
