@@ -207,6 +207,17 @@ def batch_masks(rng, n, grid, prob=0.5, lo=0.1, hi=0.5):
     return torch.from_numpy(np.stack(masks))
 
 
+def sinkhorn(logits, temp, iters=3):
+    """Sinkhorn-Knopp targets of a batch [B, K]: rows sum to 1, columns to B/K."""
+    q = torch.exp((logits - logits.max()) / temp).t()
+    K, B = q.shape
+    q /= q.sum()
+    for _ in range(iters):
+        q /= q.sum(dim=1, keepdim=True) * K
+        q /= q.sum(dim=0, keepdim=True) * B
+    return (q * B).t()
+
+
 def cosine(base, final, warmup, total, start=0.0):
     """Linear warmup from start to base, then half-cosine to final (train.Schedule)."""
     def at(it):
@@ -251,6 +262,15 @@ def main():
     ap.add_argument("--ibot-weight", type=float, default=1.0)
     ap.add_argument("--teacher-momentum", type=float, default=0.992)
     ap.add_argument("--prototypes", type=int, default=1024)
+    ap.add_argument("--teacher-temp", type=float, default=0.07, help="final teacher temperature (warmup from 0.04 or "
+                    "from this when lower)")
+    ap.add_argument("--student-temp", type=float, default=0.1)
+    ap.add_argument("--centering", choices=["center", "sinkhorn"], default="center")
+    ap.add_argument("--head-hidden", type=int, default=256)
+    ap.add_argument("--bottleneck", type=int, default=64)
+    ap.add_argument("--locals", type=int, default=4)
+    ap.add_argument("--global-scale", type=float, nargs=2, default=(0.4, 1.0))
+    ap.add_argument("--local-scale", type=float, nargs=2, default=(0.1, 0.4))
     ap.add_argument("--prototype-norm", choices=["learned", "fixed"], default="learned",
                     help="weight-norm gains of the prototypes: trained with weight decay (DINOv2) or fixed at 1")
     ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (schedules still span --epochs)")
@@ -274,12 +294,12 @@ def main():
     data = ((tr[0][:a.knn_train_n], tr[1][:a.knn_train_n]), (te[0][:a.knn_test_n], te[1][:a.knn_test_n]))
     images = tr[0].to(dev).float().div(255)
 
-    D, depth, heads, hidden, patch, G, L, locals_ = 64, 4, 4, 256, 4, 28, 12, 4
+    D, depth, heads, hidden, patch, G, L, locals_ = 64, 4, 4, 256, 4, 28, 12, a.locals
     grid = G // patch
 
     def make():
         bb = R.ViT(patch=patch, dim=D, depth=depth, heads=heads, hidden=hidden, registers=0, grid=grid)
-        return {"backbone": bb, "dino_head": Head(D, 256, 64, a.prototypes, a.prototype_norm == "fixed")}
+        return {"backbone": bb, "dino_head": Head(D, a.head_hidden, a.bottleneck, a.prototypes, a.prototype_norm == "fixed")}
 
     student, teacher = make(), make()
     init_backbone(student["backbone"], a.layerscale_init)
@@ -311,7 +331,8 @@ def main():
 
     def temp_at(it):
         w = ep(30)
-        return 0.04 + (0.07 - 0.04) * it / w if it < w else 0.07
+        t0 = min(0.04, a.teacher_temp)
+        return t0 + (a.teacher_temp - t0) * it / w if it < w else a.teacher_temp
 
     K = a.prototypes
     center, ibot_center = torch.zeros(K, device=dev), torch.zeros(K, device=dev)
@@ -335,25 +356,28 @@ def main():
             if it >= stop:
                 break
             imgs = images[perm[s:s + B].to(dev)]
-            glob = torch.cat([augment(rng, imgs, G, (0.4, 1), 1.0, 0.0, a),
-                              augment(rng, imgs, G, (0.4, 1), 0.1, 0.2, a)])
-            loc = torch.cat([augment(rng, imgs, L, (0.1, 0.4), 0.5, 0.0, a) for _ in range(locals_)])
+            glob = torch.cat([augment(rng, imgs, G, a.global_scale, 1.0, 0.0, a),
+                              augment(rng, imgs, G, a.global_scale, 0.1, 0.2, a)])
+            loc = torch.cat([augment(rng, imgs, L, a.local_scale, 0.5, 0.0, a) for _ in range(locals_)]) if locals_ \
+                else None
             masks = batch_masks(rng, 2 * B, grid).to(dev)
             temp = temp_at(it)
             with torch.no_grad():
                 t = encode(teacher["backbone"], glob)
                 t_cls = teacher["dino_head"](t[:, 0])
-                t_probs = F.softmax((t_cls - center) / temp, dim=-1)
+                t_probs = (sinkhorn(t_cls, temp) if a.centering == "sinkhorn"
+                           else F.softmax((t_cls - center) / temp, dim=-1))
                 entropy = -(t_probs * t_probs.clamp_min(1e-30).log()).sum(-1).mean().item()
                 center = center * 0.9 + 0.1 * t_cls.mean(0)
                 t_patch = teacher["dino_head"](t[:, 1:][masks])
-                t_pprobs = F.softmax((t_patch - ibot_center) / temp, dim=-1)
+                t_pprobs = (sinkhorn(t_patch, temp) if a.centering == "sinkhorn"
+                            else F.softmax((t_patch - ibot_center) / temp, dim=-1))
                 ibot_center = ibot_center * 0.9 + 0.1 * t_patch.mean(0)
             sg = encode(student["backbone"], glob, masks)
-            sl = encode(student["backbone"], loc)
-            logp = F.log_softmax(student["dino_head"](torch.cat([sg[:, 0], sl[:, 0]])) / 0.1, dim=-1)
+            cls = torch.cat([sg[:, 0], encode(student["backbone"], loc)[:, 0]]) if locals_ else sg[:, 0]
+            logp = F.log_softmax(student["dino_head"](cls) / a.student_temp, dim=-1)
             dino = dino_loss(t_probs, logp, B, locals_)
-            per_patch = -(t_pprobs * F.log_softmax(student["dino_head"](sg[:, 1:][masks]) / 0.1, dim=-1)).sum(-1)
+            per_patch = -(t_pprobs * F.log_softmax(student["dino_head"](sg[:, 1:][masks]) / a.student_temp, dim=-1)).sum(-1)
             weight = (1 / masks.sum(-1).clamp(min=1)).unsqueeze(-1).expand_as(masks)[masks]
             ibot = (per_patch * weight).sum() / (2 * B)
             kol = koleo(sg[:B, 0]) + koleo(sg[B:, 0])
