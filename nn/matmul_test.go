@@ -28,13 +28,14 @@ func TestMatMulAgainstReference(t *testing.T) {
 	// 6-8 of [9,50,50], rows 0-159 and 160-299 of each [300,64]) and not
 	// (then the vec4 kernel takes the shapes whose B axis along its vec4s is
 	// a multiple of 4, reading A as scalars where A's is not, as in
-	// [9,50,50] x [50,12] and A^T at M 257; the fallback the rest); then through matmul_tiled
+	// [9,50,50] x [50,12], and with the wide tile in [2,30,21] x [21,68] and
+	// A^T at M 257; the fallback the rest); then through matmul_tiled
 	// with both thread tiles (a GPU's kernel, which these take on a GPU
 	// whatever bcast says).
 	cases := []struct{ batch, M, N, K int }{
 		{1, 1, 1, 1}, {1, 7, 13, 5}, {3, 33, 65, 17}, {2, 70, 3, 129}, {1, 257, 97, 64},
 		{1, 4, 4, 4}, {2, 20, 36, 12}, {1, 1, 8, 4}, {3, 8, 1, 8}, {1, 68, 44, 40}, {2, 12, 8, 21},
-		{9, 50, 12, 50}, {2, 300, 20, 64},
+		{9, 50, 12, 50}, {2, 300, 20, 64}, {2, 30, 68, 21},
 	}
 	for _, c := range cases {
 		for _, ta := range []bool{false, true} {
