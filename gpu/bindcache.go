@@ -10,9 +10,8 @@ import (
 // maxBindGroups bounds the bind-group cache; past it a submission flushes
 // what it has encoded and the cache starts over (Recorder.submit). wgpu-native
 // on lavapipe crashed in CreateBindGroup at about 64900 live groups (a
-// ViT-S/14 training step with local crops, whose matmul_bcast windows and
-// parameter slots make that many distinct groups), so the bound stays well
-// under it.
+// ViT-S/14 training step with local crops, when each dispatch had a group of
+// its own), so the bound stays well under it.
 const maxBindGroups = 1 << 15
 
 // bindCache keeps the bind groups of earlier submissions: a training step
@@ -25,19 +24,42 @@ type bindCache struct {
 	byBuffer map[*Buffer][]string // keys of the groups that bind the buffer
 }
 
-// bindKey names a bind group: its layout, the arena slot of its parameters
-// and each bound view.
+// bindKey names a bind group: its layout, the parameter arena and each
+// bound view. The parameters' slot and the offsets of Uniform views are
+// dynamic offsets (dynamicOffsets), not part of the group: a recording
+// binds each slot once, and matmul_bcast a window of A per dispatch, so
+// groups that included them were one per dispatch, tens of thousands for
+// a ViT-L forward, and wgpu-native on lavapipe crashed in CreateBindGroup
+// once some 65000 had been created in a process, however many were
+// released (the cache bound alone did not prevent it).
 func bindKey(o *op, arena *wgpu.Buffer) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%p|%p|%d", o.k.layout, arena, o.slot)
-	for _, t := range o.bufs {
-		fmt.Fprintf(&b, "|%p+%d:%d", t.Buf, t.Off, t.Bytes())
+	fmt.Fprintf(&b, "%p|%p", o.k.layout, arena)
+	for i, t := range o.bufs {
+		if o.k.access[i] == Uniform {
+			fmt.Fprintf(&b, "|%p:%d", t.Buf, t.Bytes())
+		} else {
+			fmt.Fprintf(&b, "|%p+%d:%d", t.Buf, t.Off, t.Bytes())
+		}
 	}
 	return b.String()
 }
 
+// dynamicOffsets are o's dynamic offsets in binding order: its parameter
+// slot, then the offset of each Uniform view.
+func dynamicOffsets(o *op) []uint32 {
+	offs := []uint32{uint32(o.slot) * MaxParams * 4}
+	for i, t := range o.bufs {
+		if o.k.access[i] == Uniform {
+			offs = append(offs, uint32(t.Off))
+		}
+	}
+	return offs
+}
+
 // bindGroup returns o's bind group on the parameter arena, from the cache
-// or created and cached.
+// or created and cached. Its uniform bindings start at offset 0: the
+// dispatch adds dynamicOffsets.
 func (d *Device) bindGroup(o *op, arena *wgpu.Buffer) (*wgpu.BindGroup, error) {
 	key := bindKey(o, arena)
 	d.mu.Lock()
@@ -45,9 +67,13 @@ func (d *Device) bindGroup(o *op, arena *wgpu.Buffer) (*wgpu.BindGroup, error) {
 	if g, ok := d.binds.groups[key]; ok {
 		return g, nil
 	}
-	entries := []wgpu.BindGroupEntry{{Binding: 0, Buffer: arena, Offset: uint64(o.slot) * MaxParams * 4, Size: MaxParams * 4}}
+	entries := []wgpu.BindGroupEntry{{Binding: 0, Buffer: arena, Offset: 0, Size: MaxParams * 4}}
 	for i, t := range o.bufs {
-		entries = append(entries, wgpu.BindGroupEntry{Binding: uint32(i + 1), Buffer: t.Buf.buf, Offset: t.Off, Size: t.Bytes()})
+		off := t.Off
+		if o.k.access[i] == Uniform {
+			off = 0
+		}
+		entries = append(entries, wgpu.BindGroupEntry{Binding: uint32(i + 1), Buffer: t.Buf.buf, Offset: off, Size: t.Bytes()})
 	}
 	g, err := d.dev.CreateBindGroup(&wgpu.BindGroupDescriptor{Layout: o.k.layout, Entries: entries})
 	if err != nil {

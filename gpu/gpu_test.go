@@ -95,19 +95,19 @@ func TestFillManyDispatchesOnePass(t *testing.T) {
 }
 
 // TestRecordingPastTheBindGroupCache records more distinct bind groups (one
-// per parameter slot) than the cache holds: the recording is submitted in
+// per view of x) than the cache holds: the recording is submitted in
 // parts, in order, and no group is released under an unsubmitted pass
 // (wgpu-native panicked "BindGroup does not exist", and crashed at about
 // 64900 live groups, before parts).
 func TestRecordingPastTheBindGroupCache(t *testing.T) {
 	const n = 64 // floats: a 256-byte view each
-	views := 3
+	views := maxBindGroups + 1000
 	x, err := dev.NewTensor("x", views*n)
 	require.NoError(t, err)
 	defer x.Buf.Release()
 	rec := dev.Record()
 	last := make([]float32, views)
-	for i := range maxBindGroups + 1000 {
+	for i := range views + 1000 {
 		v := i % views
 		view, err := x.View(v*n, n)
 		require.NoError(t, err)
@@ -125,6 +125,60 @@ func TestRecordingPastTheBindGroupCache(t *testing.T) {
 	cached := len(dev.binds.groups)
 	dev.mu.Unlock()
 	require.LessOrEqual(t, cached, maxBindGroups)
+}
+
+// TestLongRecordingsInParts records 100000 dispatches on one view: the
+// recording is submitted in command buffers of at most maxEncoded
+// dispatches, in order (lavapipe crashed executing one of 100000).
+func TestLongRecordingsInParts(t *testing.T) {
+	const n, count = 64, 100000
+	x, err := dev.NewTensor("x", n)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	rec := dev.Record()
+	for i := range count {
+		require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(n, 256), []uint32{U32(n), F32(float32(i))}, x))
+	}
+	_, err = rec.Run()
+	require.NoError(t, err)
+	got, err := dev.Read(x)
+	require.NoError(t, err)
+	require.Equal(t, float32(count-1), got[0], "the last fill wins")
+}
+
+// TestOneBindGroupPerBuffers: dispatches that differ only in their
+// parameters share one bind group (the parameter slot is a dynamic offset),
+// and each still reads its own parameters.
+func TestOneBindGroupPerBuffers(t *testing.T) {
+	const n = 64
+	x, err := dev.NewTensor("x", 2*n)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	first, err := x.View(0, n)
+	require.NoError(t, err)
+	second, err := x.View(n, n)
+	require.NoError(t, err)
+	dev.mu.Lock()
+	before := len(dev.binds.groups)
+	dev.mu.Unlock()
+	rec := dev.Record()
+	for i := range 10 {
+		view := first
+		if i == 8 {
+			view = second
+		}
+		require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(n, 256), []uint32{U32(n), F32(float32(i))}, view))
+	}
+	_, err = rec.Run()
+	require.NoError(t, err)
+	got, err := dev.Read(x)
+	require.NoError(t, err)
+	require.Equal(t, float32(9), got[0], "the last fill of the first view")
+	require.Equal(t, float32(8), got[n], "the second view's fill")
+	dev.mu.Lock()
+	after := len(dev.binds.groups)
+	dev.mu.Unlock()
+	require.Equal(t, 2, after-before, "one group per view")
 }
 
 func TestGroupsSplitLargeGrids(t *testing.T) {

@@ -76,10 +76,13 @@ func (d *Device) compile(k Kernel) (*compiled, error) {
 		return nil, fmt.Errorf("compile kernel %s (%#v): %w", k.Name, k.Data, err)
 	}
 	defer mod.Release()
+	// Uniform bindings (the parameters, and Uniform views) take dynamic
+	// offsets, so that one bind group serves every dispatch of a kernel on
+	// the same buffers (see bindKey).
 	entries := []wgpu.BindGroupLayoutEntry{{
 		Binding:    0,
 		Visibility: wgpu.ShaderStageCompute,
-		Buffer:     wgpu.BufferBindingLayout{Type: wgpu.BufferBindingTypeUniform},
+		Buffer:     wgpu.BufferBindingLayout{Type: wgpu.BufferBindingTypeUniform, HasDynamicOffset: true},
 	}}
 	for i, a := range k.Access {
 		t := wgpu.BufferBindingTypeReadOnlyStorage
@@ -92,7 +95,7 @@ func (d *Device) compile(k Kernel) (*compiled, error) {
 		entries = append(entries, wgpu.BindGroupLayoutEntry{
 			Binding:    uint32(i + 1),
 			Visibility: wgpu.ShaderStageCompute,
-			Buffer:     wgpu.BufferBindingLayout{Type: t},
+			Buffer:     wgpu.BufferBindingLayout{Type: t, HasDynamicOffset: a == Uniform},
 		})
 	}
 	bgl, err := d.dev.CreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: k.Name, Entries: entries})

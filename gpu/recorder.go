@@ -12,6 +12,12 @@ import (
 // MaxParams is the number of 32-bit words a kernel's uniform block may hold.
 const MaxParams = 64
 
+// maxEncoded bounds the dispatches of one command buffer; a longer
+// recording is submitted in parts. lavapipe crashed executing a command
+// buffer of 32768 dispatches with distinct bind groups, or 100000 with one
+// (TestLongRecordingsInParts).
+const maxEncoded = 1 << 14
+
 // Recorder collects dispatches and copies and submits them as one command
 // buffer, with consecutive dispatches sharing one compute pass. Errors are
 // caught in Go before anything reaches the GPU: the first one is kept, later
@@ -216,7 +222,9 @@ func (r *Recorder) submit(ts stamper) error {
 	}
 	// flush submits what is encoded so far and starts a new encoder: the
 	// bind-group cache can then start over without releasing a group that
-	// an unsubmitted pass sets.
+	// an unsubmitted pass sets. Groups are released only once the GPU is
+	// idle (Sync): lavapipe crashed executing a submitted command buffer
+	// whose groups had been released (50000 distinct groups in one recording).
 	encoded := 0 // dispatches in enc
 	flush := func() error {
 		endPass()
@@ -237,12 +245,19 @@ func (r *Recorder) submit(ts stamper) error {
 		if o.k != nil && d.bindsFull() {
 			switch {
 			case encoded == 0:
+				d.Sync()
 				d.resetBinds()
 			case ts == nil: // timestamps bracket one encoder: a profiled op keeps it
 				if err := flush(); err != nil {
 					return err
 				}
+				d.Sync()
 				d.resetBinds()
+			}
+		}
+		if o.k != nil && encoded >= maxEncoded && ts == nil {
+			if err := flush(); err != nil {
+				return err
 			}
 		}
 		if o.k == nil {
@@ -261,7 +276,7 @@ func (r *Recorder) submit(ts stamper) error {
 			pass = enc.BeginComputePass(nil)
 		}
 		pass.SetPipeline(o.k.pipeline)
-		pass.SetBindGroup(0, bg, nil)
+		pass.SetBindGroup(0, bg, dynamicOffsets(&o))
 		pass.DispatchWorkgroups(o.groups[0], o.groups[1], o.groups[2])
 		encoded++
 	}
