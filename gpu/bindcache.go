@@ -29,9 +29,8 @@ type bindCache struct {
 // dynamic offsets (dynamicOffsets), not part of the group: a recording
 // binds each slot once, and matmul_bcast a window of A per dispatch, so
 // groups that included them were one per dispatch, tens of thousands for
-// a ViT-L forward, and wgpu-native on lavapipe crashed in CreateBindGroup
-// once some 65000 had been created in a process, however many were
-// released (the cache bound alone did not prevent it).
+// a ViT-L forward, more than the cache holds: every forward created them
+// all again (and lavapipe crashed on the churn, docs/lavapipe.md).
 func bindKey(o *op, arena *wgpu.Buffer) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%p|%p", o.k.layout, arena)
