@@ -242,22 +242,17 @@ func (r *Recorder) submit(ts stamper) error {
 		return nil
 	}
 	for _, o := range r.ops {
-		if o.k != nil && d.bindsFull() {
-			switch {
-			case encoded == 0:
-				d.Sync()
-				d.resetBinds()
-			case ts == nil: // timestamps bracket one encoder: a profiled op keeps it
+		if o.k != nil {
+			full := d.bindsFull()
+			// Timestamps bracket one encoder: a profiled recording is not split.
+			if ts == nil && encoded > 0 && (full || encoded >= maxEncoded) {
 				if err := flush(); err != nil {
 					return err
 				}
+			}
+			if full && encoded == 0 {
 				d.Sync()
 				d.resetBinds()
-			}
-		}
-		if o.k != nil && encoded >= maxEncoded && ts == nil {
-			if err := flush(); err != nil {
-				return err
 			}
 		}
 		if o.k == nil {
