@@ -137,22 +137,24 @@ func TestWholeStepMatchesPyTorch(t *testing.T) {
 					init = append(append([]float32(nil), init[:D]...), init[2*D:]...)
 				}
 				// Compare the change over six steps, not the weights: AdamW's
-				// steps are ~LR in size whatever the gradient.
-				d := 0.0
+				// steps are ~LR in size whatever the gradient. The teacher's
+				// EMA changes are far smaller than its weights, and each of
+				// the six updates rounds to the weight's float32 spacing, in
+				// an order that differs between devices (the H100 was 2 ulps
+				// off): allow 8 ulps of the largest weight.
+				d, step, size := 0.0, 0.0, 0.0
 				for i := range want {
 					d = math.Max(d, math.Abs(float64(got[i]-want[i])))
-				}
-				step := 0.0
-				for i := range want {
 					step = math.Max(step, math.Abs(float64(want[i]-init[i])))
+					size = math.Max(size, math.Abs(float64(want[i])))
 				}
-				rel := d / math.Max(step, 1e-12)
-				worst = math.Max(worst, rel)
-				assert.LessOrEqual(t, rel, 1e-2, "final %s %s.%s: max error %.3g, largest change %.3g", who.name, mod.Name, name, d, step)
+				tol := math.Max(1e-2*step, 8*0x1p-23*size)
+				worst = math.Max(worst, d/tol)
+				assert.LessOrEqual(t, d, tol, "final %s %s.%s: max error %.3g, largest change %.3g, largest weight %.3g", who.name, mod.Name, name, d, step, size)
 			}
 		}
 	}
-	t.Logf("after 6 steps: worst parameter error relative to the tensor's largest change %.3g", worst)
+	t.Logf("after 6 steps: worst parameter error as a fraction of its tolerance %.3g", worst)
 	for _, c := range []string{"center", "ibot_center"} {
 		got, err := dev.Read(tr.centers()[c])
 		require.NoError(t, err)
