@@ -100,6 +100,23 @@ func TestInferTinyJSON(t *testing.T) {
 	requireBaseline(t, r.BaselineRatio, r.Torch, r.BaselineMissing)
 }
 
+// TestProfiles checks that -profile lists the kernels of a forward pass and
+// of a training step, each with its calls and time.
+func TestProfiles(t *testing.T) {
+	for _, args := range [][]string{
+		{"infer", "-batch", "1", "-size", "28", "-depth", "1", "-iters", "1", "-torch=false", "-profile"},
+		{"train", "-config", "demo", "-batch", "2", "-prototypes", "64", "-steps", "1", "-torch=false", "-profile"},
+	} {
+		var out, errOut bytes.Buffer
+		require.NoError(t, run(args, &out, &errOut), errOut.String())
+		_, table, ok := strings.Cut(errOut.String(), "each kernel timed alone:\n")
+		require.True(t, ok, "%s: no profile in\n%s", args[0], errOut.String())
+		require.Regexp(t, `(?m)^\s*kernel\s+calls\s+total ms\s+share\s+mean µs$`, table, args[0])
+		require.Regexp(t, `(?m)^\s*matmul_\S+.*\s[1-9]\d*\s+\d+\.\d+\s+\d+\.\d%`, table, args[0])
+		require.Regexp(t, `(?m)^\s*layernorm\s+[1-9]`, table, args[0])
+	}
+}
+
 func TestTrainTinyJSON(t *testing.T) {
 	var out, errOut bytes.Buffer
 	require.NoError(t, run([]string{"train", "-json", "-config", "demo", "-batch", "2", "-prototypes", "64", "-steps", "1"}, &out, &errOut), errOut.String())
@@ -122,12 +139,12 @@ func TestTrainTinyJSON(t *testing.T) {
 func TestInferTrainFlags(t *testing.T) {
 	var out, errOut bytes.Buffer
 	require.NoError(t, run([]string{"infer", "-help"}, &out, &errOut))
-	for _, f := range []string{"-json", "-batch", "-model", "-size", "-depth", "-iters", "-torch", "baseline_ratio"} {
+	for _, f := range []string{"-json", "-batch", "-model", "-size", "-depth", "-iters", "-torch", "-profile", "baseline_ratio"} {
 		require.Contains(t, errOut.String(), f)
 	}
 	errOut.Reset()
 	require.NoError(t, run([]string{"train", "-help"}, &out, &errOut))
-	for _, f := range []string{"-json", "-config", "-batch", "-steps", "-prototypes", "-locals", "-torch", "device_peak_bytes"} {
+	for _, f := range []string{"-json", "-config", "-batch", "-steps", "-prototypes", "-locals", "-torch", "-profile", "device_peak_bytes"} {
 		require.Contains(t, errOut.String(), f)
 	}
 	require.ErrorContains(t, run([]string{"infer", "-model", "vitx"}, &out, &errOut), `unknown preset "vitx"`)

@@ -41,6 +41,7 @@ func infer(args []string, stdout, stderr io.Writer) error {
 	iters := fs.Int("iters", 3, "timed forward passes after one warm-up pass")
 	useTorch := fs.Bool("torch", true, "also time the PyTorch baseline ("+torchScript+")")
 	torchDevice := fs.String("torch-device", "cpu", "where the PyTorch baseline runs: cpu, or cuda on an NVIDIA GPU (WEBDINO_PYTHON names a python3 with a CUDA torch)")
+	profile := fs.Bool("profile", false, "then run one more forward pass timing each kernel alone (GPU timestamps where the device has them) and print where the time went, by kernel, to stderr")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: bench infer [flags]
 
@@ -80,9 +81,19 @@ flags:
 	if err != nil {
 		return fmt.Errorf("%s: %w", peakFMA, err)
 	}
-	secs, err := timeForward(d, cfg, *batch, *size, *iters)
+	var prof *gpu.Profile
+	if *profile {
+		prof = gpu.NewProfile()
+	}
+	secs, err := timeForward(d, cfg, *batch, *size, *iters, prof)
 	if err != nil {
 		return err
+	}
+	if prof != nil {
+		fmt.Fprintln(stderr, "profile of one forward pass, each kernel timed alone:")
+		if err := prof.Write(stderr); err != nil {
+			return err
+		}
 	}
 	flops := vitFLOPs(cfg, *size, *size)
 	name := *model
@@ -114,8 +125,9 @@ flags:
 
 // timeForward returns the mean wall time of one Encode of batch random
 // images of size x size through a randomly initialised cfg, after a warm-up
-// pass that compiles the kernels and touches the memory.
-func timeForward(d *gpu.Device, cfg nn.ViTConfig, batch, size, iters int) (float64, error) {
+// pass that compiles the kernels and touches the memory. With prof set, one
+// more pass is profiled into it.
+func timeForward(d *gpu.Device, cfg nn.ViTConfig, batch, size, iters int, prof *gpu.Profile) (float64, error) {
 	m, err := nn.NewViT(d, cfg)
 	if err != nil {
 		return 0, err
@@ -152,6 +164,13 @@ func timeForward(d *gpu.Device, cfg nn.ViTConfig, batch, size, iters int) (float
 			return 0, err
 		}
 		total += t
+	}
+	if prof != nil {
+		d.SetProfile(prof)
+		defer d.SetProfile(nil)
+		if _, err := once(); err != nil {
+			return 0, err
+		}
 	}
 	return total.Seconds() / float64(iters), nil
 }
