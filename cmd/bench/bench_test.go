@@ -100,10 +100,11 @@ func TestInferTinyJSON(t *testing.T) {
 	requireBaseline(t, r.BaselineRatio, r.Torch, r.BaselineMissing)
 }
 
-// TestProfiles checks that -profile lists the kernels of a forward pass and
-// of a training step, each with its calls and time.
+// TestProfiles checks that -profile lists the kernels of a benchmark case,
+// a forward pass and a training step, each with its calls and time.
 func TestProfiles(t *testing.T) {
 	for _, args := range [][]string{
+		{"kernels", "-quick", "-run", "attention_fwd/", "-profile"},
 		{"infer", "-batch", "1", "-size", "28", "-depth", "1", "-iters", "1", "-torch=false", "-profile"},
 		{"train", "-config", "demo", "-batch", "2", "-prototypes", "64", "-steps", "1", "-torch=false", "-profile"},
 	} {
@@ -113,7 +114,11 @@ func TestProfiles(t *testing.T) {
 		require.True(t, ok, "%s: no profile in\n%s", args[0], errOut.String())
 		require.Regexp(t, `(?m)^\s*kernel\s+calls\s+total ms\s+share\s+mean µs$`, table, args[0])
 		require.Regexp(t, `(?m)^\s*matmul_\S+.*\s[1-9]\d*\s+\d+\.\d+\s+\d+\.\d%`, table, args[0])
-		require.Regexp(t, `(?m)^\s*layernorm\s+[1-9]`, table, args[0])
+		if args[0] == "kernels" {
+			require.Regexp(t, `(?m)^\s*softmax\s+[1-9]`, table, args[0])
+		} else {
+			require.Regexp(t, `(?m)^\s*layernorm\s+[1-9]`, table, args[0])
+		}
 	}
 }
 

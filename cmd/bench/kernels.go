@@ -27,6 +27,9 @@ type options struct {
 	// CUDA device (torch).
 	torchDevice string
 	tilings     []nn.Tiling // matmul_tiled tilings to compare
+	// profile, when set, receives each selected case's kernels, timed
+	// alone in one more run of it.
+	profile io.Writer
 }
 
 func kernels(args []string, stdout, stderr io.Writer) error {
@@ -40,6 +43,7 @@ func kernels(args []string, stdout, stderr io.Writer) error {
 	tilings := fs.String("tilings", "", "also time every matmul case through matmul_tiled (the GPU kernel) with each of these tilings, comma-separated TILExBK[c][p][v] (c: contiguous vec4 reads, p: prefetch, v: vec4 loads), e.g. 4x16,8x8,4x16cpv")
 	fs.DurationVar(&o.minTime, "time", time.Second, "time each case for at least this long after a warm-up run")
 	fs.IntVar(&o.maxReps, "reps", 50, "but stop after this many timed runs (at least 3 always run)")
+	profile := fs.Bool("profile", false, "after timing, run each selected case once more timing each kernel alone (GPU timestamps where the device has them) and print where its time went, by kernel, to stderr (on lavapipe a kernel of many small dispatches looks slower alone than it runs among others)")
 	fs.StringVar(&o.torchDevice, "torch-device", "cpu", "matmul baseline: cpu (numpy) or cuda (torch.matmul on an NVIDIA GPU; see WEBDINO_PYTHON)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: bench kernels [flags]
@@ -72,6 +76,9 @@ flags:
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return errUsage
+	}
+	if *profile {
+		o.profile = stderr
 	}
 	var err error
 	if o.match, err = regexp.Compile(*pattern); err != nil {
@@ -147,8 +154,12 @@ func measure(d *gpu.Device, o options, stderr io.Writer) ([]result, error) {
 		return nil, fmt.Errorf("-run %q matches no case", o.match)
 	}
 	rates := map[string]float64{}
-	for _, c := range append(ceil, selected...) {
-		r, err := timeCase(d, c, o)
+	for i, c := range append(ceil, selected...) {
+		co := o
+		if i < len(ceil) {
+			co.profile = nil
+		}
+		r, err := timeCase(d, c, co)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c.name, err)
 		}
@@ -224,6 +235,20 @@ func timeCase(d *gpu.Device, c benchCase, o options) (float64, error) {
 		ts = append(ts, t)
 	}
 	sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
+	if o.profile != nil {
+		prof := gpu.NewProfile()
+		d.SetProfile(prof)
+		reps = 1
+		_, err := once()
+		d.SetProfile(nil)
+		if err != nil {
+			return 0, err
+		}
+		fmt.Fprintf(o.profile, "profile of %s, each kernel timed alone:\n", c.name)
+		if err := prof.Write(o.profile); err != nil {
+			return 0, err
+		}
+	}
 	work := c.flops
 	if work == 0 {
 		work = c.bytes
