@@ -51,9 +51,18 @@ func Search(ctx context.Context, dev *gpu.Device, query, base Rows, o SearchOpts
 	}
 	limit := int(dev.Limits().MaxStorageBinding / 4)
 	// sub is the query rows of one similarity matmul: a multiple of 64 so
-	// every sub-block's views start 256-byte aligned.
+	// every sub-block's views start 256-byte aligned. A GPU takes up to
+	// 1024, so that top-k has a workgroup per row for each of many cores;
+	// a CPU device 64: its similarities then stay a few MB, which top-k
+	// reads back soon after the matmul wrote them, and a search touches
+	// less fresh memory (lavapipe, 1000 queries against 50000 x 384:
+	// 2.76-2.81 s against 3.24-3.45 s with 640 rows).
 	bRows := max(1, min(nb, o.MaxRows, limit/d))
-	sub := min(1024, limit/bRows) / 64 * 64
+	maxSub := 1024
+	if dev.Info().IsCPU() {
+		maxSub = 64
+	}
+	sub := min(maxSub, limit/bRows) / 64 * 64
 	if sub < 64 {
 		sub = 64
 		bRows = limit / sub
