@@ -8,7 +8,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"sort"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -85,64 +84,6 @@ func randUnit(rng *rand.Rand, n, d int) []float32 {
 	return x
 }
 
-// bruteTop returns, per query, all base similarities in float64, sorted
-// descending with their indices.
-func bruteTop(q, b []float32, d int) ([][]int, [][]float64) {
-	nq, nb := len(q)/d, len(b)/d
-	idx, sim := make([][]int, nq), make([][]float64, nq)
-	for i := range nq {
-		s := make([]float64, nb)
-		o := make([]int, nb)
-		for j := range nb {
-			o[j] = j
-			for c := range d {
-				s[j] += float64(q[i*d+c]) * float64(b[j*d+c])
-			}
-		}
-		sort.SliceStable(o, func(a, c int) bool { return s[o[a]] > s[o[c]] })
-		idx[i] = o
-		sim[i] = make([]float64, nb)
-		for j, k := range o {
-			sim[i][j] = s[k]
-		}
-	}
-	return idx, sim
-}
-
-func TestSearchExact(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	for _, c := range []struct{ nq, nb, d, k, maxRows int }{
-		{1300, 517, 36, 10, 1100}, // two query blocks, several sub-blocks (64 rows on a CPU, 1024 on a GPU)
-		{201, 517, 36, 10, 200},   // blocks on both sides
-		{1, 5, 37, 7, 0},          // k above the base size, scalar matmul path
-		{65, 130, 20, 64, 64},
-	} {
-		q, b := randUnit(rng, c.nq, c.d), randUnit(rng, c.nb, c.d)
-		got, err := SearchAll(context.Background(), dev, Mat{q, c.d}, Mat{b, c.d}, SearchOpts{K: c.k, MaxRows: c.maxRows})
-		require.NoError(t, err)
-		wi, ws := bruteTop(q, b, c.d)
-		for i := range c.nq {
-			for j := range c.k {
-				g := got.Index[i*c.k+j]
-				if j >= c.nb {
-					require.Equal(t, -1, g, "%+v query %d slot %d", c, i, j)
-					continue
-				}
-				// float32 dot products of unit vectors: 1e-5 covers the
-				// rounding of d <= 37 products.
-				require.InDelta(t, ws[i][j], got.Similar[i*c.k+j], 1e-5, "%+v query %d slot %d", c, i, j)
-				if j+1 < c.nb && ws[i][j]-ws[i][j+1] > 1e-5 && (j == 0 || ws[i][j-1]-ws[i][j] > 1e-5) {
-					require.Equal(t, wi[i][j], g, "%+v query %d slot %d", c, i, j)
-				}
-			}
-		}
-	}
-	_, err := SearchAll(context.Background(), dev, Mat{make([]float32, 8), 4}, Mat{make([]float32, 9), 3}, SearchOpts{K: 1})
-	require.ErrorContains(t, err, "query dim 4, base dim 3")
-	_, err = SearchAll(context.Background(), dev, Mat{make([]float32, 8), 4}, Mat{make([]float32, 8), 4}, SearchOpts{K: 65})
-	require.ErrorContains(t, err, "k = 65")
-}
-
 // plantedPool returns n unit vectors in which groups of copies are planted:
 // for each group an original and 1-3 members that are exact copies or the
 // original plus noise (cosine about 0.75-0.95). truth[i] is the original
@@ -187,7 +128,7 @@ func TestSelfDedupPlanted(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	const n, d = 2000, 128
 	x, truth := plantedPool(rng, n, d, 200)
-	dd, err := SelfDedup(context.Background(), dev, Mat{x, d}, DedupOpts{K: 64, Threshold: 0.6, MaxRows: 1100})
+	dd, err := SelfDedup(context.Background(), dev, Mat{Data: x, D: d}, DedupOpts{K: 64, Threshold: 0.6, MaxRows: 1100})
 	require.NoError(t, err)
 	p, r := DropPrecisionRecall(truth, dd.Component)
 	t.Logf("planted self-dedup: %d images, %d kept (truth %d), precision %.3f recall %.3f, %d edges",
@@ -210,7 +151,7 @@ func TestSelfDedupPlantedIVF(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	const n, d = 2000, 128
 	x, truth := plantedPool(rng, n, d, 200)
-	dd, err := SelfDedup(context.Background(), dev, Mat{x, d}, DedupOpts{
+	dd, err := SelfDedup(context.Background(), dev, Mat{Data: x, D: d}, DedupOpts{
 		K: 64, Threshold: 0.6, MaxRows: 700, Index: &IVFOpts{Lists: 40, Seed: 3}, NProbe: 4})
 	require.NoError(t, err)
 	p, r := DropPrecisionRecall(truth, dd.Component)
@@ -245,7 +186,7 @@ func TestRelativeDedup(t *testing.T) {
 		eval.Normalize(pool[(10+i)*d:(11+i)*d], d)
 	}
 	copy(pool[20*d:21*d], pool[10*d:11*d])
-	rel, err := RelativeDedup(context.Background(), dev, Mat{pool, d}, Mat{evals, d}, DefaultRelativeThreshold, 128)
+	rel, err := RelativeDedup(context.Background(), dev, Mat{Data: pool, D: d}, Mat{Data: evals, D: d}, DefaultRelativeThreshold, 128)
 	require.NoError(t, err)
 	var dropped []int
 	for i := range 700 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
 )
 
@@ -12,7 +13,7 @@ import (
 type DedupOpts struct {
 	K         int     // neighbours searched per image (64)
 	Threshold float32 // cosine similarity above which two images are copies (0.6)
-	MaxRows   int     // search block rows (SearchOpts.MaxRows)
+	MaxRows   int     // search block rows (eval.SearchOpts.MaxRows)
 	Progress  func(done, total int64)
 	// Index, when set, finds the neighbours through an IVF index built on
 	// the pool (held in memory) instead of the exact search, probing NProbe
@@ -88,7 +89,7 @@ func SelfDedup(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts) (*D
 	}
 	uf := NewUnionFind(n)
 	d := &Dedup{Nearest: make([]int, n), NearestSim: make([]float32, n)}
-	err := selfSearch(ctx, dev, pool, k, o, func(b Block) error {
+	err := selfSearch(ctx, dev, pool, k, o, func(b eval.Block) error {
 		for r := 0; r*k < len(b.Index); r++ {
 			i := b.First + r
 			d.Nearest[i], d.NearestSim[i] = -1, float32(math.Inf(-1))
@@ -117,9 +118,9 @@ func SelfDedup(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts) (*D
 
 // selfSearch streams the k nearest pool rows of every pool row to sink in
 // blocks: exactly (Search) or, with o.Index, through an IVF index.
-func selfSearch(ctx context.Context, dev *gpu.Device, pool Rows, k int, o DedupOpts, sink func(Block) error) error {
+func selfSearch(ctx context.Context, dev *gpu.Device, pool Rows, k int, o DedupOpts, sink func(eval.Block) error) error {
 	if o.Index == nil {
-		return Search(ctx, dev, pool, pool, SearchOpts{K: k, MaxRows: o.MaxRows, Progress: o.Progress}, sink)
+		return eval.Search(ctx, dev, pool, pool, eval.SearchOpts{K: k, MaxRows: o.MaxRows, Progress: o.Progress}, sink)
 	}
 	n, d := pool.Len(), pool.Dim()
 	all := make([]float32, n*d)
@@ -146,7 +147,7 @@ func selfSearch(ctx context.Context, dev *gpu.Device, pool Rows, k int, o DedupO
 		if err != nil {
 			return err
 		}
-		if err := sink(Block{First: i, Neighbours: nb}); err != nil {
+		if err := sink(eval.Block{First: i, Neighbours: nb}); err != nil {
 			return err
 		}
 		if o.Progress != nil {
@@ -176,7 +177,7 @@ const DefaultRelativeThreshold = 0.45
 // threshold can be removed.
 func RelativeDedup(ctx context.Context, dev *gpu.Device, pool, evals Rows, threshold float32, maxRows int) (*Relative, error) {
 	r := &Relative{Nearest: make([]int, pool.Len()), NearestSim: make([]float32, pool.Len()), Threshold: threshold}
-	err := Search(ctx, dev, pool, evals, SearchOpts{K: 1, MaxRows: maxRows}, func(b Block) error {
+	err := eval.Search(ctx, dev, pool, evals, eval.SearchOpts{K: 1, MaxRows: maxRows}, func(b eval.Block) error {
 		copy(r.Nearest[b.First:], b.Index)
 		copy(r.NearestSim[b.First:], b.Similar)
 		return nil

@@ -92,7 +92,7 @@ func HierarchicalKMeans(ctx context.Context, dev *gpu.Device, x []float32, d int
 				return nil, fmt.Errorf("hierarchical k-means level %d resampling %d: %w", l, r, err)
 			}
 			cent = rk.Centroids
-			if assign, _, err = rk.Predict(ctx, dev, Mat{x, d}, o.MaxRows); err != nil {
+			if assign, _, err = rk.Predict(ctx, dev, Mat{Data: x, D: d}, o.MaxRows); err != nil {
 				return nil, fmt.Errorf("hierarchical k-means level %d resampling %d: %w", l, r, err)
 			}
 		}

@@ -57,7 +57,7 @@ func BuildIVF(ctx context.Context, dev *gpu.Device, base []float32, d int, o IVF
 	}
 	assign := km.Assign
 	if len(sample) != len(base) {
-		if assign, _, err = km.Predict(ctx, dev, Mat{base, d}, 0); err != nil {
+		if assign, _, err = km.Predict(ctx, dev, Mat{Data: base, D: d}, 0); err != nil {
 			return nil, fmt.Errorf("ivf: %w", err)
 		}
 	}
@@ -94,7 +94,10 @@ func BuildIVF(ctx context.Context, dev *gpu.Device, base []float32, d int, o IVF
 		*p = append(*p, make([]float32, (rows*d)-len(*p))...)
 	}
 	for _, p := range packs {
-		t, err := dev.Upload("ivf lists", padded(p, len(p), max(len(p), d)), max(1, len(p)/d), d)
+		if len(p) < d { // an empty pack still binds one row
+			p = make([]float32, d)
+		}
+		t, err := dev.Upload("ivf lists", p, len(p)/d, d)
 		if err != nil {
 			return nil, fmt.Errorf("ivf: %w", err)
 		}
@@ -302,7 +305,7 @@ func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eva
 					for c, p := range ids {
 						ids[c] = uint32(ix.order[L.first+int(p)])
 					}
-					mergeTop(out.Similar[q*k:(q+1)*k], out.Index[q*k:(q+1)*k], vals[at:at+kk], ids)
+					eval.MergeTop(out.Similar[q*k:(q+1)*k], out.Index[q*k:(q+1)*k], vals[at:at+kk], ids)
 				}
 			}
 			return nil

@@ -117,7 +117,7 @@ func TestKMeansVsReference(t *testing.T) {
 		require.Equal(t, km.Centroids, km2.Centroids)
 
 		// Predict agrees with the fit's final assignment.
-		a, dist, err := km.Predict(context.Background(), dev, Mat{x, c.d}, 333)
+		a, dist, err := km.Predict(context.Background(), dev, Mat{Data: x, D: c.d}, 333)
 		require.NoError(t, err)
 		require.Equal(t, km.Assign, a)
 		require.Len(t, dist, c.n)
@@ -145,7 +145,7 @@ func ivfFixture(t *testing.T, rng *rand.Rand, n, nq, d, c, lists, k int) (*IVF, 
 	ix, err := BuildIVF(context.Background(), dev, base, d, IVFOpts{Lists: lists, Seed: 1})
 	require.NoError(t, err)
 	t.Cleanup(ix.Release)
-	exact, err := SearchAll(context.Background(), dev, Mat{query, d}, Mat{base, d}, SearchOpts{K: k})
+	exact, err := eval.SearchAll(context.Background(), dev, Mat{Data: query, D: d}, Mat{Data: base, D: d}, eval.SearchOpts{K: k})
 	require.NoError(t, err)
 	return ix, query, exact
 }

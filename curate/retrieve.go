@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
 )
 
@@ -32,7 +33,7 @@ func SampleRetrieve(ctx context.Context, dev *gpu.Device, curated, pool Rows, k 
 	}
 	ask = min(ask, pool.Len())
 	best := map[int]Hit{}
-	err := Search(ctx, dev, curated, pool, SearchOpts{K: ask, MaxRows: maxRows}, func(b Block) error {
+	err := eval.Search(ctx, dev, curated, pool, eval.SearchOpts{K: ask, MaxRows: maxRows}, func(b eval.Block) error {
 		for r := 0; r*ask < len(b.Index); r++ {
 			got := 0
 			for j := r * ask; j < (r+1)*ask && got < k; j++ {

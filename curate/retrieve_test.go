@@ -34,7 +34,7 @@ func TestSampleRetrievePlanted(t *testing.T) {
 			want[p] = c
 		}
 	}
-	hits, err := SampleRetrieve(context.Background(), dev, Mat{curated, d}, Mat{pool, d}, 4, nil, 256)
+	hits, err := SampleRetrieve(context.Background(), dev, Mat{Data: curated, D: d}, Mat{Data: pool, D: d}, 4, nil, 256)
 	require.NoError(t, err)
 	require.Len(t, hits, 4*nc)
 	for _, h := range hits {
@@ -48,7 +48,7 @@ func TestSampleRetrievePlanted(t *testing.T) {
 	for c := range nc {
 		banned[perm[c*4]] = true
 	}
-	hits, err = SampleRetrieve(context.Background(), dev, Mat{curated, d}, Mat{pool, d}, 4, func(i int) bool { return !banned[i] }, 0)
+	hits, err = SampleRetrieve(context.Background(), dev, Mat{Data: curated, D: d}, Mat{Data: pool, D: d}, 4, func(i int) bool { return !banned[i] }, 0)
 	require.NoError(t, err)
 	planted := 0
 	for _, h := range hits {
@@ -90,7 +90,7 @@ func TestClusterRetrieve(t *testing.T) {
 	}
 	km, err := KMeansFit(context.Background(), dev, pool, d, KMeansOpts{K: 6, Iters: 10, Seed: 3})
 	require.NoError(t, err)
-	ca, _, err := km.Predict(context.Background(), dev, Mat{cur, d}, 0)
+	ca, _, err := km.Predict(context.Background(), dev, Mat{Data: cur, D: d}, 0)
 	require.NoError(t, err)
 	hits := ClusterRetrieve(km.Assign, ca, 3, 1000, nil, 1)
 	require.Len(t, hits, 200)
@@ -166,7 +166,7 @@ func TestFashionMNISTDedup(t *testing.T) {
 		}
 	}
 	eval.Normalize(feat, px)
-	dd, err := SelfDedup(context.Background(), dev, Mat{feat, px}, DedupOpts{K: 64, Threshold: 0.985})
+	dd, err := SelfDedup(context.Background(), dev, Mat{Data: feat, D: px}, DedupOpts{K: 64, Threshold: 0.985})
 	require.NoError(t, err)
 	// Truth: every planted image is dropped (its source has a lower index).
 	tp, fp, fn, unlinked := 0, 0, 0, 0

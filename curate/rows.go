@@ -10,32 +10,16 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/webdino/webdino/eval"
 )
 
-// Rows is a float32 matrix [Len, Dim] read in row ranges, so that the
+// Rows is eval.Rows: a float32 matrix read in row ranges, so that the
 // searches can stream sides larger than memory from disk.
-type Rows interface {
-	Len() int
-	Dim() int
-	// Read copies rows [i, j) into dst, which holds (j-i)*Dim values.
-	Read(i, j int, dst []float32) error
-}
+type Rows = eval.Rows
 
-// Mat is a Rows held in memory.
-type Mat struct {
-	Data []float32
-	D    int
-}
-
-func (m Mat) Len() int { return len(m.Data) / m.D }
-func (m Mat) Dim() int { return m.D }
-func (m Mat) Read(i, j int, dst []float32) error {
-	if i < 0 || j > m.Len() || i > j {
-		return fmt.Errorf("rows [%d, %d) of %d", i, j, m.Len())
-	}
-	copy(dst, m.Data[i*m.D:j*m.D])
-	return nil
-}
+// Mat is eval.Mat, a Rows held in memory.
+type Mat = eval.Mat
 
 // Shards is a Rows over .npy files [n_i, D] of float32, concatenated in
 // order, read on demand with ReadAt: only the requested rows are in

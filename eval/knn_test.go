@@ -72,7 +72,7 @@ func TestSearchMatchesBruteForceAcrossShards(t *testing.T) {
 	for i := range b {
 		b[i] = float32(rng.NormFloat64())
 	}
-	got, err := search(context.Background(), dev, q, b, d, k, 1000) // four shards
+	got, err := SearchAll(context.Background(), dev, Mat{Data: q, D: d}, Mat{Data: b, D: d}, SearchOpts{K: k, MaxRows: 1000}) // four base blocks
 	require.NoError(t, err)
 	wantIdx, wantSim := bruteForce(q, b, d, k)
 	for i := range wantIdx {
@@ -81,13 +81,6 @@ func TestSearchMatchesBruteForceAcrossShards(t *testing.T) {
 		require.InDelta(t, wantSim[i], got.Similar[i], 1e-4, "slot %d", i)
 		require.Equal(t, wantIdx[i], got.Index[i], "slot %d", i)
 	}
-}
-
-func TestMergeKeepsBestAcrossShards(t *testing.T) {
-	out := &Neighbours{K: 3, Index: []int{-1, -1, -1}, Similar: []float32{-1e30, -1e30, -1e30}}
-	merge(out, 0, []float32{0.9, 0.5, 0.1}, []uint32{4, 8, 9})
-	merge(out, 0, []float32{0.7, 0.6, 0.2}, []uint32{100, 101, 102})
-	require.Equal(t, []int{4, 100, 101}, out.Index)
 }
 
 func TestClassifyWeightsVotes(t *testing.T) {

@@ -61,7 +61,7 @@ func curateBench(args []string, stdout, stderr io.Writer) error {
 Times data curation on the current WebGPU device with synthetic embeddings
 (unit vectors around 1000 random centres, so k-means and IVF have structure):
 
-  knn/exact      exact k-NN (curate.Search: GPU similarity matmul + top-k
+  knn/exact      exact k-NN (eval.Search: GPU similarity matmul + top-k
                  per block, CPU merge) of the queries against the pool, in
                  GFLOP/s of similarity (2 x pool x queries x d), against
                  numpy (matmul + argpartition) on the same shapes
@@ -151,7 +151,7 @@ func measureCurate(dev *gpu.Device, s curateSizes, stderr io.Writer) ([]curateRe
 	for range 2 {
 		start := time.Now()
 		var err error
-		exact, err = curate.SearchAll(ctx, dev, curate.Mat{Data: query, D: s.d}, curate.Mat{Data: pool, D: s.d}, curate.SearchOpts{K: s.k})
+		exact, err = eval.SearchAll(ctx, dev, eval.Mat{Data: query, D: s.d}, eval.Mat{Data: pool, D: s.d}, eval.SearchOpts{K: s.k})
 		if err != nil {
 			return nil, err
 		}

@@ -1,14 +1,38 @@
-package curate
+package eval
 
 import (
 	"context"
 	"fmt"
 	"math"
 
-	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
 )
+
+// Rows is a float32 matrix [Len, Dim] read in row ranges, so that the
+// searches can stream sides larger than memory from disk.
+type Rows interface {
+	Len() int
+	Dim() int
+	// Read copies rows [i, j) into dst, which holds (j-i)*Dim values.
+	Read(i, j int, dst []float32) error
+}
+
+// Mat is a Rows held in memory.
+type Mat struct {
+	Data []float32
+	D    int
+}
+
+func (m Mat) Len() int { return len(m.Data) / m.D }
+func (m Mat) Dim() int { return m.D }
+func (m Mat) Read(i, j int, dst []float32) error {
+	if i < 0 || j > m.Len() || i > j {
+		return fmt.Errorf("rows [%d, %d) of %d", i, j, m.Len())
+	}
+	copy(dst, m.Data[i*m.D:j*m.D])
+	return nil
+}
 
 // SearchOpts configure an exact neighbour search.
 type SearchOpts struct {
@@ -27,7 +51,7 @@ type SearchOpts struct {
 // has fewer than K rows), most similar first.
 type Block struct {
 	First int
-	*eval.Neighbours
+	*Neighbours
 }
 
 // Search finds the K most similar base rows (inner product: normalise both
@@ -86,7 +110,7 @@ func Search(ctx context.Context, dev *gpu.Device, query, base Rows, o SearchOpts
 		if err := dev.Write(s.q, padded(qbuf, (q1-q0)*d, s.q.Len())); err != nil {
 			return err
 		}
-		out := &eval.Neighbours{K: k, Index: make([]int, (q1-q0)*k), Similar: make([]float32, (q1-q0)*k)}
+		out := &Neighbours{K: k, Index: make([]int, (q1-q0)*k), Similar: make([]float32, (q1-q0)*k)}
 		for i := range out.Index {
 			out.Index[i], out.Similar[i] = -1, float32(math.Inf(-1))
 		}
@@ -165,7 +189,7 @@ func (s *searcher) release() {
 
 // block compares the n queries on the GPU with base rows x (the base's
 // rows from b0) and merges the result into out.
-func (s *searcher) block(out *eval.Neighbours, n int, x []float32, b0 int) error {
+func (s *searcher) block(out *Neighbours, n int, x []float32, b0 int) error {
 	d, k := s.d, s.k
 	nb := len(x) / d
 	bt, _ := s.b.View(0, nb, d)
@@ -196,15 +220,16 @@ func (s *searcher) block(out *eval.Neighbours, n int, x []float32, b0 int) error
 	}
 	for r := 0; r < n; r++ {
 		at := r/s.sub*s.sub*k + r%s.sub*kk
-		mergeTop(out.Similar[r*k:(r+1)*k], out.Index[r*k:(r+1)*k], vals[at:at+kk], idxs[at:at+kk])
+		MergeTop(out.Similar[r*k:(r+1)*k], out.Index[r*k:(r+1)*k], vals[at:at+kk], idxs[at:at+kk])
 	}
 	return nil
 }
 
-// mergeTop merges the sorted candidates (vals, idxs) into the sorted list
-// (sim, idx) of the same query, keeping the len(sim) best; on equal
+// MergeTop merges the sorted candidates (vals, idxs) of one query, as
+// nn.TopK returns them (math.MaxUint32 past the last), into its sorted list
+// (sim, idx) (index -1 where empty), keeping the len(sim) best; on equal
 // similarity the earlier list (lower base rows) wins.
-func mergeTop(sim []float32, idx []int, vals []float32, idxs []uint32) {
+func MergeTop(sim []float32, idx []int, vals []float32, idxs []uint32) {
 	k := len(sim)
 	var ms [nn.MaxTopK]float32
 	var mi [nn.MaxTopK]int
@@ -223,9 +248,9 @@ func mergeTop(sim []float32, idx []int, vals []float32, idxs []uint32) {
 }
 
 // SearchAll is Search collecting every block into one Neighbours.
-func SearchAll(ctx context.Context, dev *gpu.Device, query, base Rows, o SearchOpts) (*eval.Neighbours, error) {
+func SearchAll(ctx context.Context, dev *gpu.Device, query, base Rows, o SearchOpts) (*Neighbours, error) {
 	nq := query.Len()
-	all := &eval.Neighbours{K: o.K, Index: make([]int, nq*o.K), Similar: make([]float32, nq*o.K)}
+	all := &Neighbours{K: o.K, Index: make([]int, nq*o.K), Similar: make([]float32, nq*o.K)}
 	err := Search(ctx, dev, query, base, o, func(b Block) error {
 		copy(all.Index[b.First*o.K:], b.Index)
 		copy(all.Similar[b.First*o.K:], b.Similar)
