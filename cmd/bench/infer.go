@@ -41,7 +41,7 @@ func infer(args []string, stdout, stderr io.Writer) error {
 	iters := fs.Int("iters", 3, "timed forward passes after one warm-up pass")
 	useTorch := fs.Bool("torch", true, "also time the PyTorch baseline ("+torchScript+")")
 	torchDevice := fs.String("torch-device", "cpu", "where the PyTorch baseline runs: cpu, or cuda on an NVIDIA GPU (WEBDINO_PYTHON names a python3 with a CUDA torch)")
-	profile := fs.Bool("profile", false, "then run one more forward pass timing each kernel alone (GPU timestamps where the device has them) and print where the time went, by kernel, to stderr")
+	profile := fs.Bool("profile", false, "then run one more forward pass timing each kernel alone (GPU timestamps where the device has them) and print where the time went, by kernel, to stderr (on lavapipe a kernel of many small dispatches looks slower alone than it runs among others)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: bench infer [flags]
 

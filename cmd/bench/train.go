@@ -55,7 +55,7 @@ func trainBench(args []string, stdout, stderr io.Writer) error {
 	steps := fs.Int("steps", 3, "timed steps after the warm-up steps (until one compiles no new pipeline and is no faster than the last)")
 	protos := fs.Int("prototypes", 0, "override the head's prototypes K (0: the config's, demo 1024, vits14 65536)")
 	locals := fs.Int("locals", -1, "override the local crops per image (-1: the config's)")
-	profile := fs.Bool("profile", false, "then run -steps more steps timing each kernel alone (GPU timestamps where the device has them) and print where the time went, by kernel, and the largest buffers, to stderr")
+	profile := fs.Bool("profile", false, "then run -steps more steps timing each kernel alone (GPU timestamps where the device has them) and print where the time went, by kernel, and the largest buffers, to stderr (on lavapipe a kernel of many small dispatches looks slower alone than it runs among others)")
 	useTorch := fs.Bool("torch", true, "also time the PyTorch baseline ("+torchScript+")")
 	torchDevice := fs.String("torch-device", "cpu", "where the PyTorch baseline runs: cpu, or cuda on an NVIDIA GPU (WEBDINO_PYTHON names a python3 with a CUDA torch)")
 	fs.Usage = func() {
