@@ -426,3 +426,18 @@ func TestWarmUpWaitsForCompilesAndSpeed(t *testing.T) {
 	require.Equal(t, 2, calls)
 	require.EqualError(t, w.Repeat(func() error { return errors.New("step failed") }), "step failed")
 }
+
+// WEBDINO_ADAPTER picks an adapter of Adapters() by index, and a bad index
+// says which indices exist.
+func TestAdapterEnv(t *testing.T) {
+	all := Adapters()
+	require.NotEmpty(t, all)
+	t.Setenv(AdapterEnv, "0")
+	d, err := Open()
+	require.NoError(t, err)
+	require.Equal(t, all[0].Name, d.Info().Name)
+	d.Close()
+	t.Setenv(AdapterEnv, fmt.Sprint(len(all)))
+	_, err = Open()
+	require.EqualError(t, err, fmt.Sprintf("WEBDINO_ADAPTER=%q: want an adapter index below %d", fmt.Sprint(len(all)), len(all)))
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/cogentcore/webgpu/wgpu"
@@ -13,7 +14,62 @@ import (
 	"github.com/webdino/webdino/shaders"
 )
 
-// Open opens the first high-performance WebGPU adapter and a device on it.
+// AdapterEnv selects the adapter Open uses: an index into Adapters(), as
+// CUDA_VISIBLE_DEVICES picks a GPU; unset, WebGPU's high-performance choice.
+// Data-parallel training gives each replica's process its own.
+const AdapterEnv = "WEBDINO_ADAPTER"
+
+// Adapters lists the adapters of the primary backends (Vulkan, Metal,
+// D3D12), in the order AdapterEnv indexes them.
+func Adapters() []Info {
+	inst := wgpu.CreateInstance(nil)
+	if inst == nil {
+		return nil
+	}
+	defer inst.Release()
+	var out []Info
+	for _, a := range inst.EnumerateAdapters(&wgpu.InstanceEnumerateAdapterOptons{Backends: wgpu.InstanceBackendPrimary}) {
+		out = append(out, adapterInfo(a))
+		a.Release()
+	}
+	return out
+}
+
+// pickAdapter is the adapter AdapterEnv names, or WebGPU's choice.
+func pickAdapter(inst *wgpu.Instance) (*wgpu.Adapter, error) {
+	v := os.Getenv(AdapterEnv)
+	if v == "" {
+		return inst.RequestAdapter(&wgpu.RequestAdapterOptions{PowerPreference: wgpu.PowerPreferenceHighPerformance})
+	}
+	all := inst.EnumerateAdapters(&wgpu.InstanceEnumerateAdapterOptons{Backends: wgpu.InstanceBackendPrimary})
+	i, err := strconv.Atoi(v)
+	if err != nil || i < 0 || i >= len(all) {
+		for _, a := range all {
+			a.Release()
+		}
+		return nil, fmt.Errorf("%s=%q: want an adapter index below %d", AdapterEnv, v, len(all))
+	}
+	for j, a := range all {
+		if j != i {
+			a.Release()
+		}
+	}
+	return all[i], nil
+}
+
+func adapterInfo(adapter *wgpu.Adapter) Info {
+	ai := adapter.GetInfo()
+	info := Info{Name: ai.Name, Backend: ai.BackendType.String(), Type: ai.AdapterType.String(), Driver: ai.DriverDescription}
+	if info.Name == "" || strings.HasPrefix(info.Name, "0x") {
+		// wgpu-native v0.19 puts a PCI id here and the readable name in the description.
+		info.Name = ai.DriverDescription
+		info.Driver = ai.VendorName
+	}
+	return info
+}
+
+// Open opens a device on the adapter AdapterEnv names or, by default, on
+// the first high-performance WebGPU adapter.
 // WEBDINO_LOG=debug|info|warn|error turns on wgpu-native's log.
 func Open() (*Device, error) {
 	switch os.Getenv("WEBDINO_LOG") {
@@ -30,7 +86,11 @@ func Open() (*Device, error) {
 	if inst == nil {
 		return nil, errors.New(noAdapterHelp)
 	}
-	adapter, err := inst.RequestAdapter(&wgpu.RequestAdapterOptions{PowerPreference: wgpu.PowerPreferenceHighPerformance})
+	adapter, err := pickAdapter(inst)
+	if err != nil && os.Getenv(AdapterEnv) != "" {
+		inst.Release()
+		return nil, err
+	}
 	if err != nil || adapter == nil {
 		inst.Release()
 		if err != nil {
@@ -38,13 +98,7 @@ func Open() (*Device, error) {
 		}
 		return nil, errors.New(noAdapterHelp)
 	}
-	ai := adapter.GetInfo()
-	info := Info{Name: ai.Name, Backend: ai.BackendType.String(), Type: ai.AdapterType.String(), Driver: ai.DriverDescription}
-	if info.Name == "" || strings.HasPrefix(info.Name, "0x") {
-		// wgpu-native v0.19 puts a PCI id here and the readable name in the description.
-		info.Name = ai.DriverDescription
-		info.Driver = ai.VendorName
-	}
+	info := adapterInfo(adapter)
 
 	req := requiredLimits(adapter.GetLimits().Limits)
 	var features []wgpu.FeatureName

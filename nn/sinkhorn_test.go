@@ -3,14 +3,20 @@
 package nn
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/webdino/webdino/dist"
+	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn/ref"
 )
 
@@ -128,4 +134,70 @@ func TestSinkhornKnoppBadInputs(t *testing.T) {
 	rec := dev.Record()
 	err = SinkhornKnopp(rec, q, zeros(t, 3, 5), s, 0.04, 3)
 	require.ErrorContains(t, err, "share a buffer and one is written")
+}
+
+// Two replicas holding 3 and 4 of 7 samples (each on its own device, joined
+// over loopback TCP) give the rows that one device gives for all 7.
+func TestSinkhornKnoppAcross(t *testing.T) {
+	rng := rand.New(rand.NewPCG(77, 78))
+	const K = 257
+	split := []int{3, 4}
+	l64, l32 := randn(rng, 7*K, 1)
+	// Prototype 5 lies 40 below the others on the second replica only: its
+	// column max must come from the first.
+	for b := 3; b < 7; b++ {
+		l32[b*K+5] = float32(math.Round(l64[b*K+5]*4096)/4096 - 40)
+		l64[b*K+5] = float64(l32[b*K+5])
+	}
+	second, err := gpu.Open()
+	require.NoError(t, err)
+	defer second.Close()
+	addr := freeAddr(t)
+	got := make([][]float32, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for r, d := range []*gpu.Device{dev, second} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[r] = func() error {
+				g, err := dist.Join(context.Background(), dist.Options{Rank: r, Size: 2, Addr: addr, Timeout: time.Minute})
+				if err != nil {
+					return err
+				}
+				defer g.Close()
+				from, B := 3*r, split[r]
+				logits, err1 := d.Upload("logits", l32[from*K:(from+B)*K], B, K)
+				q, err2 := d.NewTensor("q", B, K)
+				scratch, err3 := d.NewTensor("scratch", SinkhornScratchLen(B, K))
+				if err := errors.Join(err1, err2, err3); err != nil {
+					return err
+				}
+				defer func() { logits.Buf.Release(); q.Buf.Release(); scratch.Buf.Release() }()
+				if err := SinkhornKnoppAcross(d, g, q, logits, scratch, 0.04, 3); err != nil {
+					return err
+				}
+				got[r], err = d.Read(q)
+				return err
+			}()
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	all := make([]float64, 0, 7*K)
+	for _, v := range append(got[0], got[1]...) {
+		all = append(all, float64(v))
+	}
+	// As in TestSinkhornKnopp.
+	requireClose(t, ref.SinkhornKnopp(l64, 7, K, 0.04, 3), all, 1e-12, 4e-5, "q across replicas")
+}
+
+// freeAddr is a loopback address with a port nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
 }

@@ -25,7 +25,11 @@ type Config struct {
 	DropPath float64
 
 	Augment AugmentConfig
-	Batch   int // images per step (each gives 2 global + Augment.Locals local crops)
+	Batch   int // images per step and replica (each gives 2 global + Augment.Locals local crops)
+	// Replicas is the number of data-parallel replicas (processes, one per
+	// device) that each train on Batch images of every step; 0 or 1: one.
+	// The learning rate scales with the whole step's GlobalBatch.
+	Replicas int `json:",omitempty"`
 
 	Epochs, ItersPerEpoch int
 	BaseLR                float64 // scaled by sqrt(Batch/1024)
@@ -57,7 +61,7 @@ type Config struct {
 
 // Schedules returns the per-iteration hyper-parameters.
 func (c Config) Schedules() Schedules {
-	s := RecipeSchedules(c.BaseLR, c.Batch, c.Epochs, c.ItersPerEpoch)
+	s := RecipeSchedules(c.BaseLR, c.GlobalBatch(), c.Epochs, c.ItersPerEpoch)
 	if c.TeacherTemp > 0 {
 		s.TeacherTemp.Base, s.TeacherTemp.Final = c.TeacherTemp, c.TeacherTemp
 		s.TeacherTemp.WarmupStart = min(s.TeacherTemp.WarmupStart, c.TeacherTemp)
@@ -89,6 +93,12 @@ func (c Config) MaxMaskedPatches() int {
 	return total
 }
 
+// ReplicaCount is Replicas, at least 1.
+func (c Config) ReplicaCount() int { return max(1, c.Replicas) }
+
+// GlobalBatch is the images of one step over all replicas.
+func (c Config) GlobalBatch() int { return c.Batch * c.ReplicaCount() }
+
 // Iterations is the run's length.
 func (c Config) Iterations() int { return c.Epochs * c.ItersPerEpoch }
 
@@ -105,6 +115,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: augmentation patch %d differs from the model's %d", c.Augment.Patch, c.Model.PatchSize)
 	case c.Batch < 2:
 		return fmt.Errorf("train: batch %d: KoLeo and the loss normalisation need at least 2 images", c.Batch)
+	case c.Replicas < 0:
+		return fmt.Errorf("train: %d replicas", c.Replicas)
 	case c.Prototypes <= 0 || c.Prototypes%64 != 0:
 		return fmt.Errorf("train: %d prototypes: want a positive multiple of 64", c.Prototypes)
 	case c.Epochs <= 0 || c.ItersPerEpoch <= 0:

@@ -2,6 +2,7 @@ package train
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -56,18 +57,38 @@ func (t *Trainer) readFlat(f *nn.Flat) (map[string]ckpt.Tensor, error) {
 // Snapshot reads the whole training state back into a checkpoint: the
 // teacher backbone as the model (what inference uses), and in Training the
 // student and teacher modules, the AdamW moments, the centers, the step and
-// the generators' states, so that Restore continues bit for bit.
+// the generators' states, so that Restore continues bit for bit. With
+// replicas it is collective (every replica calls it at the same step) and
+// each returns the same checkpoint, holding every replica's generators.
 func (t *Trainer) Snapshot() (*ckpt.Checkpoint, error) {
 	cfg, err := json.Marshal(t.Cfg)
 	if err != nil {
 		return nil, err
 	}
 	tr := &ckpt.Training{Step: int64(t.StepsDone), Groups: map[string]map[string]ckpt.Tensor{}, Blobs: map[string][]byte{blobConfig: cfg}}
-	if tr.Blobs[blobAugment], err = t.aug.MarshalBinary(); err != nil {
+	aug, err := t.aug.MarshalBinary()
+	if err != nil {
 		return nil, err
 	}
-	if tr.Blobs[blobMasks], err = t.maskRS.MarshalBinary(); err != nil {
+	masks, err := t.maskRS.MarshalBinary()
+	if err != nil {
 		return nil, err
+	}
+	if t.group == nil {
+		tr.Blobs[blobAugment], tr.Blobs[blobMasks] = aug, masks
+	} else {
+		both, err := t.group.AllGather(append(binary.AppendUvarint(nil, uint64(len(aug))), append(aug, masks...)...))
+		if err != nil {
+			return nil, fmt.Errorf("snapshot: gather the replicas' generators: %w", err)
+		}
+		for r, b := range both {
+			n, k := binary.Uvarint(b)
+			if k <= 0 || uint64(len(b)-k) < n {
+				return nil, fmt.Errorf("snapshot: replica %d sent a malformed generator state", r)
+			}
+			tr.Blobs[ReplicaKey(blobAugment, r)] = b[k : k+int(n)]
+			tr.Blobs[ReplicaKey(blobMasks, r)] = b[k+int(n):]
+		}
 	}
 	for _, g := range t.groups() {
 		if tr.Groups[g.name], err = t.readFlat(g.flat); err != nil {
@@ -131,14 +152,29 @@ func (t *Trainer) Restore(c *ckpt.Checkpoint) error {
 			return err
 		}
 	}
-	if err := t.aug.UnmarshalBinary(tr.Blobs[blobAugment]); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", blobAugment, err)
+	rank := 0
+	if t.group != nil {
+		rank = t.group.Rank()
 	}
-	if err := t.maskRS.UnmarshalBinary(tr.Blobs[blobMasks]); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", blobMasks, err)
+	augKey, maskKey := ReplicaKey(blobAugment, rank), ReplicaKey(blobMasks, rank)
+	if err := t.aug.UnmarshalBinary(tr.Blobs[augKey]); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", augKey, err)
+	}
+	if err := t.maskRS.UnmarshalBinary(tr.Blobs[maskKey]); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", maskKey, err)
 	}
 	t.StepsDone = int(tr.Step)
 	return nil
+}
+
+// ReplicaKey names replica r's entry of a checkpoint's per-replica state
+// (generators, data position): rank 0's under the single-device name, so
+// that a checkpoint reads the same either way.
+func ReplicaKey(name string, r int) string {
+	if r == 0 {
+		return name
+	}
+	return fmt.Sprintf("%s/%d", name, r)
 }
 
 func (t *Trainer) writeFlat(f *nn.Flat, ts map[string]ckpt.Tensor, group string) error {

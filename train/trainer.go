@@ -32,9 +32,21 @@ type Losses struct {
 // moved on: stop the run and resume from its last checkpoint).
 var ErrNonFinite = errors.New("non-finite loss or gradient")
 
+// Group is what data-parallel training needs of its replicas: sums and
+// maxima of vectors and the exchange of generator states (dist.Group is
+// one). Every replica must make the same calls in the same order.
+type Group interface {
+	nn.Reducer
+	Rank() int
+	Size() int
+	AllGather(b []byte) ([][]byte, error)
+}
+
 // Trainer runs DINOv2 steps on one device: student and teacher, AdamW
 // moments and gradients in flat buffers per module, and every activation of
-// a step allocated once.
+// a step allocated once. As one replica of a data-parallel run (NewReplica)
+// it trains on its share of each step's images and combines gradients,
+// teacher centers and Sinkhorn-Knopp's sums with the other replicas.
 type Trainer struct {
 	Cfg              Config
 	Sched            Schedules
@@ -47,6 +59,7 @@ type Trainer struct {
 	StepsDone int
 
 	dev    *gpu.Device
+	group  Group // nil: one device
 	aug    *Augmenter
 	maskRS *rand.PCG
 	masker BlockMasker
@@ -60,17 +73,21 @@ type Trainer struct {
 	// dinoOut holds the DINO loss per student row (dino.loss views it) and,
 	// after a gap to the storage alignment, the entropy of each row of
 	// tProbs (tEntropy): one readback gives both.
-	dinoOut, tEntropy  *gpu.Tensor
-	ibotCenterPrev     *gpu.Tensor // centering: IBOTCenter before this step's update
-	targets, skScratch *gpu.Tensor
-	dino, ibot         xent
-	dDINO, ibotW       *gpu.Tensor
-	koleo              [2]koleoActs
-	koleoW             *gpu.Tensor
-	maxMasked          int           // capacity of the iBOT buffers (rows)
-	norms              []*gpu.Tensor // per module, one element each (bound views must be aligned)
-	partials           *gpu.Tensor
-	bufs               []*gpu.Tensor
+	dinoOut, tEntropy *gpu.Tensor
+	ibotCenterPrev    *gpu.Tensor // centering: IBOTCenter before this step's update
+	// batchCenter and batchIBOTCenter are, with replicas and centering,
+	// the mean teacher logits of the step: the replica's until the
+	// gradients are combined, then all replicas'.
+	batchCenter, batchIBOTCenter *gpu.Tensor
+	targets, skScratch           *gpu.Tensor
+	dino, ibot                   xent
+	dDINO, ibotW                 *gpu.Tensor
+	koleo                        [2]koleoActs
+	koleoW                       *gpu.Tensor
+	maxMasked                    int           // capacity of the iBOT buffers (rows)
+	norms                        []*gpu.Tensor // per module, one element each (bound views must be aligned)
+	partials                     *gpu.Tensor
+	bufs                         []*gpu.Tensor
 }
 
 // xent holds one SoftmaxCrossEntropy's per-row outputs.
@@ -82,13 +99,35 @@ type koleoActs struct{ y, norm, nn, loss, dy *gpu.Tensor }
 // koleoEps is the recipe's eps, for the normalisation and the log.
 const koleoEps = 1e-8
 
-// NewTrainer builds a trainer for c: a student initialised from c.Seed, the
-// teacher a copy of it, zero moments and centers.
+// NewTrainer builds a trainer for c on one device: a student initialised
+// from c.Seed, the teacher a copy of it, zero moments and centers.
 func NewTrainer(dev *gpu.Device, c Config) (*Trainer, error) {
+	if c.ReplicaCount() != 1 {
+		return nil, fmt.Errorf("train: a run of %d replicas needs NewReplica and a group", c.Replicas)
+	}
+	return NewReplica(dev, c, nil)
+}
+
+// NewReplica builds replica g.Rank() of a data-parallel run of c.Replicas
+// replicas (g nil: the only one). Every replica starts from the same
+// initialisation; each augments and masks its own images with generators
+// seeded from c.Seed and its rank (rank 0's are those of a run on one
+// device).
+func NewReplica(dev *gpu.Device, c Config, g Group) (*Trainer, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	size := 1
+	if g != nil {
+		size = g.Size()
+	}
+	if size != c.ReplicaCount() {
+		return nil, fmt.Errorf("train: config for %d replicas in a group of %d", c.ReplicaCount(), size)
+	}
 	t := &Trainer{Cfg: c, Sched: c.Schedules(), dev: dev}
+	if size > 1 {
+		t.group = g
+	}
 	if err := t.alloc(); err != nil {
 		t.Release()
 		return nil, err
@@ -122,10 +161,15 @@ func (t *Trainer) alloc() error {
 			*dst = append(*dst, f)
 		}
 	}
-	if t.aug, err = NewAugmenter(c.Augment, c.Seed); err != nil {
+	seed := c.Seed
+	if t.group != nil {
+		// Distinct streams per replica; rank 0 keeps the single-device ones.
+		seed ^= uint64(t.group.Rank()) * 0xbf58476d1ce4e5b9
+	}
+	if t.aug, err = NewAugmenter(c.Augment, seed); err != nil {
 		return err
 	}
-	t.maskRS = rand.NewPCG(c.Seed, 0x853c49e6748fea9b)
+	t.maskRS = rand.NewPCG(seed, 0x853c49e6748fea9b)
 	a := c.Augment
 	P, B, L, K, D := c.Model.PatchSize, c.Batch, a.Locals, c.Prototypes, c.Model.EmbedDim
 	g := a.GlobalSize / P
@@ -174,8 +218,10 @@ func (t *Trainer) alloc() error {
 	t.tProbs, t.targets = ten(2*B, K), ten((2+L)*B, K)
 	if c.Centering == "sinkhorn" {
 		t.tPatch = ten(maxMasked, K)
-	} else {
+	} else if t.group == nil {
 		t.ibotCenterPrev = ten(K)
+	} else {
+		t.batchCenter, t.batchIBOTCenter = ten(K), ten(K)
 	}
 	t.skScratch = ten(nn.SinkhornScratchLen(max(maxMasked, 2*B), K))
 	t.Center, t.IBOTCenter = ten(K), ten(K)
@@ -412,10 +458,29 @@ func (t *Trainer) step(rec *gpu.Recorder, masks [][]bool) (Losses, error) {
 			return lo, fmt.Errorf("train step %d: %w", it, err)
 		}
 	}
+	// Replicas agree on whether any crop is masked: iBOT's collectives run
+	// on every replica or on none.
 	lo.MaskedPatches = M
-	t.forwardBackward(rec, M, float32(lo.TeacherTemp))
+	if t.group != nil {
+		n := []float32{float32(M)}
+		if err := t.group.AllReduceSum(n); err != nil {
+			return lo, fmt.Errorf("train step %d: masked patches: %w", it, err)
+		}
+		lo.MaskedPatches = int(n[0])
+	}
+	rec = t.forwardBackward(rec, M, lo.MaskedPatches > 0, float32(lo.TeacherTemp))
 	if err := rec.Submit(); err != nil {
 		return lo, fmt.Errorf("train step %d: %w", it, err)
+	}
+	if t.group != nil {
+		if err := t.combine(M, lo.MaskedPatches); err != nil {
+			return lo, fmt.Errorf("train step %d: %w", it, err)
+		}
+		rec = t.dev.Record()
+		t.recordNorms(rec)
+		if err := rec.Submit(); err != nil {
+			return lo, fmt.Errorf("train step %d: %w", it, err)
+		}
 	}
 	if err := t.readLosses(&lo, M); err != nil {
 		return lo, fmt.Errorf("train step %d: %w", it, err)
@@ -429,7 +494,12 @@ func (t *Trainer) step(rec *gpu.Recorder, masks [][]bool) (Losses, error) {
 	return lo, nil
 }
 
-func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, temp float32) {
+// forwardBackward records the step from the crops to the gradients and
+// returns the recorder to submit: with replicas and Sinkhorn-Knopp, rec is
+// submitted after the teacher pass and the rest goes into a new one.
+// M counts this replica's masked patches; anyMasked is whether any replica
+// has some.
+func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, anyMasked bool, temp float32) *gpu.Recorder {
 	c := t.Cfg
 	B, L := c.Batch, c.Augment.Locals
 	tau := float32(c.StudentTemp)
@@ -448,20 +518,38 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, temp float32) {
 		tIb, err2 = t.tIbot.Rows(M)
 		if err := errors.Join(err1, err2); err != nil {
 			rec.Fail(err)
-			return
+			return rec
 		}
 		maskIx = rows(rec, t.maskIx, 0, M)
 		nn.GatherRows(rec, tIb.X, flat2(rec, t.tG.Normed), maskIx)
 		tb.ibot().Forward(rec, tIb)
 	}
 	cm := float32(c.CenterMomentum)
-	if c.Centering == "sinkhorn" {
+	switch {
+	case c.Centering == "sinkhorn" && t.group != nil:
+		if M > 0 {
+			tPatch = rows(rec, t.tPatch, 0, M)
+		}
+		rec = t.sinkhornAcross(rec, tPatch, tIb, anyMasked, temp)
+	case c.Centering == "sinkhorn":
 		nn.SinkhornKnopp(rec, t.tProbs, t.tHead.Logits, t.skScratch, temp, 3)
 		if M > 0 {
 			tPatch = rows(rec, t.tPatch, 0, M)
 			nn.SinkhornKnopp(rec, tPatch, tIb.Logits, t.skScratch, temp, 3)
 		}
-	} else {
+	case t.group != nil:
+		// The replica's batch means; combine averages them over the
+		// replicas and update moves the centers.
+		nn.TeacherSoftmax(rec, t.tProbs, t.tHead.Logits, t.Center, temp)
+		nn.Fill(rec, t.batchCenter, 0)
+		nn.CenterUpdate(rec, t.batchCenter, t.tHead.Logits, 0)
+		if M > 0 {
+			nn.Fill(rec, t.batchIBOTCenter, 0)
+			nn.CenterUpdate(rec, t.batchIBOTCenter, tIb.Logits, 0)
+			tPatch = tIb.Logits
+			nn.TeacherSoftmax(rec, tPatch, tPatch, t.IBOTCenter, temp)
+		}
+	default:
 		nn.TeacherSoftmax(rec, t.tProbs, t.tHead.Logits, t.Center, temp)
 		nn.CenterUpdate(rec, t.Center, t.tHead.Logits, cm)
 		if M > 0 {
@@ -537,12 +625,117 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, temp float32) {
 		nn.ScatterRowsAdd(rec, flat2(rec, t.sL.DNormed), rows(rec, t.sHead.DX, 2*B, L*B), t.clsL, false)
 		st.Backbone.Backward(rec, t.sL, grads["backbone"], false)
 	}
-	for i, g := range t.Grads {
-		if c.FixedPrototypeNorm && g.Layout.Shape(prototypeGain) != nil {
-			nn.Fill(rec, g.Get(prototypeGain), 0)
+	if c.FixedPrototypeNorm {
+		for _, g := range t.Grads {
+			if g.Layout.Shape(prototypeGain) != nil {
+				nn.Fill(rec, g.Get(prototypeGain), 0)
+			}
 		}
+	}
+	if t.group == nil {
+		t.recordNorms(rec)
+	}
+	return rec
+}
+
+// recordNorms records each module's gradient norm.
+func (t *Trainer) recordNorms(rec *gpu.Recorder) {
+	for i, g := range t.Grads {
 		nn.GradNorm(rec, t.norms[i], t.partials, g.Chunks...)
 	}
+}
+
+// sinkhornAcross submits the teacher pass in rec and runs Sinkhorn-Knopp
+// over the CLS logits, and the masked patches' when anyMasked, of every
+// replica (tPatch and tIb are nil where this one has no masked patch). The
+// rest of the step goes into the recorder it returns.
+func (t *Trainer) sinkhornAcross(rec *gpu.Recorder, tPatch *gpu.Tensor, tIb *nn.HeadActs, anyMasked bool, temp float32) *gpu.Recorder {
+	err := rec.Submit()
+	if err == nil {
+		err = nn.SinkhornKnoppAcross(t.dev, t.group, t.tProbs, t.tHead.Logits, t.skScratch, temp, 3)
+	}
+	if err == nil && anyMasked {
+		if tPatch != nil {
+			err = nn.SinkhornKnoppAcross(t.dev, t.group, tPatch, tIb.Logits, t.skScratch, temp, 3)
+		} else {
+			err = nn.SinkhornKnoppAbsent(t.group, t.Cfg.Prototypes, 3)
+		}
+	}
+	rec = t.dev.Record()
+	if err != nil {
+		rec.Fail(err)
+	}
+	return rec
+}
+
+// combine averages the gradients over the replicas and, with centering,
+// turns the replica's batch means of the teacher logits into the means over
+// every replica's rows (M of this replica's masked patches, masked of all).
+func (t *Trainer) combine(M, masked int) error {
+	var views []*gpu.Tensor
+	for _, g := range t.Grads {
+		views = append(views, g.Chunks...)
+	}
+	grads := len(views)
+	if t.batchCenter != nil {
+		views = append(views, t.batchCenter)
+		if M > 0 {
+			views = append(views, t.batchIBOTCenter)
+		}
+	}
+	vs, err := t.dev.ReadAll(views...)
+	if err != nil {
+		return fmt.Errorf("read gradients: %w", err)
+	}
+	var all []float32
+	for _, v := range vs[:grads] {
+		all = append(all, v...)
+	}
+	rows := float32(2 * t.Cfg.Batch)
+	K := t.Cfg.Prototypes
+	if t.batchCenter != nil {
+		// Sums of rows, so that replicas with more masked patches weigh more.
+		for _, v := range vs[grads] {
+			all = append(all, v*rows)
+		}
+		if M > 0 {
+			for _, v := range vs[grads+1] {
+				all = append(all, v*float32(M))
+			}
+		} else {
+			all = append(all, make([]float32, K)...)
+		}
+	}
+	if err := t.group.AllReduceSum(all); err != nil {
+		return fmt.Errorf("combine gradients: %w", err)
+	}
+	W := float32(t.group.Size())
+	off := 0
+	for i, v := range vs[:grads] {
+		for j := range v {
+			v[j] = all[off+j] / W
+		}
+		off += len(v)
+		if err := t.dev.Write(views[i], v); err != nil {
+			return err
+		}
+	}
+	if t.batchCenter == nil {
+		return nil
+	}
+	mean := func(dst *gpu.Tensor, sums []float32, n float32) error {
+		for i := range sums {
+			sums[i] /= n
+		}
+		return t.dev.Write(dst, sums)
+	}
+	if err := mean(t.batchCenter, all[off:off+K], rows*W); err != nil {
+		return err
+	}
+	if masked > 0 {
+		return mean(t.batchIBOTCenter, all[off+K:off+2*K], float32(masked))
+	}
+	return nil
 }
 
 // prototypeGain is the weight-norm gain g of a head's prototype layer.
@@ -601,6 +794,16 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 	for _, v := range koleo {
 		lo.KoLeo += float64(v[0])
 	}
+	if t.group != nil {
+		// The step's losses are the replicas' means (KoLeo stays within
+		// each replica's batch, as the reference's).
+		v := []float32{float32(lo.DINO), float32(lo.IBOT), float32(lo.KoLeo), float32(lo.TeacherEntropy)}
+		if err := t.group.AllReduceSum(v); err != nil {
+			return fmt.Errorf("combine losses: %w", err)
+		}
+		W := float64(t.group.Size())
+		lo.DINO, lo.IBOT, lo.KoLeo, lo.TeacherEntropy = float64(v[0])/W, float64(v[1])/W, float64(v[2])/W, float64(v[3])/W
+	}
 	lo.Total = c.DINOWeight*lo.DINO + c.IBOTWeight*lo.IBOT + c.KoLeoWeight*lo.KoLeo
 	lo.GradNorm = map[string]float64{}
 	bad := math.IsNaN(lo.Total) || math.IsInf(lo.Total, 0)
@@ -640,6 +843,13 @@ func (t *Trainer) update(rec *gpu.Recorder, lo Losses, frozen bool) {
 				LR: float32(lr), WeightDecay: float32(lo.WD * g.WD),
 				Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Step: t.StepsDone + 1,
 			})
+		}
+	}
+	if t.batchCenter != nil {
+		cm := float32(c.CenterMomentum)
+		nn.EMA(rec, t.Center, t.batchCenter, cm)
+		if lo.MaskedPatches > 0 {
+			nn.EMA(rec, t.IBOTCenter, t.batchIBOTCenter, cm)
 		}
 	}
 	tm := t.Teacher.Modules()

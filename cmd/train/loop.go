@@ -11,6 +11,7 @@ import (
 
 	"github.com/webdino/webdino/ckpt"
 	"github.com/webdino/webdino/data"
+	"github.com/webdino/webdino/dist"
 	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
 	"github.com/webdino/webdino/train"
@@ -18,10 +19,15 @@ import (
 
 // session is one invocation of the training loop.
 type session struct {
-	o              *options
-	c              train.Config
-	dev            *gpu.Device
-	tr             *train.Trainer
+	o     *options
+	c     train.Config
+	dev   *gpu.Device
+	tr    *train.Trainer
+	group *dist.Group // nil: one replica
+	rank  int
+	// stopCtx is Ctrl-C: the ctx of the loop itself, or with replicas one
+	// that only the vote after each step consults (interrupted).
+	stopCtx        context.Context
 	ds             data.Dataset
 	stdout, stderr io.Writer
 	start          time.Time
@@ -35,7 +41,9 @@ type session struct {
 }
 
 // dataPos is where the next batch starts: the data epoch (whose order is
-// data.Permutation(n, seed, epoch)) and the position in that order.
+// data.Permutation(n, seed, epoch), or with replicas the replica's shard of
+// it) and the position in that order. Replicas that skip unreadable images
+// move on at their own pace, so each has its own.
 type dataPos struct{ Epoch, Pos int }
 
 const (
@@ -43,8 +51,9 @@ const (
 	scalarPos   = "data_pos"
 )
 
-func dataPosition(c *ckpt.Checkpoint) dataPos {
-	return dataPos{Epoch: int(c.Training.Scalars[scalarEpoch]), Pos: int(c.Training.Scalars[scalarPos])}
+func dataPosition(c *ckpt.Checkpoint, rank int) dataPos {
+	sc := c.Training.Scalars
+	return dataPos{Epoch: int(sc[train.ReplicaKey(scalarEpoch, rank)]), Pos: int(sc[train.ReplicaKey(scalarPos, rank)])}
 }
 
 // stepRecord and evalRecord are the lines of metrics.jsonl.
@@ -98,23 +107,29 @@ func (s *session) loop(ctx context.Context) error {
 		evalEvery = c.ItersPerEpoch
 	}
 	s.lastSaved = tr.StepsDone
-	if tr.StepsDone == 0 {
+	if tr.StepsDone == 0 && s.rank == 0 {
 		// The untrained network, for comparison (and the raw pixels).
 		if err := s.evaluate(ctx); err != nil {
 			return s.stop(ctx, err)
 		}
 	}
-	prog := data.NewProgress("train", (stopAt-tr.StepsDone)*c.Batch)
+	prog := data.NewProgress("train", (stopAt-tr.StepsDone)*c.GlobalBatch())
+	if s.rank > 0 {
+		prog = data.NewPlainProgress(io.Discard, "train", 0, time.Hour)
+	}
 	n := s.ds.Len()
 	for tr.StepsDone < stopAt {
-		perm := data.Permutation(n, c.Seed, s.pos.Epoch)
+		order := data.Permutation(n, c.Seed, s.pos.Epoch)
+		if s.group != nil {
+			order = shard(order, c.Batch, s.rank, c.ReplicaCount())
+		}
 		where := make([]int, n)
-		for i, v := range perm {
+		for i, v := range order {
 			where[v] = i
 		}
 		loader := data.Loader{Data: s.ds, BatchSize: c.Batch, Workers: s.o.workers, DropLast: true, Rejects: &s.rejects}
 		t0 := time.Now()
-		for b, err := range loader.Batches(ctx, perm[s.pos.Pos:]) {
+		for b, err := range loader.Batches(ctx, order[s.pos.Pos:]) {
 			if err != nil {
 				return s.stop(ctx, err)
 			}
@@ -127,7 +142,7 @@ func (s *session) loop(ctx context.Context) error {
 			dt := time.Since(t0)
 			t0 = time.Now()
 			s.record(lo, dt)
-			prog.Add(c.Batch)
+			prog.Add(c.GlobalBatch())
 			prog.SetExtra(fmt.Sprintf("step %d/%d loss %.3f (dino %.3f ibot %.3f koleo %.2f) lr %.2g",
 				tr.StepsDone, c.Iterations(), lo.Total, lo.DINO, lo.IBOT, lo.KoLeo, lo.LR))
 			if tr.StepsDone%s.o.saveEvery == 0 {
@@ -135,7 +150,7 @@ func (s *session) loop(ctx context.Context) error {
 					return err
 				}
 			}
-			if tr.StepsDone%evalEvery == 0 && tr.StepsDone < stopAt {
+			if tr.StepsDone%evalEvery == 0 && tr.StepsDone < stopAt && s.rank == 0 {
 				if err := s.evaluate(ctx); err != nil {
 					return s.stop(ctx, err)
 				}
@@ -143,8 +158,13 @@ func (s *session) loop(ctx context.Context) error {
 			if tr.StepsDone >= stopAt {
 				break
 			}
-			if ctx.Err() != nil {
-				return s.stop(ctx, ctx.Err())
+			if stop, err := s.interrupted(s.stopCtx); err != nil {
+				return err
+			} else if stop {
+				if err := s.save(); err != nil {
+					return err
+				}
+				return context.Canceled
 			}
 		}
 		if tr.StepsDone < stopAt {
@@ -154,6 +174,9 @@ func (s *session) loop(ctx context.Context) error {
 	prog.Finish()
 	if err := s.save(); err != nil {
 		return err
+	}
+	if s.rank > 0 {
+		return nil
 	}
 	if r := s.rejects.Len(); r > 0 {
 		fmt.Fprintf(s.stdout, "skipped %d unreadable images: %s\n", r, outPath(s.o, "rejects.jsonl"))
@@ -213,19 +236,36 @@ func (s *session) record(lo train.Losses, dt time.Duration) {
 		Step: lo.Step + 1, Epoch: float64(lo.Step+1) / float64(s.c.ItersPerEpoch),
 		Total: lo.Total, DINO: lo.DINO, IBOT: lo.IBOT, KoLeo: lo.KoLeo, TeacherEnt: lo.TeacherEntropy,
 		LR: lo.LR, WD: lo.WD, Momentum: lo.Momentum, TeacherTemp: lo.TeacherTemp, GradNorm: lo.GradNorm,
-		Masked: lo.MaskedPatches, ImagesPerSec: float64(s.c.Batch) / dt.Seconds(), Elapsed: time.Since(s.start).Seconds(),
+		Masked: lo.MaskedPatches, ImagesPerSec: float64(s.c.GlobalBatch()) / dt.Seconds(), Elapsed: time.Since(s.start).Seconds(),
 	}
 	s.steps = append(s.steps, r)
-	s.enc.Encode(r)
+	if s.enc != nil {
+		s.enc.Encode(r)
+	}
 }
 
-// save writes the checkpoint atomically.
+// save writes the checkpoint atomically; with replicas every one takes
+// part and replica 0 writes.
 func (s *session) save() error {
 	snap, err := s.tr.Snapshot()
 	if err != nil {
 		return err
 	}
-	snap.Training.Scalars = map[string]float64{scalarEpoch: float64(s.pos.Epoch), scalarPos: float64(s.pos.Pos)}
+	pos := []dataPos{s.pos}
+	if s.group != nil {
+		if pos, err = s.gatherPositions(); err != nil {
+			return err
+		}
+	}
+	if s.rank > 0 {
+		s.lastSaved = s.tr.StepsDone
+		return nil
+	}
+	snap.Training.Scalars = map[string]float64{}
+	for r, p := range pos {
+		snap.Training.Scalars[train.ReplicaKey(scalarEpoch, r)] = float64(p.Epoch)
+		snap.Training.Scalars[train.ReplicaKey(scalarPos, r)] = float64(p.Pos)
+	}
 	if err := ckpt.WriteFile(outPath(s.o, "checkpoint.msgpack"), snap); err != nil {
 		return err
 	}

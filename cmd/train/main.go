@@ -88,6 +88,20 @@ run from the trained checkpoint with larger crops, e.g.
 Position embeddings are interpolated to the new grid (and trained through
 the interpolation); the schedules are compressed into the phase.
 
+Several GPUs and machines (data parallel): --replicas N trains N replicas,
+one process and WebGPU adapter each, every one on --batch images of each
+step (the learning rate scales with the whole batch). On one machine,
+  train --replicas 4 --batch 32
+starts the other 3 processes itself, on adapters 0..3 (WEBDINO_ADAPTER
+picks one by hand). On two machines of 4 GPUs each:
+  host-a$ train --replicas 8 --local 4 --master host-a:29517
+  host-b$ train --replicas 8 --rank 4 --local 4 --master host-a:29517
+Gradients, the teacher centers and Sinkhorn-Knopp's sums are combined over
+TCP each step (WebGPU has no peer-to-peer path); KoLeo stays within each
+replica's batch, as in the reference. Replica 0 evaluates and writes the
+outputs; every replica needs the data (and --resume's checkpoint) at the
+same path. Ctrl-C on any replica stops all after the same step.
+
 Flags:
 `
 
@@ -107,10 +121,13 @@ type options struct {
 	saveEvery, evalEvery                       int
 	workers                                    int
 	minutes                                    float64
+	replicas, rank, local                      int
+	master                                     string
+	args                                       []string // as given, for the replicas this process starts
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
-	o := &options{}
+	o := &options{args: args}
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -151,7 +168,14 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.saveEvery, "save-every", 200, "write the checkpoint every N steps")
 	fs.IntVar(&o.evalEvery, "eval-every", 0, "k-NN evaluation every N steps (default: every epoch and at the end)")
 	fs.IntVar(&o.workers, "workers", 0, "image decoding goroutines (default GOMAXPROCS)")
+	fs.IntVar(&o.replicas, "replicas", 1, "data-parallel replicas (one process and device each) in the whole run; every replica trains on --batch images of each step")
+	fs.IntVar(&o.rank, "rank", 0, "the first replica this invocation runs (on the second machine of two with 4 GPUs each: 4)")
+	fs.IntVar(&o.local, "local", 0, "replicas this invocation runs, one process per adapter (default: from --rank to the last)")
+	fs.StringVar(&o.master, "master", "127.0.0.1:29517", "host:port where replica 0 meets the others")
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := o.checkReplicas(); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -243,6 +267,9 @@ func (o *options) config() (train.Config, error) {
 		c.Augment.LocalSize = o.localSize
 	}
 	c.Seed = o.seed
+	if o.replicas > 1 {
+		c.Replicas = o.replicas
+	}
 	return c, c.Validate()
 }
 
@@ -277,6 +304,9 @@ func trainMain(ctx context.Context, o *options, stdout, stderr io.Writer) error 
 		if c, err = train.TrainConfig(resume); err != nil {
 			return fmt.Errorf("--resume %s: %w", o.resume, err)
 		}
+		if c.ReplicaCount() != o.replicas {
+			return fmt.Errorf("--resume %s: the run has %d replicas: give --replicas %d", o.resume, c.ReplicaCount(), c.ReplicaCount())
+		}
 	} else if c, err = o.config(); err != nil {
 		return err
 	}
@@ -287,9 +317,25 @@ func trainMain(ctx context.Context, o *options, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	if ds.Len() < c.Batch {
-		return fmt.Errorf("%d training images for a batch of %d", ds.Len(), c.Batch)
+	if ds.Len() < c.GlobalBatch() {
+		return fmt.Errorf("%d training images for a batch of %d", ds.Len(), c.GlobalBatch())
 	}
+	wait, err := launchLocal(o, stderr)
+	if err != nil {
+		return err
+	}
+	err = trainReplica(ctx, o, c, resume, ds, stdout, stderr)
+	return errors.Join(err, wait())
+}
+
+// trainReplica runs this process's replica (the only one without
+// --replicas).
+func trainReplica(ctx context.Context, o *options, c train.Config, resume *ckpt.Checkpoint, ds data.Dataset, stdout, stderr io.Writer) error {
+	if o.rank > 0 {
+		// Replica 0 reports; the others say only what goes wrong.
+		stdout = io.Discard
+	}
+	stopCtx := ctx
 	dev, err := gpu.Open()
 	if err != nil {
 		return err
@@ -297,6 +343,16 @@ func trainMain(ctx context.Context, o *options, stdout, stderr io.Writer) error 
 	defer dev.Close()
 	info := dev.Info()
 	fmt.Fprintf(stdout, "device: %s (%s)\n", info.Name, info.Backend)
+	group, err := joinReplicas(ctx, o, stdout)
+	if err != nil {
+		return err
+	}
+	if group != nil {
+		defer group.Close()
+		// With replicas only the vote after each step stops the run: every
+		// collective must be reached by all of them.
+		ctx = context.WithoutCancel(ctx)
+	}
 	if o.minutes > 0 {
 		start := time.Now()
 		stepSecs, evalSecs, err := calibrate(ctx, o, c, dev, ds, stderr)
@@ -318,17 +374,22 @@ func trainMain(ctx context.Context, o *options, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "--minutes %g: a step takes %.3f s and a k-NN evaluation %.1f s here, so %d epochs of %d steps (k-NN every %d steps)\n",
 			o.minutes, stepSecs, evalSecs, epochs, c.ItersPerEpoch, o.evalEvery)
 	}
-	tr, err := train.NewTrainer(dev, c)
+	var tr *train.Trainer
+	if group != nil {
+		tr, err = train.NewReplica(dev, c, group)
+	} else {
+		tr, err = train.NewTrainer(dev, c)
+	}
 	if err != nil {
 		return err
 	}
 	defer tr.Release()
-	s := &session{o: o, c: c, dev: dev, tr: tr, ds: ds, stdout: stdout, stderr: stderr, start: time.Now()}
+	s := &session{o: o, c: c, dev: dev, tr: tr, group: group, rank: o.rank, stopCtx: stopCtx, ds: ds, stdout: stdout, stderr: stderr, start: time.Now()}
 	if resume != nil {
 		if err := tr.Restore(resume); err != nil {
 			return fmt.Errorf("--resume %s: %w", o.resume, err)
 		}
-		s.pos = dataPosition(resume)
+		s.pos = dataPosition(resume, o.rank)
 		fmt.Fprintf(stdout, "resumed %s at step %d\n", o.resume, tr.StepsDone)
 	} else if o.init != "" {
 		start, err := ckpt.ReadFile(o.init)
@@ -341,11 +402,16 @@ func trainMain(ctx context.Context, o *options, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "started from the weights of %s\n", o.init)
 	}
 	fmt.Fprintf(stdout, "model %s, %d parameters; %d images, batch %d, %d steps (%d epochs of %d)\n",
-		c.Model, c.Model.NumParams(), ds.Len(), c.Batch, c.Iterations(), c.Epochs, c.ItersPerEpoch)
-	if err := s.openMetrics(); err != nil {
-		return err
+		c.Model, c.Model.NumParams(), ds.Len(), c.GlobalBatch(), c.Iterations(), c.Epochs, c.ItersPerEpoch)
+	if c.ReplicaCount() > 1 {
+		fmt.Fprintf(stdout, "%d replicas of %d images each\n", c.ReplicaCount(), c.Batch)
 	}
-	defer s.metrics.Close()
+	if o.rank == 0 {
+		if err := s.openMetrics(); err != nil {
+			return err
+		}
+		defer s.metrics.Close()
+	}
 	return s.loop(ctx)
 }
 

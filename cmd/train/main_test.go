@@ -11,10 +11,12 @@ import (
 	"image/color"
 	"image/png"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,6 +128,17 @@ func TestTrainFlagErrors(t *testing.T) {
 	require.Equal(t, 2, run(context.Background(), []string{"--save-every", "0"}, &stdout, &stderr))
 	require.Contains(t, stderr.String(), "--save-every 0: want at least 1")
 
+	for args, want := range map[[4]string]string{
+		{"--replicas", "2", "--rank", "2"}:       "--rank 2: want a rank below --replicas 2",
+		{"--replicas", "4", "--local", "5"}:      "--local 5 from --rank 0: ranks beyond --replicas 4",
+		{"--replicas", "2", "--minutes", "1"}:    "--minutes times one device: give --epochs to a data-parallel run",
+		{"--replicas", "0", "--save-every", "1"}: "--replicas 0: want at least 1",
+	} {
+		stderr.Reset()
+		require.Equal(t, 2, run(context.Background(), args[:], &stdout, &stderr))
+		require.Contains(t, stderr.String(), want)
+	}
+
 	stderr.Reset()
 	require.Equal(t, 1, run(context.Background(), []string{"--config", "vitx14"}, &stdout, &stderr))
 	require.Contains(t, stderr.String(), "vitx14")
@@ -221,4 +234,65 @@ func withoutFlag(args []string, flag string) []string {
 		out = append(out, args[i])
 	}
 	return out
+}
+
+// replicaRun trains the tiny run as two data-parallel replicas of two
+// images each (the batch of 4 of tinyArgs), both in this process, and
+// returns replica 0's output.
+func replicaRun(t *testing.T, data, out string, extra ...string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	var stdout, stderr [2]bytes.Buffer
+	var codes [2]int
+	var wg sync.WaitGroup
+	for r := range 2 {
+		dir := out
+		if r > 0 {
+			dir = t.TempDir()
+		}
+		args := append(tinyArgs(data, dir), "--batch", "2", "--replicas", "2", "--rank", strconv.Itoa(r), "--local", "1", "--master", addr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[r] = run(context.Background(), append(args, extra...), &stdout[r], &stderr[r])
+		}()
+	}
+	wg.Wait()
+	for r := range 2 {
+		require.Equal(t, 0, codes[r], "replica %d stdout:\n%s\nstderr:\n%s", r, stdout[r].String(), stderr[r].String())
+	}
+	require.Empty(t, stdout[1].String(), "replica 1 reports nothing")
+	return stdout[0].String()
+}
+
+// Two replicas train, checkpoint every replica's generators and data
+// position, and resume exactly.
+func TestTrainReplicasAndExactResume(t *testing.T) {
+	data := imageFolder(t, 7)
+	straight := t.TempDir()
+	out := replicaRun(t, data, straight)
+	require.Contains(t, out, "2 replicas of 2 images each")
+	require.Contains(t, out, "k-NN top-1: ")
+	c, err := ckpt.ReadFile(filepath.Join(straight, "checkpoint.msgpack"))
+	require.NoError(t, err)
+	for _, k := range []string{"augment_rng", "augment_rng/1", "mask_rng", "mask_rng/1"} {
+		require.Contains(t, c.Training.Blobs, k)
+	}
+	require.Contains(t, c.Training.Scalars, "data_pos/1")
+	steps, _ := readMetrics(t, filepath.Join(straight, "metrics.jsonl"))
+	require.Len(t, steps, 4)
+
+	split := t.TempDir()
+	replicaRun(t, data, split, "--steps", "3")
+	replicaRun(t, data, split, "--resume", filepath.Join(split, "checkpoint.msgpack"))
+	got, _ := readMetrics(t, filepath.Join(split, "metrics.jsonl"))
+	require.Len(t, got, 4)
+	for i := range steps {
+		for _, k := range []string{"step", "loss", "dino", "ibot", "koleo", "grad_norm", "lr"} {
+			require.Equal(t, steps[i][k], got[i][k], "step %d %s", i+1, k)
+		}
+	}
 }

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+
+	"github.com/webdino/webdino/dist"
+	"github.com/webdino/webdino/gpu"
+)
+
+// checkReplicas validates the data-parallel flags.
+func (o *options) checkReplicas() error {
+	switch {
+	case o.replicas < 1:
+		return fmt.Errorf("--replicas %d: want at least 1", o.replicas)
+	case o.rank < 0 || o.rank >= o.replicas:
+		return fmt.Errorf("--rank %d: want a rank below --replicas %d", o.rank, o.replicas)
+	case o.local == 0:
+		o.local = o.replicas - o.rank
+	}
+	switch {
+	case o.local < 1 || o.rank+o.local > o.replicas:
+		return fmt.Errorf("--local %d from --rank %d: ranks beyond --replicas %d", o.local, o.rank, o.replicas)
+	case o.replicas > 1 && o.minutes > 0:
+		return errors.New("--minutes times one device: give --epochs to a data-parallel run")
+	}
+	return nil
+}
+
+// launchLocal starts the replicas after the first of this invocation as
+// child processes (this binary with --rank r --local 1), each on an adapter
+// of its own while there are enough (WEBDINO_ADAPTER, unless set). Their
+// standard output is dropped (replica 0 reports) and their errors are
+// forwarded, prefixed. wait returns once they have all exited.
+func launchLocal(o *options, stderr io.Writer) (wait func() error, err error) {
+	if o.local == 1 {
+		return func() error { return nil }, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("start replicas: %w", err)
+	}
+	adapters := len(gpu.Adapters())
+	pick := os.Getenv(gpu.AdapterEnv) == "" && adapters > 1
+	if pick {
+		os.Setenv(gpu.AdapterEnv, "0")
+	}
+	var cmds []*exec.Cmd
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i := 1; i < o.local; i++ {
+		r := o.rank + i
+		// A child hears Ctrl-C itself and stops with the others after the
+		// same step.
+		cmd := exec.Command(self, append(append([]string(nil), o.args...), "--rank", strconv.Itoa(r), "--local", "1")...)
+		cmd.Env = os.Environ()
+		if pick {
+			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", gpu.AdapterEnv, i%adapters))
+		}
+		pipe, err := cmd.StderrPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start replica %d: %w", r, err)
+		}
+		cmds = append(cmds, cmd)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sc := bufio.NewScanner(pipe)
+			for sc.Scan() {
+				mu.Lock()
+				fmt.Fprintf(stderr, "replica %d: %s\n", r, sc.Text())
+				mu.Unlock()
+			}
+		}()
+	}
+	return func() error {
+		wg.Wait()
+		var errs []error
+		for i, cmd := range cmds {
+			if err := cmd.Wait(); err != nil {
+				errs = append(errs, fmt.Errorf("replica %d: %w", o.rank+1+i, err))
+			}
+		}
+		return errors.Join(errs...)
+	}, nil
+}
+
+// joinReplicas connects this process's replica to the others.
+func joinReplicas(ctx context.Context, o *options, stdout io.Writer) (*dist.Group, error) {
+	if o.replicas == 1 {
+		return nil, nil
+	}
+	if o.rank == 0 {
+		fmt.Fprintf(stdout, "waiting for %d replicas at %s\n", o.replicas, o.master)
+	}
+	g, err := dist.Join(ctx, dist.Options{Rank: o.rank, Size: o.replicas, Addr: o.master})
+	if err != nil {
+		return nil, fmt.Errorf("--master %s: %w", o.master, err)
+	}
+	return g, nil
+}
+
+// shard is replica rank's part of a data order: of every step's
+// replicas*batch consecutive images, the rank-th run of batch. Only whole
+// steps are dealt, so that every replica gets as many batches.
+func shard(order []int, batch, rank, replicas int) []int {
+	step := batch * replicas
+	out := make([]int, 0, len(order)/replicas)
+	for from := 0; from+step <= len(order); from += step {
+		out = append(out, order[from+rank*batch:from+(rank+1)*batch]...)
+	}
+	return out
+}
+
+// interrupted reports whether the run stops after this step: Ctrl-C here,
+// or with replicas on any of them, so that all stop (and save) after the
+// same step.
+func (s *session) interrupted(ctx context.Context) (bool, error) {
+	stop := ctx.Err() != nil
+	if s.group == nil {
+		return stop, nil
+	}
+	v := []float32{0}
+	if stop {
+		v[0] = 1
+	}
+	if err := s.group.AllReduceMax(v); err != nil {
+		return false, fmt.Errorf("agree on stopping: %w", err)
+	}
+	return v[0] > 0, nil
+}
+
+// gatherPositions collects every replica's data position, by rank.
+func (s *session) gatherPositions() ([]dataPos, error) {
+	all, err := s.group.AllGather(binary.AppendUvarint(binary.AppendUvarint(nil, uint64(s.pos.Epoch)), uint64(s.pos.Pos)))
+	if err != nil {
+		return nil, fmt.Errorf("gather data positions: %w", err)
+	}
+	pos := make([]dataPos, len(all))
+	for r, b := range all {
+		epoch, n := binary.Uvarint(b)
+		at, m := binary.Uvarint(b[max(n, 0):])
+		if n <= 0 || m <= 0 {
+			return nil, fmt.Errorf("gather data positions: replica %d sent %d malformed bytes", r, len(b))
+		}
+		pos[r] = dataPos{Epoch: int(epoch), Pos: int(at)}
+	}
+	return pos, nil
+}

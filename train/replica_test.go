@@ -1,0 +1,219 @@
+//go:build !js
+
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/webdino/webdino/dist"
+	"github.com/webdino/webdino/gpu"
+)
+
+// replicaInputs are the crops and masks of several steps of a run of B
+// images: global [2B, 3, G, G] and local [L*B, 3, S, S], crop-major as the
+// augmenter lays them out.
+type replicaInputs struct {
+	global, local [][]float32
+	masks         [][][]bool
+}
+
+func makeReplicaInputs(c Config, steps int) replicaInputs {
+	rng := rand.New(rand.NewPCG(5, 6))
+	B, L, G, S := c.Batch, c.Augment.Locals, c.Augment.GlobalSize, c.Augment.LocalSize
+	N := (G / c.Model.PatchSize) * (G / c.Model.PatchSize)
+	var in replicaInputs
+	for s := 0; s < steps; s++ {
+		g, l := make([]float32, 2*B*3*G*G), make([]float32, L*B*3*S*S)
+		for _, x := range [][]float32{g, l} {
+			for i := range x {
+				x[i] = float32(rng.NormFloat64())
+			}
+		}
+		ms := make([][]bool, 2*B)
+		for i := range ms {
+			ms[i] = make([]bool, N)
+			// Two of every four crops masked; at step 1 none of the last
+			// half of the images (a replica without masked patches).
+			if i%4 < 2 && !(s == 1 && i%B >= B/2) {
+				for _, n := range rng.Perm(N)[:2+rng.IntN(3)] {
+					ms[i][n] = true
+				}
+			}
+		}
+		in.global, in.local, in.masks = append(in.global, g), append(in.local, l), append(in.masks, ms)
+	}
+	return in
+}
+
+// share is replica r's part of a step's inputs when W replicas split B
+// images.
+func (in replicaInputs) share(c Config, s, r, W int) (global, local []float32, masks [][]bool) {
+	B, L := c.Batch, c.Augment.Locals
+	b := B / W
+	pick := func(x []float32, crops int) []float32 {
+		per := len(x) / (crops * B)
+		var out []float32
+		for k := 0; k < crops; k++ {
+			from := (k*B + r*b) * per
+			out = append(out, x[from:from+b*per]...)
+		}
+		return out
+	}
+	for k := 0; k < 2; k++ {
+		masks = append(masks, in.masks[s][k*B+r*b:k*B+(r+1)*b]...)
+	}
+	return pick(in.global[s], 2), pick(in.local[s], L), masks
+}
+
+// replicaState is what a run ends with.
+type replicaState struct {
+	losses           []Losses
+	student, teacher map[string][]float32
+}
+
+func readParams(t *testing.T, tr *Trainer) replicaState {
+	st := replicaState{student: map[string][]float32{}, teacher: map[string][]float32{}}
+	for _, m := range []struct {
+		model *Model
+		dst   map[string][]float32
+	}{{tr.Student, st.student}, {tr.Teacher, st.teacher}} {
+		for _, mod := range m.model.Modules() {
+			for _, name := range mod.Params.Layout.Names() {
+				v, err := tr.dev.Read(mod.Params.Get(name))
+				require.NoError(t, err)
+				m.dst[mod.Name+"."+name] = v
+			}
+		}
+	}
+	return st
+}
+
+// onReplicas runs f on W replicas of c, each on a device of its own, joined
+// over loopback TCP.
+func onReplicas(t *testing.T, c Config, W int, f func(tr *Trainer, r int) error) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	c.Replicas = W
+	errs := make([]error, W)
+	var wg sync.WaitGroup
+	for r := range W {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[r] = func() error {
+				dev, err := gpu.Open()
+				if err != nil {
+					return err
+				}
+				defer dev.Close()
+				g, err := dist.Join(context.Background(), dist.Options{Rank: r, Size: W, Addr: addr, Timeout: 2 * time.Minute})
+				if err != nil {
+					return err
+				}
+				defer g.Close()
+				tr, err := NewReplica(dev, c, g)
+				if err != nil {
+					return err
+				}
+				defer tr.Release()
+				return f(tr, r)
+			}()
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+}
+
+// Two replicas of two images each train as one device on all four: the
+// same losses, gradient norms and parameters after three steps (both
+// centerings; at step 1 one replica has no masked patch). KoLeo is off:
+// it stays within each replica's batch, as in the reference.
+func TestReplicasTrainAsOneDevice(t *testing.T) {
+	dev := testDevice(t)
+	for _, centering := range []string{"centering", "sinkhorn"} {
+		t.Run(centering, func(t *testing.T) {
+			c := tinyConfig()
+			c.Centering, c.SeparateIBOTHead = centering, centering == "sinkhorn"
+			c.KoLeoWeight, c.DropPath = 0, 0
+			const steps, W = 3, 2
+			in := makeReplicaInputs(c, steps)
+
+			tr, err := NewTrainer(dev, c)
+			require.NoError(t, err)
+			defer tr.Release()
+			start := readParams(t, tr)
+			var want replicaState
+			for s := 0; s < steps; s++ {
+				lo, err := tr.StepCrops(in.global[s], in.local[s], in.masks[s])
+				require.NoError(t, err)
+				want.losses = append(want.losses, lo)
+			}
+			final := readParams(t, tr)
+			want.student, want.teacher = final.student, final.teacher
+
+			rc := c
+			rc.Batch = c.Batch / W
+			got := make([]replicaState, W)
+			onReplicas(t, rc, W, func(tr *Trainer, r int) error {
+				for s := 0; s < steps; s++ {
+					g, l, m := in.share(c, s, r, W)
+					lo, err := tr.StepCrops(g, l, m)
+					if err != nil {
+						return fmt.Errorf("replica %d step %d: %w", r, s, err)
+					}
+					got[r].losses = append(got[r].losses, lo)
+				}
+				st := readParams(t, tr)
+				got[r].student, got[r].teacher = st.student, st.teacher
+				return nil
+			})
+
+			require.Equal(t, got[0].student, got[1].student, "replicas hold the same student")
+			require.Equal(t, got[0].teacher, got[1].teacher, "replicas hold the same teacher")
+			for s, w := range want.losses {
+				g := got[0].losses[s]
+				require.Equal(t, got[1].losses[s], g, "step %d: replicas report the same losses", s)
+				require.Equal(t, w.MaskedPatches, g.MaskedPatches, "step %d", s)
+				// f32 sums in other orders: relative 1e-5.
+				for _, p := range [][3]any{{"dino", w.DINO, g.DINO}, {"ibot", w.IBOT, g.IBOT}, {"entropy", w.TeacherEntropy, g.TeacherEntropy}} {
+					assert.InEpsilon(t, p[1], p[2], 1e-5, "step %d %s", s, p[0])
+				}
+				for mod, n := range w.GradNorm {
+					assert.InEpsilon(t, n, g.GradNorm[mod], 1e-4, "step %d gradient norm of %s", s, mod)
+				}
+			}
+			// As the whole-step fixture: 1% of the largest change of each
+			// tensor over the run, or 8 ulps of its largest weight.
+			for _, who := range []struct {
+				name             string
+				start, want, got map[string][]float32
+			}{{"student", start.student, want.student, got[0].student}, {"teacher", start.teacher, want.teacher, got[0].teacher}} {
+				for name, w := range who.want {
+					g, w0 := who.got[name], who.start[name]
+					require.Len(t, g, len(w), name)
+					d, change, size := 0.0, 0.0, 0.0
+					for i := range w {
+						d = math.Max(d, math.Abs(float64(w[i]-g[i])))
+						change = math.Max(change, math.Abs(float64(w[i]-w0[i])))
+						size = math.Max(size, math.Abs(float64(w[i])))
+					}
+					assert.LessOrEqual(t, d, math.Max(1e-2*change, 8*0x1p-23*size), "%s %s: largest change %.3g", who.name, name, change)
+				}
+			}
+		})
+	}
+}
