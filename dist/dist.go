@@ -29,7 +29,6 @@ const (
 	opSum
 	opMax
 	opGather
-	opBroadcast
 )
 
 func (o op) String() string {
@@ -42,17 +41,14 @@ func (o op) String() string {
 		return "AllReduceMax"
 	case opGather:
 		return "AllGather"
-	case opBroadcast:
-		return "Broadcast"
 	}
 	return fmt.Sprintf("op(%d)", uint32(o))
 }
 
 // header starts every collective; each rank sees every other rank's.
 type header struct {
-	Op   op
-	Root uint32 // Broadcast's root, else 0
-	N    uint64 // length of the slice or blob
+	Op op
+	N  uint64 // length of the slice or blob
 }
 
 // Group is one rank's membership of a process group. It is not safe for
@@ -117,62 +113,6 @@ func (g *Group) AllGather(b []byte) ([][]byte, error) {
 	return out, nil
 }
 
-// Broadcast returns rank root's blob on every rank. Other ranks' b may
-// have any length: the root's bytes are written into b when its
-// capacity suffices, else into a new slice.
-func (g *Group) Broadcast(root int, b []byte) ([]byte, error) {
-	var hs []header
-	if g.size > 1 {
-		// begin checks that all ranks pass the same root, so that they
-		// all agree on whether it is in range.
-		var err error
-		if hs, err = g.begin(header{Op: opBroadcast, Root: uint32(root), N: uint64(len(b))}); err != nil {
-			return nil, err
-		}
-	}
-	switch {
-	case root < 0 || root >= g.size:
-		return nil, fmt.Errorf("dist: rank %d: Broadcast root %d out of range [0, %d)", g.rank, root, g.size)
-	case g.size == 1:
-		return b, nil
-	case g.rank == root:
-		if err := g.sendBytes(b); err != nil {
-			return nil, g.fail(err)
-		}
-		return b, nil
-	}
-	n := hs[root].N
-	if n > maxBlob {
-		return nil, fmt.Errorf("dist: rank %d: Broadcast: root %d's blob of %d bytes exceeds the %d-byte limit", g.rank, root, n, maxBlob)
-	}
-	if uint64(cap(b)) >= n {
-		b = b[:n]
-	} else {
-		b = make([]byte, n)
-	}
-	// Forward each piece as it arrives, so that the ranks down the ring
-	// work in a pipeline instead of waiting for the whole blob.
-	forward := g.ring(g.rank+1) != root
-	for p := b; len(p) > 0; {
-		k := min(len(p), bufSize)
-		if err := g.recvBytes(p[:k]); err != nil {
-			return nil, g.fail(err)
-		}
-		if forward {
-			if _, err := g.w.Write(p[:k]); err != nil {
-				return nil, g.fail(g.sendErr(err))
-			}
-		}
-		p = p[k:]
-	}
-	if forward {
-		if err := g.w.Flush(); err != nil {
-			return nil, g.fail(g.sendErr(err))
-		}
-	}
-	return b, nil
-}
-
 // Barrier returns when every rank has reached it.
 func (g *Group) Barrier() error {
 	if g.size == 1 {
@@ -227,8 +167,8 @@ func (g *Group) allReduce(o op, x []float32, combine func(dst []float32, src []b
 
 // begin starts a collective: it arms the deadlines and passes every
 // rank's header around the ring, which makes it a barrier as well. The
-// headers are checked to agree on the operation and root, so a mismatch
-// is reported on every rank and the streams stay in step.
+// headers are checked to agree on the operation, so a mismatch is
+// reported on every rank and the streams stay in step.
 func (g *Group) begin(h header) ([]header, error) {
 	if g.err != nil {
 		return nil, g.err
@@ -252,11 +192,8 @@ func (g *Group) begin(h header) ([]header, error) {
 		}
 	}
 	for i, o := range hs {
-		switch {
-		case o.Op != h.Op:
+		if o.Op != h.Op {
 			return nil, fmt.Errorf("dist: rank %d: called %v, but rank %d called %v", g.rank, h.Op, i, o.Op)
-		case o.Root != h.Root:
-			return nil, fmt.Errorf("dist: rank %d: %v from root %d, but rank %d passed root %d", g.rank, h.Op, h.Root, i, o.Root)
 		}
 	}
 	return hs, nil

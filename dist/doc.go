@@ -36,8 +36,8 @@
 // replicas of a model updated from the reduced gradients do not drift
 // apart.
 //
-// Every collective starts by passing a small header (operation, length,
-// root) around the ring, so that each rank sees every other rank's: a
+// Every collective starts by passing a small header (operation, length)
+// around the ring, so that each rank sees every other rank's: a
 // rank calling a different collective or passing a different length is
 // reported, with both values, on every rank instead of corrupting data,
 // and the group remains usable. An I/O error (a dead peer, an expired

@@ -103,10 +103,18 @@ func readParams(t *testing.T, tr *Trainer) replicaState {
 // over loopback TCP.
 func onReplicas(t *testing.T, c Config, W int, f func(tr *Trainer, r int) error) {
 	t.Helper()
+	require.NoError(t, errors.Join(replicas(c, W, f)...))
+}
+
+// replicas runs f on W replicas of c (config(r) where given) and returns
+// their errors.
+func replicas(c Config, W int, f func(tr *Trainer, r int) error, config ...func(r int) Config) []error {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
+	if err != nil {
+		return []error{err}
+	}
 	addr := l.Addr().String()
-	require.NoError(t, l.Close())
+	l.Close()
 	c.Replicas = W
 	errs := make([]error, W)
 	var wg sync.WaitGroup
@@ -125,7 +133,11 @@ func onReplicas(t *testing.T, c Config, W int, f func(tr *Trainer, r int) error)
 					return err
 				}
 				defer g.Close()
-				tr, err := NewReplica(dev, c, g)
+				rc := c
+				if len(config) > 0 {
+					rc = config[0](r)
+				}
+				tr, err := NewReplica(dev, rc, g)
 				if err != nil {
 					return err
 				}
@@ -135,7 +147,21 @@ func onReplicas(t *testing.T, c Config, W int, f func(tr *Trainer, r int) error)
 		}()
 	}
 	wg.Wait()
-	require.NoError(t, errors.Join(errs...))
+	return errs
+}
+
+// A replica given another config is refused by all, with both configs.
+func TestReplicasRefuseDifferentConfigs(t *testing.T) {
+	c := tinyConfig()
+	c.Replicas = 2
+	errs := replicas(c, 2, func(*Trainer, int) error { return nil }, func(r int) Config {
+		rc := c
+		rc.Seed = uint64(r)
+		return rc
+	})
+	require.ErrorContains(t, errs[0], "train: replica 1 was started with another config than replica 0:")
+	require.ErrorContains(t, errs[1], "train: replica 0 was started with another config than replica 1:")
+	require.ErrorContains(t, errs[1], `"Seed":1`)
 }
 
 // Two replicas of two images each train as one device on all four: the

@@ -1,6 +1,8 @@
 package train
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -124,6 +126,11 @@ func NewReplica(dev *gpu.Device, c Config, g Group) (*Trainer, error) {
 	if size != c.ReplicaCount() {
 		return nil, fmt.Errorf("train: config for %d replicas in a group of %d", c.ReplicaCount(), size)
 	}
+	if size > 1 {
+		if err := sameConfig(g, c); err != nil {
+			return nil, err
+		}
+	}
 	t := &Trainer{Cfg: c, Sched: c.Schedules(), dev: dev}
 	if size > 1 {
 		t.group = g
@@ -141,6 +148,26 @@ func NewReplica(dev *gpu.Device, c Config, g Group) (*Trainer, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// sameConfig fails unless every replica of g was given config c: a
+// replica started with another seed, batch or model would otherwise train
+// on silently.
+func sameConfig(g Group, c Config) error {
+	mine, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	all, err := g.AllGather(mine)
+	if err != nil {
+		return fmt.Errorf("train: compare the replicas' configs: %w", err)
+	}
+	for r, other := range all {
+		if !bytes.Equal(other, mine) {
+			return fmt.Errorf("train: replica %d was started with another config than replica %d:\n  replica %d: %s\n  replica %d: %s", r, g.Rank(), r, other, g.Rank(), mine)
+		}
+	}
+	return nil
 }
 
 func (t *Trainer) alloc() error {
