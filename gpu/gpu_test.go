@@ -439,5 +439,8 @@ func TestAdapterEnv(t *testing.T) {
 	d.Close()
 	t.Setenv(AdapterEnv, fmt.Sprint(len(all)))
 	_, err = Open()
-	require.EqualError(t, err, fmt.Sprintf("WEBDINO_ADAPTER=%q: want an adapter index below %d", fmt.Sprint(len(all)), len(all)))
+	require.EqualError(t, err, fmt.Sprintf("WEBDINO_ADAPTER=%q: adapter %d: want an index below %d", fmt.Sprint(len(all)), len(all), len(all)))
+	t.Setenv(AdapterEnv, "first")
+	_, err = Open()
+	require.EqualError(t, err, `WEBDINO_ADAPTER="first": want an adapter index (gpu.Adapters)`)
 }

@@ -35,19 +35,17 @@ func Adapters() []Info {
 	return out
 }
 
-// pickAdapter is the adapter AdapterEnv names, or WebGPU's choice.
-func pickAdapter(inst *wgpu.Instance) (*wgpu.Adapter, error) {
-	v := os.Getenv(AdapterEnv)
-	if v == "" {
+// pickAdapter is adapter i of Adapters(), or with i < 0 WebGPU's choice.
+func pickAdapter(inst *wgpu.Instance, i int) (*wgpu.Adapter, error) {
+	if i < 0 {
 		return inst.RequestAdapter(&wgpu.RequestAdapterOptions{PowerPreference: wgpu.PowerPreferenceHighPerformance})
 	}
 	all := inst.EnumerateAdapters(&wgpu.InstanceEnumerateAdapterOptons{Backends: wgpu.InstanceBackendPrimary})
-	i, err := strconv.Atoi(v)
-	if err != nil || i < 0 || i >= len(all) {
+	if i >= len(all) {
 		for _, a := range all {
 			a.Release()
 		}
-		return nil, fmt.Errorf("%s=%q: want an adapter index below %d", AdapterEnv, v, len(all))
+		return nil, fmt.Errorf("adapter %d: want an index below %d", i, len(all))
 	}
 	for j, a := range all {
 		if j != i {
@@ -72,6 +70,24 @@ func adapterInfo(adapter *wgpu.Adapter) Info {
 // the first high-performance WebGPU adapter.
 // WEBDINO_LOG=debug|info|warn|error turns on wgpu-native's log.
 func Open() (*Device, error) {
+	v := os.Getenv(AdapterEnv)
+	if v == "" {
+		return OpenAdapter(-1)
+	}
+	i, err := strconv.Atoi(v)
+	if err != nil || i < 0 {
+		return nil, fmt.Errorf("%s=%q: want an adapter index (gpu.Adapters)", AdapterEnv, v)
+	}
+	d, err := OpenAdapter(i)
+	if err != nil {
+		return nil, fmt.Errorf("%s=%q: %w", AdapterEnv, v, err)
+	}
+	return d, nil
+}
+
+// OpenAdapter opens a device on adapter i of Adapters(), or with i < 0 as
+// Open does without AdapterEnv.
+func OpenAdapter(i int) (*Device, error) {
 	switch os.Getenv("WEBDINO_LOG") {
 	case "debug":
 		wgpu.SetLogLevel(wgpu.LogLevelDebug)
@@ -86,8 +102,8 @@ func Open() (*Device, error) {
 	if inst == nil {
 		return nil, errors.New(noAdapterHelp)
 	}
-	adapter, err := pickAdapter(inst)
-	if err != nil && os.Getenv(AdapterEnv) != "" {
+	adapter, err := pickAdapter(inst, i)
+	if err != nil && i >= 0 {
 		inst.Release()
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"time"
 
 	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
@@ -26,6 +27,10 @@ type Losses struct {
 	GradNorm                      map[string]float64
 	LR, WD, Momentum, TeacherTemp float64
 	MaskedPatches                 int
+	// Exchange is, with replicas, the step's time spent combining with
+	// the others once the local GPU work it waits for is done: readbacks,
+	// the network, uploads (and Sinkhorn-Knopp's small kernels in between).
+	Exchange time.Duration
 }
 
 // ErrNonFinite is returned by Step when a loss or gradient is NaN or
@@ -60,11 +65,12 @@ type Trainer struct {
 	// StepsDone counts completed steps; the next step uses its schedules.
 	StepsDone int
 
-	dev    *gpu.Device
-	group  Group // nil: one device
-	aug    *Augmenter
-	maskRS *rand.PCG
-	masker BlockMasker
+	dev      *gpu.Device
+	group    Group         // nil: one device
+	exchange time.Duration // of this step, see Losses.Exchange
+	aug      *Augmenter
+	maskRS   *rand.PCG
+	masker   BlockMasker
 
 	global, local      *gpu.Tensor
 	sG, sL, tG         *nn.ViTActs
@@ -488,12 +494,15 @@ func (t *Trainer) step(rec *gpu.Recorder, masks [][]bool) (Losses, error) {
 	// Replicas agree on whether any crop is masked: iBOT's collectives run
 	// on every replica or on none.
 	lo.MaskedPatches = M
+	t.exchange = 0
 	if t.group != nil {
+		start := time.Now()
 		n := []float32{float32(M)}
 		if err := t.group.AllReduceSum(n); err != nil {
 			return lo, fmt.Errorf("train step %d: masked patches: %w", it, err)
 		}
 		lo.MaskedPatches = int(n[0])
+		t.exchange += time.Since(start)
 	}
 	rec = t.forwardBackward(rec, M, lo.MaskedPatches > 0, float32(lo.TeacherTemp))
 	if err := rec.Submit(); err != nil {
@@ -518,6 +527,7 @@ func (t *Trainer) step(rec *gpu.Recorder, masks [][]bool) (Losses, error) {
 		return lo, fmt.Errorf("train step %d: update: %w", it, err)
 	}
 	t.StepsDone++
+	lo.Exchange = t.exchange
 	return lo, nil
 }
 
@@ -678,6 +688,8 @@ func (t *Trainer) recordNorms(rec *gpu.Recorder) {
 // rest of the step goes into the recorder it returns.
 func (t *Trainer) sinkhornAcross(rec *gpu.Recorder, tPatch *gpu.Tensor, tIb *nn.HeadActs, anyMasked bool, temp float32) *gpu.Recorder {
 	err := rec.Submit()
+	t.dev.Sync()
+	defer t.timeExchange(time.Now())
 	if err == nil {
 		err = nn.SinkhornKnoppAcross(t.dev, t.group, t.tProbs, t.tHead.Logits, t.skScratch, temp, 3)
 	}
@@ -695,10 +707,15 @@ func (t *Trainer) sinkhornAcross(rec *gpu.Recorder, tPatch *gpu.Tensor, tIb *nn.
 	return rec
 }
 
+// timeExchange adds the time since start to the step's Exchange.
+func (t *Trainer) timeExchange(start time.Time) { t.exchange += time.Since(start) }
+
 // combine averages the gradients over the replicas and, with centering,
 // turns the replica's batch means of the teacher logits into the means over
 // every replica's rows (M of this replica's masked patches, masked of all).
 func (t *Trainer) combine(M, masked int) error {
+	t.dev.Sync()
+	defer t.timeExchange(time.Now())
 	var views []*gpu.Tensor
 	for _, g := range t.Grads {
 		views = append(views, g.Chunks...)
@@ -824,6 +841,7 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 	if t.group != nil {
 		// The step's losses are the replicas' means (KoLeo stays within
 		// each replica's batch, as the reference's).
+		defer t.timeExchange(time.Now())
 		v := []float32{float32(lo.DINO), float32(lo.IBOT), float32(lo.KoLeo), float32(lo.TeacherEntropy)}
 		if err := t.group.AllReduceSum(v); err != nil {
 			return fmt.Errorf("combine losses: %w", err)

@@ -149,7 +149,7 @@ func TestInferTrainFlags(t *testing.T) {
 	}
 	errOut.Reset()
 	require.NoError(t, run([]string{"train", "-help"}, &out, &errOut))
-	for _, f := range []string{"-json", "-config", "-batch", "-steps", "-prototypes", "-locals", "-torch", "-profile", "device_peak_bytes"} {
+	for _, f := range []string{"-json", "-config", "-batch", "-steps", "-prototypes", "-locals", "-torch", "-profile", "-replicas", "device_peak_bytes"} {
 		require.Contains(t, errOut.String(), f)
 	}
 	require.ErrorContains(t, run([]string{"infer", "-model", "vitx"}, &out, &errOut), `unknown preset "vitx"`)
@@ -170,4 +170,21 @@ func TestParseTilings(t *testing.T) {
 	}
 	_, err = parseTilings("8x8s0")
 	require.ErrorContains(t, err, "N >= 1")
+}
+
+// -replicas adds a line for the data-parallel replicas.
+func TestTrainReplicasJSON(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.NoError(t, run([]string{"train", "-json", "-config", "demo", "-batch", "2", "-prototypes", "64", "-steps", "1", "-torch=false", "-replicas", "2"}, &out, &errOut), errOut.String())
+	dec := json.NewDecoder(&out)
+	var one trainResult
+	var two replicaResult
+	require.NoError(t, dec.Decode(&one))
+	require.NoError(t, dec.Decode(&two))
+	require.Equal(t, "train/demo/b2/k64/x2", two.Name)
+	require.Equal(t, 2, two.Replicas)
+	require.Greater(t, two.Value, 0.0)
+	require.InDelta(t, two.Value/(2*one.Value), two.Scaling, 1e-9)
+	require.Greater(t, two.ExchangeSeconds, 0.0)
+	require.Less(t, two.ExchangeSeconds, two.SecondsPerStep)
 }

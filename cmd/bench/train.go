@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
+	"sync"
 	"time"
 
+	"github.com/webdino/webdino/dist"
 	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
 	"github.com/webdino/webdino/train"
@@ -55,6 +60,7 @@ func trainBench(args []string, stdout, stderr io.Writer) error {
 	steps := fs.Int("steps", 3, "timed steps after the warm-up steps (until one compiles no new pipeline and is no faster than the last)")
 	protos := fs.Int("prototypes", 0, "override the head's prototypes K (0: the config's, demo 1024, vits14 65536)")
 	locals := fs.Int("locals", -1, "override the local crops per image (-1: the config's)")
+	replicas := fs.Int("replicas", 1, "then also time this many data-parallel replicas of -batch images each (train.NewReplica), in this process on their own devices (adapters in turn) joined over loopback TCP, and report their images/s, scaling against one device and exchange time per step")
 	profile := fs.Bool("profile", false, "then run -steps more steps timing each kernel alone (GPU timestamps where the device has them) and print where the time went, by kernel, and the largest buffers, to stderr (on lavapipe a kernel of many small dispatches looks slower alone than it runs among others)")
 	useTorch := fs.Bool("torch", true, "also time the PyTorch baseline ("+torchScript+")")
 	torchDevice := fs.String("torch-device", "cpu", "where the PyTorch baseline runs: cpu, or cuda on an NVIDIA GPU (WEBDINO_PYTHON names a python3 with a CUDA torch)")
@@ -85,7 +91,7 @@ flags:
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
-	if fs.NArg() > 0 || *batch < 0 || *steps < 1 || *protos < 0 || *locals < -1 {
+	if fs.NArg() > 0 || *batch < 0 || *steps < 1 || *protos < 0 || *locals < -1 || *replicas < 1 {
 		fs.Usage()
 		return errUsage
 	}
@@ -129,7 +135,7 @@ flags:
 	if *profile {
 		prof = gpu.NewProfile()
 	}
-	secs, err := timeSteps(d, cfg, imgSize, imgChans, *steps, prof, stderr)
+	secs, warmups, err := timeSteps(d, cfg, imgSize, imgChans, *steps, prof, stderr)
 	if err != nil {
 		return err
 	}
@@ -151,8 +157,22 @@ flags:
 		"--local-size", fmt.Sprint(a.LocalSize), "--locals", fmt.Sprint(a.Locals),
 		"--prototypes", fmt.Sprint(cfg.Prototypes), "--head-hidden", fmt.Sprint(cfg.HeadHidden),
 		"--bottleneck", fmt.Sprint(cfg.Bottleneck), "--steps", fmt.Sprint(*steps))...)
+	var rr *replicaResult
+	if *replicas > 1 {
+		secs, ex, adapters, err := timeReplicas(cfg, *replicas, imgSize, imgChans, warmups, *steps)
+		if err != nil {
+			return err
+		}
+		v := float64(*replicas*cfg.Batch) / secs
+		rr = &replicaResult{Name: fmt.Sprintf("%s/x%d", r.Name, *replicas), Value: v, Unit: "images/s", Replicas: *replicas,
+			Adapters: adapters, Scaling: v / (float64(*replicas) * r.Value), SecondsPerStep: secs, ExchangeSeconds: ex, Steps: *steps}
+	}
 	if *jsonOut {
-		return json.NewEncoder(stdout).Encode(r)
+		enc := json.NewEncoder(stdout)
+		if err := enc.Encode(r); err != nil || rr == nil {
+			return err
+		}
+		return enc.Encode(rr)
 	}
 	fmt.Fprintf(stdout, "%s: %.3f images/s (%.2f s per step of %d images, %d+%d crops each), device memory peak %.1f MiB\n",
 		r.Name, r.Value, secs, cfg.Batch, 2, cfg.Augment.Locals, float64(peak)/(1<<20))
@@ -162,6 +182,10 @@ flags:
 	} else {
 		fmt.Fprintln(stdout, "torch baseline missing:", r.BaselineMissing)
 	}
+	if rr != nil {
+		fmt.Fprintf(stdout, "%s: %.3f images/s over %d replicas on %d adapters (%.2f s per step, %.3f s of it exchanging), scaling %.2f of %d times one device\n",
+			rr.Name, rr.Value, rr.Replicas, rr.Adapters, rr.SecondsPerStep, rr.ExchangeSeconds, rr.Scaling, rr.Replicas)
+	}
 	return nil
 }
 
@@ -170,17 +194,50 @@ const maxWarmupSteps = 20
 
 // timeSteps builds a trainer for cfg and returns the mean wall time of one
 // step over steps steps after warm-up steps (until one compiles no new
-// pipeline and is no faster than the one before, at most maxWarmupSteps), on one batch of random
-// size x size images with chans channels uploaded once. With prof set, it
-// then profiles as many steps again and lists the largest buffers to profOut.
-func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gpu.Profile, profOut io.Writer) (float64, error) {
+// pipeline and is no faster than the one before, at most maxWarmupSteps;
+// it returns how many), on one batch of random size x size images with
+// chans channels uploaded once. With prof set, it then profiles as many
+// steps again and lists the largest buffers to profOut.
+func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gpu.Profile, profOut io.Writer) (secs float64, warmups int, err error) {
 	tr, err := train.NewTrainer(d, cfg)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer tr.Release()
-	rng := rand.New(rand.NewPCG(3, 4))
-	imgs := make([]nn.Image, cfg.Batch)
+	batch, err := randomImages(d, cfg.Batch, size, chans, 3)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer batch.Release()
+	w := gpu.NewWarmUp(d, maxWarmupSteps)
+	if err := w.Repeat(func() error { _, err := tr.Step(batch); return err }); err != nil {
+		return 0, 0, fmt.Errorf("warm-up step: %w", err)
+	}
+	start := time.Now()
+	for i := 0; i < steps; i++ {
+		if _, err := tr.Step(batch); err != nil {
+			return 0, 0, err
+		}
+	}
+	d.Sync()
+	secs = time.Since(start).Seconds() / float64(steps)
+	if prof != nil {
+		d.SetProfile(prof)
+		defer d.SetProfile(nil)
+		for i := 0; i < steps; i++ {
+			if _, err := tr.Step(batch); err != nil {
+				return 0, 0, err
+			}
+		}
+		writeLiveBuffers(profOut, d.LiveBuffers(), 30)
+	}
+	return secs, w.Runs(), nil
+}
+
+// randomImages uploads n random size x size images of chans channels.
+func randomImages(d *gpu.Device, n, size, chans int, seed uint64) (*nn.ImageBatch, error) {
+	rng := rand.New(rand.NewPCG(seed, 4))
+	imgs := make([]nn.Image, n)
 	for i := range imgs {
 		pix := make([]byte, size*size*chans)
 		for j := range pix {
@@ -188,34 +245,100 @@ func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gp
 		}
 		imgs[i] = nn.Image{H: size, W: size, C: chans, Pix: pix}
 	}
-	batch, err := nn.UploadImages(d, imgs)
+	return nn.UploadImages(d, imgs)
+}
+
+// replicaResult is the line -replicas adds.
+type replicaResult struct {
+	Name     string  `json:"name"` // train/<config>/b<batch>/k<prototypes>/x<replicas>
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"` // images/s of all replicas together
+	Replicas int     `json:"replicas"`
+	Adapters int     `json:"adapters"`
+	// Scaling is Value over replicas times one device's images/s at the
+	// same per-replica batch (measured just before): 1 is perfect.
+	Scaling        float64 `json:"scaling"`
+	SecondsPerStep float64 `json:"seconds_per_step"`
+	// ExchangeSeconds is replica 0's mean train.Losses.Exchange per step.
+	ExchangeSeconds float64 `json:"exchange_seconds_per_step"`
+	Steps           int     `json:"steps"`
+}
+
+// timeReplicas trains n replicas of cfg in this process, each on a device
+// of its own (on the adapters in turn where there are several), joined over
+// loopback TCP, and returns replica 0's mean step and exchange times over
+// steps steps after warmup ones (a fixed number: every replica must take
+// as many steps).
+func timeReplicas(cfg train.Config, n, size, chans, warmup, steps int) (secs, exchange float64, adapters int, err error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
-	defer batch.Release()
-	w := gpu.NewWarmUp(d, maxWarmupSteps)
-	if err := w.Repeat(func() error { _, err := tr.Step(batch); return err }); err != nil {
-		return 0, fmt.Errorf("warm-up step: %w", err)
+	addr := l.Addr().String()
+	l.Close()
+	adapters = len(gpu.Adapters())
+	cfg.Replicas = n
+	type timing struct {
+		secs, exchange float64
+		err            error
 	}
-	start := time.Now()
-	for i := 0; i < steps; i++ {
-		if _, err := tr.Step(batch); err != nil {
-			return 0, err
-		}
+	res := make([]timing, n)
+	var wg sync.WaitGroup
+	for r := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[r].secs, res[r].exchange, res[r].err = func() (float64, float64, error) {
+				adapter := -1
+				if adapters > 1 {
+					adapter = r % adapters
+				}
+				d, err := gpu.OpenAdapter(adapter)
+				if err != nil {
+					return 0, 0, err
+				}
+				defer d.Close()
+				g, err := dist.Join(context.Background(), dist.Options{Rank: r, Size: n, Addr: addr})
+				if err != nil {
+					return 0, 0, err
+				}
+				defer g.Close()
+				tr, err := train.NewReplica(d, cfg, g)
+				if err != nil {
+					return 0, 0, err
+				}
+				defer tr.Release()
+				batch, err := randomImages(d, cfg.Batch, size, chans, 3+uint64(r))
+				if err != nil {
+					return 0, 0, err
+				}
+				defer batch.Release()
+				var ex time.Duration
+				var start time.Time
+				for i := range warmup + steps {
+					if i == warmup {
+						d.Sync()
+						start = time.Now()
+					}
+					lo, err := tr.Step(batch)
+					if err != nil {
+						return 0, 0, fmt.Errorf("replica %d: %w", r, err)
+					}
+					if i >= warmup {
+						ex += lo.Exchange
+					}
+				}
+				d.Sync()
+				return time.Since(start).Seconds() / float64(steps), ex.Seconds() / float64(steps), nil
+			}()
+		}()
 	}
-	d.Sync()
-	secs := time.Since(start).Seconds() / float64(steps)
-	if prof != nil {
-		d.SetProfile(prof)
-		defer d.SetProfile(nil)
-		for i := 0; i < steps; i++ {
-			if _, err := tr.Step(batch); err != nil {
-				return 0, err
-			}
-		}
-		writeLiveBuffers(profOut, d.LiveBuffers(), 30)
+	wg.Wait()
+	var errs []error
+	for _, t := range res {
+		errs = append(errs, t.err)
 	}
-	return secs, nil
+	return res[0].secs, res[0].exchange, adapters, errors.Join(errs...)
 }
 
 // writeLiveBuffers prints the n largest buffers and the total of all.
