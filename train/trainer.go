@@ -132,13 +132,11 @@ func NewReplica(dev *gpu.Device, c Config, g Group) (*Trainer, error) {
 	if size != c.ReplicaCount() {
 		return nil, fmt.Errorf("train: config for %d replicas in a group of %d", c.ReplicaCount(), size)
 	}
+	t := &Trainer{Cfg: c, Sched: c.Schedules(), dev: dev}
 	if size > 1 {
 		if err := sameConfig(g, c); err != nil {
 			return nil, err
 		}
-	}
-	t := &Trainer{Cfg: c, Sched: c.Schedules(), dev: dev}
-	if size > 1 {
 		t.group = g
 	}
 	if err := t.alloc(); err != nil {
