@@ -144,7 +144,7 @@ func ApplyEdit(img *data.RGB, e Edit, rng *rand.Rand) (*data.RGB, error) {
 	case EditCrop:
 		cw := max(1, int(math.Round(float64(img.W)*(0.75+0.15*rng.Float64()))))
 		ch := max(1, int(math.Round(float64(img.H)*(0.75+0.15*rng.Float64()))))
-		ResizeWindow(out, img, rng.IntN(img.W-cw+1), rng.IntN(img.H-ch+1), cw, ch)
+		resizeBilinear(out, img, rng.IntN(img.W-cw+1), rng.IntN(img.H-ch+1), cw, ch)
 	case EditJitter:
 		contrast, bright := 0.7+0.6*rng.Float64(), 0.7+0.6*rng.Float64()
 		mean := 0.0
@@ -171,9 +171,9 @@ func ApplyEdit(img *data.RGB, e Edit, rng *rand.Rand) (*data.RGB, error) {
 	return out, nil
 }
 
-// ResizeWindow fills dst with the w x h window of src at (x0, y0),
+// resizeBilinear fills dst with the w x h window of src at (x0, y0),
 // sampled at pixel centres.
-func ResizeWindow(dst, src *data.RGB, x0, y0, w, h int) {
+func resizeBilinear(dst, src *data.RGB, x0, y0, w, h int) {
 	for y := range dst.H {
 		sy := min(max((float64(y)+0.5)*float64(h)/float64(dst.H)-0.5, 0), float64(h-1))
 		iy := int(sy)
