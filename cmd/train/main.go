@@ -320,12 +320,12 @@ func trainMain(ctx context.Context, o *options, stdout, stderr io.Writer) error 
 	if ds.Len() < c.GlobalBatch() {
 		return fmt.Errorf("%d training images for a batch of %d", ds.Len(), c.GlobalBatch())
 	}
-	wait, err := launchLocal(o, stderr)
+	finish, err := launchLocal(o, stderr)
 	if err != nil {
 		return err
 	}
 	err = trainReplica(ctx, o, c, resume, ds, stdout, stderr)
-	return errors.Join(err, wait())
+	return errors.Join(err, finish(err != nil))
 }
 
 // trainReplica runs this process's replica (the only one without

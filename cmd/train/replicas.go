@@ -39,10 +39,12 @@ func (o *options) checkReplicas() error {
 // child processes (this binary with --rank r --local 1), each on an adapter
 // of its own while there are enough (WEBDINO_ADAPTER, unless set). Their
 // standard output is dropped (replica 0 reports) and their errors are
-// forwarded, prefixed. wait returns once they have all exited.
-func launchLocal(o *options, stderr io.Writer) (wait func() error, err error) {
+// forwarded, prefixed. finish returns once they have all exited; with
+// failed (this process's replica failed, so theirs cannot go on: they may
+// be waiting for it to join) it kills them first.
+func launchLocal(o *options, stderr io.Writer) (finish func(failed bool) error, err error) {
 	if o.local == 1 {
-		return func() error { return nil }, nil
+		return func(bool) error { return nil }, nil
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -56,6 +58,21 @@ func launchLocal(o *options, stderr io.Writer) (wait func() error, err error) {
 	var cmds []*exec.Cmd
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	finish = func(failed bool) error {
+		if failed {
+			for _, cmd := range cmds {
+				cmd.Process.Kill()
+			}
+		}
+		wg.Wait()
+		var errs []error
+		for i, cmd := range cmds {
+			if err := cmd.Wait(); err != nil && !failed {
+				errs = append(errs, fmt.Errorf("replica %d: %w", o.rank+1+i, err))
+			}
+		}
+		return errors.Join(errs...)
+	}
 	for i := 1; i < o.local; i++ {
 		r := o.rank + i
 		// A child hears Ctrl-C itself and stops with the others after the
@@ -66,10 +83,11 @@ func launchLocal(o *options, stderr io.Writer) (wait func() error, err error) {
 			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", gpu.AdapterEnv, i%adapters))
 		}
 		pipe, err := cmd.StderrPipe()
-		if err != nil {
-			return nil, err
+		if err == nil {
+			err = cmd.Start()
 		}
-		if err := cmd.Start(); err != nil {
+		if err != nil {
+			finish(true)
 			return nil, fmt.Errorf("start replica %d: %w", r, err)
 		}
 		cmds = append(cmds, cmd)
@@ -84,16 +102,7 @@ func launchLocal(o *options, stderr io.Writer) (wait func() error, err error) {
 			}
 		}()
 	}
-	return func() error {
-		wg.Wait()
-		var errs []error
-		for i, cmd := range cmds {
-			if err := cmd.Wait(); err != nil {
-				errs = append(errs, fmt.Errorf("replica %d: %w", o.rank+1+i, err))
-			}
-		}
-		return errors.Join(errs...)
-	}, nil
+	return finish, nil
 }
 
 // joinReplicas connects this process's replica to the others.
@@ -105,6 +114,9 @@ func joinReplicas(ctx context.Context, o *options, stdout io.Writer) (*dist.Grou
 		fmt.Fprintf(stdout, "waiting for %d replicas at %s\n", o.replicas, o.master)
 	}
 	g, err := dist.Join(ctx, dist.Options{Rank: o.rank, Size: o.replicas, Addr: o.master})
+	if err != nil && o.rank == 0 && ctx.Err() == nil {
+		return nil, fmt.Errorf("--master %s: %w (replica 0 listens there: give an address of this machine)", o.master, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--master %s: %w", o.master, err)
 	}
