@@ -68,9 +68,11 @@ type Trainer struct {
 	dev      *gpu.Device
 	group    Group         // nil: one device
 	exchange time.Duration // of this step, see Losses.Exchange
-	aug      *Augmenter
-	maskRS   *rand.PCG
-	masker   BlockMasker
+	// exchangeBuf holds the gradients and center sums combine sends.
+	exchangeBuf []float32
+	aug         *Augmenter
+	maskRS      *rand.PCG
+	masker      BlockMasker
 
 	global, local      *gpu.Tensor
 	sG, sL, tG         *nn.ViTActs
@@ -729,7 +731,9 @@ func (t *Trainer) combine(M, masked int) error {
 	if err != nil {
 		return fmt.Errorf("read gradients: %w", err)
 	}
-	var all []float32
+	// One buffer for the whole exchange, kept from step to step (for
+	// ViT-S/14 with its heads, 44 M floats).
+	all := t.exchangeBuf[:0]
 	for _, v := range vs[:grads] {
 		all = append(all, v...)
 	}
@@ -748,6 +752,7 @@ func (t *Trainer) combine(M, masked int) error {
 			all = append(all, make([]float32, K)...)
 		}
 	}
+	t.exchangeBuf = all
 	if err := t.group.AllReduceSum(all); err != nil {
 		return fmt.Errorf("combine gradients: %w", err)
 	}
