@@ -73,6 +73,9 @@ type stepRecord struct {
 	Masked       int                `json:"masked_patches"`
 	ImagesPerSec float64            `json:"images_per_s"`
 	Elapsed      float64            `json:"elapsed_s"`
+	// Exchange is, with replicas, the step's seconds spent combining with
+	// the others (train.Losses.Exchange).
+	Exchange float64 `json:"exchange_s,omitempty"`
 }
 
 type evalRecord struct {
@@ -237,6 +240,7 @@ func (s *session) record(lo train.Losses, dt time.Duration) {
 		Total: lo.Total, DINO: lo.DINO, IBOT: lo.IBOT, KoLeo: lo.KoLeo, TeacherEnt: lo.TeacherEntropy,
 		LR: lo.LR, WD: lo.WD, Momentum: lo.Momentum, TeacherTemp: lo.TeacherTemp, GradNorm: lo.GradNorm,
 		Masked: lo.MaskedPatches, ImagesPerSec: float64(s.c.GlobalBatch()) / dt.Seconds(), Elapsed: time.Since(s.start).Seconds(),
+		Exchange: lo.Exchange.Seconds(),
 	}
 	s.steps = append(s.steps, r)
 	if s.enc != nil {

@@ -74,7 +74,8 @@ Outputs in --out:
   metrics.jsonl       one JSON object per step (losses, schedules, gradient
                       norms, images/s, teacher_entropy: the mean entropy of
                       the teacher's CLS distributions; dino minus it is the
-                      KL to the student) and per evaluation (knn_top1)
+                      KL to the student; with replicas exchange_s, the time
+                      spent combining) and per evaluation (knn_top1)
   losses.png, knn.png the curves
   pca/*.png           PCA pictures of test images (paper Figure 1)
 

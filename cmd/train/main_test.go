@@ -284,6 +284,7 @@ func TestTrainReplicasAndExactResume(t *testing.T) {
 	require.Contains(t, c.Training.Scalars, "data_pos/1")
 	steps, _ := readMetrics(t, filepath.Join(straight, "metrics.jsonl"))
 	require.Len(t, steps, 4)
+	require.Positive(t, steps[0]["exchange_s"])
 
 	split := t.TempDir()
 	replicaRun(t, data, split, "--steps", "3")
