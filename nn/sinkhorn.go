@@ -67,7 +67,7 @@ type Reducer interface {
 // r: logits [B, K] are this replica's B samples, and each prototype's mass
 // 1/K is shared among all replicas' samples, as the reference's distributed
 // Sinkhorn-Knopp. The column maxima and, in every iteration, the column sums
-// are combined through r, so it records and submits its own work: 1 + 2 iters
+// are combined through r, so it records and submits its own work: 2 + iters
 // submissions on dev after everything submitted before. Per-sample
 // normalisations stay local and leave out the factor B (see sinkhorn_rows),
 // so no replica needs another's B.
@@ -107,8 +107,10 @@ func SinkhornKnoppAcross(dev *gpu.Device, r Reducer, q, logits, scratch *gpu.Ten
 		return err
 	}
 	K := float32(sk.K)
+	rec = dev.Record()
 	for it := 0; it < iters; it++ {
-		rec = dev.Record()
+		// Each sample sweep shares a recording with the next prototype
+		// sweep (or the final scaling).
 		if err := sk.cols(rec, it == 0, true); err != nil {
 			return err
 		}
@@ -119,16 +121,11 @@ func SinkhornKnoppAcross(dev *gpu.Device, r Reducer, q, logits, scratch *gpu.Ten
 		if err := sk.rows(rec); err != nil {
 			return err
 		}
-		if it == iters-1 {
-			if err := sk.apply(rec); err != nil {
-				return err
-			}
-		}
-		if err := rec.Submit(); err != nil {
-			return err
-		}
 	}
-	return nil
+	if err := sk.apply(rec); err != nil {
+		return err
+	}
+	return rec.Submit()
 }
 
 // sinkhornOp holds one Sinkhorn-Knopp's checked arguments and kernel layout.
