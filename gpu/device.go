@@ -64,11 +64,14 @@ type Device struct {
 
 	uniform     *wgpu.Buffer // parameter arena shared by recordings
 	uniformSize uint64
-	release     func()
-	mem         memStats // tensor-buffer bytes allocated (memstats.go)
-	binds       bindCache
-	scratch     scratch  // Scratch's buffers, guarded by mu
-	profile     *Profile // when set, Submit times each op (profile.go)
+	// Staging buffers kept for readbacks, WriteAll and StartRead
+	// (transfer.go).
+	readback, upload, pending keptBuffer
+	release                   func()
+	mem                       memStats // tensor-buffer bytes allocated (memstats.go)
+	binds                     bindCache
+	scratch                   scratch  // Scratch's buffers, guarded by mu
+	profile                   *Profile // when set, Submit times each op (profile.go)
 }
 
 // Info returns the adapter description.
@@ -90,6 +93,9 @@ func (d *Device) Close() {
 		d.uniform.Release()
 		d.uniform = nil
 	}
+	d.readback.release()
+	d.upload.release()
+	d.pending.release()
 	d.mu.Unlock()
 	if d.release != nil {
 		d.release()

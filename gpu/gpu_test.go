@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -70,6 +71,103 @@ func TestReadAllMatchesRead(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []float32{1, 2, 3}, v)
 	require.Equal(t, []uint32{7, 0, 1 << 31}, idx)
+}
+
+// TestWriteAllReadIntoRoundTrip moves one slice into tensors and views at
+// offsets and back, through the kept staging buffers, twice with other
+// values (a reused buffer must carry the new ones) and once larger (the
+// kept buffers grow), and checks the length errors.
+func TestWriteAllReadIntoRoundTrip(t *testing.T) {
+	whole, err := dev.NewTensor("whole", 1000)
+	require.NoError(t, err)
+	defer whole.Buf.Release()
+	a, err := whole.View(3, 97)
+	require.NoError(t, err)
+	b, err := whole.View(500, 2, 150)
+	require.NoError(t, err)
+	empty, err := whole.View(0, 0)
+	require.NoError(t, err)
+	c, err := dev.NewTensor("c", 41)
+	require.NoError(t, err)
+	defer c.Buf.Release()
+	for round, ts := range [][]*Tensor{{a, empty, b, c}, {c, b, a}, {whole, c}} {
+		n := 0
+		for _, x := range ts {
+			n += x.Len()
+		}
+		src := make([]float32, n)
+		for i := range src {
+			src[i] = float32(round*10000+i) / 3
+		}
+		require.NoError(t, dev.WriteAll(src, ts...))
+		got := make([]float32, n)
+		require.NoError(t, dev.ReadInto(got, ts...))
+		require.Equal(t, src, got, "round %d", round)
+		each, err := dev.ReadAll(ts...)
+		require.NoError(t, err)
+		off := 0
+		for i, x := range ts {
+			require.Equal(t, src[off:off+x.Len()], each[i], "round %d tensor %d", round, i)
+			off += x.Len()
+		}
+	}
+	require.ErrorContains(t, dev.WriteAll(make([]float32, 5), c), "write 5 values into 1 tensors of 41")
+	require.ErrorContains(t, dev.ReadInto(make([]float32, 40), c), "read 1 tensors of 41 values into 40")
+}
+
+// TestStartReadSeesItsPointInTheQueue reads tensors while later work that
+// overwrites them is submitted: Into returns the values as they were at
+// StartRead, then a second round reuses the kept buffer. A garbage
+// collection in between must not matter (see PendingRead.Wait).
+func TestStartReadSeesItsPointInTheQueue(t *testing.T) {
+	const n = 70001
+	x, err := dev.NewTensor("x", n)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	head, err := x.View(0, 5)
+	require.NoError(t, err)
+	fill := func(v float32) {
+		rec := dev.Record()
+		require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(n, 256), []uint32{U32(n), F32(v)}, x))
+		require.NoError(t, rec.Submit())
+	}
+	for round := range 2 {
+		v := float32(round + 1)
+		fill(v)
+		p, err := dev.StartRead(x, head)
+		require.NoError(t, err)
+		for range 20 {
+			fill(-v)
+		}
+		churnHeap()
+		got := make([]float32, n+5)
+		require.NoError(t, p.Into(got))
+		for i, g := range got {
+			if g != v {
+				t.Fatalf("round %d: element %d = %v, want %v (the value when the read started)", round, i, g, v)
+			}
+		}
+	}
+	p, err := dev.StartRead(x)
+	require.NoError(t, err)
+	require.ErrorContains(t, p.Into(make([]float32, 3)), "read 1 tensors of 70001 values into 3")
+	p, err = dev.StartRead(head)
+	require.NoError(t, err)
+	p.Discard()
+	all, err := dev.Read(x)
+	require.NoError(t, err)
+	require.Equal(t, float32(-2), all[n-1])
+}
+
+// churnHeap collects garbage and fills freed small objects with new values.
+func churnHeap() {
+	runtime.GC()
+	keep := make([]*uint64, 0, 1<<16)
+	for i := range 1 << 16 {
+		v := uint64(i)*0x9e3779b97f4a7c15 | 1
+		keep = append(keep, &v)
+	}
+	runtime.KeepAlive(keep)
 }
 
 func TestFillManyDispatchesOnePass(t *testing.T) {

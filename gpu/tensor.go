@@ -209,13 +209,13 @@ func (d *Device) Read(t *Tensor) ([]float32, error) {
 // the device once per tensor (a round trip to the GPU process costs about
 // 100 ms in Firefox).
 func (d *Device) ReadAll(ts ...*Tensor) ([][]float32, error) {
-	bs, err := d.readBytes(ts)
+	out := make([][]float32, len(ts))
+	err := d.readMapped(ts, func(i int, b []byte) {
+		out[i] = make([]float32, len(b)/4)
+		copy(out[i], wgpu.FromBytes[float32](b))
+	})
 	if err != nil {
 		return nil, err
-	}
-	out := make([][]float32, len(ts))
-	for i, b := range bs {
-		out[i] = words[float32](b)
 	}
 	return out, nil
 }
@@ -223,11 +223,16 @@ func (d *Device) ReadAll(ts ...*Tensor) ([][]float32, error) {
 // ReadTopK copies a top-k result back in one readback: the values (f32)
 // and their indices (u32), as nn.TopK writes them.
 func (d *Device) ReadTopK(values, indices *Tensor) ([]float32, []uint32, error) {
-	bs, err := d.readBytes([]*Tensor{values, indices})
-	if err != nil {
-		return nil, nil, err
-	}
-	return words[float32](bs[0]), words[uint32](bs[1]), nil
+	var v []float32
+	var idx []uint32
+	err := d.readMapped([]*Tensor{values, indices}, func(i int, b []byte) {
+		if i == 0 {
+			v = words[float32](b)
+		} else {
+			idx = words[uint32](b)
+		}
+	})
+	return v, idx, err
 }
 
 // ReadU32 copies a tensor of unsigned integers back to the CPU.
@@ -241,11 +246,9 @@ func (d *Device) ReadU32(t *Tensor) ([]uint32, error) {
 
 // ReadBytes copies t's bytes back through a staging buffer.
 func (d *Device) ReadBytes(t *Tensor) ([]byte, error) {
-	bs, err := d.readBytes([]*Tensor{t})
-	if err != nil {
-		return nil, err
-	}
-	return bs[0], nil
+	var out []byte
+	err := d.readMapped([]*Tensor{t}, func(_ int, b []byte) { out = append([]byte(nil), b...) })
+	return out, err
 }
 
 // words copies read-back bytes into 32-bit words.
@@ -255,9 +258,10 @@ func words[T float32 | uint32](b []byte) []T {
 	return out
 }
 
-// readBytes copies the tensors' bytes back through one staging buffer,
-// each at its own offset.
-func (d *Device) readBytes(ts []*Tensor) ([][]byte, error) {
+// readMapped copies the tensors' bytes back through one staging buffer,
+// each at its own offset, and hands each tensor's mapped bytes to visit,
+// which must copy what it keeps: they are unmapped when it returns.
+func (d *Device) readMapped(ts []*Tensor, visit func(i int, b []byte)) error {
 	name := func() string {
 		if len(ts) == 1 {
 			return ts[0].String()
@@ -269,20 +273,19 @@ func (d *Device) readBytes(ts []*Tensor) ([][]byte, error) {
 		offs[i+1] = offs[i] + t.Bytes() // float32 and uint32: multiples of 4, as copies need
 	}
 	if offs[len(ts)] == 0 {
-		return make([][]byte, len(ts)), nil
+		for i := range ts {
+			visit(i, nil)
+		}
+		return nil
 	}
-	staging, err := d.dev.CreateBuffer(&wgpu.BufferDescriptor{
-		Label: "readback",
-		Size:  offs[len(ts)],
-		Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst,
-	})
+	staging, done, err := d.readback.get(d, offs[len(ts)], wgpu.BufferUsageMapRead|wgpu.BufferUsageCopyDst)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name(), err)
+		return fmt.Errorf("read %s: %w", name(), err)
 	}
-	defer staging.Release()
+	defer done()
 	enc, err := d.dev.CreateCommandEncoder(nil)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name(), err)
+		return fmt.Errorf("read %s: %w", name(), err)
 	}
 	defer enc.Release()
 	for i, t := range ts {
@@ -290,29 +293,22 @@ func (d *Device) readBytes(ts []*Tensor) ([][]byte, error) {
 			continue
 		}
 		if err := enc.CopyBufferToBuffer(t.Buf.buf, t.Off, staging, offs[i], t.Bytes()); err != nil {
-			return nil, fmt.Errorf("read %s: %w", t, err)
+			return fmt.Errorf("read %s: %w", t, err)
 		}
 	}
 	cmd, err := enc.Finish(nil)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name(), err)
+		return fmt.Errorf("read %s: %w", name(), err)
 	}
 	defer cmd.Release()
 	d.queue.Submit(cmd)
-	d.syncBeforeMap()
-	status := wgpu.BufferMapAsyncStatusUnknown
-	if err := staging.MapAsync(wgpu.MapModeRead, 0, offs[len(ts)], func(s wgpu.BufferMapAsyncStatus) { status = s }); err != nil {
-		return nil, fmt.Errorf("read %s: map: %w", name(), err)
-	}
-	d.dev.Poll(true, nil)
-	if status != wgpu.BufferMapAsyncStatusSuccess {
-		return nil, fmt.Errorf("read %s: map failed with status %v", name(), status)
+	if err := d.mapStaging(staging, wgpu.MapModeRead, offs[len(ts)]); err != nil {
+		return fmt.Errorf("read %s: %w", name(), err)
 	}
 	mapped := staging.GetMappedRange(0, uint(offs[len(ts)]))
-	out := make([][]byte, len(ts))
 	for i := range ts {
-		out[i] = append([]byte(nil), mapped[offs[i]:offs[i+1]]...)
+		visit(i, mapped[offs[i]:offs[i+1]])
 	}
 	staging.Unmap()
-	return out, nil
+	return nil
 }

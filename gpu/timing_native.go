@@ -171,3 +171,31 @@ func (d *Device) Sync() {
 // gives up after 5 s (TestSyncOutlastsPollTimeout), so a buffer map after
 // long work would fail without it.
 func (d *Device) syncBeforeMap() { d.Sync() }
+
+// awaitMap polls until a buffer map's callback has set *status.
+func (d *Device) awaitMap(status *wgpu.BufferMapAsyncStatus) {
+	pause := 5 * time.Microsecond
+	for d.dev.Poll(false, nil); *status == wgpu.BufferMapAsyncStatusUnknown; d.dev.Poll(false, nil) {
+		time.Sleep(pause)
+		pause = min(2*pause, 500*time.Microsecond)
+	}
+}
+
+// submitIndexed submits cmd and returns its submission index.
+func (d *Device) submitIndexed(cmd *wgpu.CommandBuffer) wgpu.SubmissionIndex {
+	return d.queue.Submit(cmd)
+}
+
+// awaitSubmission waits for the work of one submission, not for work
+// submitted after it. A blocking Poll gives up after 5 s, so one that took
+// a second or more is repeated: one that returns sooner saw the work done.
+func (d *Device) awaitSubmission(i wgpu.SubmissionIndex) {
+	idx := &wgpu.WrappedSubmissionIndex{Queue: d.queue, SubmissionIndex: i}
+	for {
+		start := time.Now()
+		d.dev.Poll(true, idx)
+		if time.Since(start) < time.Second {
+			return
+		}
+	}
+}
