@@ -198,23 +198,43 @@ func measureCurate(dev *gpu.Device, s curateSizes, stderr io.Writer) ([]curateRe
 		return time.Since(start).Seconds(), err
 	}
 	// A warm-up fit compiles the kernels; then the fastest of three fits of
-	// each length, so that the difference is iterations, not noise.
+	// 1 and 1+n iterations, n growing until the difference is a quarter of
+	// a fit's fixed cost at least (on a fast GPU an iteration takes a tenth
+	// of a millisecond, below the noise of a few).
 	if _, err := fit(1); err != nil {
 		return nil, err
 	}
-	times := [2]float64{math.Inf(1), math.Inf(1)}
-	for i, iters := range []int{1, 1 + s.kmIter} {
+	fastest := func(iters int) (float64, error) {
+		best := math.Inf(1)
 		for range 3 {
 			secs, err := fit(iters)
 			if err != nil {
-				return nil, err
+				return 0, err
 			}
-			times[i] = min(times[i], secs)
+			best = min(best, secs)
 		}
+		return best, nil
 	}
-	it := (times[1] - times[0]) / float64(s.kmIter)
-	res = append(res, curateResult{Name: fmt.Sprintf("kmeans/iter/%dx%d-k%d", len(x)/s.d, s.d, s.kmK), Value: it, Unit: "s",
-		Note: fmt.Sprintf("%.1f GFLOP/s of assignment matmul", 2*float64(len(x))*float64(s.kmK)/it/1e9)})
+	one, err := fastest(1)
+	if err != nil {
+		return nil, err
+	}
+	n, more := s.kmIter, 0.0
+	for {
+		if more, err = fastest(1 + n); err != nil {
+			return nil, err
+		}
+		if more-one > one/4 || n >= 1024 {
+			break
+		}
+		n *= 4
+	}
+	if it := (more - one) / float64(n); it > 0 {
+		res = append(res, curateResult{Name: fmt.Sprintf("kmeans/iter/%dx%d-k%d", len(x)/s.d, s.d, s.kmK), Value: it, Unit: "s",
+			Note: fmt.Sprintf("%.1f GFLOP/s of assignment matmul (%d iterations timed)", 2*float64(len(x))*float64(s.kmK)/it/1e9, n)})
+	} else {
+		fmt.Fprintf(stderr, "kmeans/iter: %d more iterations took no measurable time (%.4f s against %.4f s)\n", n, more, one)
+	}
 
 	// k-means++ seeding of the same points, all of them as the sample: k-1
 	// passes over the points, each reading them once.
