@@ -212,9 +212,11 @@ func TestReplicasTrainAsOneDevice(t *testing.T) {
 			require.Equal(t, got[0].teacher, got[1].teacher, "replicas hold the same teacher")
 			for s, w := range want.losses {
 				g, g1 := got[0].losses[s], got[1].losses[s]
-				g.Exchange, g1.Exchange = 0, 0 // times
+				g.Exchange, g1.Exchange, g.Wait, g1.Wait = 0, 0, 0, 0 // times
 				require.Equal(t, g1, g, "step %d: replicas report the same losses", s)
 				require.Positive(t, got[0].losses[s].Exchange, "step %d: exchange time", s)
+				require.Positive(t, got[0].losses[s].Wait, "step %d: wait time", s)
+				require.Less(t, got[0].losses[s].Wait, got[0].losses[s].Exchange, "step %d: wait within exchange", s)
 				require.Equal(t, w.MaskedPatches, g.MaskedPatches, "step %d", s)
 				// f32 sums in other orders: relative 1e-5.
 				for _, p := range [][3]any{{"dino", w.DINO, g.DINO}, {"ibot", w.IBOT, g.IBOT}, {"entropy", w.TeacherEntropy, g.TeacherEntropy}} {

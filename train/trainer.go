@@ -28,9 +28,14 @@ type Losses struct {
 	LR, WD, Momentum, TeacherTemp float64
 	MaskedPatches                 int
 	// Exchange is, with replicas, the step's time spent combining with
-	// the others once the local GPU work it waits for is done: readbacks,
-	// the network, uploads (and Sinkhorn-Knopp's small kernels in between).
+	// the others, not counting waits for this replica's own GPU work:
+	// readbacks, the network, uploads (and Sinkhorn-Knopp's small kernels
+	// in between). The heads' gradients cross the network while the GPU
+	// computes the backbone's, so part of it overlaps GPU work.
 	Exchange time.Duration
+	// Wait is the part of Exchange spent at the gradient exchange waiting
+	// for the slowest replica to get there: load imbalance, not transfer.
+	Wait time.Duration
 }
 
 // ErrNonFinite is returned by Step when a loss or gradient is NaN or
@@ -40,13 +45,14 @@ type Losses struct {
 var ErrNonFinite = errors.New("non-finite loss or gradient")
 
 // Group is what data-parallel training needs of its replicas: sums and
-// maxima of vectors and the exchange of generator states (dist.Group is
-// one). Every replica must make the same calls in the same order.
+// maxima of vectors, the exchange of generator states, and a barrier that
+// tells waiting for the slowest replica from transfer (dist.Group is one). Every replica must make the same calls in the same order.
 type Group interface {
 	nn.Reducer
 	Rank() int
 	Size() int
 	AllGather(b []byte) ([][]byte, error)
+	Barrier() error
 }
 
 // Trainer runs DINOv2 steps on one device: student and teacher, AdamW
@@ -66,8 +72,10 @@ type Trainer struct {
 	StepsDone int
 
 	dev      *gpu.Device
-	group    Group         // nil: one device
-	exchange time.Duration // of this step, see Losses.Exchange
+	group    Group            // nil: one device
+	exchange time.Duration    // of this step, see Losses.Exchange
+	wait     time.Duration    // of this step, see Losses.Wait
+	headRead *gpu.PendingRead // the heads' gradients, read back early (combine)
 	// exchangeBuf holds the gradients and center sums combine sends.
 	exchangeBuf []float32
 	aug         *Augmenter
@@ -494,7 +502,7 @@ func (t *Trainer) step(rec *gpu.Recorder, masks [][]bool) (Losses, error) {
 	// Replicas agree on whether any crop is masked: iBOT's collectives run
 	// on every replica or on none.
 	lo.MaskedPatches = M
-	t.exchange = 0
+	t.exchange, t.wait = 0, 0
 	if t.group != nil {
 		start := time.Now()
 		n := []float32{float32(M)}
@@ -506,6 +514,10 @@ func (t *Trainer) step(rec *gpu.Recorder, masks [][]bool) (Losses, error) {
 	}
 	rec = t.forwardBackward(rec, M, lo.MaskedPatches > 0, float32(lo.TeacherTemp))
 	if err := rec.Submit(); err != nil {
+		if t.headRead != nil {
+			t.headRead.Discard()
+			t.headRead = nil
+		}
 		return lo, fmt.Errorf("train step %d: %w", it, err)
 	}
 	if t.group != nil {
@@ -527,7 +539,7 @@ func (t *Trainer) step(rec *gpu.Recorder, masks [][]bool) (Losses, error) {
 		return lo, fmt.Errorf("train step %d: update: %w", it, err)
 	}
 	t.StepsDone++
-	lo.Exchange = t.exchange
+	lo.Exchange, lo.Wait = t.exchange, t.wait
 	return lo, nil
 }
 
@@ -647,6 +659,16 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, anyMasked bool, temp
 		}
 		st.ibot().Backward(rec, sIb, ig)
 	}
+	if c.FixedPrototypeNorm {
+		for _, g := range t.Grads {
+			if g.Layout.Shape(prototypeGain) != nil {
+				nn.Fill(rec, g.Get(prototypeGain), 0)
+			}
+		}
+	}
+	if t.group != nil {
+		rec = t.startHeadRead(rec)
+	}
 	for k := range t.koleo {
 		ka := &t.koleo[k]
 		nn.KoLeoBackward(rec, ka.dy, t.koleoW, ka.nn, ka.y, koleoEps, false)
@@ -661,13 +683,6 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, anyMasked bool, temp
 	if L > 0 {
 		nn.ScatterRowsAdd(rec, flat2(rec, t.sL.DNormed), rows(rec, t.sHead.DX, 2*B, L*B), t.clsL, false)
 		st.Backbone.Backward(rec, t.sL, grads["backbone"], false)
-	}
-	if c.FixedPrototypeNorm {
-		for _, g := range t.Grads {
-			if g.Layout.Shape(prototypeGain) != nil {
-				nn.Fill(rec, g.Get(prototypeGain), 0)
-			}
-		}
 	}
 	if t.group == nil {
 		t.recordNorms(rec)
@@ -714,58 +729,80 @@ func (t *Trainer) timeExchange(start time.Time) { t.exchange += time.Since(start
 // turns the replica's batch means of the teacher logits into the means over
 // every replica's rows (M of this replica's masked patches, masked of all).
 func (t *Trainer) combine(M, masked int) error {
-	t.dev.Sync()
-	defer t.timeExchange(time.Now())
-	var views []*gpu.Tensor
-	for _, g := range t.Grads {
-		views = append(views, g.Chunks...)
-	}
-	grads := len(views)
+	head := t.headRead
+	t.headRead = nil
+	start := time.Now()
+	var local time.Duration // spent waiting for this replica's own GPU work
+	defer func() { t.exchange += time.Since(start) - local }()
+	heads, backbone := t.gradChunks()
+	nh, nb := length(heads), length(backbone)
+	n := nh + nb
+	// One buffer for the whole exchange, kept from step to step (for
+	// ViT-S/14 with its heads, 44 M floats): the heads' gradients, the
+	// backbone's, then with centering the sums of the teacher's CLS and
+	// masked-patch rows.
+	K := t.Cfg.Prototypes
+	size := n
+	reads := backbone
 	if t.batchCenter != nil {
-		views = append(views, t.batchCenter)
+		size += 2 * K
+		reads = append(reads[:len(reads):len(reads)], t.batchCenter)
 		if M > 0 {
-			views = append(views, t.batchIBOTCenter)
+			reads = append(reads, t.batchIBOTCenter)
 		}
 	}
-	vs, err := t.dev.ReadAll(views...)
+	if cap(t.exchangeBuf) < size {
+		t.exchangeBuf = make([]float32, size)
+	}
+	all := t.exchangeBuf[:size]
+
+	// The heads' gradients, read back while the GPU computes the
+	// backbone's (forwardBackward), cross the network meanwhile.
+	w := time.Now()
+	err := head.Wait()
+	local += time.Since(w)
 	if err != nil {
+		head.Discard()
+		return fmt.Errorf("read head gradients: %w", err)
+	}
+	if err := head.Into(all[:nh]); err != nil {
+		return fmt.Errorf("read head gradients: %w", err)
+	}
+	if err := t.barrier(); err != nil {
+		return err
+	}
+	if err := t.group.AllReduceSum(all[:nh]); err != nil {
+		return fmt.Errorf("combine head gradients: %w", err)
+	}
+
+	w = time.Now()
+	t.dev.Sync()
+	local += time.Since(w)
+	if err := t.dev.ReadInto(all[nh:nh+length(reads)], reads...); err != nil {
 		return fmt.Errorf("read gradients: %w", err)
 	}
-	// One buffer for the whole exchange, kept from step to step (for
-	// ViT-S/14 with its heads, 44 M floats).
-	all := t.exchangeBuf[:0]
-	for _, v := range vs[:grads] {
-		all = append(all, v...)
-	}
 	rows := float32(2 * t.Cfg.Batch)
-	K := t.Cfg.Prototypes
 	if t.batchCenter != nil {
 		// Sums of rows, so that replicas with more masked patches weigh more.
-		for _, v := range vs[grads] {
-			all = append(all, v*rows)
-		}
+		scale(all[n:n+K], rows)
 		if M > 0 {
-			for _, v := range vs[grads+1] {
-				all = append(all, v*float32(M))
-			}
+			scale(all[n+K:], float32(M))
 		} else {
-			all = append(all, make([]float32, K)...)
+			clear(all[n+K:])
 		}
 	}
-	t.exchangeBuf = all
-	if err := t.group.AllReduceSum(all); err != nil {
+	if err := t.barrier(); err != nil {
+		return err
+	}
+	if err := t.group.AllReduceSum(all[nh:]); err != nil {
 		return fmt.Errorf("combine gradients: %w", err)
 	}
 	W := float32(t.group.Size())
-	off := 0
-	for i, v := range vs[:grads] {
-		for j := range v {
-			v[j] = all[off+j] / W
-		}
-		off += len(v)
-		if err := t.dev.Write(views[i], v); err != nil {
-			return err
-		}
+	for i := range all[:n] {
+		all[i] /= W
+	}
+	if err := t.dev.WriteAll(all[:n], append(heads[:len(heads):len(heads)], backbone...)...); err != nil {
+		return fmt.Errorf("write gradients: %w", err)
 	}
 	if t.batchCenter == nil {
 		return nil
@@ -776,13 +813,71 @@ func (t *Trainer) combine(M, masked int) error {
 		}
 		return t.dev.Write(dst, sums)
 	}
-	if err := mean(t.batchCenter, all[off:off+K], rows*W); err != nil {
+	if err := mean(t.batchCenter, all[n:n+K], rows*W); err != nil {
 		return err
 	}
 	if masked > 0 {
-		return mean(t.batchIBOTCenter, all[off+K:off+2*K], float32(masked))
+		return mean(t.batchIBOTCenter, all[n+K:n+2*K], float32(masked))
 	}
 	return nil
+}
+
+// barrier waits for every replica to reach the same point of the
+// exchange, adding the time to the step's Wait: what comes after is
+// transfer, not waiting for the slowest replica's GPU.
+func (t *Trainer) barrier() error {
+	start := time.Now()
+	defer func() { t.wait += time.Since(start) }()
+	if err := t.group.Barrier(); err != nil {
+		return fmt.Errorf("combine gradients: %w", err)
+	}
+	return nil
+}
+
+// gradChunks returns the gradient buffers of the heads and of the
+// backbone.
+func (t *Trainer) gradChunks() (heads, backbone []*gpu.Tensor) {
+	for i, mod := range t.Student.Modules() {
+		if mod.Name == "backbone" {
+			backbone = append(backbone, t.Grads[i].Chunks...)
+		} else {
+			heads = append(heads, t.Grads[i].Chunks...)
+		}
+	}
+	return heads, backbone
+}
+
+// startHeadRead submits the step recorded so far, which completes the
+// heads' gradients, and starts reading them back (combine exchanges them
+// while the GPU computes the backbone's); it returns the recorder for the
+// rest of the step.
+func (t *Trainer) startHeadRead(rec *gpu.Recorder) *gpu.Recorder {
+	err := rec.Submit()
+	if err == nil {
+		heads, _ := t.gradChunks()
+		t.headRead, err = t.dev.StartRead(heads...)
+	}
+	rec = t.dev.Record()
+	if err != nil {
+		rec.Fail(err)
+	}
+	return rec
+}
+
+// length is the number of values in ts.
+func length(ts []*gpu.Tensor) int {
+	n := 0
+	for _, t := range ts {
+		n += t.Len()
+	}
+	return n
+}
+
+// scale multiplies x by s in place.
+func scale(x []float32, s float32) {
+	for i := range x {
+		x[i] *= s
+	}
 }
 
 // prototypeGain is the weight-norm gain g of a head's prototype layer.

@@ -187,4 +187,6 @@ func TestTrainReplicasJSON(t *testing.T) {
 	require.InDelta(t, two.Value/(2*one.Value), two.Scaling, 1e-9)
 	require.Greater(t, two.ExchangeSeconds, 0.0)
 	require.Less(t, two.ExchangeSeconds, two.SecondsPerStep)
+	require.Greater(t, two.WaitSeconds, 0.0)
+	require.Less(t, two.WaitSeconds, two.ExchangeSeconds)
 }

@@ -159,13 +159,14 @@ flags:
 		"--bottleneck", fmt.Sprint(cfg.Bottleneck), "--steps", fmt.Sprint(*steps))...)
 	var rr *replicaResult
 	if *replicas > 1 {
-		secs, ex, adapters, err := timeReplicas(cfg, *replicas, imgSize, imgChans, warmups, *steps)
+		rt, adapters, err := timeReplicas(cfg, *replicas, imgSize, imgChans, warmups, *steps)
 		if err != nil {
 			return err
 		}
-		v := float64(*replicas*cfg.Batch) / secs
+		v := float64(*replicas*cfg.Batch) / rt.secs
 		rr = &replicaResult{Name: fmt.Sprintf("%s/x%d", r.Name, *replicas), Value: v, Unit: "images/s", Replicas: *replicas,
-			Adapters: adapters, Scaling: v / (float64(*replicas) * r.Value), SecondsPerStep: secs, ExchangeSeconds: ex, Steps: *steps}
+			Adapters: adapters, Scaling: v / (float64(*replicas) * r.Value), SecondsPerStep: rt.secs,
+			ExchangeSeconds: rt.exchange, WaitSeconds: rt.wait, Steps: *steps}
 	}
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
@@ -183,8 +184,8 @@ flags:
 		fmt.Fprintln(stdout, "torch baseline missing:", r.BaselineMissing)
 	}
 	if rr != nil {
-		fmt.Fprintf(stdout, "%s: %.3f images/s over %d replicas on %d adapters (%.2f s per step, %.3f s of it exchanging), scaling %.2f of %d times one device\n",
-			rr.Name, rr.Value, rr.Replicas, rr.Adapters, rr.SecondsPerStep, rr.ExchangeSeconds, rr.Scaling, rr.Replicas)
+		fmt.Fprintf(stdout, "%s: %.3f images/s over %d replicas on %d adapters (%.2f s per step, %.3f s of it exchanging, %.3f s of that waiting for the other replicas), scaling %.2f of %d times one device\n",
+			rr.Name, rr.Value, rr.Replicas, rr.Adapters, rr.SecondsPerStep, rr.ExchangeSeconds, rr.WaitSeconds, rr.Scaling, rr.Replicas)
 	}
 	return nil
 }
@@ -261,59 +262,60 @@ type replicaResult struct {
 	SecondsPerStep float64 `json:"seconds_per_step"`
 	// ExchangeSeconds is replica 0's mean train.Losses.Exchange per step.
 	ExchangeSeconds float64 `json:"exchange_seconds_per_step"`
-	Steps           int     `json:"steps"`
+	// WaitSeconds is the part of ExchangeSeconds replica 0 spent waiting
+	// for the others (train.Losses.Wait): with replicas sharing a GPU or
+	// CPU it is mostly their turns at the device, not transfer.
+	WaitSeconds float64 `json:"wait_seconds_per_step"`
+	Steps       int     `json:"steps"`
 }
 
 // timeReplicas trains n replicas of cfg in this process, each on a device
 // of its own (on the adapters in turn where there are several), joined over
-// loopback TCP, and returns replica 0's mean step and exchange times over
-// steps steps after warmup ones (a fixed number: every replica must take
-// as many steps).
-func timeReplicas(cfg train.Config, n, size, chans, warmup, steps int) (secs, exchange float64, adapters int, err error) {
+// loopback TCP, and returns replica 0's mean step, exchange and wait times
+// over steps steps after warmup ones (a fixed number: every replica must
+// take as many steps).
+func timeReplicas(cfg train.Config, n, size, chans, warmup, steps int) (replicaTiming, int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, 0, 0, err
+		return replicaTiming{}, 0, err
 	}
 	addr := l.Addr().String()
 	l.Close()
-	adapters = len(gpu.Adapters())
+	adapters := len(gpu.Adapters())
 	cfg.Replicas = n
-	type timing struct {
-		secs, exchange float64
-		err            error
-	}
-	res := make([]timing, n)
+	res := make([]replicaTiming, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for r := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res[r].secs, res[r].exchange, res[r].err = func() (float64, float64, error) {
+			res[r], errs[r] = func() (replicaTiming, error) {
 				adapter := -1
 				if adapters > 1 {
 					adapter = r % adapters
 				}
 				d, err := gpu.OpenAdapter(adapter)
 				if err != nil {
-					return 0, 0, err
+					return replicaTiming{}, err
 				}
 				defer d.Close()
 				g, err := dist.Join(context.Background(), dist.Options{Rank: r, Size: n, Addr: addr})
 				if err != nil {
-					return 0, 0, err
+					return replicaTiming{}, err
 				}
 				defer g.Close()
 				tr, err := train.NewReplica(d, cfg, g)
 				if err != nil {
-					return 0, 0, err
+					return replicaTiming{}, err
 				}
 				defer tr.Release()
 				batch, err := randomImages(d, cfg.Batch, size, chans, 3+uint64(r))
 				if err != nil {
-					return 0, 0, err
+					return replicaTiming{}, err
 				}
 				defer batch.Release()
-				var ex time.Duration
+				var ex, wait time.Duration
 				var start time.Time
 				for i := range warmup + steps {
 					if i == warmup {
@@ -322,24 +324,26 @@ func timeReplicas(cfg train.Config, n, size, chans, warmup, steps int) (secs, ex
 					}
 					lo, err := tr.Step(batch)
 					if err != nil {
-						return 0, 0, fmt.Errorf("replica %d: %w", r, err)
+						return replicaTiming{}, fmt.Errorf("replica %d: %w", r, err)
 					}
 					if i >= warmup {
 						ex += lo.Exchange
+						wait += lo.Wait
 					}
 				}
 				d.Sync()
-				return time.Since(start).Seconds() / float64(steps), ex.Seconds() / float64(steps), nil
+				per := func(d time.Duration) float64 { return d.Seconds() / float64(steps) }
+				return replicaTiming{secs: per(time.Since(start)), exchange: per(ex), wait: per(wait)}, nil
 			}()
 		}()
 	}
 	wg.Wait()
-	var errs []error
-	for _, t := range res {
-		errs = append(errs, t.err)
-	}
-	return res[0].secs, res[0].exchange, adapters, errors.Join(errs...)
+	return res[0], adapters, errors.Join(errs...)
 }
+
+// replicaTiming is one replica's mean seconds per step: in all, exchanging
+// (train.Losses.Exchange) and waiting within that (train.Losses.Wait).
+type replicaTiming struct{ secs, exchange, wait float64 }
 
 // writeLiveBuffers prints the n largest buffers and the total of all.
 func writeLiveBuffers(w io.Writer, bs []gpu.LiveBuffer, n int) {

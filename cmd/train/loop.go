@@ -76,6 +76,9 @@ type stepRecord struct {
 	// Exchange is, with replicas, the step's seconds spent combining with
 	// the others (train.Losses.Exchange).
 	Exchange float64 `json:"exchange_s,omitempty"`
+	// Wait is the part of Exchange spent waiting for the slowest replica
+	// (train.Losses.Wait).
+	Wait float64 `json:"wait_s,omitempty"`
 }
 
 type evalRecord struct {
@@ -240,7 +243,7 @@ func (s *session) record(lo train.Losses, dt time.Duration) {
 		Total: lo.Total, DINO: lo.DINO, IBOT: lo.IBOT, KoLeo: lo.KoLeo, TeacherEnt: lo.TeacherEntropy,
 		LR: lo.LR, WD: lo.WD, Momentum: lo.Momentum, TeacherTemp: lo.TeacherTemp, GradNorm: lo.GradNorm,
 		Masked: lo.MaskedPatches, ImagesPerSec: float64(s.c.GlobalBatch()) / dt.Seconds(), Elapsed: time.Since(s.start).Seconds(),
-		Exchange: lo.Exchange.Seconds(),
+		Exchange: lo.Exchange.Seconds(), Wait: lo.Wait.Seconds(),
 	}
 	s.steps = append(s.steps, r)
 	if s.enc != nil {

@@ -75,7 +75,9 @@ Outputs in --out:
                       norms, images/s, teacher_entropy: the mean entropy of
                       the teacher's CLS distributions; dino minus it is the
                       KL to the student; with replicas exchange_s, the time
-                      spent combining) and per evaluation (knn_top1)
+                      spent combining, and wait_s, the part of it spent
+                      waiting for the slowest replica) and per evaluation
+                      (knn_top1)
   losses.png, knn.png the curves
   pca/*.png           PCA pictures of test images (paper Figure 1)
 

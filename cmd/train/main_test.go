@@ -285,6 +285,8 @@ func TestTrainReplicasAndExactResume(t *testing.T) {
 	steps, _ := readMetrics(t, filepath.Join(straight, "metrics.jsonl"))
 	require.Len(t, steps, 4)
 	require.Positive(t, steps[0]["exchange_s"])
+	require.Positive(t, steps[0]["wait_s"])
+	require.Less(t, steps[0]["wait_s"], steps[0]["exchange_s"])
 
 	split := t.TempDir()
 	replicaRun(t, data, split, "--steps", "3")
