@@ -56,7 +56,8 @@ Length: --epochs of --iters-per-epoch steps, or --minutes M: a time budget
 on whatever device runs it (make demo gives 8). One k-NN evaluation and a
 few steps are timed first with a throwaway model, then the run gets as many
 epochs as fit, its schedules spanning them: a few epochs on two CPU cores,
-hundreds on a large GPU.
+hundreds on a large GPU. With --replicas the timed steps are data-parallel
+steps of all replicas, and replica 0's plan holds for all.
 
 Data: --data DIR takes a folder of images (JPEG, PNG, WebP, ... scanned
 recursively) or, with --image-folder, an ImageFolder tree ROOT/CLASS/IMAGE;
@@ -358,7 +359,7 @@ func trainReplica(ctx context.Context, o *options, c train.Config, resume *ckpt.
 	}
 	if o.minutes > 0 {
 		start := time.Now()
-		stepSecs, evalSecs, err := calibrate(ctx, o, c, dev, ds, stderr)
+		stepSecs, evalSecs, err := calibrate(ctx, o, c, dev, ds, group, stderr)
 		if ctx.Err() != nil {
 			return errors.New("interrupted while timing this device for --minutes; nothing was trained or saved")
 		}
@@ -367,6 +368,18 @@ func trainReplica(ctx context.Context, o *options, c train.Config, resume *ckpt.
 		}
 		budget := o.minutes*60 - time.Since(start).Seconds()
 		epochs, evalEpochs := fitBudget(budget, stepSecs, evalSecs, c.ItersPerEpoch)
+		if group != nil {
+			// Replica 0's plan (it evaluates, and its clock started the
+			// budget) for all: their configs must agree.
+			plan := []float32{0, 0}
+			if group.Rank() == 0 {
+				plan = []float32{float32(epochs), float32(evalEpochs)}
+			}
+			if err := group.AllReduceMax(plan); err != nil {
+				return fmt.Errorf("--minutes: %w", err)
+			}
+			epochs, evalEpochs = int(plan[0]), int(plan[1])
+		}
 		c.Epochs = epochs
 		if o.evalEvery <= 0 {
 			o.evalEvery = evalEpochs * c.ItersPerEpoch

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -131,7 +132,6 @@ func TestTrainFlagErrors(t *testing.T) {
 	for args, want := range map[[4]string]string{
 		{"--replicas", "2", "--rank", "2"}:       "--rank 2: want a rank below --replicas 2",
 		{"--replicas", "4", "--local", "5"}:      "--local 5 from --rank 0: ranks beyond --replicas 4",
-		{"--replicas", "2", "--minutes", "1"}:    "--minutes times one device: give --epochs to a data-parallel run",
 		{"--replicas", "0", "--save-every", "1"}: "--replicas 0: want at least 1",
 	} {
 		stderr.Reset()
@@ -218,6 +218,17 @@ func TestTrainMinutes(t *testing.T) {
 	steps, _ := readMetrics(t, filepath.Join(out, "metrics.jsonl"))
 	require.Len(t, steps, 2*epochs, "the run is the epochs the budget fits")
 
+	// Two replicas time their steps together and take replica 0's plan.
+	out = t.TempDir()
+	two := replicaRun(t, data, out, "--minutes", "0.1")
+	m = regexp.MustCompile(`--minutes 0.1: a step takes [0-9.]+ s and a k-NN evaluation [0-9.]+ s here, so (\d+) epochs of 2 steps`).FindStringSubmatch(two)
+	require.NotNil(t, m, two)
+	epochs, err = strconv.Atoi(m[1])
+	require.NoError(t, err)
+	steps, _ = readMetrics(t, filepath.Join(out, "metrics.jsonl"))
+	require.Len(t, steps, 2*epochs)
+	require.Positive(t, steps[0]["exchange_s"], "data-parallel steps")
+
 	stderr.Reset()
 	require.Equal(t, 2, run(context.Background(), []string{"--minutes", "5", "--epochs", "3"}, &stdout, &stderr))
 	require.Contains(t, stderr.String(), "--minutes 5: want a positive budget for a new run, without --epochs (it sets them) or --resume")
@@ -254,6 +265,9 @@ func replicaRun(t *testing.T, data, out string, extra ...string) string {
 			dir = t.TempDir()
 		}
 		args := append(tinyArgs(data, dir), "--batch", "2", "--replicas", "2", "--rank", strconv.Itoa(r), "--local", "1", "--master", addr)
+		if slices.Contains(extra, "--minutes") {
+			args = withoutFlag(args, "--epochs")
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -26,11 +26,8 @@ func (o *options) checkReplicas() error {
 	case o.local == 0:
 		o.local = o.replicas - o.rank
 	}
-	switch {
-	case o.local < 1 || o.rank+o.local > o.replicas:
+	if o.local < 1 || o.rank+o.local > o.replicas {
 		return fmt.Errorf("--local %d from --rank %d: ranks beyond --replicas %d", o.local, o.rank, o.replicas)
-	case o.replicas > 1 && o.minutes > 0:
-		return errors.New("--minutes times one device: give --epochs to a data-parallel run")
 	}
 	return nil
 }
