@@ -247,3 +247,58 @@ func TestReplicasTrainAsOneDevice(t *testing.T) {
 		})
 	}
 }
+
+// Replicas that have drifted apart (as devices of different kinds do, by
+// rounding) get replica 0's state back from Resync, and train on in step;
+// replicas that agree are left alone.
+func TestReplicasResync(t *testing.T) {
+	c := tinyConfig()
+	c.Batch = 2
+	in := makeReplicaInputs(c, 2)
+	var drifts [2][3]bool
+	var after [2]replicaState
+	onReplicas(t, c, 2, func(tr *Trainer, r int) error {
+		resync := func(i int) error {
+			snap, err := tr.Snapshot()
+			if err != nil {
+				return err
+			}
+			drifts[r][i], err = tr.Resync(snap)
+			return err
+		}
+		if _, err := tr.StepCrops(in.global[0], in.local[0], in.masks[0]); err != nil {
+			return err
+		}
+		if err := resync(0); err != nil {
+			return err
+		}
+		if r == 1 {
+			mod := tr.Student.Modules()[0]
+			w := mod.Params.Get(mod.Params.Layout.Names()[0])
+			v, err := tr.dev.Read(w)
+			if err != nil {
+				return err
+			}
+			v[0] += 1e-3
+			if err := tr.dev.Write(w, v); err != nil {
+				return err
+			}
+		}
+		if err := resync(1); err != nil {
+			return err
+		}
+		if _, err := tr.StepCrops(in.global[1], in.local[1], in.masks[1]); err != nil {
+			return err
+		}
+		if err := resync(2); err != nil {
+			return err
+		}
+		after[r] = readParams(t, tr)
+		return nil
+	})
+	for r := range 2 {
+		require.Equal(t, [3]bool{false, true, false}, drifts[r], "replica %d: drifted after the step, after the change, after the next step", r)
+	}
+	require.Equal(t, after[0].student, after[1].student)
+	require.Equal(t, after[0].teacher, after[1].teacher)
+}

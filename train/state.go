@@ -5,7 +5,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
+	"hash/fnv"
+	"maps"
+	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/webdino/webdino/ckpt"
 	"github.com/webdino/webdino/gpu"
@@ -42,14 +47,20 @@ func (t *Trainer) centers() map[string]*gpu.Tensor {
 	return map[string]*gpu.Tensor{"center": t.Center, "ibot_center": t.IBOTCenter}
 }
 
+// readFlat reads a flat buffer's tensors back in one readback.
 func (t *Trainer) readFlat(f *nn.Flat) (map[string]ckpt.Tensor, error) {
+	names := f.Layout.Names()
+	views := make([]*gpu.Tensor, len(names))
+	for i, name := range names {
+		views[i] = f.Get(name)
+	}
+	vs, err := t.dev.ReadAll(views...)
+	if err != nil {
+		return nil, fmt.Errorf("read back %d tensors: %w", len(names), err)
+	}
 	out := map[string]ckpt.Tensor{}
-	for _, name := range f.Layout.Names() {
-		v, err := t.dev.Read(f.Get(name))
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", name, err)
-		}
-		out[name] = ckpt.Tensor{Shape: f.Layout.Shape(name), Data: v}
+	for i, name := range names {
+		out[name] = ckpt.Tensor{Shape: f.Layout.Shape(name), Data: vs[i]}
 	}
 	return out, nil
 }
@@ -221,4 +232,72 @@ func (t *Trainer) LoadWeights(c *ckpt.Checkpoint) error {
 		}
 	}
 	return nil
+}
+
+// Resync makes sure the replicas still hold the same state: each hashes
+// snap (its Snapshot of this step), and if any differs from replica 0's,
+// replica 0's snapshot is sent to all and restored. Replicas take identical
+// steps, so on devices of one kind they never differ; devices of different
+// kinds round some operations differently and drift apart. Collective; it
+// reports whether the replicas had drifted.
+func (t *Trainer) Resync(snap *ckpt.Checkpoint) (bool, error) {
+	if t.group == nil {
+		return false, nil
+	}
+	sums, err := t.group.AllGather(binary.LittleEndian.AppendUint64(nil, stateSum(snap)))
+	if err != nil {
+		return false, fmt.Errorf("resync: %w", err)
+	}
+	same := true
+	for _, s := range sums[1:] {
+		same = same && bytes.Equal(s, sums[0])
+	}
+	if same {
+		return false, nil
+	}
+	var mine []byte
+	if t.group.Rank() == 0 {
+		if mine, err = ckpt.Encode(snap); err != nil {
+			return true, fmt.Errorf("resync: %w", err)
+		}
+	}
+	all, err := t.group.AllGather(mine)
+	if err != nil {
+		return true, fmt.Errorf("resync: %w", err)
+	}
+	if t.group.Rank() == 0 {
+		return true, nil
+	}
+	first, err := ckpt.Decode(all[0])
+	if err != nil {
+		return true, fmt.Errorf("resync: replica 0's state: %w", err)
+	}
+	if err := t.Restore(first); err != nil {
+		return true, fmt.Errorf("resync: %w", err)
+	}
+	return true, nil
+}
+
+// stateSum hashes a snapshot's model and training tensors (CRC-32C of
+// each, in name order, folded into 64 bits).
+func stateSum(c *ckpt.Checkpoint) uint64 {
+	table := crc32.MakeTable(crc32.Castagnoli)
+	h := fnv.New64a()
+	add := func(ts map[string]ckpt.Tensor) {
+		names := slices.Sorted(maps.Keys(ts))
+		for _, name := range names {
+			d := ts[name].Data
+			crc := crc32.Checksum(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(d))), 4*len(d)), table)
+			h.Write([]byte(name))
+			h.Write(binary.LittleEndian.AppendUint32(nil, crc))
+		}
+	}
+	add(c.Weights)
+	if c.Training != nil {
+		for _, g := range slices.Sorted(maps.Keys(c.Training.Groups)) {
+			h.Write([]byte(g))
+			add(c.Training.Groups[g])
+		}
+	}
+	return h.Sum64()
 }

@@ -252,7 +252,8 @@ func (s *session) record(lo train.Losses, dt time.Duration) {
 }
 
 // save writes the checkpoint atomically; with replicas every one takes
-// part and replica 0 writes.
+// part, they check that they still agree (train.Trainer.Resync), and
+// replica 0 writes.
 func (s *session) save() error {
 	snap, err := s.tr.Snapshot()
 	if err != nil {
@@ -262,6 +263,13 @@ func (s *session) save() error {
 	if s.group != nil {
 		if pos, err = s.gatherPositions(); err != nil {
 			return err
+		}
+		drifted, err := s.tr.Resync(snap)
+		if err != nil {
+			return err
+		}
+		if drifted && s.rank == 0 {
+			fmt.Fprintf(s.stderr, "step %d: the replicas' parameters had drifted apart (devices of different kinds round differently); replica 0's state now holds on all\n", s.tr.StepsDone)
 		}
 	}
 	if s.rank > 0 {
