@@ -186,6 +186,9 @@ flags:
 	if rr != nil {
 		fmt.Fprintf(stdout, "%s: %.3f images/s over %d replicas on %d adapters (%.2f s per step, %.3f s of it exchanging, %.3f s of that waiting for the other replicas), scaling %.2f of %d times one device\n",
 			rr.Name, rr.Value, rr.Replicas, rr.Adapters, rr.SecondsPerStep, rr.ExchangeSeconds, rr.WaitSeconds, rr.Scaling, rr.Replicas)
+		if rr.Adapters < rr.Replicas {
+			fmt.Fprintf(stdout, "(%d replicas took turns at %d adapters, so the scaling cannot reach 1: read the exchange time)\n", rr.Replicas, rr.Adapters)
+		}
 	}
 	return nil
 }
