@@ -32,6 +32,14 @@ func (o *options) checkReplicas() error {
 	return nil
 }
 
+// sharedAdapters names what the local replicas share.
+func sharedAdapters(pick bool, adapters int) string {
+	if !pick {
+		return "one adapter (" + gpu.AdapterEnv + " names it, or the machine has one)"
+	}
+	return fmt.Sprintf("%d adapters", adapters)
+}
+
 // launchLocal starts the replicas after the first of this invocation as
 // child processes (this binary with --rank r --local 1), each on an adapter
 // of its own while there are enough (WEBDINO_ADAPTER, unless set). Their
@@ -49,6 +57,10 @@ func launchLocal(o *options, stderr io.Writer) (finish func(failed bool) error, 
 	}
 	adapters := len(gpu.Adapters())
 	pick := os.Getenv(gpu.AdapterEnv) == "" && adapters > 1
+	if pick && adapters < o.local || !pick {
+		fmt.Fprintf(stderr, "train: %d replicas on this machine share %s: they take turns at it, so the run is no faster than with one replica per adapter\n",
+			o.local, sharedAdapters(pick, adapters))
+	}
 	if pick {
 		os.Setenv(gpu.AdapterEnv, "0")
 	}
