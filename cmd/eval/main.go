@@ -21,6 +21,7 @@ import (
 	"github.com/webdino/webdino/embed"
 	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
 )
 
 func main() {
@@ -31,8 +32,8 @@ func main() {
 
 const usage = `usage: eval --model MODEL.msgpack (--train DIR --test DIR | --fashion-mnist) [flags]
 
-Evaluates a webdino backbone's frozen CLS features on labelled images, as
-the DINOv2 paper does:
+Evaluates a webdino backbone's frozen features on labelled images, as the
+DINOv2 paper does:
 
   k-NN          cosine similarity of L2-normalised features, the --k nearest
                 training images vote with weights exp(similarity / --temperature)
@@ -44,6 +45,11 @@ the DINOv2 paper does:
 --train and --test are ImageFolder trees ROOT/CLASS/**/IMAGE (class folders
 sorted by name; both must have the same classes). --fashion-mnist uses the
 Fashion-MNIST splits instead (Debian's dataset-fashion-mnist).
+
+Features: the CLS token (through the final norm). --last-blocks N and
+--avgpool build the reference linear evaluation's inputs instead: the CLS
+tokens of the last N blocks, concatenated (earliest first), then the mean of
+the last block's patch tokens. Both evaluations use the same features.
 
 Preprocessing is the reference's evaluation transform: shortest side to
 --resize (bicubic), centre crop --crop, ImageNet normalisation. Unreadable
@@ -60,6 +66,8 @@ type options struct {
 	temperature                       float64
 	batch, resize, crop               int
 	trainN, testN                     int
+	lastBlocks                        int
+	avgpool                           bool
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
@@ -84,6 +92,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.trainN, "train-n", 0, "use the first N training images (0: all)")
 	fs.IntVar(&o.testN, "test-n", 0, "use the first N test images (0: all)")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the result as JSON to this file")
+	fs.IntVar(&o.lastBlocks, "last-blocks", 1, "concatenate the CLS tokens of the last N blocks (the reference's linear evaluation: 1 or 4)")
+	fs.BoolVar(&o.avgpool, "avgpool", false, "append the mean of the last block's patch tokens to the features")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -96,6 +106,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("give --train and --test, or --fashion-mnist (see --help)")
 	case o.noKNN && o.noLinear:
 		return nil, fmt.Errorf("--no-knn and --no-linear leave nothing to do")
+	case o.lastBlocks < 1:
+		return nil, fmt.Errorf("--last-blocks %d: want at least 1", o.lastBlocks)
 	}
 	if o.crop == 0 {
 		o.crop = 224
@@ -116,6 +128,8 @@ type Result struct {
 	Test      int      `json:"test_images"`
 	Classes   int      `json:"classes"`
 	Rejected  int      `json:"rejected_images"`
+	Features  string   `json:"features"`
+	Dim       int      `json:"feature_dim"`
 	KNNTop1   *float64 `json:"knn_top1,omitempty"`
 	LinearTop *float64 `json:"linear_top1,omitempty"`
 	LinearLR  *float64 `json:"linear_best_lr,omitempty"`
@@ -192,14 +206,24 @@ func evaluate(ctx context.Context, o *options, stdout io.Writer) error {
 		return err
 	}
 	defer model.Release()
+	if o.lastBlocks > model.Cfg.Depth {
+		return fmt.Errorf("--last-blocks %d: the model has %d blocks", o.lastBlocks, model.Cfg.Depth)
+	}
 	rejects := &data.Rejects{}
 	eo := embed.Options{Batch: o.batch, Resize: o.resize, Crop: o.crop, Rejects: rejects}
+	if o.lastBlocks > 1 {
+		eo.Layers = o.lastBlocks
+	}
+	dim := model.Cfg.EmbedDim * o.lastBlocks
+	if o.avgpool {
+		dim += model.Cfg.EmbedDim
+	}
 	features := func(ds data.Dataset, what string) (eval.Features, error) {
-		f := eval.Features{D: model.Cfg.EmbedDim}
+		f := eval.Features{D: dim}
 		prog := data.NewProgress("embed "+what, ds.Len())
 		defer prog.Finish()
 		err := embed.Run(ctx, dev, model, ds, eo, func(r *embed.Result) error {
-			f.X = append(f.X, r.Out.ClsToken()...)
+			f.X = append(f.X, probeFeatures(r.Out, o.lastBlocks, o.avgpool)...)
 			f.Labels = append(f.Labels, r.Labels...)
 			prog.Add(len(r.Labels))
 			return nil
@@ -214,7 +238,7 @@ func evaluate(ctx context.Context, o *options, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res := Result{Model: o.model, Train: tr.N(), Test: te.N(), Rejected: rejects.Len()}
+	res := Result{Model: o.model, Train: tr.N(), Test: te.N(), Rejected: rejects.Len(), Features: featureName(o.lastBlocks, o.avgpool), Dim: dim}
 	for _, l := range append(append([]int(nil), tr.Labels...), te.Labels...) {
 		if l < 0 {
 			return fmt.Errorf("unlabelled image in the evaluation sets")
@@ -225,7 +249,7 @@ func evaluate(ctx context.Context, o *options, stdout io.Writer) error {
 	if res.Rejected > 0 {
 		fmt.Fprintf(stdout, ", %d unreadable images skipped", res.Rejected)
 	}
-	fmt.Fprintln(stdout)
+	fmt.Fprintf(stdout, "; features: %s (%d values)\n", res.Features, dim)
 	if !o.noKNN {
 		acc, err := eval.KNNAccuracy(ctx, dev, tr.X, tr.Labels, te.X, te.Labels, tr.D, eval.KNNOpts{K: o.k, T: o.temperature, Classes: res.Classes})
 		if err != nil {
@@ -256,4 +280,56 @@ func evaluate(ctx context.Context, o *options, stdout io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// probeFeatures builds each image's features from a forward pass, as the
+// reference's linear evaluation does: the CLS tokens of the last few
+// blocks (through the final norm), earliest first, then with avgpool the
+// mean of the last block's patch tokens: [B, (blocks + 1 if avgpool) D].
+func probeFeatures(o *nn.Output, blocks int, avgpool bool) []float32 {
+	cls := [][]float32{o.ClsToken()}
+	if blocks > 1 {
+		cls = cls[:0]
+		for i := range blocks {
+			cls = append(cls, o.IntermediateClsToken(i))
+		}
+	}
+	var patches []float32
+	if avgpool {
+		patches = o.PatchTokens()
+	}
+	D, per := o.D, len(cls)
+	if avgpool {
+		per++
+	}
+	out := make([]float32, 0, o.B*per*D)
+	for b := range o.B {
+		for _, c := range cls {
+			out = append(out, c[b*D:(b+1)*D]...)
+		}
+		if avgpool {
+			mean := make([]float64, D)
+			for n := range o.N {
+				for d, v := range patches[(b*o.N+n)*D : (b*o.N+n+1)*D] {
+					mean[d] += float64(v)
+				}
+			}
+			for _, v := range mean {
+				out = append(out, float32(v/float64(o.N)))
+			}
+		}
+	}
+	return out
+}
+
+// featureName describes the features for the report.
+func featureName(blocks int, avgpool bool) string {
+	name := "CLS"
+	if blocks > 1 {
+		name = fmt.Sprintf("CLS of the last %d blocks", blocks)
+	}
+	if avgpool {
+		name += " + mean patch token"
+	}
+	return name
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/webdino/webdino/ckpt"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
 	"github.com/webdino/webdino/train"
 )
 
@@ -101,6 +102,50 @@ func TestEvalKNNAndLinear(t *testing.T) {
 	t.Logf("k-NN top-1 %.3f, linear probe %.3f", *r.KNNTop1, *r.LinearTop)
 	require.GreaterOrEqual(t, *r.KNNTop1, 0.9)
 	require.GreaterOrEqual(t, *r.LinearTop, 0.9)
+	require.Equal(t, "CLS", r.Features)
+	require.Equal(t, 64, r.Dim)
+
+	// The reference linear evaluation's inputs: two blocks' CLS tokens and
+	// the mean patch token.
+	stdout.Reset()
+	code = run(context.Background(), []string{"--model", m, "--train", trainDir, "--test", testDir, "--crop", "28", "--json", out,
+		"--last-blocks", "2", "--avgpool"}, &stdout, &stderr)
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	require.Contains(t, stdout.String(), "features: CLS of the last 2 blocks + mean patch token (192 values)")
+	b, err = os.ReadFile(out)
+	require.NoError(t, err)
+	r = Result{}
+	require.NoError(t, json.Unmarshal(b, &r))
+	require.Equal(t, 192, r.Dim)
+	require.GreaterOrEqual(t, *r.KNNTop1, 0.9)
+	require.GreaterOrEqual(t, *r.LinearTop, 0.9)
+
+	stderr.Reset()
+	require.Equal(t, 1, run(context.Background(), []string{"--model", m, "--train", trainDir, "--test", testDir, "--crop", "28", "--last-blocks", "5"}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "--last-blocks 5: the model has 4 blocks")
+}
+
+// probeFeatures lays out, per image, the chosen blocks' CLS tokens and the
+// mean of the patch tokens, registers excluded.
+func TestProbeFeatures(t *testing.T) {
+	// 2 images, 1 register, 3 patches, D 2: token t of image b holds
+	// (100b + 10t + layer, -(100b + 10t + layer)), the final output as
+	// layer 9.
+	tokens := func(layer float32) []float32 {
+		var x []float32
+		for b := range 2 {
+			for tok := range 5 {
+				v := float32(100*b+10*tok) + layer
+				x = append(x, v, -v)
+			}
+		}
+		return x
+	}
+	o := &nn.Output{B: 2, R: 1, N: 3, D: 2, Normed: tokens(9), Intermediate: [][]float32{tokens(8), tokens(9)}}
+	require.Equal(t, []float32{9, -9, 109, -109}, probeFeatures(o, 1, false))
+	// Patches are tokens 2..4: mean 30 + layer for image 0.
+	require.Equal(t, []float32{8, -8, 9, -9, 39, -39, 108, -108, 109, -109, 139, -139}, probeFeatures(o, 2, true))
+	require.Equal(t, []float32{9, -9, 39, -39, 109, -109, 139, -139}, probeFeatures(o, 1, true))
 }
 
 func TestEvalErrors(t *testing.T) {
@@ -115,6 +160,7 @@ func TestEvalErrors(t *testing.T) {
 		{[]string{"--train", "a", "--test", "b"}, 2, "--model is required"},
 		{[]string{"--model", "m"}, 2, "give --train and --test, or --fashion-mnist"},
 		{[]string{"--model", "m", "--fashion-mnist", "--no-knn", "--no-linear"}, 2, "leave nothing to do"},
+		{[]string{"--model", "m", "--fashion-mnist", "--last-blocks", "0"}, 2, "--last-blocks 0: want at least 1"},
 		{[]string{"--model", "weights.pth", "--fashion-mnist", "--train-n", "10", "--test-n", "10"}, 1, "convert official weights first: go run ./cmd/convert weights.pth"},
 	} {
 		stderr.Reset()
