@@ -46,7 +46,8 @@ var ErrNonFinite = errors.New("non-finite loss or gradient")
 
 // Group is what data-parallel training needs of its replicas: sums and
 // maxima of vectors, the exchange of generator states, and a barrier that
-// tells waiting for the slowest replica from transfer (dist.Group is one). Every replica must make the same calls in the same order.
+// tells waiting for the slowest replica from transfer (dist.Group is one).
+// Every replica must make the same calls in the same order.
 type Group interface {
 	nn.Reducer
 	Rank() int
