@@ -268,44 +268,26 @@ func (d *Device) readMapped(ts []*Tensor, visit func(i int, b []byte)) error {
 		}
 		return fmt.Sprintf("%d tensors", len(ts))
 	}
-	offs := make([]uint64, len(ts)+1)
-	for i, t := range ts {
-		offs[i+1] = offs[i] + t.Bytes() // float32 and uint32: multiples of 4, as copies need
-	}
-	if offs[len(ts)] == 0 {
+	offs := stagingOffsets(ts)
+	size := offs[len(ts)]
+	if size == 0 {
 		for i := range ts {
 			visit(i, nil)
 		}
 		return nil
 	}
-	staging, done, err := d.readback.get(d, offs[len(ts)], wgpu.BufferUsageMapRead|wgpu.BufferUsageCopyDst)
+	staging, done, err := d.readback.get(d, size, wgpu.BufferUsageMapRead|wgpu.BufferUsageCopyDst)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", name(), err)
 	}
 	defer done()
-	enc, err := d.dev.CreateCommandEncoder(nil)
-	if err != nil {
+	if _, err := d.copyOut(ts, staging, offs); err != nil {
 		return fmt.Errorf("read %s: %w", name(), err)
 	}
-	defer enc.Release()
-	for i, t := range ts {
-		if t.Bytes() == 0 {
-			continue
-		}
-		if err := enc.CopyBufferToBuffer(t.Buf.buf, t.Off, staging, offs[i], t.Bytes()); err != nil {
-			return fmt.Errorf("read %s: %w", t, err)
-		}
-	}
-	cmd, err := enc.Finish(nil)
-	if err != nil {
+	if err := d.mapStaging(staging, wgpu.MapModeRead, size); err != nil {
 		return fmt.Errorf("read %s: %w", name(), err)
 	}
-	defer cmd.Release()
-	d.queue.Submit(cmd)
-	if err := d.mapStaging(staging, wgpu.MapModeRead, offs[len(ts)]); err != nil {
-		return fmt.Errorf("read %s: %w", name(), err)
-	}
-	mapped := staging.GetMappedRange(0, uint(offs[len(ts)]))
+	mapped := staging.GetMappedRange(0, uint(size))
 	for i := range ts {
 		visit(i, mapped[offs[i]:offs[i+1]])
 	}

@@ -10,19 +10,12 @@ import (
 // does but without allocating: for readbacks of tens of millions of values
 // every step, where fresh memory costs more than the copy (page faults).
 func (d *Device) ReadInto(dst []float32, ts ...*Tensor) error {
-	n := 0
-	for _, t := range ts {
-		n += t.Len()
-	}
-	if n != len(dst) {
+	offs := stagingOffsets(ts)
+	if n := offs[len(ts)] / 4; n != uint64(len(dst)) {
 		return fmt.Errorf("read %d tensors of %d values into %d", len(ts), n, len(dst))
 	}
-	offs := make([]int, len(ts))
-	for i := 1; i < len(ts); i++ {
-		offs[i] = offs[i-1] + ts[i-1].Len()
-	}
 	return d.readMapped(ts, func(i int, b []byte) {
-		copy(dst[offs[i]:], wgpu.FromBytes[float32](b))
+		copy(dst[offs[i]/4:], wgpu.FromBytes[float32](b))
 	})
 }
 
@@ -31,10 +24,8 @@ func (d *Device) ReadInto(dst []float32, ts ...*Tensor) error {
 // each would go through wgpu's own staging memory tensor by tensor. It
 // waits for the work submitted before (the staging buffer is reused).
 func (d *Device) WriteAll(src []float32, ts ...*Tensor) error {
-	var size uint64
-	for _, t := range ts {
-		size += t.Bytes()
-	}
+	offs := stagingOffsets(ts)
+	size := offs[len(ts)]
 	if size != 4*uint64(len(src)) {
 		return fmt.Errorf("write %d values into %d tensors of %d", len(src), len(ts), size/4)
 	}
@@ -66,15 +57,13 @@ func (d *Device) WriteAll(src []float32, ts ...*Tensor) error {
 		return fmt.Errorf("write %d tensors: %w", len(ts), err)
 	}
 	defer enc.Release()
-	var off uint64
-	for _, t := range ts {
+	for i, t := range ts {
 		if t.Bytes() == 0 {
 			continue
 		}
-		if err := enc.CopyBufferToBuffer(staging, off, t.Buf.buf, t.Off, t.Bytes()); err != nil {
+		if err := enc.CopyBufferToBuffer(staging, offs[i], t.Buf.buf, t.Off, t.Bytes()); err != nil {
 			return fmt.Errorf("write %s: %w", t, err)
 		}
-		off += t.Bytes()
 	}
 	cmd, err := enc.Finish(nil)
 	if err != nil {
@@ -91,10 +80,7 @@ func (d *Device) WriteAll(src []float32, ts ...*Tensor) error {
 // GPU computes the backbone's. Call Into (or Discard) before the next
 // StartRead.
 func (d *Device) StartRead(ts ...*Tensor) (*PendingRead, error) {
-	p := &PendingRead{d: d, ts: ts, offs: make([]uint64, len(ts)+1)}
-	for i, t := range ts {
-		p.offs[i+1] = p.offs[i] + t.Bytes()
-	}
+	p := &PendingRead{d: d, ts: ts, offs: stagingOffsets(ts)}
 	size := p.offs[len(ts)]
 	if size == 0 {
 		return p, nil
@@ -103,30 +89,46 @@ func (d *Device) StartRead(ts ...*Tensor) (*PendingRead, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start reading %d tensors: %w", len(ts), err)
 	}
-	p.staging, p.done = staging, done
-	enc, err := d.dev.CreateCommandEncoder(nil)
-	if err != nil {
+	if p.index, err = d.copyOut(ts, staging, p.offs); err != nil {
 		done()
 		return nil, fmt.Errorf("start reading %d tensors: %w", len(ts), err)
+	}
+	p.staging, p.done = staging, done
+	return p, nil
+}
+
+// stagingOffsets are the byte offsets of the tensors packed one after
+// another, and their total at the end.
+func stagingOffsets(ts []*Tensor) []uint64 {
+	offs := make([]uint64, len(ts)+1)
+	for i, t := range ts {
+		offs[i+1] = offs[i] + t.Bytes() // float32 and uint32: multiples of 4, as copies need
+	}
+	return offs
+}
+
+// copyOut submits copies of the tensors into staging at offs and returns
+// the submission's index.
+func (d *Device) copyOut(ts []*Tensor, staging *wgpu.Buffer, offs []uint64) (wgpu.SubmissionIndex, error) {
+	enc, err := d.dev.CreateCommandEncoder(nil)
+	if err != nil {
+		return 0, err
 	}
 	defer enc.Release()
 	for i, t := range ts {
 		if t.Bytes() == 0 {
 			continue
 		}
-		if err := enc.CopyBufferToBuffer(t.Buf.buf, t.Off, staging, p.offs[i], t.Bytes()); err != nil {
-			done()
-			return nil, fmt.Errorf("start reading %s: %w", t, err)
+		if err := enc.CopyBufferToBuffer(t.Buf.buf, t.Off, staging, offs[i], t.Bytes()); err != nil {
+			return 0, fmt.Errorf("%s: %w", t, err)
 		}
 	}
 	cmd, err := enc.Finish(nil)
 	if err != nil {
-		done()
-		return nil, fmt.Errorf("start reading %d tensors: %w", len(ts), err)
+		return 0, err
 	}
 	defer cmd.Release()
-	p.index = d.submitIndexed(cmd)
-	return p, nil
+	return d.submitIndexed(cmd), nil
 }
 
 // PendingRead is a readback in flight (StartRead).
