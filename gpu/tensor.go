@@ -210,10 +210,7 @@ func (d *Device) Read(t *Tensor) ([]float32, error) {
 // 100 ms in Firefox).
 func (d *Device) ReadAll(ts ...*Tensor) ([][]float32, error) {
 	out := make([][]float32, len(ts))
-	err := d.readMapped(ts, func(i int, b []byte) {
-		out[i] = make([]float32, len(b)/4)
-		copy(out[i], wgpu.FromBytes[float32](b))
-	})
+	err := d.readMapped(ts, func(i int, b []byte) { out[i] = words[float32](b) })
 	if err != nil {
 		return nil, err
 	}
