@@ -66,12 +66,13 @@ type Device struct {
 	uniformSize uint64
 	// Staging buffers kept for readbacks, WriteAll and StartRead
 	// (transfer.go).
-	readback, upload, pending keptBuffer
-	release                   func()
-	mem                       memStats // tensor-buffer bytes allocated (memstats.go)
-	binds                     bindCache
-	scratch                   scratch  // Scratch's buffers, guarded by mu
-	profile                   *Profile // when set, Submit times each op (profile.go)
+	readback, upload keptBuffer
+	pending          stagingPool
+	release          func()
+	mem              memStats // tensor-buffer bytes allocated (memstats.go)
+	binds            bindCache
+	scratch          scratch  // Scratch's buffers, guarded by mu
+	profile          *Profile // when set, Submit times each op (profile.go)
 }
 
 // Info returns the adapter description.

@@ -159,6 +159,45 @@ func TestStartReadSeesItsPointInTheQueue(t *testing.T) {
 	require.Equal(t, float32(-2), all[n-1])
 }
 
+// Reads started one after another between fills each see their own point
+// in the queue, collected in any order, through buffers that later rounds
+// reuse (of other sizes: a kept buffer grows).
+func TestStartReadsInFlightAtOnce(t *testing.T) {
+	const n = 4099
+	x, err := dev.NewTensor("x", n)
+	require.NoError(t, err)
+	defer x.Buf.Release()
+	fill := func(v float32) {
+		rec := dev.Record()
+		require.NoError(t, rec.Dispatch(fillKernel(), rec.Groups(n, 256), []uint32{U32(n), F32(v)}, x))
+		require.NoError(t, rec.Submit())
+	}
+	for round, size := range []int{n, 17, n} {
+		view, err := x.View(n-size, size)
+		require.NoError(t, err)
+		var reads []*PendingRead
+		for i := range 4 {
+			fill(float32(10*round + i))
+			p, err := dev.StartRead(view)
+			require.NoError(t, err)
+			reads = append(reads, p)
+		}
+		fill(-1)
+		churnHeap()
+		for _, i := range []int{2, 0, 3, 1} {
+			got := make([]float32, size)
+			require.NoError(t, reads[i].Into(got))
+			for j, g := range got {
+				if g != float32(10*round+i) {
+					t.Fatalf("round %d, read %d: element %d = %v, want %v", round, i, j, g, 10*round+i)
+				}
+			}
+		}
+		require.Len(t, dev.pending.lent, 0, "round %d: every buffer given back", round)
+		require.Len(t, dev.pending.free, 4, "round %d: four buffers kept", round)
+	}
+}
+
 // churnHeap collects garbage and fills freed small objects with new values.
 func churnHeap() {
 	runtime.GC()

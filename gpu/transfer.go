@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
@@ -76,9 +77,10 @@ func (d *Device) WriteAll(src []float32, ts ...*Tensor) error {
 
 // StartRead starts copying the tensors back and returns at once: the copy
 // runs after the work submitted so far, and Into collects it while later
-// work runs. Data-parallel training reads its heads' gradients so while the
-// GPU computes the backbone's. Call Into (or Discard) before the next
-// StartRead.
+// work runs. Data-parallel training reads its gradients so, part by part,
+// while the GPU computes the rest. Several reads may be in flight at once,
+// each in a staging buffer of its own (kept for the next ones once Into or
+// Discard gives it back); calls from several goroutines must be serialised.
 func (d *Device) StartRead(ts ...*Tensor) (*PendingRead, error) {
 	p := &PendingRead{d: d, ts: ts, offs: stagingOffsets(ts)}
 	size := p.offs[len(ts)]
@@ -250,4 +252,40 @@ func (k *keptBuffer) release() {
 		k.buf.Release()
 		k.buf, k.size = nil, 0
 	}
+}
+
+// stagingPool keeps staging buffers for transfers that are in flight at
+// the same time: a buffer taken is lent out until its done function runs.
+type stagingPool struct {
+	free []*keptBuffer
+	lent []*keptBuffer
+}
+
+// get returns a buffer of at least size bytes, one no other transfer holds,
+// and the function that gives it back.
+func (p *stagingPool) get(d *Device, size uint64, usage wgpu.BufferUsage) (*wgpu.Buffer, func(), error) {
+	k := &keptBuffer{}
+	if n := len(p.free); n > 0 {
+		k, p.free = p.free[n-1], p.free[:n-1]
+	}
+	b, done, err := k.get(d, size, usage)
+	if err != nil {
+		p.free = append(p.free, k)
+		return nil, nil, err
+	}
+	p.lent = append(p.lent, k)
+	return b, func() {
+		done()
+		p.lent = slices.DeleteFunc(p.lent, func(l *keptBuffer) bool { return l == k })
+		p.free = append(p.free, k)
+	}, nil
+}
+
+// release frees every buffer, those still lent out included (the device
+// is closing).
+func (p *stagingPool) release() {
+	for _, k := range append(p.free, p.lent...) {
+		k.release()
+	}
+	p.free, p.lent = nil, nil
 }

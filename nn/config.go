@@ -160,6 +160,13 @@ func (p Param) Numel() int64 {
 	return n
 }
 
+// blockFirstParam is the first parameter of a block in ParamShapes.
+const blockFirstParam = "norm1.weight"
+
+// BlockStart names the first parameter of block l: in the layout, block l
+// and everything after it (the later blocks, the final norm) start there.
+func BlockStart(l int) string { return fmt.Sprintf("blocks.%d.%s", l, blockFirstParam) }
+
 // ParamShapes lists every parameter of the backbone by its official
 // state-dict name, in a fixed order: cls_token, pos_embed, mask_token,
 // register_tokens (with registers), patch_embed.proj.{weight,bias}, then per
@@ -183,7 +190,7 @@ func (c ViTConfig) ParamShapes() []Param {
 		add := func(name string, shape ...int) {
 			ps = append(ps, Param{fmt.Sprintf("blocks.%d.%s", i, name), shape})
 		}
-		add("norm1.weight", D)
+		add(blockFirstParam, D) // first: BlockStart
 		add("norm1.bias", D)
 		add("attn.qkv.weight", 3*D, D)
 		if c.QKVBias {

@@ -84,6 +84,34 @@ func (l *Layout) Count() int {
 	return n
 }
 
+// position is where name starts in the layout (chunk, element offset in
+// it); for "" with end, the end of the last chunk, else the start of the
+// first.
+func (l *Layout) position(name string, end bool) (chunk, off int, err error) {
+	if name == "" {
+		if end && len(l.chunks) > 0 {
+			return len(l.chunks) - 1, l.chunks[len(l.chunks)-1], nil
+		}
+		return 0, 0, nil
+	}
+	e, ok := l.entries[name]
+	if !ok {
+		return 0, 0, fmt.Errorf("layout: no tensor %q", name)
+	}
+	return e.chunk, e.off, nil
+}
+
+// Offset is the element offset where name starts when the chunks are laid
+// end to end, padding included (as a copy of every chunk in order holds
+// the tensors); for "", the length of all the chunks.
+func (l *Layout) Offset(name string) (int, error) {
+	c, off, err := l.position(name, true)
+	for _, n := range l.chunks[:c] {
+		off += n
+	}
+	return off, err
+}
+
 // Flat is a Layout allocated on a device: one buffer per chunk (usually one)
 // and a view per name.
 type Flat struct {
@@ -140,6 +168,43 @@ func (f *Flat) Match(prefix string) []*gpu.Tensor {
 		out[i] = f.views[n]
 	}
 	return out
+}
+
+// Span returns views that cover the layout from tensor from up to tensor
+// to ("": from the start, or to the end), padding included, one per chunk
+// it touches: a data-parallel trainer reads back the gradients of the
+// layers whose backward pass is done while the GPU computes the others'.
+func (f *Flat) Span(from, to string) ([]*gpu.Tensor, error) {
+	c0, o0, err := f.Layout.position(from, false)
+	if err != nil {
+		return nil, err
+	}
+	c1, o1, err := f.Layout.position(to, true)
+	if err != nil {
+		return nil, err
+	}
+	if c1 < c0 || c1 == c0 && o1 < o0 {
+		return nil, fmt.Errorf("flat buffer: span from %q to %q runs backwards", from, to)
+	}
+	var views []*gpu.Tensor
+	for c := c0; c <= c1 && c < len(f.Chunks); c++ {
+		lo, hi := 0, f.Layout.chunks[c]
+		if c == c0 {
+			lo = o0
+		}
+		if c == c1 {
+			hi = o1
+		}
+		if hi == lo {
+			continue
+		}
+		v, err := f.Chunks[c].View(lo, hi-lo)
+		if err != nil {
+			return nil, err
+		}
+		views = append(views, v)
+	}
+	return views, nil
 }
 
 // Release frees the buffers.

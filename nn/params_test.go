@@ -42,4 +42,35 @@ func TestFlatLayoutAlignsAndChunks(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, data, got)
 	require.Panics(t, func() { f.Get("nope") })
+
+	// Offsets and spans count the padding: chunks of 256 and 128 floats.
+	for name, want := range map[string]int{"a.weight": 0, "a.bias": 128, "b.weight": 256, "": 384} {
+		off, err := l.Offset(name)
+		require.NoError(t, err)
+		require.Equal(t, want, off, name)
+	}
+	_, err = l.Offset("nope")
+	require.ErrorContains(t, err, `no tensor "nope"`)
+	lengths := func(from, to string) []int {
+		views, err := f.Span(from, to)
+		require.NoError(t, err)
+		var n []int
+		for _, v := range views {
+			n = append(n, v.Len())
+		}
+		return n
+	}
+	require.Equal(t, []int{128, 128}, lengths("a.bias", ""), "the rest of the first chunk, the second")
+	require.Equal(t, []int{256, 128}, lengths("", ""))
+	require.Equal(t, []int{128}, lengths("a.weight", "a.bias"))
+	require.Equal(t, []int{256}, lengths("", "b.weight"))
+	require.Empty(t, lengths("b.weight", "b.weight"))
+	tail, err := f.Span("a.bias", "")
+	require.NoError(t, err)
+	require.Equal(t, f.Get("a.bias").Off, tail[0].Off)
+	require.Equal(t, f.Get("b.weight").Buf, tail[1].Buf)
+	_, err = f.Span("b.weight", "a.bias")
+	require.ErrorContains(t, err, "runs backwards")
+	_, err = f.Span("a.weight", "nope")
+	require.ErrorContains(t, err, `no tensor "nope"`)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/webdino/webdino/ckpt"
+	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
 )
 
@@ -86,10 +87,35 @@ func testViTBackward(t *testing.T, pre string) {
 	require.NoError(t, err)
 	defer grads.Release()
 
+	// Each span that BackwardNotify reports done is read back at once,
+	// while the rest of the pass runs: it must hold its final gradients.
 	rec := dev.Record()
 	require.NoError(t, m.Encode(rec, a, images, true))
-	require.NoError(t, m.Backward(rec, a, grads, true))
+	var done []string
+	var early []*gpu.PendingRead
+	require.NoError(t, m.BackwardNotify(rec, a, grads, true, func(from string) {
+		done = append(done, from)
+		require.NoError(t, rec.Submit())
+		span, err := grads.Span(from, "")
+		require.NoError(t, err)
+		p, err := dev.StartRead(span...)
+		require.NoError(t, err)
+		early = append(early, p)
+	}))
 	require.NoError(t, rec.Submit())
+	require.Equal(t, []string{nn.BlockStart(1), nn.BlockStart(0)}, done)
+	for i, from := range done {
+		span, err := grads.Span(from, "")
+		require.NoError(t, err)
+		n := 0
+		for _, v := range span {
+			n += v.Len()
+		}
+		final, got := make([]float32, n), make([]float32, n)
+		require.NoError(t, dev.ReadInto(final, span...))
+		require.NoError(t, early[i].Into(got))
+		require.Equal(t, final, got, "gradients from %s on, read when reported done", from)
+	}
 
 	normed, err := dev.Read(a.Normed)
 	require.NoError(t, err)

@@ -226,6 +226,16 @@ func (m *ViT) NewGrads() (*Flat, error) { return m.Params.Layout.Alloc(m.dev, "v
 // with the same masked flag; they are added into grads (zero it once per
 // step: a step may run several batches, e.g. global and local crops).
 func (m *ViT) Backward(rec *gpu.Recorder, a *ViTActs, grads *Flat, masked bool) error {
+	return m.BackwardNotify(rec, a, grads, masked, nil)
+}
+
+// BackwardNotify is Backward calling done(from), when done is not nil,
+// each time the gradients from parameter from to the end of the layout
+// (the blocks from one on and the final norm) are recorded: after each
+// block, from the last to the first. In this pass they are complete then,
+// so a data-parallel trainer can read them back while the GPU runs the
+// rest (done may submit rec and go on recording into it).
+func (m *ViT) BackwardNotify(rec *gpu.Recorder, a *ViTActs, grads *Flat, masked bool, done func(from string)) error {
 	if !a.Train {
 		return rec.Fail(fmt.Errorf("vit backward: activations were made for inference"))
 	}
@@ -235,6 +245,9 @@ func (m *ViT) Backward(rec *gpu.Recorder, a *ViTActs, grads *Flat, masked bool) 
 	LayerNormBackward(rec, a.dx, g("norm.weight"), g("norm.bias"), a.DNormed, a.X[c.Depth], p("norm.weight"), a.mean, a.rstd, ln)
 	for l := c.Depth - 1; l >= 0; l-- {
 		m.blockBackward(rec, m.blockParams(m.Params, l), m.blockParams(grads, l), a.X[l], &a.blocks[l], &a.grads, a.dx)
+		if done != nil {
+			done(BlockStart(l))
+		}
 	}
 	m.tokensBackward(rec, a, grads, masked)
 	PatchEmbedBackward(rec, g("patch_embed.proj.weight"), g("patch_embed.proj.bias"), nil, nil, a.dpe, a.Patches, p("patch_embed.proj.weight"), c.PatchSize)

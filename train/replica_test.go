@@ -18,6 +18,7 @@ import (
 
 	"github.com/webdino/webdino/dist"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
 )
 
 // replicaInputs are the crops and masks of several steps of a run of B
@@ -80,6 +81,7 @@ func (in replicaInputs) share(c Config, s, r, W int) (global, local []float32, m
 type replicaState struct {
 	losses           []Losses
 	student, teacher map[string][]float32
+	backboneRead     string // Trainer.backboneRead after the last step
 }
 
 func readParams(t *testing.T, tr *Trainer) replicaState {
@@ -170,8 +172,14 @@ func TestReplicasRefuseDifferentConfigs(t *testing.T) {
 // it stays within each replica's batch, as in the reference.
 func TestReplicasTrainAsOneDevice(t *testing.T) {
 	dev := testDevice(t)
-	for _, centering := range []string{"centering", "sinkhorn"} {
-		t.Run(centering, func(t *testing.T) {
+	// The backbone's gradients exchanged after its backward pass (the
+	// buckets larger than the model), or block by block during it.
+	for _, tc := range []struct {
+		centering string
+		bucket    int
+	}{{"centering", exchangeBucket}, {"centering", 1}, {"sinkhorn", 1}} {
+		centering := tc.centering
+		t.Run(fmt.Sprintf("%s/bucket-%d", centering, tc.bucket), func(t *testing.T) {
 			c := tinyConfig()
 			c.Centering, c.SeparateIBOTHead = centering, centering == "sinkhorn"
 			c.KoLeoWeight, c.DropPath = 0, 0
@@ -195,6 +203,7 @@ func TestReplicasTrainAsOneDevice(t *testing.T) {
 			rc.Batch = c.Batch / W
 			got := make([]replicaState, W)
 			onReplicas(t, rc, W, func(tr *Trainer, r int) error {
+				tr.bucket = tc.bucket
 				for s := 0; s < steps; s++ {
 					g, l, m := in.share(c, s, r, W)
 					lo, err := tr.StepCrops(g, l, m)
@@ -203,11 +212,17 @@ func TestReplicasTrainAsOneDevice(t *testing.T) {
 					}
 					got[r].losses = append(got[r].losses, lo)
 				}
+				got[r].backboneRead = tr.backboneRead
 				st := readParams(t, tr)
 				got[r].student, got[r].teacher = st.student, st.teacher
 				return nil
 			})
 
+			wantRead := ""
+			if tc.bucket == 1 {
+				wantRead = nn.BlockStart(0) // a bucket per block, the last from block 0 on
+			}
+			require.Equal(t, wantRead, got[0].backboneRead, "the backbone's gradients read during its backward pass from")
 			require.Equal(t, got[0].student, got[1].student, "replicas hold the same student")
 			require.Equal(t, got[0].teacher, got[1].teacher, "replicas hold the same teacher")
 			for s, w := range want.losses {

@@ -73,11 +73,20 @@ type Trainer struct {
 	StepsDone int
 
 	dev      *gpu.Device
-	group    Group            // nil: one device
-	exchange time.Duration    // of this step, see Losses.Exchange
-	wait     time.Duration    // of this step, see Losses.Wait
-	headRead *gpu.PendingRead // the heads' gradients, read back early (combine)
-	// exchangeBuf holds the gradients and center sums combine sends.
+	group    Group         // nil: one device
+	exchange time.Duration // of this step, see Losses.Exchange
+	wait     time.Duration // of this step, see Losses.Wait
+	// reads are the parts of the exchange read back while the GPU computes
+	// the rest of the step, for combine: the teacher's center sums with
+	// the heads' gradients, then the backbone's from its last block down
+	// in buckets of at least bucket values.
+	reads  []pendingPart
+	bucket int
+	// backboneRead is where the backbone gradients that reads cover start
+	// (a parameter name; "": none).
+	backboneRead string
+	// exchangeBuf holds what combine sends: the center sums (centering),
+	// the heads' gradients, the backbone's.
 	exchangeBuf []float32
 	aug         *Augmenter
 	maskRS      *rand.PCG
@@ -143,7 +152,7 @@ func NewReplica(dev *gpu.Device, c Config, g Group) (*Trainer, error) {
 	if size != c.ReplicaCount() {
 		return nil, fmt.Errorf("train: config for %d replicas in a group of %d", c.ReplicaCount(), size)
 	}
-	t := &Trainer{Cfg: c, Sched: c.Schedules(), dev: dev}
+	t := &Trainer{Cfg: c, Sched: c.Schedules(), dev: dev, bucket: exchangeBucket}
 	if size > 1 {
 		if err := sameConfig(g, c); err != nil {
 			return nil, err
@@ -515,10 +524,7 @@ func (t *Trainer) step(rec *gpu.Recorder, masks [][]bool) (Losses, error) {
 	}
 	rec = t.forwardBackward(rec, M, lo.MaskedPatches > 0, float32(lo.TeacherTemp))
 	if err := rec.Submit(); err != nil {
-		if t.headRead != nil {
-			t.headRead.Discard()
-			t.headRead = nil
-		}
+		t.discardReads()
 		return lo, fmt.Errorf("train step %d: %w", it, err)
 	}
 	if t.group != nil {
@@ -668,23 +674,31 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, anyMasked bool, temp
 		}
 	}
 	if t.group != nil {
-		rec = t.startHeadRead(rec)
+		centers, heads, _ := t.exchangeParts()
+		t.startRead(rec, 0, append(centers, heads...)...)
 	}
 	for k := range t.koleo {
 		ka := &t.koleo[k]
 		nn.KoLeoBackward(rec, ka.dy, t.koleoW, ka.nn, ka.y, koleoEps, false)
 		nn.L2NormalizeBackward(rec, rows(rec, t.sHead.DX, k*B, B), ka.dy, ka.y, ka.norm, koleoEps, true)
 	}
+	// The local crops' pass first: the global crops' (the larger) then
+	// completes the gradients block by block, and replicas read each
+	// bucket back while the GPU goes on.
+	if L > 0 {
+		nn.ScatterRowsAdd(rec, flat2(rec, t.sL.DNormed), rows(rec, t.sHead.DX, 2*B, L*B), t.clsL, false)
+		st.Backbone.Backward(rec, t.sL, grads["backbone"], false)
+	}
 	dG := flat2(rec, t.sG.DNormed)
 	nn.ScatterRowsAdd(rec, dG, rows(rec, t.sHead.DX, 0, 2*B), t.clsG, false)
 	if M > 0 {
 		nn.ScatterRowsAdd(rec, dG, sIb.DX, maskIx, true)
 	}
-	st.Backbone.Backward(rec, t.sG, grads["backbone"], true)
-	if L > 0 {
-		nn.ScatterRowsAdd(rec, flat2(rec, t.sL.DNormed), rows(rec, t.sHead.DX, 2*B, L*B), t.clsL, false)
-		st.Backbone.Backward(rec, t.sL, grads["backbone"], false)
+	var done func(from string)
+	if t.group != nil {
+		done = t.bucketDone(rec, grads["backbone"])
 	}
+	st.Backbone.BackwardNotify(rec, t.sG, grads["backbone"], true, done)
 	if t.group == nil {
 		t.recordNorms(rec)
 	}
@@ -726,86 +740,154 @@ func (t *Trainer) sinkhornAcross(rec *gpu.Recorder, tPatch *gpu.Tensor, tIb *nn.
 // timeExchange adds the time since start to the step's Exchange.
 func (t *Trainer) timeExchange(start time.Time) { t.exchange += time.Since(start) }
 
+// pendingPart is a part of the exchange being read back into
+// exchangeBuf[at : at+n].
+type pendingPart struct {
+	read  *gpu.PendingRead
+	at, n int
+}
+
+// exchangeBucket is how many gradient values the backbone's are read back
+// and exchanged in at least, as its backward pass completes them (as
+// PyTorch's DDP buckets, 25 MB by default): ViT-S/14 in four parts, the
+// demo's model in one, after its pass.
+const exchangeBucket = 1 << 22
+
+// exchangeParts returns what combine sends, in exchangeBuf's order: the
+// center sums (with centering), the heads' gradients, the backbone's.
+func (t *Trainer) exchangeParts() (centers, heads, backbone []*gpu.Tensor) {
+	if t.batchCenter != nil {
+		centers = []*gpu.Tensor{t.batchCenter, t.batchIBOTCenter}
+	}
+	heads, backbone = t.gradChunks()
+	return centers, heads, backbone
+}
+
+// startRead submits what rec holds and starts reading ts back into
+// exchangeBuf from at; rec goes on recording the rest of the step.
+func (t *Trainer) startRead(rec *gpu.Recorder, at int, ts ...*gpu.Tensor) {
+	err := rec.Submit()
+	if err == nil {
+		var p *gpu.PendingRead
+		if p, err = t.dev.StartRead(ts...); err == nil {
+			t.reads = append(t.reads, pendingPart{read: p, at: at, n: length(ts)})
+		}
+	}
+	if err != nil {
+		rec.Fail(err)
+	}
+}
+
+// bucketDone is the backbone's BackwardNotify callback: each time the
+// gradients completed since the last read reach t.bucket values, it reads
+// them back (startRead).
+func (t *Trainer) bucketDone(rec *gpu.Recorder, g *nn.Flat) func(from string) {
+	centers, heads, _ := t.exchangeParts()
+	base := length(centers) + length(heads)
+	t.backboneRead = ""
+	end, _ := g.Layout.Offset("")
+	return func(from string) {
+		off, err := g.Layout.Offset(from)
+		if err != nil {
+			rec.Fail(err)
+			return
+		}
+		if end-off < t.bucket {
+			return
+		}
+		span, err := g.Span(from, t.backboneRead)
+		if err != nil {
+			rec.Fail(err)
+			return
+		}
+		t.startRead(rec, base+off, span...)
+		t.backboneRead, end = from, off
+	}
+}
+
+// discardReads gives back the staging buffers of reads not collected.
+func (t *Trainer) discardReads() {
+	for _, r := range t.reads {
+		r.read.Discard()
+	}
+	t.reads = nil
+}
+
 // combine averages the gradients over the replicas and, with centering,
 // turns the replica's batch means of the teacher logits into the means over
 // every replica's rows (M of this replica's masked patches, masked of all).
+// The parts read back during the step cross the network in the order they
+// were started, the rest of the backbone's gradients once the step has run.
 func (t *Trainer) combine(M, masked int) error {
-	head := t.headRead
-	t.headRead = nil
+	defer t.discardReads()
 	start := time.Now()
 	var local time.Duration // spent waiting for this replica's own GPU work
 	defer func() { t.exchange += time.Since(start) - local }()
-	heads, backbone := t.gradChunks()
-	nh, nb := length(heads), length(backbone)
-	n := nh + nb
-	// One buffer for the whole exchange, kept from step to step (for
-	// ViT-S/14 with its heads, 44 M floats): the heads' gradients, the
-	// backbone's, then with centering the sums of the teacher's CLS and
-	// masked-patch rows.
-	K := t.Cfg.Prototypes
-	size := n
-	reads := backbone
-	if t.batchCenter != nil {
-		size += 2 * K
-		reads = append(reads[:len(reads):len(reads)], t.batchCenter)
-		if M > 0 {
-			reads = append(reads, t.batchIBOTCenter)
+	centers, heads, backbone := t.exchangeParts()
+	c, nh, nb := length(centers), length(heads), length(backbone)
+	if cap(t.exchangeBuf) < c+nh+nb {
+		t.exchangeBuf = make([]float32, c+nh+nb)
+	}
+	// For ViT-S/14 with its heads, 44 M floats, kept from step to step.
+	all := t.exchangeBuf[:c+nh+nb]
+	rows := float32(2 * t.Cfg.Batch)
+	reduce := func(part []float32) error {
+		if err := t.barrier(); err != nil {
+			return err
+		}
+		if err := t.group.AllReduceSum(part); err != nil {
+			return fmt.Errorf("combine gradients: %w", err)
+		}
+		return nil
+	}
+	for _, r := range t.reads {
+		w := time.Now()
+		err := r.read.Wait()
+		local += time.Since(w)
+		if err == nil {
+			err = r.read.Into(all[r.at : r.at+r.n])
+		}
+		if err != nil {
+			return fmt.Errorf("read gradients: %w", err)
+		}
+		if r.at == 0 && c > 0 {
+			// Sums of rows, so that replicas with more masked patches weigh more.
+			K := t.Cfg.Prototypes
+			scale(all[:K], rows)
+			if M > 0 {
+				scale(all[K:c], float32(M))
+			} else {
+				clear(all[K:c])
+			}
+		}
+		if err := reduce(all[r.at : r.at+r.n]); err != nil {
+			return err
 		}
 	}
-	if cap(t.exchangeBuf) < size {
-		t.exchangeBuf = make([]float32, size)
-	}
-	all := t.exchangeBuf[:size]
-
-	// The heads' gradients, read back while the GPU computes the
-	// backbone's (forwardBackward), cross the network meanwhile.
-	w := time.Now()
-	err := head.Wait()
-	local += time.Since(w)
+	g := t.moduleGrads()["backbone"]
+	rest, err := g.Span("", t.backboneRead)
 	if err != nil {
-		head.Discard()
-		return fmt.Errorf("read head gradients: %w", err)
-	}
-	if err := head.Into(all[:nh]); err != nil {
-		return fmt.Errorf("read head gradients: %w", err)
-	}
-	if err := t.barrier(); err != nil {
 		return err
 	}
-	if err := t.group.AllReduceSum(all[:nh]); err != nil {
-		return fmt.Errorf("combine head gradients: %w", err)
-	}
-
-	w = time.Now()
+	w := time.Now()
 	t.dev.Sync()
 	local += time.Since(w)
-	if err := t.dev.ReadInto(all[nh:nh+length(reads)], reads...); err != nil {
+	n := length(rest)
+	if err := t.dev.ReadInto(all[c+nh:c+nh+n], rest...); err != nil {
 		return fmt.Errorf("read gradients: %w", err)
 	}
-	rows := float32(2 * t.Cfg.Batch)
-	if t.batchCenter != nil {
-		// Sums of rows, so that replicas with more masked patches weigh more.
-		scale(all[n:n+K], rows)
-		if M > 0 {
-			scale(all[n+K:], float32(M))
-		} else {
-			clear(all[n+K:])
-		}
-	}
-	if err := t.barrier(); err != nil {
+	if err := reduce(all[c+nh : c+nh+n]); err != nil {
 		return err
 	}
-	if err := t.group.AllReduceSum(all[nh:]); err != nil {
-		return fmt.Errorf("combine gradients: %w", err)
-	}
+	grads := all[c:]
 	W := float32(t.group.Size())
-	for i := range all[:n] {
-		all[i] /= W
+	for i := range grads {
+		grads[i] /= W
 	}
-	if err := t.dev.WriteAll(all[:n], append(heads[:len(heads):len(heads)], backbone...)...); err != nil {
+	if err := t.dev.WriteAll(grads, append(heads[:len(heads):len(heads)], backbone...)...); err != nil {
 		return fmt.Errorf("write gradients: %w", err)
 	}
-	if t.batchCenter == nil {
+	if c == 0 {
 		return nil
 	}
 	mean := func(dst *gpu.Tensor, sums []float32, n float32) error {
@@ -814,11 +896,12 @@ func (t *Trainer) combine(M, masked int) error {
 		}
 		return t.dev.Write(dst, sums)
 	}
-	if err := mean(t.batchCenter, all[n:n+K], rows*W); err != nil {
+	K := t.Cfg.Prototypes
+	if err := mean(t.batchCenter, all[:K], rows*W); err != nil {
 		return err
 	}
 	if masked > 0 {
-		return mean(t.batchIBOTCenter, all[n+K:n+2*K], float32(masked))
+		return mean(t.batchIBOTCenter, all[K:c], float32(masked))
 	}
 	return nil
 }
@@ -846,23 +929,6 @@ func (t *Trainer) gradChunks() (heads, backbone []*gpu.Tensor) {
 		}
 	}
 	return heads, backbone
-}
-
-// startHeadRead submits the step recorded so far, which completes the
-// heads' gradients, and starts reading them back (combine exchanges them
-// while the GPU computes the backbone's); it returns the recorder for the
-// rest of the step.
-func (t *Trainer) startHeadRead(rec *gpu.Recorder) *gpu.Recorder {
-	err := rec.Submit()
-	if err == nil {
-		heads, _ := t.gradChunks()
-		t.headRead, err = t.dev.StartRead(heads...)
-	}
-	rec = t.dev.Record()
-	if err != nil {
-		rec.Fail(err)
-	}
-	return rec
 }
 
 // length is the number of values in ts.
