@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
@@ -29,7 +30,8 @@ type IVF struct {
 	cent, bias *gpu.Tensor
 	packs      []*gpu.Tensor // lists packed into bindable buffers
 	list       []ivfList
-	order      []int // packed position (list start + r) -> base row
+	order      []int       // packed position (list start + r) -> base row
+	Stats      SearchStats // of the last Search
 }
 
 type ivfList struct {
@@ -204,11 +206,35 @@ func withTensors(dev *gpu.Device, shapes [][]int, f func([]*gpu.Tensor) error) e
 // ivfBudget bounds the similarity scores of one submission (floats).
 const ivfBudget = 8 << 20
 
+// SearchStats says where the time of the last Search went: the coarse
+// step, and per batch of lists the CPU's gathering and upload of queries,
+// the recording and submission of the products, the waits for their
+// results and the CPU's merging of them.
+type SearchStats struct {
+	Probe, Prepare, Submit, Wait, Merge time.Duration
+	Batches, Lists                      int // submissions, and per-list products in them
+}
+
+// ivfSeg is one item of a batch: a list, the queries that probe it, and
+// where the batch's buffers hold them (gathered query rows from q, scores
+// from s, top-k results from o).
+type ivfSeg struct {
+	l, q, s, o int
+	qs         []int
+}
+
+// ivfBatch is one submission of Search.
+type ivfBatch struct {
+	segs              []ivfSeg
+	qRows, sLen, oLen int
+}
+
 // Search returns the k nearest indexed rows of each query among the rows
 // of its nprobe lists. Per list, the queries that probe it are gathered
 // and compared with the list in one matmul and top-k; lists go to the GPU
-// in batches bounded by ivfBudget scores and the lists' sorted results
-// merge on the CPU.
+// in batches bounded by ivfBudget scores, each batch's results read back
+// while the next runs, and the lists' sorted results merge on the CPU.
+// ix.Stats says where the time went.
 func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eval.Neighbours, error) {
 	d := ix.D
 	if len(query)%d != 0 || len(query) == 0 {
@@ -217,10 +243,13 @@ func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eva
 	if k < 1 || k > nn.MaxTopK {
 		return nil, fmt.Errorf("ivf search: k = %d, want 1..%d", k, nn.MaxTopK)
 	}
+	ix.Stats = SearchStats{}
+	start := time.Now()
 	probe, err := ix.Probe(ctx, query, nprobe)
 	if err != nil {
 		return nil, err
 	}
+	ix.Stats.Probe = time.Since(start)
 	nprobe = len(probe) / (len(query) / d)
 	nq := len(query) / d
 	byList := make([][]int, len(ix.list))
@@ -239,82 +268,157 @@ func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eva
 	for l, L := range ix.list {
 		sizes[l] = L.size
 	}
-	items := ivfItems(byList, sizes, ivfBudget)
-	g := 64 / gcd(d, 64)
+	batches := ix.plan(ivfItems(byList, sizes, ivfBudget), k)
+	if len(batches) == 0 {
+		return out, nil
+	}
+	// Scratch for the largest batch, shared by all: the GPU runs them in
+	// order, and each one's results are copied out before the next starts.
+	var maxQ, maxS, maxO int
+	for _, b := range batches {
+		maxQ, maxS, maxO = max(maxQ, b.qRows), max(maxS, b.sLen), max(maxO, b.oLen)
+	}
+	err = withTensors(ix.dev, [][]int{{maxQ, d}, {maxS}, {maxO}, {maxO}}, func(t []*gpu.Tensor) error {
+		gathered := make([]float32, maxQ*d)
+		results := make([]float32, 2*maxO)
+		var prev *ivfBatch
+		var read *gpu.PendingRead
+		defer func() {
+			if read != nil {
+				read.Discard()
+			}
+		}()
+		for i := range batches {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			b := &batches[i]
+			next, err := ix.submit(b, query, gathered, k, t)
+			if err != nil {
+				return err
+			}
+			if prev != nil {
+				if err := ix.merge(prev, read, results, k, out); err != nil {
+					next.Discard()
+					return err
+				}
+			}
+			prev, read = b, next
+		}
+		if prev != nil {
+			err := ix.merge(prev, read, results, k, out)
+			read = nil
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ivf search: %w", err)
+	}
+	return out, nil
+}
+
+// plan cuts the items into batches of at most ivfBudget scores (or one
+// item, where a single one exceeds it) and lays out each batch's buffers:
+// segments start at aligned rows and offsets, so each can be bound.
+func (ix *IVF) plan(items []ivfItem, k int) []ivfBatch {
+	g := 64 / gcd(ix.D, 64)
 	align := func(x, a int) int { return (x + a - 1) / a * a }
+	var batches []ivfBatch
 	for i0 := 0; i0 < len(items); {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		// A batch of items: gathered queries, scores, top-k segments.
-		type seg struct {
-			l, q, s, o int
-			qs         []int
-		}
-		var segs []seg
-		qRows, sLen, oLen := 0, 0, 0
+		var b ivfBatch
 		i1 := i0
 		for ; i1 < len(items); i1++ {
 			it := items[i1]
 			m := len(it.qs)
 			sz := align(m*ix.list[it.l].size, 64)
-			if len(segs) > 0 && sLen+sz > ivfBudget {
+			if len(b.segs) > 0 && b.sLen+sz > ivfBudget {
 				break
 			}
-			segs = append(segs, seg{it.l, qRows, sLen, oLen, it.qs})
-			qRows += align(m, g)
-			sLen += sz
-			oLen += align(m*k, 64)
+			b.segs = append(b.segs, ivfSeg{it.l, b.qRows, b.sLen, b.oLen, it.qs})
+			b.qRows += align(m, g)
+			b.sLen += sz
+			b.oLen += align(m*k, 64)
 		}
+		batches = append(batches, b)
 		i0 = i1
-		gathered := make([]float32, qRows*d)
-		for _, s := range segs {
-			for j, q := range s.qs {
-				copy(gathered[(s.q+j)*d:], query[q*d:(q+1)*d])
-			}
-		}
-		err := withTensors(ix.dev, [][]int{{qRows, d}, {sLen}, {oLen}, {oLen}}, func(t []*gpu.Tensor) error {
-			if err := ix.dev.Write(t[0], gathered); err != nil {
-				return err
-			}
-			rec := ix.dev.Record()
-			for _, s := range segs {
-				m, L := len(s.qs), ix.list[s.l]
-				kk := min(k, L.size)
-				q, _ := t[0].View(s.q*d, m, d)
-				sc, _ := t[1].View(s.s, m, L.size)
-				v, _ := t[2].View(s.o, m, kk)
-				i, _ := t[3].View(s.o, m, kk)
-				b, _ := ix.packs[L.pack].View(L.row*d, L.size, d)
-				nn.MatMul(rec, sc, q, b, nn.MatMulOpts{TransB: true})
-				nn.TopK(rec, v, i, sc, kk, 0)
-			}
-			if err := rec.Submit(); err != nil {
-				return err
-			}
-			vals, idxs, err := ix.dev.ReadTopK(t[2], t[3])
-			if err != nil {
-				return err
-			}
-			for _, s := range segs {
-				L := ix.list[s.l]
-				kk := min(k, L.size)
-				for j, q := range s.qs {
-					at := s.o + j*kk
-					ids := idxs[at : at+kk]
-					for c, p := range ids {
-						ids[c] = uint32(ix.order[L.first+int(p)])
-					}
-					eval.MergeTop(out.Similar[q*k:(q+1)*k], out.Index[q*k:(q+1)*k], vals[at:at+kk], ids)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("ivf search: %w", err)
+	}
+	return batches
+}
+
+// submit uploads a batch's queries, records and submits its products and
+// top-k, and starts reading the results back (values, then indices).
+func (ix *IVF) submit(b *ivfBatch, query, gathered []float32, k int, t []*gpu.Tensor) (*gpu.PendingRead, error) {
+	d := ix.D
+	start := time.Now()
+	for _, s := range b.segs {
+		for j, q := range s.qs {
+			copy(gathered[(s.q+j)*d:(s.q+j+1)*d], query[q*d:(q+1)*d])
 		}
 	}
-	return out, nil
+	qs, _ := t[0].View(0, b.qRows, d)
+	if err := ix.dev.Write(qs, gathered[:b.qRows*d]); err != nil {
+		return nil, err
+	}
+	ix.Stats.Prepare += time.Since(start)
+	start = time.Now()
+	rec := ix.dev.Record()
+	for _, s := range b.segs {
+		m, L := len(s.qs), ix.list[s.l]
+		kk := min(k, L.size)
+		q, _ := t[0].View(s.q*d, m, d)
+		sc, _ := t[1].View(s.s, m, L.size)
+		v, _ := t[2].View(s.o, m, kk)
+		i, _ := t[3].View(s.o, m, kk)
+		bl, _ := ix.packs[L.pack].View(L.row*d, L.size, d)
+		nn.MatMul(rec, sc, q, bl, nn.MatMulOpts{TransB: true})
+		nn.TopK(rec, v, i, sc, kk, 0)
+	}
+	if err := rec.Submit(); err != nil {
+		return nil, err
+	}
+	vals, _ := t[2].View(0, b.oLen)
+	idxs, _ := t[3].View(0, b.oLen)
+	read, err := ix.dev.StartRead(vals, idxs)
+	ix.Stats.Submit += time.Since(start)
+	ix.Stats.Batches++
+	ix.Stats.Lists += len(b.segs)
+	return read, err
+}
+
+// merge waits for a batch's results (read, into results) and merges each
+// query's top k of each list into out.
+func (ix *IVF) merge(b *ivfBatch, read *gpu.PendingRead, results []float32, k int, out *eval.Neighbours) error {
+	start := time.Now()
+	err := read.Wait()
+	ix.Stats.Wait += time.Since(start)
+	if err == nil {
+		err = read.Into(results[:2*b.oLen])
+	}
+	if err != nil {
+		read.Discard()
+		return err
+	}
+	start = time.Now()
+	vals, idxs := results[:b.oLen], results[b.oLen:2*b.oLen]
+	ids := make([]uint32, k)
+	for _, s := range b.segs {
+		L := ix.list[s.l]
+		kk := min(k, L.size)
+		for j, q := range s.qs {
+			at := s.o + j*kk
+			for c, p := range idxs[at : at+kk] {
+				// The indices' bits, read back among the floats.
+				ids[c] = math.Float32bits(p)
+				if ids[c] != math.MaxUint32 {
+					ids[c] = uint32(ix.order[L.first+int(ids[c])])
+				}
+			}
+			eval.MergeTop(out.Similar[q*k:(q+1)*k], out.Index[q*k:(q+1)*k], vals[at:at+kk], ids[:kk])
+		}
+	}
+	ix.Stats.Merge += time.Since(start)
+	return nil
 }
 
 // ivfItem is a list and some of the queries that probe it.

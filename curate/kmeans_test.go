@@ -202,6 +202,8 @@ func TestIVFSplitsAPopularList(t *testing.T) {
 	got, err := ix.Search(context.Background(), query, 5, 1)
 	require.NoError(t, err)
 	require.Equal(t, 1.0, Recall(exact, got, 5))
+	require.Equal(t, 2, ix.Stats.Batches, "two submissions, the second run while the first's results merge")
+	require.Equal(t, 2, ix.Stats.Lists)
 	for i := range exact.Similar {
 		require.InDelta(t, exact.Similar[i], got.Similar[i], 1e-6)
 	}

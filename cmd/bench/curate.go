@@ -187,7 +187,7 @@ func measureCurate(dev *gpu.Device, s curateSizes, stderr io.Writer) ([]curateRe
 			t = time.Since(start).Seconds()
 		}
 		res = append(res, curateResult{Name: fmt.Sprintf("ivf/nprobe=%d/%d-lists", np, s.lists), Value: t, Unit: "s",
-			Note: fmt.Sprintf("recall@%d %.3f, speed-up %.1fx over exact", s.k, curate.Recall(exact, got, s.k), tExact/t)})
+			Note: fmt.Sprintf("recall@%d %.3f, speed-up %.1fx over exact; %s", s.k, curate.Recall(exact, got, s.k), tExact/t, searchTimes(ix.Stats))})
 	}
 
 	x := pool[:min(s.pool, s.kmPoints)*s.d]
@@ -290,4 +290,11 @@ func numpyKNN(s curateSizes) (float64, error) {
 		return 0, fmt.Errorf("numpy printed %q", out)
 	}
 	return t, nil
+}
+
+// searchTimes says where an IVF search's time went.
+func searchTimes(s curate.SearchStats) string {
+	sec := func(d time.Duration) float64 { return d.Seconds() }
+	return fmt.Sprintf("probe %.3fs, %d batches of %d list products: gather and upload %.3fs, record and submit %.3fs, wait %.3fs, merge %.3fs",
+		sec(s.Probe), s.Batches, s.Lists, sec(s.Prepare), sec(s.Submit), sec(s.Wait), sec(s.Merge))
 }
