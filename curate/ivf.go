@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/webdino/webdino/eval"
@@ -17,6 +18,9 @@ type IVFOpts struct {
 	Iters  int    // k-means iterations (10)
 	Seed   uint64 // k-means++ seed
 	Sample int    // k-means points (0: all); the rest are only assigned
+	// packRows, when positive, caps the rows of one packed buffer below
+	// what one binding holds (tests of indexes in several buffers).
+	packRows int
 }
 
 // IVF is an inverted-file index: the base is partitioned by k-means and a
@@ -76,6 +80,9 @@ func BuildIVF(ctx context.Context, dev *gpu.Device, base []float32, d int, o IVF
 	// Lists start at rows whose offset is 256-byte aligned.
 	g := 64 / gcd(d, 64)
 	limit := int(dev.Limits().MaxStorageBinding/4) / d / g * g
+	if o.packRows > 0 {
+		limit = min(limit, o.packRows)
+	}
 	var packs [][]float32
 	rows := 0
 	for l, m := range members {
@@ -227,13 +234,17 @@ type ivfSeg struct {
 type ivfBatch struct {
 	segs              []ivfSeg
 	qRows, sLen, oLen int
+	tiles             [][]uint32 // per pack of lists: ivf_scores' tiles
+	rows              []uint32   // TopKRows' rows: one per segment and query
 }
 
 // Search returns the k nearest indexed rows of each query among the rows
 // of its nprobe lists. Per list, the queries that probe it are gathered
-// and compared with the list in one matmul and top-k; lists go to the GPU
-// in batches bounded by ivfBudget scores, each batch's results read back
-// while the next runs, and the lists' sorted results merge on the CPU.
+// and compared with the list's rows; lists go to the GPU in batches
+// bounded by ivfBudget scores, each batch in one dispatch of similarities
+// per pack of lists and one of top-k (whatever the number of lists), its
+// results read back while the next batch runs; the lists' sorted results
+// merge on the CPU.
 // ix.Stats says where the time went.
 func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eval.Neighbours, error) {
 	d := ix.D
@@ -274,11 +285,12 @@ func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eva
 	}
 	// Scratch for the largest batch, shared by all: the GPU runs them in
 	// order, and each one's results are copied out before the next starts.
-	var maxQ, maxS, maxO int
+	var maxQ, maxS, maxO, maxT, maxR int
 	for _, b := range batches {
 		maxQ, maxS, maxO = max(maxQ, b.qRows), max(maxS, b.sLen), max(maxO, b.oLen)
+		maxT, maxR = max(maxT, b.tileValues()), max(maxR, len(b.rows))
 	}
-	err = withTensors(ix.dev, [][]int{{maxQ, d}, {maxS}, {maxO}, {maxO}}, func(t []*gpu.Tensor) error {
+	err = withTensors(ix.dev, [][]int{{maxQ, d}, {maxS}, {maxO}, {maxO}, {maxT}, {maxR}}, func(t []*gpu.Tensor) error {
 		gathered := make([]float32, maxQ*d)
 		results := make([]float32, 2*maxO)
 		var prev *ivfBatch
@@ -318,27 +330,42 @@ func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eva
 	return out, nil
 }
 
+// The tile of ivf_scores: a workgroup of ivfWG invocations compares up to
+// ivfRows list rows, ivfRPL per invocation, with up to ivfTQ queries.
+const ivfTQ, ivfRPL, ivfWG = 8, 2, 64
+
+const ivfRows = ivfRPL * ivfWG
+
 // plan cuts the items into batches of at most ivfBudget scores (or one
-// item, where a single one exceeds it) and lays out each batch's buffers:
-// segments start at aligned rows and offsets, so each can be bound.
+// item, where a single one exceeds it) and lays out each batch: its
+// gathered queries, scores and top-k results one segment after another,
+// the tiles of ivf_scores per pack of lists, and the rows of TopKRows.
 func (ix *IVF) plan(items []ivfItem, k int) []ivfBatch {
-	g := 64 / gcd(ix.D, 64)
-	align := func(x, a int) int { return (x + a - 1) / a * a }
 	var batches []ivfBatch
 	for i0 := 0; i0 < len(items); {
-		var b ivfBatch
+		b := ivfBatch{tiles: make([][]uint32, len(ix.packs))}
 		i1 := i0
 		for ; i1 < len(items); i1++ {
 			it := items[i1]
-			m := len(it.qs)
-			sz := align(m*ix.list[it.l].size, 64)
-			if len(b.segs) > 0 && b.sLen+sz > ivfBudget {
+			m, L := len(it.qs), ix.list[it.l]
+			if len(b.segs) > 0 && b.sLen+m*L.size > ivfBudget {
 				break
 			}
-			b.segs = append(b.segs, ivfSeg{it.l, b.qRows, b.sLen, b.oLen, it.qs})
-			b.qRows += align(m, g)
-			b.sLen += sz
-			b.oLen += align(m*k, 64)
+			seg := ivfSeg{it.l, b.qRows, b.sLen, b.oLen, it.qs}
+			b.segs = append(b.segs, seg)
+			for q0 := 0; q0 < m; q0 += ivfTQ {
+				for r0 := 0; r0 < L.size; r0 += ivfRows {
+					b.tiles[L.pack] = append(b.tiles[L.pack],
+						uint32(seg.q+q0), uint32(min(ivfTQ, m-q0)), uint32(L.row+r0), uint32(min(ivfRows, L.size-r0)),
+						uint32(seg.s+q0*L.size+r0), uint32(L.size), 0, 0)
+				}
+			}
+			for j := range m {
+				b.rows = append(b.rows, uint32(seg.s+j*L.size), uint32(L.size), uint32(seg.o+j*k), 0)
+			}
+			b.qRows += m
+			b.sLen += m * L.size
+			b.oLen += m * k
 		}
 		batches = append(batches, b)
 		i0 = i1
@@ -346,8 +373,18 @@ func (ix *IVF) plan(items []ivfItem, k int) []ivfBatch {
 	return batches
 }
 
-// submit uploads a batch's queries, records and submits its products and
-// top-k, and starts reading the results back (values, then indices).
+// tileValues is the number of tile values of the batch, all packs'.
+func (b *ivfBatch) tileValues() int {
+	n := 0
+	for _, t := range b.tiles {
+		n += len(t)
+	}
+	return n
+}
+
+// submit uploads a batch's queries and tables, records and submits its
+// similarities (one ivf_scores per pack) and top-k (one TopKRows), and
+// starts reading the results back (values, then indices).
 func (ix *IVF) submit(b *ivfBatch, query, gathered []float32, k int, t []*gpu.Tensor) (*gpu.PendingRead, error) {
 	d := ix.D
 	start := time.Now()
@@ -357,33 +394,57 @@ func (ix *IVF) submit(b *ivfBatch, query, gathered []float32, k int, t []*gpu.Te
 		}
 	}
 	qs, _ := t[0].View(0, b.qRows, d)
+	tiles, _ := t[4].View(0, b.tileValues())
+	rows, _ := t[5].View(0, len(b.rows))
 	if err := ix.dev.Write(qs, gathered[:b.qRows*d]); err != nil {
+		return nil, err
+	}
+	if err := ix.dev.WriteU32(tiles, slices.Concat(b.tiles...)); err != nil {
+		return nil, err
+	}
+	if err := ix.dev.WriteU32(rows, b.rows); err != nil {
 		return nil, err
 	}
 	ix.Stats.Prepare += time.Since(start)
 	start = time.Now()
 	rec := ix.dev.Record()
-	for _, s := range b.segs {
-		m, L := len(s.qs), ix.list[s.l]
-		kk := min(k, L.size)
-		q, _ := t[0].View(s.q*d, m, d)
-		sc, _ := t[1].View(s.s, m, L.size)
-		v, _ := t[2].View(s.o, m, kk)
-		i, _ := t[3].View(s.o, m, kk)
-		bl, _ := ix.packs[L.pack].View(L.row*d, L.size, d)
-		nn.MatMul(rec, sc, q, bl, nn.MatMulOpts{TransB: true})
-		nn.TopK(rec, v, i, sc, kk, 0)
-	}
-	if err := rec.Submit(); err != nil {
-		return nil, err
+	at := 0
+	for p, pt := range b.tiles {
+		if len(pt) == 0 {
+			continue
+		}
+		view, _ := t[4].View(at, len(pt))
+		ivfScores(rec, t[1], t[0], ix.packs[p], view, d)
+		at += len(pt)
 	}
 	vals, _ := t[2].View(0, b.oLen)
 	idxs, _ := t[3].View(0, b.oLen)
+	nn.TopKRows(rec, vals, idxs, t[1], rows, k)
+	if err := rec.Submit(); err != nil {
+		return nil, err
+	}
 	read, err := ix.dev.StartRead(vals, idxs)
 	ix.Stats.Submit += time.Since(start)
 	ix.Stats.Batches++
 	ix.Stats.Lists += len(b.segs)
 	return read, err
+}
+
+// ivfScores records ivf_scores: for each tile of tiles (8 values each, see
+// shaders/knn.wgsl), the similarities of its queries in q [*, d] with its
+// rows of the list pack x [*, d] into scores.
+func ivfScores(rec *gpu.Recorder, scores, q, x, tiles *gpu.Tensor, d int) error {
+	vec := d%4 == 0
+	d4 := d
+	if vec {
+		d4 = d / 4
+	}
+	n := tiles.Len() / 8
+	k := gpu.Kernel{Name: "ivf_scores", Data: struct {
+		TQ, RPL, WG int
+		Vec         bool
+	}{ivfTQ, ivfRPL, ivfWG, vec}, Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}}
+	return rec.Dispatch(k, [3]uint32{uint32(min(n, 65535)), uint32((n + 65534) / 65535), 1}, []uint32{gpu.U32(n), gpu.U32(d4)}, q, x, tiles, scores)
 }
 
 // merge waits for a batch's results (read, into results) and merges each
@@ -404,17 +465,17 @@ func (ix *IVF) merge(b *ivfBatch, read *gpu.PendingRead, results []float32, k in
 	ids := make([]uint32, k)
 	for _, s := range b.segs {
 		L := ix.list[s.l]
-		kk := min(k, L.size)
 		for j, q := range s.qs {
-			at := s.o + j*kk
-			for c, p := range idxs[at : at+kk] {
-				// The indices' bits, read back among the floats.
+			at := s.o + j*k
+			for c, p := range idxs[at : at+k] {
+				// The indices' bits, read back among the floats; lists of
+				// fewer than k rows pad with 0xffffffff.
 				ids[c] = math.Float32bits(p)
 				if ids[c] != math.MaxUint32 {
 					ids[c] = uint32(ix.order[L.first+int(ids[c])])
 				}
 			}
-			eval.MergeTop(out.Similar[q*k:(q+1)*k], out.Index[q*k:(q+1)*k], vals[at:at+kk], ids[:kk])
+			eval.MergeTop(out.Similar[q*k:(q+1)*k], out.Index[q*k:(q+1)*k], vals[at:at+k], ids)
 		}
 	}
 	ix.Stats.Merge += time.Since(start)

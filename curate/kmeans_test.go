@@ -4,6 +4,7 @@ package curate
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -139,10 +140,14 @@ func TestFixedPointScatterNegative(t *testing.T) {
 // and returns the index (released with the test), nq more as queries and
 // their exact top k.
 func ivfFixture(t *testing.T, rng *rand.Rand, n, nq, d, c, lists, k int) (*IVF, []float32, *eval.Neighbours) {
+	return ivfFixtureOpts(t, rng, n, nq, d, c, k, IVFOpts{Lists: lists, Seed: 1})
+}
+
+func ivfFixtureOpts(t *testing.T, rng *rand.Rand, n, nq, d, c, k int, o IVFOpts) (*IVF, []float32, *eval.Neighbours) {
 	x := blobs(rng, n+nq, d, c)
 	eval.Normalize(x, d)
 	base, query := x[:n*d], x[n*d:]
-	ix, err := BuildIVF(context.Background(), dev, base, d, IVFOpts{Lists: lists, Seed: 1})
+	ix, err := BuildIVF(context.Background(), dev, base, d, o)
 	require.NoError(t, err)
 	t.Cleanup(ix.Release)
 	exact, err := eval.SearchAll(context.Background(), dev, Mat{Data: query, D: d}, Mat{Data: base, D: d}, eval.SearchOpts{K: k})
@@ -150,14 +155,28 @@ func ivfFixture(t *testing.T, rng *rand.Rand, n, nq, d, c, lists, k int) (*IVF, 
 	return ix, query, exact
 }
 
+// Recall grows with the lists probed and is exact with all of them: rows
+// of vec4s or of floats, the lists in one buffer or (packs of at most 700
+// rows) in about ten.
 func TestIVFRecall(t *testing.T) {
-	ix, query, exact := ivfFixture(t, rand.New(rand.NewPCG(11, 12)), 6000, 300, 36, 40, 64, 10)
+	for _, c := range []struct{ d, packRows int }{{36, 0}, {37, 0}, {36, 700}} {
+		t.Run(fmt.Sprintf("d%d-pack%d", c.d, c.packRows), func(t *testing.T) { testIVFRecall(t, c.d, c.packRows) })
+	}
+}
+
+func testIVFRecall(t *testing.T, d, packRows int) {
+	ix, query, exact := ivfFixtureOpts(t, rand.New(rand.NewPCG(11, 12)), 6000, 300, d, 40, 10, IVFOpts{Lists: 64, Seed: 1, packRows: packRows})
+	if packRows > 0 {
+		require.Greater(t, len(ix.packs), 5)
+	} else {
+		require.Len(t, ix.packs, 1)
+	}
 	prev := 0.0
 	for _, np := range []int{1, 4, 16, 64} {
 		got, err := ix.Search(context.Background(), query, 10, np)
 		require.NoError(t, err)
 		r := Recall(exact, got, 10)
-		t.Logf("IVF %d lists, nprobe %d: recall@10 %.3f", 64, np, r)
+		t.Logf("IVF %d lists in %d buffers, d %d, nprobe %d: recall@10 %.3f", 64, len(ix.packs), d, np, r)
 		require.GreaterOrEqual(t, r, prev)
 		prev = r
 		if np == 64 { // every list probed: exact

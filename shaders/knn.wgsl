@@ -3,13 +3,16 @@
 {{/* topk: for each row of scores [R, N], the K largest values and their
 column indices, sorted descending. Each of WG invocations keeps the top K of
 a strided slice in registers (insertion into a sorted list); then one
-invocation merges the WG sorted lists held in workgroup memory. Data: K, WG. */}}
+invocation merges the WG sorted lists held in workgroup memory. Data: K, WG,
+Table: rows of their own lengths instead, row r of rows giving the offset of
+its scores, their number and where its K results go. */}}
 {{define "topk"}}
 struct Params { R: u32, N: u32, index_base: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> scores: array<f32>;
 @group(0) @binding(2) var<storage, read_write> top_value: array<f32>;
 @group(0) @binding(3) var<storage, read_write> top_index: array<u32>;
+{{if .Table}}@group(0) @binding(4) var<storage, read> rows: array<vec4<u32>>;{{end}}
 
 const K = {{.K}}u;
 const WG = {{.WG}}u;
@@ -23,8 +26,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   var val: array<f32, {{.K}}>;
   var idx: array<u32, {{.K}}>;
   for (var j = 0u; j < K; j++) { val[j] = -3.4e38; idx[j] = 0xffffffffu; }
-  let base = row * p.N;
-  for (var n = lid.x; n < p.N; n += WG) {
+  {{if .Table}}let base = rows[row].x;
+  let N = rows[row].y;
+  let first_out = rows[row].z;
+  {{else}}let base = row * p.N;
+  let N = p.N;
+  let first_out = row * K;
+  {{end}}for (var n = lid.x; n < N; n += WG) {
     let s = scores[base + n];
     if (s <= val[K - 1u]) { continue; }
     var j = K - 1u;
@@ -54,11 +62,63 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         if (!found || v > best_value) { best = w; best_value = v; found = true; }
       }
     }
-    let out = row * K + j;
+    let out = first_out + j;
     let i = cand_index[best * K + head[best]];
     top_value[out] = best_value;
     top_index[out] = select(i + p.index_base, 0xffffffffu, i == 0xffffffffu);
     head[best]++;
+  }
+}
+{{end}}
+
+{{/* ivf_scores: the similarities of gathered queries with rows of inverted
+lists, for many lists in one dispatch. Each workgroup takes one tile of the
+tiles table (two vec4 each: first query row, queries (<= TQ), first list row,
+rows (<= WG RPL); first score, the scores' row stride), and each invocation
+RPL rows of the tile, WG apart, against every query: scores[s0 + t stride +
+r] = q[q0 + t] . x[r0 + r]. Each row loaded serves TQ queries and each query
+RPL rows. Data: TQ, RPL, WG, Vec (rows of D4 vec4s, else of D4 floats). */}}
+{{define "ivf_scores"}}
+struct Params { tiles: u32, D4: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<{{if .Vec}}vec4<f32>{{else}}f32{{end}}>;
+@group(0) @binding(2) var<storage, read> x: array<{{if .Vec}}vec4<f32>{{else}}f32{{end}}>;
+@group(0) @binding(3) var<storage, read> tiles: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
+
+const TQ = {{.TQ}}u;
+const RPL = {{.RPL}}u;
+const WG = {{.WG}}u;
+
+@compute @workgroup_size({{.WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let tile = wid.x + wid.y * 65535u;
+  if (tile >= p.tiles) { return; }
+  let a = tiles[2u * tile];
+  let b = tiles[2u * tile + 1u];
+  if (lid.x >= a.w) { return; }
+  // Rows and queries past the tile's repeat its last ones, and are not written.
+  var xrow: array<u32, {{.RPL}}>;
+  for (var j = 0u; j < RPL; j++) { xrow[j] = (a.z + min(lid.x + j * WG, a.w - 1u)) * p.D4; }
+  var qrow: array<u32, {{.TQ}}>;
+  for (var t = 0u; t < TQ; t++) { qrow[t] = (a.x + min(t, a.y - 1u)) * p.D4; }
+  var acc: array<f32, {{mul .TQ .RPL}}>;
+  for (var i = 0u; i < TQ * RPL; i++) { acc[i] = 0.0; }
+  var xv: array<{{if .Vec}}vec4<f32>{{else}}f32{{end}}, {{.RPL}}>;
+  for (var k = 0u; k < p.D4; k++) {
+    for (var j = 0u; j < RPL; j++) { xv[j] = x[xrow[j] + k]; }
+    for (var t = 0u; t < TQ; t++) {
+      let qv = q[qrow[t] + k];
+      for (var j = 0u; j < RPL; j++) {
+        {{if .Vec}}acc[t * RPL + j] += dot(xv[j], qv);{{else}}acc[t * RPL + j] += xv[j] * qv;{{end}}
+      }
+    }
+  }
+  for (var t = 0u; t < a.y; t++) {
+    for (var j = 0u; j < RPL; j++) {
+      let r = lid.x + j * WG;
+      if (r < a.w) { scores[b.x + t * b.y + r] = acc[t * RPL + j]; }
+    }
   }
 }
 {{end}}
