@@ -444,7 +444,7 @@ func ivfScores(rec *gpu.Recorder, scores, q, x, tiles *gpu.Tensor, d int) error 
 		TQ, RPL, WG int
 		Vec         bool
 	}{ivfTQ, ivfRPL, ivfWG, vec}, Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}}
-	return rec.Dispatch(k, [3]uint32{uint32(min(n, 65535)), uint32((n + 65534) / 65535), 1}, []uint32{gpu.U32(n), gpu.U32(d4)}, q, x, tiles, scores)
+	return rec.Dispatch(k, nn.RowGroups(n), []uint32{gpu.U32(n), gpu.U32(d4)}, q, x, tiles, scores)
 }
 
 // merge waits for a batch's results (read, into results) and merges each

@@ -28,7 +28,7 @@ func TopK(rec *gpu.Recorder, values, indices, scores *gpu.Tensor, k, indexBase i
 		return shapeErr(rec, op, "scores %s, k %d: values %s and indices %s must hold %d x %d", scores, k, values, indices, R, k)
 	}
 	kern := gpu.Kernel{Name: "topk", Data: topkData{K: k, WG: topkWG}, Access: []gpu.Access{gpu.Read, gpu.ReadWrite, gpu.ReadWrite}}
-	return rec.Dispatch(kern, rowGroups(R), []uint32{gpu.U32(R), gpu.U32(N), gpu.U32(indexBase)}, scores, values, indices)
+	return rec.Dispatch(kern, RowGroups(R), []uint32{gpu.U32(R), gpu.U32(N), gpu.U32(indexBase)}, scores, values, indices)
 }
 
 // topkData is the topk kernel's template data.
@@ -39,7 +39,7 @@ type topkData struct {
 
 // rowGroups is a grid of one workgroup per row, over two dimensions past
 // 65535 rows.
-func rowGroups(R int) [3]uint32 {
+func RowGroups(R int) [3]uint32 {
 	return [3]uint32{uint32(min(R, 65535)), uint32((R + 65534) / 65535), 1}
 }
 
@@ -64,5 +64,5 @@ func TopKRows(rec *gpu.Recorder, values, indices, scores, rows *gpu.Tensor, k in
 	R := rows.Len() / 4
 	kern := gpu.Kernel{Name: "topk", Data: topkData{K: k, WG: topkWG, Table: true},
 		Access: []gpu.Access{gpu.Read, gpu.ReadWrite, gpu.ReadWrite, gpu.Read}}
-	return rec.Dispatch(kern, rowGroups(R), []uint32{gpu.U32(R), 0, 0}, scores, values, indices, rows)
+	return rec.Dispatch(kern, RowGroups(R), []uint32{gpu.U32(R), 0, 0}, scores, values, indices, rows)
 }
