@@ -86,7 +86,9 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 // outputs, staging slices of BK values of k in workgroup memory (Tile BK a
 // multiple of 16); Contig gives each invocation Tile adjacent rows and
 // columns read from workgroup memory as vec4s (Tile a multiple of 4) instead
-// of rows and columns 16 apart; Prefetch loads the next slices while the
+// of rows and columns 16 apart; Spread (with Contig) gives it runs of 4
+// columns 64 apart instead, so that neighbouring lanes read neighbouring
+// vec4s of the B slice (no bank conflicts past Tile 4); Prefetch loads the next slices while the
 // current ones are used; Vec reads device memory as vec4s where both
 // operands' contiguous axes are multiples of 4 (Tile BK a multiple of 64;
 // other shapes take scalar reads). Split cuts the k range of an unbatched
@@ -94,32 +96,55 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 // decides, 1: never); batched products are not split. The zero Tiling is the
 // device's choice (DefaultTiling).
 type Tiling struct {
-	Tile, BK              int
-	Contig, Prefetch, Vec bool
-	Split                 int
+	Tile, BK                      int
+	Contig, Spread, Prefetch, Vec bool
+	Split                         int
 }
 
-// DefaultTiling is MatMul's tiling for o on d, or the zero Tiling where d
-// is a CPU, whose faster kernels (matmul_bcast, matmul_vec4) MatMul takes
-// instead. On an H100 (bench kernels -tilings, the ViT-S/14 shapes and
-// 1024^3), 64 x 64 blocks with contiguous vec4 reads and prefetch (4x16cp)
-// ran 15-25 TFLOP/s, 1.7x the plain 4x16 by geometric mean and ahead of
-// every 128 x 128 tiling (at most 18 TFLOP/s), whose larger blocks leave too
-// few workgroups for 132 multiprocessors. Vec4 loads ran y = x W^T (B
-// transposed) 1.24-1.28x faster, but untransposed products 0.95-1.0x and
-// weight gradients (A transposed) 0.84-0.89x, so only the first take them.
-func DefaultTiling(d *gpu.Device, o MatMulOpts) Tiling {
+// DefaultTiling is MatMul's tiling for o on d for a batch of M x K x N
+// products, or the zero Tiling where d is a CPU, whose faster kernels
+// (matmul_bcast, matmul_vec4) MatMul takes instead. On a GPU it is
+// wideTiling for unbatched products that keep its larger blocks busy
+// (wideFills), else 64 x 64 blocks with contiguous vec4 reads and prefetch
+// (4x16cp): on an H100 (bench kernels -tilings, the ViT-S/14 shapes and
+// 1024^3) they ran 15-27 TFLOP/s, 1.7x the plain 4x16 by geometric mean.
+// Vec4 loads ran y = x W^T (B transposed) 1.24-1.28x faster there, but
+// untransposed products 0.95-1.0x and weight gradients (A transposed)
+// 0.84-0.89x, so only the first take them.
+func DefaultTiling(d *gpu.Device, o MatMulOpts, batch, M, K, N int) Tiling {
 	if d.Info().IsCPU() {
 		return Tiling{}
 	}
+	if batch == 1 && wideFills(M, K, N) {
+		return wideTiling
+	}
 	return Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: o.TransB && !o.TransA}
+}
+
+// wideTiling is 128 x 128 blocks, 8 x 8 outputs per invocation in runs of
+// 4 columns 64 apart (8x8cwp). On an H100, at the 16448 rows of a ViT-S/14
+// training step (bench kernels -images 64), it ran the linear layers at
+// 26.7-30.3 TFLOP/s against 4x16cp's 22.7-27.5 (weight gradients 1.1-1.3x,
+// the rest 1.08-1.12x); at 2056 rows (8 images, 108-204 of its blocks)
+// and at 1024^3 (64 blocks) it ran 0.65-0.95x as fast. Its bank-conflicted
+// twin without Spread (8x8cp) ran 18-27 TFLOP/s.
+var wideTiling = Tiling{Tile: 8, BK: 8, Contig: true, Spread: true, Prefetch: true}
+
+// wideFills says whether an unbatched M x K x N product gives wideTiling at
+// least 384 workgroups once split-K has cut it (about three per
+// multiprocessor of an H100; the products measured faster had 387 or more,
+// the slower at most 204).
+func wideFills(M, K, N int) bool {
+	bm := 16 * wideTiling.Tile
+	groups := ((M + bm - 1) / bm) * ((N + bm - 1) / bm)
+	return groups*splitK(groups, M*N, K) >= 384
 }
 
 // MatMulTiled is MatMul through matmul_tiled with tiling t on any device:
 // for benchmarks that compare tilings, and for tests.
 func MatMulTiled(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling) error {
-	if t.Tile < 1 || t.BK < 1 || t.Split < 0 || t.Tile*t.BK%16 != 0 || t.Contig && t.Tile%4 != 0 || t.Vec && (t.Tile*t.BK%64 != 0 || t.BK%4 != 0) {
-		return shapeErr(rec, "matmul", "tiling %+v: want Tile, BK >= 1, Split >= 0, Tile BK a multiple of 16 (64 and BK of 4 with Vec) and, with Contig, Tile a multiple of 4", t)
+	if t.Tile < 1 || t.BK < 1 || t.Split < 0 || t.Tile*t.BK%16 != 0 || t.Contig && t.Tile%4 != 0 || t.Spread && !t.Contig || t.Vec && (t.Tile*t.BK%64 != 0 || t.BK%4 != 0) {
+		return shapeErr(rec, "matmul", "tiling %+v: want Tile, BK >= 1, Split >= 0, Tile BK a multiple of 16 (64 and BK of 4 with Vec) and, with Contig, Tile a multiple of 4 (Spread only with Contig)", t)
 	}
 	return matMul(rec, c, a, b, o, t, bcastNever)
 }
@@ -172,6 +197,13 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	if o.Act != NoAct && o.Act != GELU {
 		return shapeErr(rec, op, "unknown activation %q", o.Act)
 	}
+	if bBatch == 1 && !o.TransA {
+		// A shared B: the batches of A and C lie one after another, so they
+		// are the rows of one product, whose blocks and tiles then round up
+		// batch x M rows once instead of each batch's M (257 tokens took 5
+		// blocks of 64 rows, 320).
+		M, batch = batch*M, 1
+	}
 	e := epilogue{Act: string(o.Act), Accumulate: o.Accumulate}
 	access := []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}
 	bufs := []*gpu.Tensor{a, b, c}
@@ -203,11 +235,11 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 		alongB = K
 	}
 	if t == (Tiling{}) {
-		t = DefaultTiling(rec.Device(), o)
+		t = DefaultTiling(rec.Device(), o, batch, M, K, N)
 	}
 	if t.Tile > 0 {
 		vec := t.Vec && alongA%4 == 0 && alongB%4 == 0 && a.Off%16 == 0 && b.Off%16 == 0
-		d := tiledData{Tile: t.Tile, BK: t.BK, Pad: 1, Fetches: t.Tile * t.BK / 16, Idx: seq(t.Tile), Contig: t.Contig, Prefetch: t.Prefetch,
+		d := tiledData{Tile: t.Tile, BK: t.BK, Pad: 1, Fetches: t.Tile * t.BK / 16, Idx: seq(t.Tile), Contig: t.Contig, Spread: t.Spread, Prefetch: t.Prefetch,
 			Vec: vec, TransA: o.TransA, TransB: o.TransB, epilogue: e}
 		if t.Contig || vec {
 			d.Pad = 4 // the A slice's k rows stay vec4-aligned
@@ -239,12 +271,8 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	vec4, aScalar := alongB%4 == 0, alongA%4 != 0
 	if bcast != bcastNever && !o.TransA && (o.TransB && K%4 == 0 || !o.TransB && N%4 == 0) &&
 		(bcast == bcastAlways || !vec4 || bcastPays(K, N)) {
-		bm, bM := batch, M
-		if bBatch == 1 {
-			bm, bM = 1, batch*M // a shared B: the batches are rows of one product
-		}
-		if plan, ok := planBcast(rec.Device().Limits(), bm, bM, K); ok {
-			return dispatchBcast(rec, plan, bufs, access, e, o.TransB, bM, N, K, strideB/4, mmProfile(batch, M, K, N, o))
+		if plan, ok := planBcast(rec.Device().Limits(), batch, M, K); ok {
+			return dispatchBcast(rec, plan, bufs, access, e, o.TransB, M, N, K, strideB/4, mmProfile(batch, M, K, N, o))
 		}
 	}
 	if vec4 {
@@ -291,10 +319,11 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 
 // tiledData is the template data of matmul_tiled (see shaders/matmul.wgsl).
 type tiledData struct {
-	Tile, BK, Pad, Fetches       int
-	Idx                          []int
-	Contig, Prefetch, Vec, Split bool
-	TransA, TransB               bool
+	Tile, BK, Pad, Fetches   int
+	Idx                      []int
+	Contig, Spread, Prefetch bool
+	Vec, Split               bool
+	TransA, TransB           bool
 	epilogue
 }
 

@@ -86,6 +86,8 @@ var matmulKernels = []matmulKernel{
 	{"tiled4c", Tiling{Tile: 4, BK: 16, Contig: true}, bcastNever}, {"tiled8c", Tiling{Tile: 8, BK: 4, Contig: true}, bcastNever},
 	{"tiled8cp", Tiling{Tile: 8, BK: 8, Contig: true, Prefetch: true}, bcastNever}, {"tiled4p", Tiling{Tile: 4, BK: 8, Prefetch: true}, bcastNever},
 	{"tiled4cpv", Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true}, bcastNever}, {"tiled8v", Tiling{Tile: 8, BK: 8, Vec: true}, bcastNever},
+	{"tiled8cwp", Tiling{Tile: 8, BK: 8, Contig: true, Spread: true, Prefetch: true}, bcastNever},
+	{"tiled8cwpv", Tiling{Tile: 8, BK: 8, Contig: true, Spread: true, Prefetch: true, Vec: true}, bcastNever},
 	{"tiled4s3", Tiling{Tile: 4, BK: 16, Split: 3}, bcastNever},
 	{"tiled4cpvs3", Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true, Split: 3}, bcastNever},
 }
@@ -206,6 +208,23 @@ func TestSplitK(t *testing.T) {
 	// Capped at 32 parts and at 2^24 partial floats.
 	require.Equal(t, 32, splitK(1, 64*64, 1<<20))
 	require.Equal(t, 2, splitK(1, 1<<23, 1<<20))
+}
+
+// On a GPU, the 128 x 128 blocks of wideTiling go to the unbatched products
+// they keep busy, the ones bench kernels measured faster with them on an H100.
+func TestWideFills(t *testing.T) {
+	for _, s := range [][3]int{ // M, K, N at 64 images: faster wide
+		{16448, 384, 1152}, {16448, 1152, 384}, {16448, 384, 1536}, {16448, 1536, 384},
+		{1152, 16448, 384}, {1536, 16448, 384}, {384, 16448, 1536},
+	} {
+		require.True(t, wideFills(s[0], s[1], s[2]), "%v", s)
+	}
+	for _, s := range [][3]int{ // at 8 images and 1024^3: slower wide
+		{2056, 384, 1152}, {2056, 1152, 384}, {2056, 384, 1536}, {2056, 1536, 384},
+		{1152, 2056, 384}, {1536, 2056, 384}, {384, 2056, 1536}, {1024, 1024, 1024},
+	} {
+		require.False(t, wideFills(s[0], s[1], s[2]), "%v", s)
+	}
 }
 
 // MatMul takes matmul_bcast where lavapipe ran it faster than matmul_vec4
@@ -335,6 +354,7 @@ func TestMatMulTiledBadTiling(t *testing.T) {
 		msg    string
 	}{
 		{Tiling{Tile: 6, BK: 8, Contig: true}, "Tile a multiple of 4"},
+		{Tiling{Tile: 8, BK: 8, Spread: true}, "Spread only with Contig"},
 		{Tiling{Tile: 0, BK: 8}, "Tile, BK >= 1"},
 		{Tiling{Tile: 4, BK: 2}, "Tile BK a multiple of 16"},
 		{Tiling{Tile: 4, BK: 4, Vec: true}, "64 and BK of 4 with Vec"},

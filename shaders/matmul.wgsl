@@ -175,7 +175,11 @@ Pad words so that transposing A on the way in spreads over the memory banks.
 Without Contig, invocation (x, y) owns rows y + 16 i and columns x + 16 j: a
 warp reads consecutive words of the B slice and stores consecutive columns of
 C. With Contig it owns rows y Tile + i and columns x Tile + j, read from
-workgroup memory as vec4s (a quarter of the load instructions). With
+workgroup memory as vec4s (a quarter of the load instructions); with Spread
+as well, its columns are Tile/4 runs of 4 at 4 x + 64 q instead, so that
+the 16 lanes of a row read 16 consecutive vec4s of the B slice (with runs of
+8 or more adjacent columns, neighbouring lanes' reads would collide in the
+memory banks). With
 Prefetch the next slices are loaded into registers while the current ones
 are multiplied, hiding device-memory latency behind the FMAs. With Vec (each
 operand's contiguous axis a multiple of 4) slices are read from device
@@ -186,7 +190,7 @@ matmul_split_sum to add up: products with few output blocks and a long k
 (weight gradients) then still fill a large GPU. lavapipe runs
 this correctly but slowly (a CPU has no workgroup memory to speak of): it
 takes matmul_bcast and matmul_vec4. Data: Tile, BK, Pad, Fetches, Idx
-(0..Tile-1), Contig, Prefetch, Vec, Split, TransA, TransB and the epilogue fields;
+(0..Tile-1), Contig, Spread, Prefetch, Vec, Split, TransA, TransB and the epilogue fields;
 with Vec the strides of A and B are in vec4s.
 */}}
 {{define "matmul_tiled"}}
@@ -283,7 +287,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }{{end}}
     for (var k = 0u; k < BK; k++) {
       {{if .Contig}}{{range $q := seq (div .Tile 4)}}let aq{{$q}} = a_tile[(k * AS) / 4u + lid.y * {{div $.Tile 4}}u + {{$q}}u];
-      let bq{{$q}} = b_tile[k * {{mul 4 $.Tile}}u + lid.x * {{div $.Tile 4}}u + {{$q}}u];
+      let bq{{$q}} = b_tile[k * {{mul 4 $.Tile}}u + {{if $.Spread}}{{mul $q 16}}u + lid.x{{else}}lid.x * {{div $.Tile 4}}u + {{$q}}u{{end}}];
       {{end}}{{range $r := .Idx}}{{range $c := $.Idx}}acc{{$r}}_{{$c}} = fma(aq{{div $r 4}}[{{sub $r (mul (div $r 4) 4)}}], bq{{div $c 4}}[{{sub $c (mul (div $c 4) 4)}}], acc{{$r}}_{{$c}});
       {{end}}{{end}}{{else}}{{range .Idx}}let a{{.}} = a_tile[k * AS + lid.y + {{mul . 16}}u];
       let b{{.}} = b_tile[k * BM + lid.x + {{mul . 16}}u];
@@ -293,7 +297,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     workgroupBarrier();
   }
   let base_c = wid.z * p.stride_c;
-  {{range $r := .Idx}}{{range $c := $.Idx}}store_c(base_c, m0 + {{if $.Contig}}lid.y * {{$.Tile}}u + {{$r}}u{{else}}lid.y + {{mul $r 16}}u{{end}}, n0 + {{if $.Contig}}lid.x * {{$.Tile}}u + {{$c}}u{{else}}lid.x + {{mul $c 16}}u{{end}}, acc{{$r}}_{{$c}});
+  {{range $r := .Idx}}{{range $c := $.Idx}}store_c(base_c, m0 + {{if $.Contig}}lid.y * {{$.Tile}}u + {{$r}}u{{else}}lid.y + {{mul $r 16}}u{{end}}, n0 + {{if $.Spread}}{{mul (div $c 4) 64}}u + 4u * lid.x + {{sub $c (mul (div $c 4) 4)}}u{{else if $.Contig}}lid.x * {{$.Tile}}u + {{$c}}u{{else}}lid.x + {{mul $c 16}}u{{end}}, acc{{$r}}_{{$c}});
   {{end}}{{end}}
 }
 {{end}}

@@ -158,13 +158,13 @@ func TestInferTrainFlags(t *testing.T) {
 }
 
 func TestParseTilings(t *testing.T) {
-	ts, err := parseTilings("8x8, 4x16c,8x16cp,4x8p,4x16cpv,4x16cps1,8x8s12")
+	ts, err := parseTilings("8x8, 4x16c,8x16cp,4x8p,4x16cpv,4x16cps1,8x8s12,8x8cwpv")
 	require.NoError(t, err)
 	require.Equal(t, []nn.Tiling{{Tile: 8, BK: 8}, {Tile: 4, BK: 16, Contig: true},
 		{Tile: 8, BK: 16, Contig: true, Prefetch: true}, {Tile: 4, BK: 8, Prefetch: true},
 		{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true}, {Tile: 4, BK: 16, Contig: true, Prefetch: true, Split: 1},
-		{Tile: 8, BK: 8, Split: 12}}, ts)
-	for _, bad := range []string{"8", "8x8x", "8x8pc", "x8", "8x8q", "8x8s", "8x8sv"} {
+		{Tile: 8, BK: 8, Split: 12}, {Tile: 8, BK: 8, Contig: true, Spread: true, Prefetch: true, Vec: true}}, ts)
+	for _, bad := range []string{"8", "8x8x", "8x8pc", "x8", "8x8q", "8x8s", "8x8sv", "8x8wc"} {
 		_, err := parseTilings(bad)
 		require.ErrorContains(t, err, "want", bad)
 	}

@@ -181,14 +181,14 @@ func tilingCases(cs []benchCase, tilings []nn.Tiling) []benchCase {
 	return out
 }
 
-// tilingName writes t as -tilings reads it: TILExBK, then c for Contig, p
-// for Prefetch, v for Vec and sN for Split N.
+// tilingName writes t as -tilings reads it: TILExBK, then c for Contig, w
+// for Spread, p for Prefetch, v for Vec and sN for Split N.
 func tilingName(t nn.Tiling) string {
 	s := fmt.Sprintf("%dx%d", t.Tile, t.BK)
 	for _, f := range []struct {
 		on     bool
 		letter string
-	}{{t.Contig, "c"}, {t.Prefetch, "p"}, {t.Vec, "v"}} {
+	}{{t.Contig, "c"}, {t.Spread, "w"}, {t.Prefetch, "p"}, {t.Vec, "v"}} {
 		if f.on {
 			s += f.letter
 		}
@@ -216,11 +216,12 @@ func parseTilings(s string) ([]nn.Tiling, error) {
 			}
 			base, t.Split = f[:i], n
 		}
-		tiles := strings.TrimRight(base, "cpv")
+		tiles := strings.TrimRight(base, "cwpv")
 		flags := base[len(tiles):]
-		t.Contig, t.Prefetch, t.Vec = strings.Contains(flags, "c"), strings.Contains(flags, "p"), strings.Contains(flags, "v")
+		t.Contig, t.Spread = strings.Contains(flags, "c"), strings.Contains(flags, "w")
+		t.Prefetch, t.Vec = strings.Contains(flags, "p"), strings.Contains(flags, "v")
 		if _, err := fmt.Sscanf(tiles, "%dx%d", &t.Tile, &t.BK); err != nil || tilingName(t) != f {
-			return nil, fmt.Errorf("-tilings %q: want TILExBK, then c (contiguous), p (prefetch), v (vec4 loads) and sN (k in N parts) if wanted, in that order, e.g. 8x8,4x16cpv,4x16cps1", f)
+			return nil, fmt.Errorf("-tilings %q: want TILExBK, then c (contiguous), w (spread columns), p (prefetch), v (vec4 loads) and sN (k in N parts) if wanted, in that order, e.g. 8x8,4x16cpv,8x8cwp,4x16cps1", f)
 		}
 		ts = append(ts, t)
 	}

@@ -40,7 +40,7 @@ func kernels(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.quick, "quick", false, "small shapes and short timings (a smoke test, not a measurement)")
 	fs.IntVar(&o.images, "images", 8, "images of 257 tokens in the linear-layer and attention cases (a training step of 32 images, 2 global crops each: 64)")
 	pattern := fs.String("run", "", "time only the cases whose name matches this regexp (the ceilings always run)")
-	tilings := fs.String("tilings", "", "also time every matmul case through matmul_tiled (the GPU kernel) with each of these tilings, comma-separated TILExBK[c][p][v] (c: contiguous vec4 reads, p: prefetch, v: vec4 loads), e.g. 4x16,8x8,4x16cpv")
+	tilings := fs.String("tilings", "", "also time every matmul case through matmul_tiled (the GPU kernel) with each of these tilings, comma-separated TILExBK[c][w][p][v][sN] (c: contiguous vec4 reads, w: spread columns, p: prefetch, v: vec4 loads, sN: k in N parts), e.g. 4x16,8x8cwp,4x16cpv")
 	fs.DurationVar(&o.minTime, "time", time.Second, "time each case for at least this long after a warm-up run")
 	fs.IntVar(&o.maxReps, "reps", 50, "but stop after this many timed runs (at least 3 always run)")
 	profile := fs.Bool("profile", false, "after timing, run each selected case once more timing each kernel alone (GPU timestamps where the device has them) and print where its time went, by kernel, to stderr (on lavapipe a kernel of many small dispatches looks slower alone than it runs among others)")
