@@ -205,6 +205,36 @@ func toRGBA(img *data.RGB) *image.RGBA {
 	return r
 }
 
+// Reach is, for every edit, the fraction of its planted copies joined to
+// another image of their group (the original or a sibling copy) by an edge
+// of the nearest-neighbour graph: nearest(i) lists image i's neighbours, in
+// any order, and may include i; an edge runs either way. Deduplication on
+// that graph drops no more copies at any threshold, except through chains
+// of edges to images of other groups, which cost precision. So a low reach
+// says that the descriptors or k miss that edit, and no threshold will help.
+func (p *Planted) Reach(nearest func(i int) []int) map[Edit]float64 {
+	reached := make([]bool, p.Len())
+	for i := range p.Len() {
+		for _, j := range nearest(i) {
+			if j != i && j >= 0 && j < p.Len() && p.original(j) == p.original(i) {
+				reached[i], reached[j] = true, true
+			}
+		}
+	}
+	found, total := map[Edit]int{}, map[Edit]int{}
+	for i := len(p.Orig); i < p.Len(); i++ {
+		total[p.EditOf(i)]++
+		if reached[i] {
+			found[p.EditOf(i)]++
+		}
+	}
+	out := make(map[Edit]float64, len(total))
+	for e, n := range total {
+		out[e] = float64(found[e]) / float64(n)
+	}
+	return out
+}
+
 // DropPrecisionRecall scores a deduplication's drop decisions (an image is
 // dropped when it is not the kept member of its component) against the
 // truth's: precision is the fraction of dropped images that should be,

@@ -83,6 +83,24 @@ func TestPlantedTruthAndPaths(t *testing.T) {
 	require.ErrorContains(t, err, `unknown edit "rotate"`)
 }
 
+// Reach counts a copy as reachable when an edge of the neighbour graph,
+// either way, joins it to its original or a sibling copy, and never through
+// itself or another group.
+func TestPlantedReach(t *testing.T) {
+	p := &Planted{Src: gradients{10}, Orig: []int{0, 1, 2, 3}, Copies: []PlantedCopy{
+		{Of: 0, Edit: EditCrop}, {Of: 0, Edit: EditFlip}, {Of: 1, Edit: EditCrop}, {Of: 2, Edit: EditJPEG}, {Of: 3, Edit: EditJPEG},
+	}}
+	nearest := map[int][]int{
+		4: {4, 1, 5}, // crop of 0: its sibling flip (5), which thereby counts too
+		5: {5, 1, 2}, // flip of 0: only other groups in its own list
+		6: {6, -1},   // crop of 1: itself and an empty slot
+		7: {2},       // jpeg of 2: its original
+		3: {8},       // original 3 lists its jpeg copy (8), which lists nothing
+	}
+	reach := p.Reach(func(i int) []int { return nearest[i] })
+	require.Equal(t, map[Edit]float64{EditCrop: 0.5, EditFlip: 1, EditJPEG: 1}, reach)
+}
+
 func TestApplyEdit(t *testing.T) {
 	src, err := gradients{9}.Load(4)
 	require.NoError(t, err)

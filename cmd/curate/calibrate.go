@@ -18,7 +18,9 @@ import (
 	"github.com/webdino/webdino/curate"
 	"github.com/webdino/webdino/data"
 	"github.com/webdino/webdino/embed"
+	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
 )
 
 const calibrateUsage = `usage: curate calibrate --model FILE --out DIR (--fashion-mnist | INPUT...) [flags]
@@ -44,6 +46,12 @@ Outputs in DIR:
   calibrate.jsonl  one line per threshold: {"threshold", "precision",
                    "recall", "f1", "kept", "dropped", "recall_by_edit"}
   calibrate.png    precision and recall against the threshold
+  reach.json       {"k", "reach_by_edit"}: per edit, the fraction of copies
+                   joined to their original or a sibling copy by an edge
+                   of the --k nearest-neighbour graph: no threshold finds
+                   more, except through chains of wrong edges (a low figure
+                   means the descriptors miss that edit, and no threshold
+                   will help)
 
 Flags:
 `
@@ -174,6 +182,14 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	truth := planted.Truth()
 	var rows []calibrateRow
 	fmt.Fprintf(stdout, "%d originals, %d planted copies of %d of them (%v); model %s, mirror %v, whiten %v\n", *n, len(planted.Copies), *groups, edits, *model, o.Mirror, *whiten)
+	reach, err := searchReach(ctx, dev, planted, curate.Mat{Data: feats, D: D}, *k)
+	if err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(*out, "reach.json"), reach); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "copies joined to their original or a sibling by an edge of the %d-nearest-neighbour graph: %s\n", reach.K, byEdit(edits, reach.ByEdit))
 	fmt.Fprintf(stdout, "%9s %9s %7s %6s %6s  recall by edit\n", "threshold", "precision", "recall", "f1", "kept")
 	for _, t := range ts {
 		dd, err := curate.SelfDedup(ctx, dev, curate.Mat{Data: feats, D: D}, curate.DedupOpts{K: min(*k, planted.Len()-1), Threshold: t})
@@ -193,14 +209,12 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				found[e]++
 			}
 		}
-		var by []string
 		for _, e := range edits {
 			if total[string(e)] > 0 {
 				row.RecallByEdit[string(e)] = float64(found[string(e)]) / float64(total[string(e)])
-				by = append(by, fmt.Sprintf("%s %.3f", e, row.RecallByEdit[string(e)]))
 			}
 		}
-		fmt.Fprintf(stdout, "%9.2f %9.3f %7.3f %6.3f %6d  %s\n", t, row.Precision, row.Recall, row.F1, row.Kept, strings.Join(by, ", "))
+		fmt.Fprintf(stdout, "%9.2f %9.3f %7.3f %6.3f %6d  %s\n", t, row.Precision, row.Recall, row.F1, row.Kept, byEdit(edits, row.RecallByEdit))
 		rows = append(rows, row)
 	}
 	if err := writeJSONL(filepath.Join(*out, "calibrate.jsonl"), rows); err != nil {
@@ -230,6 +244,44 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "no threshold reaches precision %.2f\n", carefulPrecision)
 	}
 	return nil
+}
+
+// calibrateReach is reach.json: per edit, the fraction of planted copies
+// joined to their original or a sibling copy by an edge of the K
+// nearest-neighbour graph (curate.Planted.Reach).
+type calibrateReach struct {
+	K      int                `json:"k"`
+	ByEdit map[string]float64 `json:"reach_by_edit"`
+}
+
+// searchReach searches the k nearest neighbours of every sampled image once,
+// as dedup does, and measures how many planted copies the search reaches.
+func searchReach(ctx context.Context, dev *gpu.Device, planted *curate.Planted, rows curate.Mat, k int) (calibrateReach, error) {
+	K := min(k+1, nn.MaxTopK, planted.Len()) // the image itself is among them
+	nearest := make([]int, planted.Len()*K)
+	err := eval.Search(ctx, dev, rows, rows, eval.SearchOpts{K: K}, func(b eval.Block) error {
+		copy(nearest[b.First*K:], b.Index)
+		return nil
+	})
+	if err != nil {
+		return calibrateReach{}, fmt.Errorf("calibrate: search: %w", err)
+	}
+	r := calibrateReach{K: K - 1, ByEdit: map[string]float64{}}
+	for e, v := range planted.Reach(func(i int) []int { return nearest[i*K : (i+1)*K] }) {
+		r.ByEdit[string(e)] = v
+	}
+	return r, nil
+}
+
+// byEdit formats per-edit fractions in the order of edits.
+func byEdit(edits []curate.Edit, v map[string]float64) string {
+	var by []string
+	for _, e := range edits {
+		if f, ok := v[string(e)]; ok {
+			by = append(by, fmt.Sprintf("%s %.3f", e, f))
+		}
+	}
+	return strings.Join(by, ", ")
 }
 
 func parseEdits(s string) ([]curate.Edit, error) {

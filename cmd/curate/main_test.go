@@ -275,6 +275,13 @@ func TestCalibrate(t *testing.T) {
 		require.LessOrEqual(t, r.Kept+r.Dropped, 12+18)
 	}
 	require.LessOrEqual(t, rows[1].Dropped, rows[0].Dropped, "a higher threshold drops no more")
+	require.Contains(t, stdout, "copies joined to their original or a sibling by an edge of the 8-nearest-neighbour graph: copy 1.000")
+	var reach calibrateReach
+	b, err := os.ReadFile(filepath.Join(out, "reach.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &reach))
+	require.Equal(t, 8, reach.K)
+	require.Equal(t, 1.0, reach.ByEdit["copy"], "byte copies embed identically")
 	st, err := os.Stat(filepath.Join(out, "calibrate.png"))
 	require.NoError(t, err)
 	require.Greater(t, st.Size(), int64(1000))
