@@ -125,19 +125,28 @@ func DefaultTiling(d *gpu.Device, o MatMulOpts, batch, M, K, N int) Tiling {
 // 4 columns 64 apart (8x8cwp). On an H100, at the 16448 rows of a ViT-S/14
 // training step (bench kernels -images 64), it ran the linear layers at
 // 26.7-30.3 TFLOP/s against 4x16cp's 22.7-27.5 (weight gradients 1.1-1.3x,
-// the rest 1.08-1.12x); at 2056 rows (8 images, 108-204 of its blocks)
-// and at 1024^3 (64 blocks) it ran 0.65-0.95x as fast. Its bank-conflicted
-// twin without Spread (8x8cp) ran 18-27 TFLOP/s.
+// the rest 1.08-1.12x); with fewer rows it pays only where wideFills says.
+// Its bank-conflicted twin without Spread (8x8cp) ran 18-27 TFLOP/s.
 var wideTiling = Tiling{Tile: 8, BK: 8, Contig: true, Spread: true, Prefetch: true}
 
-// wideFills says whether an unbatched M x K x N product gives wideTiling at
-// least 384 workgroups once split-K has cut it (about three per
-// multiprocessor of an H100; the products measured faster had 387 or more,
-// the slower at most 204).
+// wideFills says whether an unbatched M x K x N product keeps wideTiling
+// busy: with at least 384 of its blocks (about three per multiprocessor of
+// an H100), or, for a long k (weight gradients), with split-K cutting it
+// into 8 or more parts for as many workgroups. bench kernels on an H100
+// (4112 to 16448 rows, against 4x16cp(v)): products of 387 blocks or more
+// ran 1.00-1.14x as fast, 27-36 blocks split 15-19 ways 1.07-1.33x; but
+// 195-block products that split-K takes to 390-585 workgroups in 2 or 3
+// parts ran 0.90-0.97x, and those of at most 297 blocks unsplit 0.65-0.95x.
+// (27 blocks split 8 ways, 216 workgroups, ran 1.11x; the rule leaves it.)
 func wideFills(M, K, N int) bool {
+	const enough = 384
 	bm := 16 * wideTiling.Tile
 	groups := ((M + bm - 1) / bm) * ((N + bm - 1) / bm)
-	return groups*splitK(groups, M*N, K) >= 384
+	if groups >= enough {
+		return true
+	}
+	parts := splitK(groups, M*N, K)
+	return parts >= 8 && groups*parts >= enough
 }
 
 // MatMulTiled is MatMul through matmul_tiled with tiling t on any device:

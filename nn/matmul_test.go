@@ -213,15 +213,18 @@ func TestSplitK(t *testing.T) {
 // On a GPU, the 128 x 128 blocks of wideTiling go to the unbatched products
 // they keep busy, the ones bench kernels measured faster with them on an H100.
 func TestWideFills(t *testing.T) {
-	for _, s := range [][3]int{ // M, K, N at 64 images: faster wide
-		{16448, 384, 1152}, {16448, 1152, 384}, {16448, 384, 1536}, {16448, 1536, 384},
-		{1152, 16448, 384}, {1536, 16448, 384}, {384, 16448, 1536},
+	for _, s := range [][3]int{ // M, K, N measured faster wide
+		{16448, 384, 1152}, {16448, 1152, 384}, {16448, 384, 1536}, {16448, 1536, 384}, // 387-1548 blocks
+		{1152, 16448, 384}, {1536, 16448, 384}, {384, 16448, 1536}, // split 15-19 ways
+		{8224, 384, 1536}, {8224, 384, 1152}, {1152, 8224, 384}, {1536, 8224, 384}, {4112, 384, 1536},
 	} {
 		require.True(t, wideFills(s[0], s[1], s[2]), "%v", s)
 	}
-	for _, s := range [][3]int{ // at 8 images and 1024^3: slower wide
+	for _, s := range [][3]int{ // measured slower wide
 		{2056, 384, 1152}, {2056, 1152, 384}, {2056, 384, 1536}, {2056, 1536, 384},
 		{1152, 2056, 384}, {1536, 2056, 384}, {384, 2056, 1536}, {1024, 1024, 1024},
+		{8224, 1152, 384}, {8224, 1536, 384}, // 195 blocks split in 2 or 3
+		{4112, 384, 1152}, {4112, 1152, 384}, {1536, 4112, 384},
 	} {
 		require.False(t, wideFills(s[0], s[1], s[2]), "%v", s)
 	}
