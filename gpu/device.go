@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cogentcore/webgpu/wgpu"
 
@@ -73,7 +74,16 @@ type Device struct {
 	binds            bindCache
 	scratch          scratch  // Scratch's buffers, guarded by mu
 	profile          *Profile // when set, Submit times each op (profile.go)
+	flops            atomic.Int64
 }
+
+// CountFLOPs adds n floating-point operations to the work recorded on the
+// device (nn.MatMul counts its products), so that a benchmark can divide
+// the arithmetic of a whole workload by its time.
+func (d *Device) CountFLOPs(n int64) { d.flops.Add(n) }
+
+// FLOPs is the work counted so far.
+func (d *Device) FLOPs() int64 { return d.flops.Load() }
 
 // Info returns the adapter description.
 func (d *Device) Info() Info { return d.info }

@@ -213,6 +213,7 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 		// blocks of 64 rows, 320).
 		M, batch = batch*M, 1
 	}
+	rec.Device().CountFLOPs(2 * int64(batch) * int64(M) * int64(N) * int64(K))
 	e := epilogue{Act: string(o.Act), Accumulate: o.Accumulate}
 	access := []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}
 	bufs := []*gpu.Tensor{a, b, c}

@@ -156,7 +156,9 @@ func TestMatMulRowScaleBatched(t *testing.T) {
 	r64, r32 := randn(rng, batch*M, 1)
 	out := zeros(t, batch, M, N)
 	rec := dev.Record()
+	before := dev.FLOPs()
 	require.NoError(t, MatMul(rec, out, upload(t, a32, batch, M, K), upload(t, w32, N, K), MatMulOpts{TransB: true, RowScale: upload(t, r32, batch*M)}))
+	require.Equal(t, int64(2*batch*M*N*K), dev.FLOPs()-before, "the product's multiply-adds, counted for benchmarks")
 	run(t, rec)
 	want := ref.MatMul(a64, w64, batch, M, N, K, false, true, true)
 	for i := range want {

@@ -134,6 +134,13 @@ func TestTrainTinyJSON(t *testing.T) {
 		Locals: 4, Prototypes: 64, HeadHidden: 256, Bottleneck: 64, ImageSize: 28, ImageChans: 1}, r.Ran)
 	// At least the student's parameters, gradients and two AdamW moments.
 	require.Greater(t, r.DevicePeakBytes, uint64(4*4*200_000))
+	// The student's linear layers alone do 2 x 53248 FLOP per token and
+	// block forward: 0.085 GFLOP over 4 crops of 50 tokens and 4 blocks,
+	// about three times that with the backward and the teacher.
+	require.Greater(t, r.GFLOPPerStep, 0.25)
+	require.Less(t, r.GFLOPPerStep, 2.5)
+	require.InDelta(t, r.GFLOPPerStep/r.SecondsPerStep, r.GFLOPs, 1e-9*r.GFLOPs)
+	require.InDelta(t, r.GFLOPs/r.PeakGFLOPs, r.PeakRatio, 1e-12)
 	requireBaseline(t, r.BaselineRatio, r.Torch, r.BaselineMissing)
 	if r.Torch != nil {
 		require.Greater(t, r.Torch.PeakRSSBytes, uint64(0))

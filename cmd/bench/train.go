@@ -29,7 +29,14 @@ type trainResult struct {
 	// DevicePeakBytes is the most bytes of tensor buffers allocated on the
 	// device at once, from opening it to the end of the last step: models,
 	// optimiser state, every activation of a step, the images.
-	DevicePeakBytes uint64       `json:"device_peak_bytes"`
+	DevicePeakBytes uint64 `json:"device_peak_bytes"`
+	// GFLOPs is the step's products (every nn.MatMul: forward, backward,
+	// heads; gpu.Device.CountFLOPs) per second, PeakRatio that over the
+	// device's FMA peak measured in the same run.
+	GFLOPs          float64      `json:"gflops"`
+	GFLOPPerStep    float64      `json:"gflop_per_step"`
+	PeakGFLOPs      float64      `json:"peak_gflops"`
+	PeakRatio       float64      `json:"peak_ratio"`
 	Ran             trainShape   `json:"ran"`
 	Torch           *torchResult `json:"torch,omitempty"`
 	BaselineMissing string       `json:"baseline_missing,omitempty"`
@@ -75,7 +82,9 @@ prototype layer is not frozen, so every step updates everything. Warm-up
 steps until one compiles no new pipeline and runs no faster than the one
 before (at most 20), then -steps timed steps; images/s is source images per
 second. device_peak_bytes is the most tensor-buffer memory allocated at
-once. A PyTorch CPU step with the same shapes (bench_torch.py train) gives
+once. gflops counts the step's products (every matmul of the forward and
+backward passes and the heads, as recorded) per second, and peak_ratio
+divides it by the device's FMA peak measured in the same run. A PyTorch CPU step with the same shapes (bench_torch.py train) gives
 baseline_ratio = webdino images/s / torch images/s and torch's memory
 (peak resident set during the run minus before it,
 VmHWM reset through /proc/self/clear_refs).
@@ -135,7 +144,11 @@ flags:
 	if *profile {
 		prof = gpu.NewProfile()
 	}
-	secs, warmups, err := timeSteps(d, cfg, imgSize, imgChans, *steps, prof, stderr)
+	peakGF, err := timeCase(d, ceilings(fullSizes)[0], options{minTime: time.Second, maxReps: 50})
+	if err != nil {
+		return fmt.Errorf("%s: %w", peakFMA, err)
+	}
+	secs, flops, warmups, err := timeSteps(d, cfg, imgSize, imgChans, *steps, prof, stderr)
 	if err != nil {
 		return err
 	}
@@ -150,7 +163,9 @@ flags:
 		Name:  fmt.Sprintf("train/%s/b%d/k%d", *config, cfg.Batch, cfg.Prototypes),
 		Value: float64(cfg.Batch) / secs, Unit: "images/s", SecondsPerStep: secs, Steps: *steps,
 		DevicePeakBytes: peak, Ran: shape, Device: d.Info().String(),
+		GFLOPs: flops / secs / 1e9, GFLOPPerStep: flops / 1e9, PeakGFLOPs: peakGF,
 	}
+	r.PeakRatio = r.GFLOPs / peakGF
 	a := cfg.Augment
 	r.Torch, r.BaselineRatio, r.BaselineMissing = compareTorch(*useTorch, *torchDevice, r.Value, stderr, "train", torchModelArgs(cfg.Model,
 		"--batch", fmt.Sprint(cfg.Batch), "--global-size", fmt.Sprint(a.GlobalSize),
@@ -175,8 +190,8 @@ flags:
 		}
 		return enc.Encode(rr)
 	}
-	fmt.Fprintf(stdout, "%s: %.3f images/s (%.2f s per step of %d images, %d+%d crops each), device memory peak %.1f MiB\n",
-		r.Name, r.Value, secs, cfg.Batch, 2, cfg.Augment.Locals, float64(peak)/(1<<20))
+	fmt.Fprintf(stdout, "%s: %.3f images/s (%.2f s per step of %d images, %d+%d crops each), device memory peak %.1f MiB; products %.1f GFLOP per step, %.1f GFLOP/s = %.1f%% of the FMA peak %.1f GFLOP/s\n",
+		r.Name, r.Value, secs, cfg.Batch, 2, cfg.Augment.Locals, float64(peak)/(1<<20), r.GFLOPPerStep, r.GFLOPs, 100*r.PeakRatio, peakGF)
 	if r.Torch != nil {
 		fmt.Fprintf(stdout, "%s: %.3f images/s, peak memory %.1f MiB (%s); webdino / torch = %.2fx\n",
 			r.Torch, r.Torch.ImagesPerS, float64(r.Torch.PeakRSSBytes)/(1<<20), r.Torch.Memory, *r.BaselineRatio)
@@ -196,46 +211,48 @@ flags:
 // maxWarmupSteps bounds timeSteps' warm-up.
 const maxWarmupSteps = 20
 
-// timeSteps builds a trainer for cfg and returns the mean wall time of one
-// step over steps steps after warm-up steps (until one compiles no new
+// timeSteps builds a trainer for cfg and returns the mean wall time and
+// counted product FLOPs (gpu.Device.FLOPs) of one step over steps steps
+// after warm-up steps (until one compiles no new
 // pipeline and is no faster than the one before, at most maxWarmupSteps;
 // it returns how many), on one batch of random size x size images with
 // chans channels uploaded once. With prof set, it then profiles as many
 // steps again and lists the largest buffers to profOut.
-func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gpu.Profile, profOut io.Writer) (secs float64, warmups int, err error) {
+func timeSteps(d *gpu.Device, cfg train.Config, size, chans, steps int, prof *gpu.Profile, profOut io.Writer) (secs, flops float64, warmups int, err error) {
 	tr, err := train.NewTrainer(d, cfg)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer tr.Release()
 	batch, err := randomImages(d, cfg.Batch, size, chans, 3)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer batch.Release()
 	w := gpu.NewWarmUp(d, maxWarmupSteps)
 	if err := w.Repeat(func() error { _, err := tr.Step(batch); return err }); err != nil {
-		return 0, 0, fmt.Errorf("warm-up step: %w", err)
+		return 0, 0, 0, fmt.Errorf("warm-up step: %w", err)
 	}
-	start := time.Now()
+	start, counted := time.Now(), d.FLOPs()
 	for i := 0; i < steps; i++ {
 		if _, err := tr.Step(batch); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 	}
 	d.Sync()
 	secs = time.Since(start).Seconds() / float64(steps)
+	flops = float64(d.FLOPs()-counted) / float64(steps)
 	if prof != nil {
 		d.SetProfile(prof)
 		defer d.SetProfile(nil)
 		for i := 0; i < steps; i++ {
 			if _, err := tr.Step(batch); err != nil {
-				return 0, 0, err
+				return 0, 0, 0, err
 			}
 		}
 		writeLiveBuffers(profOut, d.LiveBuffers(), 30)
 	}
-	return secs, w.Runs(), nil
+	return secs, flops, w.Runs(), nil
 }
 
 // randomImages uploads n random size x size images of chans channels.
