@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
 )
 
@@ -98,6 +99,23 @@ func TestInferTinyJSON(t *testing.T) {
 	want := 2*9*588*384.0 + 2*10*384*1152 + 4*10*10*384 + 2*10*384*384 + 4*10*384*1536
 	require.InDelta(t, want/1e9, r.GFLOPPerImage, 1e-12)
 	requireBaseline(t, r.BaselineRatio, r.Torch, r.BaselineMissing)
+}
+
+// vitFLOPs, the analytic count behind infer's GFLOP/s, is what the forward
+// pass's products record (gpu.Device.FLOPs), registers included.
+func TestViTFLOPsAsRecorded(t *testing.T) {
+	d, err := gpu.Open()
+	require.NoError(t, err)
+	defer d.Close()
+	for _, name := range []string{"vits14", "vits14_reg"} {
+		cfg, err := presetModel(name, 1, "-size", 42)
+		require.NoError(t, err)
+		before := d.FLOPs()
+		_, err = timeForward(d, cfg, 2, 42, 1, nil)
+		require.NoError(t, err)
+		passes := 1 + 1 // timeForward's warm-up pass and one timed one
+		require.Equal(t, 2*passes*int(vitFLOPs(cfg, 42, 42)), int(d.FLOPs()-before), name)
+	}
 }
 
 // TestProfiles checks that -profile lists the kernels of a benchmark case,
