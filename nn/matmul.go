@@ -88,8 +88,8 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 // columns read from workgroup memory as vec4s (Tile a multiple of 4) instead
 // of rows and columns 16 apart; Spread (with Contig) gives it runs of 4
 // columns 64 apart instead, so that neighbouring lanes read neighbouring
-// vec4s of the B slice (no bank conflicts past Tile 4); Prefetch loads the next slices while the
-// current ones are used; Vec reads device memory as vec4s where both
+// vec4s of the B slice (no bank conflicts past Tile 4); Prefetch loads the
+// next slices while the current ones are used; Vec reads device memory as vec4s where both
 // operands' contiguous axes are multiples of 4 (Tile BK a multiple of 64;
 // other shapes take scalar reads). Split cuts the k range of an unbatched
 // product into that many parts, which a second kernel adds up (0: as splitK
@@ -124,8 +124,8 @@ func DefaultTiling(d *gpu.Device, o MatMulOpts, batch, M, K, N int) Tiling {
 // wideTiling is 128 x 128 blocks, 8 x 8 outputs per invocation in runs of
 // 4 columns 64 apart (8x8cwp). On an H100, at the 16448 rows of a ViT-S/14
 // training step (bench kernels -images 64), it ran the linear layers at
-// 26.7-30.3 TFLOP/s against 4x16cp's 22.7-27.5 (weight gradients 1.1-1.3x,
-// the rest 1.08-1.12x); with fewer rows it pays only where wideFills says.
+// 26.7-30.3 TFLOP/s against 4x16cp's 22.7-27.5 (weight gradients 1.09-1.33x,
+// the rest 1.07-1.14x); with fewer rows it pays only where wideFills says.
 // Its bank-conflicted twin without Spread (8x8cp) ran 18-27 TFLOP/s.
 var wideTiling = Tiling{Tile: 8, BK: 8, Contig: true, Spread: true, Prefetch: true}
 
