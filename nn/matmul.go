@@ -89,9 +89,9 @@ func MatMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts) error {
 // of rows and columns 16 apart; Spread (with Contig) gives it runs of 4
 // columns 64 apart instead, so that neighbouring lanes read neighbouring
 // vec4s of the B slice (no bank conflicts past Tile 4); Prefetch loads the
-// next slices while the current ones are used; Vec reads device memory as vec4s where both
-// operands' contiguous axes are multiples of 4 (Tile BK a multiple of 64;
-// other shapes take scalar reads). Split cuts the k range of an unbatched
+// next slices while the current ones are used; Vec reads device memory as
+// vec4s where both operands' contiguous axes are multiples of 4 (Tile BK a
+// multiple of 64; other shapes take scalar reads). Split cuts the k range of an unbatched
 // product into that many parts, which a second kernel adds up (0: as splitK
 // decides, 1: never); batched products are not split. The zero Tiling is the
 // device's choice (DefaultTiling).
