@@ -87,7 +87,6 @@ var matmulKernels = []matmulKernel{
 	{"tiled8cp", Tiling{Tile: 8, BK: 8, Contig: true, Prefetch: true}, bcastNever}, {"tiled4p", Tiling{Tile: 4, BK: 8, Prefetch: true}, bcastNever},
 	{"tiled4cpv", Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true}, bcastNever}, {"tiled8v", Tiling{Tile: 8, BK: 8, Vec: true}, bcastNever},
 	{"tiled8cwp", Tiling{Tile: 8, BK: 8, Contig: true, Spread: true, Prefetch: true}, bcastNever},
-	{"tiled8cwpv", Tiling{Tile: 8, BK: 8, Contig: true, Spread: true, Prefetch: true, Vec: true}, bcastNever},
 	{"tiled4s3", Tiling{Tile: 4, BK: 16, Split: 3}, bcastNever},
 	{"tiled4cpvs3", Tiling{Tile: 4, BK: 16, Contig: true, Prefetch: true, Vec: true, Split: 3}, bcastNever},
 }
