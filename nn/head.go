@@ -108,7 +108,8 @@ func (h *DINOHead) NewGrads() (*Flat, error) { return h.Params.Layout.Alloc(h.de
 // HeadActs holds one batch of R rows through the head: the input X [R, In]
 // (the caller fills it, e.g. gathered CLS tokens), the outputs Logits
 // [R, K], everything the backward reads, and its scratch. The caller writes
-// DLogits before Backward (which overwrites it) and reads DX after.
+// DLogits before Backward (which overwrites it) and reads DX after; DLogits
+// may share Logits' buffer (NewActs' gradInLogits).
 type HeadActs struct {
 	R            int
 	train        bool // the backward tensors exist
@@ -130,8 +131,12 @@ const normEps = 1e-12
 
 // NewActs allocates the tensors for R rows; with train false only those
 // the forward pass needs (a teacher's: no pre-activations, no logits
-// before the g scale), and Backward refuses them.
-func (h *DINOHead) NewActs(R int, train bool) (*HeadActs, error) {
+// before the g scale), and Backward refuses them. With gradInLogits (and
+// train), DLogits is Logits' own buffer, R x K floats fewer (the largest
+// tensors of a head with 65536 prototypes): the caller's loss backward then
+// replaces the logits by their gradient (SoftmaxCrossEntropyBackward in
+// place), and Logits holds no logits after it.
+func (h *DINOHead) NewActs(R int, train, gradInLogits bool) (*HeadActs, error) {
 	c := h.Cfg
 	a := &HeadActs{R: R, train: train}
 	var err error
@@ -169,7 +174,15 @@ func (h *DINOHead) NewActs(R int, train bool) (*HeadActs, error) {
 		h.dWn, err = h.dev.NewTensor("dino head prototypes", K, Bn)
 	}
 	a.wn, a.vnorm, a.dWn = h.wn, h.vnorm, h.dWn
-	a.raw, a.Logits, a.DLogits = backward(R, K), t(R, K), backward(R, K)
+	a.raw, a.Logits = backward(R, K), t(R, K)
+	if gradInLogits {
+		a.DLogits = a.Logits
+		if !train {
+			a.DLogits = nil
+		}
+	} else {
+		a.DLogits = backward(R, K)
+	}
 	a.dZn, a.dZ = backward(R, Bn), backward(R, Bn)
 	a.scratch = t(ScratchLen(h.dev, K))
 	if err != nil {

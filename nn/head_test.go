@@ -36,7 +36,7 @@ func fixtureHead(t *testing.T) (*gpu.Device, map[string]ckpt.Tensor, nn.HeadConf
 // 1e-4 relative to each tensor's largest entry catches any wrong term.
 func TestDINOHeadMatchesPyTorch(t *testing.T) {
 	dev, fx, c, h := fixtureHead(t)
-	a, err := h.NewActs(5, true)
+	a, err := h.NewActs(5, true, false)
 	require.NoError(t, err)
 	defer a.Release()
 	grads, err := h.NewGrads()
@@ -81,7 +81,7 @@ func TestDINOHeadBadConfig(t *testing.T) {
 // refuse a backward pass.
 func TestDINOHeadForwardOnlyActs(t *testing.T) {
 	dev, fx, _, h := fixtureHead(t)
-	a, err := h.NewActs(5, false)
+	a, err := h.NewActs(5, false, true)
 	require.NoError(t, err)
 	defer a.Release()
 	require.Nil(t, a.DLogits)

@@ -55,7 +55,8 @@ func RowEntropy(rec *gpu.Recorder, h, q *gpu.Tensor) error {
 //
 //	dStudent[r, k] (+)= dLoss[r] (softmax(s[r] / tau)_k tsum[r] - t[r, k]) / tau
 //
-// using the lse and tsum the forward saved.
+// using the lse and tsum the forward saved. dStudent may be student itself
+// (without accumulate): the gradient then replaces the logits.
 func SoftmaxCrossEntropyBackward(rec *gpu.Recorder, dStudent, dLoss, student, teacher, lse, tsum *gpu.Tensor, tau float32, accumulate bool) error {
 	const op = "softmax_xent_backward"
 	if err := notNil(rec, op, []string{"dStudent", "dLoss", "student", "teacher", "lse", "tsum"}, dStudent, dLoss, student, teacher, lse, tsum); err != nil {
@@ -71,9 +72,18 @@ func SoftmaxCrossEntropyBackward(rec *gpu.Recorder, dStudent, dLoss, student, te
 	if !(tau > 0) {
 		return shapeErr(rec, op, "temperature %g must be positive", tau)
 	}
-	k := gpu.Kernel{Name: "softmax_xent_backward", Data: struct{ Accumulate bool }{accumulate},
+	params := []uint32{gpu.U32(R), gpu.U32(K), gpu.F32(1 / tau)}
+	if same(dStudent, student) {
+		if accumulate {
+			return shapeErr(rec, op, "dStudent is student %s: in place it cannot accumulate", student)
+		}
+		k := gpu.Kernel{Name: "softmax_xent_backward", Data: struct{ Accumulate, InPlace bool }{false, true},
+			Access: []gpu.Access{gpu.ReadWrite, gpu.Read, gpu.Read, gpu.Read, gpu.Read}}
+		return rec.Dispatch(k, rec.Groups(R, 1), params, dStudent, teacher, lse, tsum, dLoss)
+	}
+	k := gpu.Kernel{Name: "softmax_xent_backward", Data: struct{ Accumulate, InPlace bool }{accumulate, false},
 		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}}
-	return rec.Dispatch(k, rec.Groups(R, 1), []uint32{gpu.U32(R), gpu.U32(K), gpu.F32(1 / tau)}, student, teacher, lse, tsum, dLoss, dStudent)
+	return rec.Dispatch(k, rec.Groups(R, 1), params, student, teacher, lse, tsum, dLoss, dStudent)
 }
 
 // TeacherSoftmax records probs[r] = softmax((t[r] - center) / temp) for

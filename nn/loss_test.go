@@ -58,6 +58,17 @@ func TestSoftmaxCrossEntropy(t *testing.T) {
 			// relative at |x| ~ 20), and softmax * tsum - t cancels to ~1% of
 			// either term, so the absolute floor is 1e-5 / tau.
 			requireClose(t, want, read(t, ds), 1e-5/tau, 1e-4, "dstudent")
+
+			// In place, the gradient (without the accumulated d0) replaces
+			// the logits, as the out-of-place kernel computes it.
+			fresh := zeros(t, R, K)
+			rec = dev.Record()
+			require.NoError(t, SoftmaxCrossEntropyBackward(rec, fresh, upload(t, w32, R), student, teacher, lse, tsum, tau, false))
+			require.NoError(t, SoftmaxCrossEntropyBackward(rec, student, upload(t, w32, R), student, teacher, lse, tsum, tau, false))
+			run(t, rec)
+			require.Equal(t, read(t, fresh), read(t, student), "in place")
+			err := SoftmaxCrossEntropyBackward(dev.Record(), student, upload(t, w32, R), student, teacher, lse, tsum, tau, true)
+			require.ErrorContains(t, err, "in place it cannot accumulate")
 		})
 	}
 }

@@ -120,16 +120,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 {{/* softmax_xent_backward: ds[r, k] (+)= w[r] (softmax(s/tau)_k tsum[r] -
 t[r, k]) / tau with the saved lse and tsum. One workgroup per row like the
-forward, which spares a per-element division by K. Data: Accumulate. */}}
+forward, which spares a per-element division by K. Data: Accumulate,
+InPlace. */}}
 {{define "softmax_xent_backward"}}
 struct Params { R: u32, K: u32, inv_tau: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> s: array<f32>;
+// InPlace: ds is s, bound once (each invocation writes only the logits it
+// has read).
+{{if .InPlace}}@group(0) @binding(1) var<storage, read_write> ds: array<f32>;
+{{else}}@group(0) @binding(1) var<storage, read> s: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ds: array<f32>;{{end}}
 @group(0) @binding(2) var<storage, read> t: array<f32>;
 @group(0) @binding(3) var<storage, read> lse: array<f32>;
 @group(0) @binding(4) var<storage, read> tsum: array<f32>;
 @group(0) @binding(5) var<storage, read> w: array<f32>;
-@group(0) @binding(6) var<storage, read_write> ds: array<f32>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -141,7 +145,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let scale = w[r] * p.inv_tau;
   for (var k = lid; k < p.K; k += 256u) {
     let i = base + k;
-    let g = scale * (exp(s[i] * p.inv_tau - l) * ts - t[i]);
+    let g = scale * (exp({{if .InPlace}}ds{{else}}s{{end}}[i] * p.inv_tau - l) * ts - t[i]);
     {{if .Accumulate}}ds[i] += g;{{else}}ds[i] = g;{{end}}
   }
 }

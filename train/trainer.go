@@ -239,16 +239,18 @@ func (t *Trainer) alloc() error {
 	}
 	maxMasked := c.MaxMaskedPatches()
 	t.maxMasked = maxMasked
-	if t.sHead, err = t.Student.Head.NewActs((2+L)*B, true); err != nil {
+	if t.sHead, err = t.Student.Head.NewActs((2+L)*B, true, false); err != nil {
 		return err
 	}
-	if t.tHead, err = t.Teacher.Head.NewActs(2*B, false); err != nil {
+	if t.tHead, err = t.Teacher.Head.NewActs(2*B, false, false); err != nil {
 		return err
 	}
-	if t.sIbot, err = t.Student.ibot().NewActs(maxMasked, true); err != nil {
+	// The student's patch logits give way to their gradient in the iBOT
+	// loss's backward: at 65536 prototypes the largest tensor of a step.
+	if t.sIbot, err = t.Student.ibot().NewActs(maxMasked, true, true); err != nil {
 		return err
 	}
-	if t.tIbot, err = t.Teacher.ibot().NewActs(maxMasked, false); err != nil {
+	if t.tIbot, err = t.Teacher.ibot().NewActs(maxMasked, false, false); err != nil {
 		return err
 	}
 	var aerr error
