@@ -175,11 +175,8 @@ func (h *DINOHead) NewActs(R int, train, gradInLogits bool) (*HeadActs, error) {
 	}
 	a.wn, a.vnorm, a.dWn = h.wn, h.vnorm, h.dWn
 	a.raw, a.Logits = backward(R, K), t(R, K)
-	if gradInLogits {
+	if gradInLogits && train {
 		a.DLogits = a.Logits
-		if !train {
-			a.DLogits = nil
-		}
 	} else {
 		a.DLogits = backward(R, K)
 	}

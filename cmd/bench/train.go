@@ -84,10 +84,10 @@ before (at most 20), then -steps timed steps; images/s is source images per
 second. device_peak_bytes is the most tensor-buffer memory allocated at
 once. gflops counts the step's products (every matmul of the forward and
 backward passes and the heads, as recorded) per second, and peak_ratio
-divides it by the device's FMA peak measured in the same run. A PyTorch CPU step with the same shapes (bench_torch.py train) gives
-baseline_ratio = webdino images/s / torch images/s and torch's memory
-(peak resident set during the run minus before it,
-VmHWM reset through /proc/self/clear_refs).
+divides it by the device's FMA peak measured in the same run. A PyTorch
+CPU step with the same shapes (bench_torch.py train) gives baseline_ratio
+= webdino images/s / torch images/s and torch's memory (peak resident set
+during the run minus before it, VmHWM reset through /proc/self/clear_refs).
 
 At ViT-S/14 recipe size a step of 32 images does about 5 TFLOP, and the iBOT
 tensors are [2*batch*256, K] floats: on a CPU (lavapipe) use e.g. -batch 2,
