@@ -145,6 +145,26 @@ func TestSelfDedupPlanted(t *testing.T) {
 	}
 }
 
+// One search then DedupBlocks at each threshold is SelfDedup at each.
+func TestDedupBlocksIsSelfDedup(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	const n, d = 600, 32
+	x, _ := plantedPool(rng, n, d, 60)
+	pool := Mat{Data: x, D: d}
+	blocks, err := SelfNeighbours(context.Background(), dev, pool, DedupOpts{K: 16, MaxRows: 250})
+	require.NoError(t, err)
+	require.Len(t, blocks, 3, "blocks of at most 250 rows")
+	for _, th := range []float32{0.3, 0.6, 0.9} {
+		want, err := SelfDedup(context.Background(), dev, pool, DedupOpts{K: 16, Threshold: th, MaxRows: 250})
+		require.NoError(t, err)
+		got := DedupBlocks(n, blocks, th)
+		require.Equal(t, want, got, "threshold %g", th)
+		require.Greater(t, got.Edges, 0)
+	}
+	_, err = SelfNeighbours(context.Background(), dev, pool, DedupOpts{})
+	require.ErrorContains(t, err, "self-dedup: k = 0, want >= 1")
+}
+
 // Through an IVF index the same planted copies are found: each image's
 // own list is probed, and copies are near enough to share lists.
 func TestSelfDedupPlantedIVF(t *testing.T) {

@@ -81,39 +81,83 @@ func (d *Dedup) Groups() [][]int {
 // one image per connected component: the one with the lowest index. Rows
 // should be L2-normalised (cosine similarity).
 func SelfDedup(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts) (*Dedup, error) {
-	n := pool.Len()
-	// One more neighbour than asked: the image itself is among them.
-	k := min(o.K+1, 64, n)
-	if o.K < 1 {
-		return nil, fmt.Errorf("self-dedup: k = %d, want >= 1", o.K)
+	l := newLinker(pool.Len(), o.Threshold)
+	if err := searchSelf(ctx, dev, pool, o, func(b eval.Block) error { l.add(b); return nil }); err != nil {
+		return nil, err
 	}
-	uf := NewUnionFind(n)
-	d := &Dedup{Nearest: make([]int, n), NearestSim: make([]float32, n)}
-	err := selfSearch(ctx, dev, pool, k, o, func(b eval.Block) error {
-		for r := 0; r*k < len(b.Index); r++ {
-			i := b.First + r
-			d.Nearest[i], d.NearestSim[i] = -1, float32(math.Inf(-1))
-			for j := r * k; j < (r+1)*k; j++ {
-				nb, s := b.Index[j], b.Similar[j]
-				if nb < 0 || nb == i {
-					continue
-				}
-				if d.Nearest[i] < 0 {
-					d.Nearest[i], d.NearestSim[i] = nb, s
-				}
-				if s > o.Threshold {
-					uf.Union(i, nb)
-					d.Edges++
-				}
+	return l.dedup(), nil
+}
+
+// SelfNeighbours is SelfDedup's search alone: the neighbour blocks of every
+// pool row (the row itself among them), held in memory, so that DedupBlocks
+// can deduplicate a small pool at many thresholds for one search (curate
+// calibrate).
+func SelfNeighbours(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts) ([]eval.Block, error) {
+	var blocks []eval.Block
+	err := searchSelf(ctx, dev, pool, o, func(b eval.Block) error { blocks = append(blocks, b); return nil })
+	return blocks, err
+}
+
+// DedupBlocks is SelfDedup of n rows from their SelfNeighbours blocks at
+// threshold.
+func DedupBlocks(n int, blocks []eval.Block, threshold float32) *Dedup {
+	l := newLinker(n, threshold)
+	for _, b := range blocks {
+		l.add(b)
+	}
+	return l.dedup()
+}
+
+// searchSelf streams the neighbour blocks of self-deduplication to sink:
+// the K nearest other rows of every row and the row itself.
+func searchSelf(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts, sink func(eval.Block) error) error {
+	if o.K < 1 {
+		return fmt.Errorf("self-dedup: k = %d, want >= 1", o.K)
+	}
+	// One more neighbour than asked: the image itself is among them.
+	k := min(o.K+1, 64, pool.Len())
+	if err := selfSearch(ctx, dev, pool, k, o, sink); err != nil {
+		return fmt.Errorf("self-dedup: %w", err)
+	}
+	return nil
+}
+
+// linker builds a Dedup from neighbour blocks: every row is joined to its
+// neighbours above the threshold.
+type linker struct {
+	d         *Dedup
+	uf        *UnionFind
+	threshold float32
+}
+
+func newLinker(n int, threshold float32) *linker {
+	return &linker{d: &Dedup{Nearest: make([]int, n), NearestSim: make([]float32, n)}, uf: NewUnionFind(n), threshold: threshold}
+}
+
+func (l *linker) add(b eval.Block) {
+	k := b.K
+	for r := 0; r*k < len(b.Index); r++ {
+		i := b.First + r
+		l.d.Nearest[i], l.d.NearestSim[i] = -1, float32(math.Inf(-1))
+		for j := r * k; j < (r+1)*k; j++ {
+			nb, s := b.Index[j], b.Similar[j]
+			if nb < 0 || nb == i {
+				continue
+			}
+			if l.d.Nearest[i] < 0 {
+				l.d.Nearest[i], l.d.NearestSim[i] = nb, s
+			}
+			if s > l.threshold {
+				l.uf.Union(i, nb)
+				l.d.Edges++
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("self-dedup: %w", err)
 	}
-	d.Component = uf.Components()
-	return d, nil
+}
+
+func (l *linker) dedup() *Dedup {
+	l.d.Component = l.uf.Components()
+	return l.d
 }
 
 // selfSearch streams the k nearest pool rows of every pool row to sink in

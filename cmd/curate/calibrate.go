@@ -20,7 +20,6 @@ import (
 	"github.com/webdino/webdino/embed"
 	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
-	"github.com/webdino/webdino/nn"
 )
 
 const calibrateUsage = `usage: curate calibrate --model FILE --out DIR (--fashion-mnist | INPUT...) [flags]
@@ -182,20 +181,19 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	truth := planted.Truth()
 	var rows []calibrateRow
 	fmt.Fprintf(stdout, "%d originals, %d planted copies of %d of them (%v); model %s, mirror %v, whiten %v\n", *n, len(planted.Copies), *groups, edits, *model, o.Mirror, *whiten)
-	reach, err := searchReach(ctx, dev, planted, curate.Mat{Data: feats, D: D}, *k)
+	// One search serves the reach and every threshold.
+	blocks, err := curate.SelfNeighbours(ctx, dev, curate.Mat{Data: feats, D: D}, curate.DedupOpts{K: min(*k, planted.Len()-1)})
 	if err != nil {
 		return err
 	}
+	reach := searchReach(planted, blocks)
 	if err := writeJSON(filepath.Join(*out, "reach.json"), reach); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "copies joined to their original or a sibling by an edge of the %d-nearest-neighbour graph: %s\n", reach.K, byEdit(edits, reach.ByEdit))
 	fmt.Fprintf(stdout, "%9s %9s %7s %6s %6s  recall by edit\n", "threshold", "precision", "recall", "f1", "kept")
 	for _, t := range ts {
-		dd, err := curate.SelfDedup(ctx, dev, curate.Mat{Data: feats, D: D}, curate.DedupOpts{K: min(*k, planted.Len()-1), Threshold: t})
-		if err != nil {
-			return err
-		}
+		dd := curate.DedupBlocks(planted.Len(), blocks, t)
 		row := calibrateRow{Threshold: t, Kept: dd.Kept(), Dropped: planted.Len() - dd.Kept(), RecallByEdit: map[string]float64{}}
 		row.Precision, row.Recall = curate.DropPrecisionRecall(truth, dd.Component)
 		if row.Precision+row.Recall > 0 {
@@ -254,23 +252,22 @@ type calibrateReach struct {
 	ByEdit map[string]float64 `json:"reach_by_edit"`
 }
 
-// searchReach searches the k nearest neighbours of every sampled image once,
-// as dedup does, and measures how many planted copies the search reaches.
-func searchReach(ctx context.Context, dev *gpu.Device, planted *curate.Planted, rows curate.Mat, k int) (calibrateReach, error) {
-	K := min(k+1, nn.MaxTopK, planted.Len()) // the image itself is among them
-	nearest := make([]int, planted.Len()*K)
-	err := eval.Search(ctx, dev, rows, rows, eval.SearchOpts{K: K}, func(b eval.Block) error {
-		copy(nearest[b.First*K:], b.Index)
-		return nil
-	})
-	if err != nil {
-		return calibrateReach{}, fmt.Errorf("calibrate: search: %w", err)
+// searchReach measures how many planted copies the self-dedup search
+// (curate.SelfNeighbours' blocks) reaches.
+func searchReach(planted *curate.Planted, blocks []eval.Block) calibrateReach {
+	nearest := make([][]int, planted.Len())
+	K := 0
+	for _, b := range blocks {
+		K = b.K
+		for r := 0; r*b.K < len(b.Index); r++ {
+			nearest[b.First+r] = b.Index[r*b.K : (r+1)*b.K]
+		}
 	}
-	r := calibrateReach{K: K - 1, ByEdit: map[string]float64{}}
-	for e, v := range planted.Reach(func(i int) []int { return nearest[i*K : (i+1)*K] }) {
+	r := calibrateReach{K: K - 1, ByEdit: map[string]float64{}} // the image itself is among them
+	for e, v := range planted.Reach(func(i int) []int { return nearest[i] }) {
 		r.ByEdit[string(e)] = v
 	}
-	return r, nil
+	return r
 }
 
 // byEdit formats per-edit fractions in the order of edits.
