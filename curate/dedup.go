@@ -82,7 +82,7 @@ func (d *Dedup) Groups() [][]int {
 // should be L2-normalised (cosine similarity).
 func SelfDedup(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts) (*Dedup, error) {
 	l := newLinker(pool.Len(), o.Threshold)
-	if err := searchSelf(ctx, dev, pool, o, func(b eval.Block) error { l.add(b); return nil }); err != nil {
+	if err := selfSearch(ctx, dev, pool, o, func(b eval.Block) error { l.add(b); return nil }); err != nil {
 		return nil, err
 	}
 	return l.dedup(), nil
@@ -94,7 +94,7 @@ func SelfDedup(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts) (*D
 // calibrate).
 func SelfNeighbours(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts) ([]eval.Block, error) {
 	var blocks []eval.Block
-	err := searchSelf(ctx, dev, pool, o, func(b eval.Block) error { blocks = append(blocks, b); return nil })
+	err := selfSearch(ctx, dev, pool, o, func(b eval.Block) error { blocks = append(blocks, b); return nil })
 	return blocks, err
 }
 
@@ -108,15 +108,15 @@ func DedupBlocks(n int, blocks []eval.Block, threshold float32) *Dedup {
 	return l.dedup()
 }
 
-// searchSelf streams the neighbour blocks of self-deduplication to sink:
+// selfSearch streams the neighbour blocks of self-deduplication to sink:
 // the K nearest other rows of every row and the row itself.
-func searchSelf(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts, sink func(eval.Block) error) error {
+func selfSearch(ctx context.Context, dev *gpu.Device, pool Rows, o DedupOpts, sink func(eval.Block) error) error {
 	if o.K < 1 {
 		return fmt.Errorf("self-dedup: k = %d, want >= 1", o.K)
 	}
 	// One more neighbour than asked: the image itself is among them.
 	k := min(o.K+1, 64, pool.Len())
-	if err := selfSearch(ctx, dev, pool, k, o, sink); err != nil {
+	if err := streamNeighbours(ctx, dev, pool, k, o, sink); err != nil {
 		return fmt.Errorf("self-dedup: %w", err)
 	}
 	return nil
@@ -160,9 +160,9 @@ func (l *linker) dedup() *Dedup {
 	return l.d
 }
 
-// selfSearch streams the k nearest pool rows of every pool row to sink in
+// streamNeighbours streams the k nearest pool rows of every pool row to sink in
 // blocks: exactly (Search) or, with o.Index, through an IVF index.
-func selfSearch(ctx context.Context, dev *gpu.Device, pool Rows, k int, o DedupOpts, sink func(eval.Block) error) error {
+func streamNeighbours(ctx context.Context, dev *gpu.Device, pool Rows, k int, o DedupOpts, sink func(eval.Block) error) error {
 	if o.Index == nil {
 		return eval.Search(ctx, dev, pool, pool, eval.SearchOpts{K: k, MaxRows: o.MaxRows, Progress: o.Progress}, sink)
 	}
