@@ -2,21 +2,21 @@ package nn
 
 import "github.com/webdino/webdino/gpu"
 
-// AttnTensors are the per-head intermediates of one attention call, all
-// [B, H, T, Dh] except Scores and Probs [B, H, T, T]. The forward fills them
-// from qkv; the backward reads Q, K and V, and writes the gradients of the
-// same quantities into a second AttnTensors (its Scores holds dL/dProbs, its
-// Probs dL/dScores).
+// AttnTensors are the per-head tensors of one attention call: Q, K and V
+// [B, H, T, Dh], views of QKV, which the qkv Linear writes through
+// SplitQKV; and Scores and Probs [B, H, T, T].
 //
 // Attention is composed of batched matmuls and a row softmax rather than
-// fused, so every step runs on the library's most tuned kernels. Memory: a
-// layer keeps Q, K and V (3*B*T*D floats) for its backward; O, Scores and
-// Probs (B*H*T*T floats each for the last two) are scratch that every layer
-// of a network may share, since the backward recomputes the probabilities
-// from Q and K. The T x T matrices therefore exist for one layer at a time;
-// after a forward, Probs holds the last layer's (attention maps read it).
+// fused, so every step runs on the library's most tuned kernels, and heads
+// move between layouts inside the products' stores (HeadsLayout), not in
+// kernels of their own. Memory: a layer keeps Q, K and V (3*B*T*D floats)
+// for its backward; Scores and Probs (B*H*T*T floats each) are scratch that
+// every layer of a network may share, since the backward recomputes the
+// probabilities from Q and K. The T x T matrices therefore exist for one
+// layer at a time; after a forward, Probs holds the last layer's (attention
+// maps read it).
 type AttnTensors struct {
-	Q, K, V, O    *gpu.Tensor
+	QKV, Q, K, V  *gpu.Tensor
 	Scores, Probs *gpu.Tensor
 }
 
@@ -24,34 +24,56 @@ type AttnTensors struct {
 // tokens with H heads of Dh, through alloc (which may record the first error
 // and return nil; the caller checks it).
 func NewAttnTensors(alloc func(shape ...int) *gpu.Tensor, B, T, H, Dh int) AttnTensors {
-	return AttnTensors{
-		Q: alloc(B, H, T, Dh), K: alloc(B, H, T, Dh), V: alloc(B, H, T, Dh), O: alloc(B, H, T, Dh),
-		Scores: alloc(B, H, T, T), Probs: alloc(B, H, T, T),
-	}
+	a := AttnTensors{Scores: alloc(B, H, T, T), Probs: alloc(B, H, T, T)}
+	a.setQKV(alloc, B, T, H, Dh)
+	return a
 }
 
-// NewAttnGrads allocates AttentionBackward's scratch g: NewAttnTensors'
-// tensors but Probs.
-func NewAttnGrads(alloc func(shape ...int) *gpu.Tensor, B, T, H, Dh int) AttnTensors {
-	return AttnTensors{
-		Q: alloc(B, H, T, Dh), K: alloc(B, H, T, Dh), V: alloc(B, H, T, Dh), O: alloc(B, H, T, Dh),
-		Scores: alloc(B, H, T, T),
+// setQKV allocates QKV and views Q, K and V in it, PartStride apart.
+func (a *AttnTensors) setQKV(alloc func(shape ...int) *gpu.Tensor, B, T, H, Dh int) {
+	stride := PartStride(B*T, H*Dh)
+	if a.QKV = alloc(2*stride + B*T*H*Dh); a.QKV == nil {
+		return
+	}
+	for i, v := range []**gpu.Tensor{&a.Q, &a.K, &a.V} {
+		*v, _ = a.QKV.View(i*stride, B, H, T, Dh) // in range by construction
 	}
 }
 
 // WithScratch returns a copy of a for another layer: new Q, K and V from
-// alloc, the scratch O, Scores and Probs shared with a.
+// alloc, the scratch Scores and Probs shared with a.
 func (a AttnTensors) WithScratch(alloc func(shape ...int) *gpu.Tensor) AttnTensors {
 	b := a
-	if a.Q == nil {
-		return b
+	if a.Q != nil {
+		b.setQKV(alloc, a.Q.Dim(0), a.Q.Dim(2), a.Q.Dim(1), a.Q.Dim(3))
 	}
-	b.Q, b.K, b.V = alloc(a.Q.Shape...), alloc(a.K.Shape...), alloc(a.V.Shape...)
 	return b
 }
 
+// SplitQKV is the layout through which the qkv Linear's output [B T, 3D]
+// goes to a.QKV (MatMulOpts.Heads).
+func (a AttnTensors) SplitQKV() *HeadsLayout {
+	return &HeadsLayout{T: a.Q.Dim(2), H: a.Q.Dim(1), Dh: a.Q.Dim(3), Parts: 3}
+}
+
+// AttnGrads are AttentionBackward's inputs and scratch: DOut, dL/d(output)
+// per head [B, H, T, Dh], which the projection's input gradient [B T, D]
+// writes through SplitDOut; DProbs [B, H, T, T].
+type AttnGrads struct{ DOut, DProbs *gpu.Tensor }
+
+// NewAttnGrads allocates AttnGrads through alloc, as NewAttnTensors.
+func NewAttnGrads(alloc func(shape ...int) *gpu.Tensor, B, T, H, Dh int) AttnGrads {
+	return AttnGrads{DOut: alloc(B, H, T, Dh), DProbs: alloc(B, H, T, T)}
+}
+
+// SplitDOut is the layout through which the projection's input gradient
+// [B T, D] goes to g.DOut (MatMulOpts.Heads).
+func (g AttnGrads) SplitDOut() *HeadsLayout {
+	return &HeadsLayout{T: g.DOut.Dim(2), H: g.DOut.Dim(1), Dh: g.DOut.Dim(3), Parts: 1}
+}
+
 // attnShape is the checked geometry of one attention call.
-type attnShape struct{ B, T, H, D, Dh int }
+type attnShape struct{ B, T, H, Dh int }
 
 func shapeIs(t *gpu.Tensor, shape ...int) bool {
 	if len(t.Shape) != len(shape) {
@@ -65,127 +87,96 @@ func shapeIs(t *gpu.Tensor, shape ...int) bool {
 	return true
 }
 
-// attnCheck validates qkv [B, T, 3*D] against heads, the output or its
-// gradient x [B, T, D], and the intermediates a (named with prefix).
-func attnCheck(rec *gpu.Recorder, op string, qkv, x *gpu.Tensor, xName string, heads int, a AttnTensors, prefix string) (attnShape, error) {
-	names := []string{"qkv", xName}
-	for _, n := range []string{"Q", "K", "V", "O", "Scores", "Probs"} {
-		names = append(names, prefix+n)
+// attnCheck validates a's Q, K, V [B, H, T, Dh], Scores and Probs
+// [B, H, T, T] and, when set, the gradients g alike, against the
+// token-major x [B, T, parts*D] (named xName).
+func attnCheck(rec *gpu.Recorder, op string, a AttnTensors, g *AttnGrads, xName string, x *gpu.Tensor, parts int) (attnShape, error) {
+	names := []string{"Q", "K", "V", "Scores", "Probs", xName}
+	ts := []*gpu.Tensor{a.Q, a.K, a.V, a.Scores, a.Probs, x}
+	if g != nil {
+		names, ts = append(names, "DOut", "DProbs"), append(ts, g.DOut, g.DProbs)
 	}
-	if err := notNil(rec, op, names, qkv, x, a.Q, a.K, a.V, a.O, a.Scores, a.Probs); err != nil {
+	if err := notNil(rec, op, names, ts...); err != nil {
 		return attnShape{}, err
 	}
-	if len(qkv.Shape) != 3 || qkv.Dim(2)%3 != 0 {
-		return attnShape{}, shapeErr(rec, op, "qkv %s: want [B, T, 3*D]", qkv)
+	if len(a.Q.Shape) != 4 {
+		return attnShape{}, shapeErr(rec, op, "Q %s: want [B, H, T, Dh]", a.Q)
 	}
-	s := attnShape{B: qkv.Dim(0), T: qkv.Dim(1), H: heads, D: qkv.Dim(2) / 3}
-	if heads <= 0 || s.D%heads != 0 {
-		return s, shapeErr(rec, op, "qkv %s: D = %d is not divisible by %d heads", qkv, s.D, heads)
-	}
-	s.Dh = s.D / heads
-	if !shapeIs(x, s.B, s.T, s.D) {
-		return s, shapeErr(rec, op, "qkv %s -> %s %s: want [%d %d %d]", qkv, xName, x, s.B, s.T, s.D)
-	}
-	for i, t := range []*gpu.Tensor{a.Q, a.K, a.V, a.O, a.Scores, a.Probs} {
-		last := s.Dh
-		if i >= 4 {
-			last = s.T
+	s := attnShape{B: a.Q.Dim(0), H: a.Q.Dim(1), T: a.Q.Dim(2), Dh: a.Q.Dim(3)}
+	for i, t := range ts {
+		want := []int{s.B, s.H, s.T, s.Dh}
+		switch names[i] {
+		case "Scores", "Probs", "DProbs":
+			want[3] = s.T
+		case xName:
+			want = []int{s.B, s.T, parts * s.H * s.Dh}
 		}
-		if !shapeIs(t, s.B, s.H, s.T, last) {
-			return s, shapeErr(rec, op, "qkv %s, %d heads: %s %s, want [%d %d %d %d]", qkv, heads, names[i+2], t, s.B, s.H, s.T, last)
+		if !shapeIs(t, want...) {
+			return s, shapeErr(rec, op, "Q %s: %s %s, want %v", a.Q, names[i], t, want)
 		}
 	}
 	return s, nil
 }
 
-// permute records one part of x [B, T, parts*D] <-> heads [B, H, T, Dh],
-// times a (see heads_permute).
-func (s attnShape) permute(rec *gpu.Recorder, merge bool, heads, x *gpu.Tensor, part int, a float32) error {
-	k := gpu.Kernel{Name: "heads_permute", Data: struct {
-		Merge bool
-		Dh    int
-	}{merge, s.Dh}, Access: []gpu.Access{gpu.Read, gpu.ReadWrite}}
-	params := []uint32{gpu.U32(s.T), gpu.U32(s.H), gpu.U32(x.Dim(2)), gpu.U32(part * s.D), gpu.F32(a)}
-	groups := [3]uint32{uint32((s.T*s.Dh + 255) / 256), uint32(s.H), uint32(s.B)}
-	if merge {
-		return rec.Dispatch(k, groups, params, heads, x)
-	}
-	return rec.Dispatch(k, groups, params, x, heads)
+// merge is the layout of a product batched over heads [B H, T, Dh] into
+// part `part` of a token-major [B, T, parts D].
+func (s attnShape) merge(parts, part int) *HeadsLayout {
+	return &HeadsLayout{Merge: true, T: s.T, H: s.H, Dh: s.Dh, Parts: parts, Part: part}
 }
 
 // Attention records multi-head self-attention without mask,
-// out = softmax(scale q k^T) v per (batch, head), heads concatenated:
-// qkv [B, T, 3*D] is the fused qkv Linear's output (q, k, v, each split into
-// heads of Dh = D/heads columns), out [B, T, D] is what the projection
-// consumes. scale is normally Dh^-0.5. a receives the intermediates; a.Probs
+// out = softmax(scale q k^T) v per (batch, head), heads concatenated into
+// out [B, T, D], what the projection consumes. a.Q, a.K and a.V hold the
+// heads (the qkv Linear writes them through a.SplitQKV); scale is normally
+// Dh^-0.5 and applies to the scores. a receives the intermediates; a.Probs
 // row 0 of each (batch, head) is the CLS attention map.
-func Attention(rec *gpu.Recorder, out, qkv *gpu.Tensor, heads int, scale float32, a AttnTensors) error {
-	s, err := attnCheck(rec, "attention", qkv, out, "out", heads, a, "")
+func Attention(rec *gpu.Recorder, out *gpu.Tensor, scale float32, a AttnTensors) error {
+	s, err := attnCheck(rec, "attention", a, nil, "out", out, 1)
 	if err != nil {
 		return err
 	}
-	for i, h := range []*gpu.Tensor{a.Q, a.K, a.V} {
-		f := float32(1)
-		if i == 0 {
-			f = scale
-		}
-		if err := s.permute(rec, false, h, qkv, i, f); err != nil {
-			return err
-		}
+	if !(scale > 0) {
+		return shapeErr(rec, "attention", "scale %g: must be positive", scale)
 	}
 	if err := MatMul(rec, a.Scores, a.Q, a.K, MatMulOpts{TransB: true}); err != nil {
 		return err
 	}
-	if err := Softmax(rec, a.Probs, a.Scores, 1); err != nil {
+	if err := Softmax(rec, a.Probs, a.Scores, 1/scale); err != nil {
 		return err
 	}
-	if err := MatMul(rec, a.O, a.Probs, a.V, MatMulOpts{}); err != nil {
-		return err
-	}
-	return s.permute(rec, true, a.O, out, 0, 1)
+	return MatMul(rec, out, a.Probs, a.V, MatMulOpts{Heads: s.merge(1, 0)})
 }
 
-// AttentionBackward records the gradient of Attention: from qkv, the
-// forward's intermediates a and dout = dL/dout [B, T, D], it writes dqkv
-// [B, T, 3*D] in qkv's layout (ready for the qkv Linear's backward); g is
-// scratch of a's shapes for the gradients of the intermediates, without
-// Probs (NewAttnGrads).
+// AttentionBackward records the gradient of Attention: from the forward's
+// a and g.DOut, dL/dout per head, it writes dqkv [B, T, 3*D] in the qkv
+// Linear's layout (q, k, v columns), ready for its backward; g.DProbs is
+// scratch.
 //
-// With P = softmax(S), S = (scale q) k^T, O = P V:
-// dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)),
-// d(scale q) = dS K, dK = dS^T (scale q). a.Scores and a.Probs are first
-// recomputed from a.Q and a.K (they may have been overwritten by later
-// layers since the forward); dP goes to g.Scores and dS over a.Scores,
-// which P has made dead.
-func AttentionBackward(rec *gpu.Recorder, dqkv, dout, qkv *gpu.Tensor, heads int, scale float32, a, g AttnTensors) error {
+// With S = q k^T, P = softmax(scale S), O = P V:
+// dV = P^T dO, dP = dO V^T, dS = scale P * (dP - rowsum(dP * P)),
+// dq = dS K, dK = dS^T q. a.Scores and a.Probs are first recomputed from
+// a.Q and a.K (they may have been overwritten by later layers since the
+// forward); dS goes over a.Scores, which P has made dead. dq, dK and dV go
+// straight to their columns of dqkv.
+func AttentionBackward(rec *gpu.Recorder, dqkv *gpu.Tensor, scale float32, a AttnTensors, g AttnGrads) error {
 	const op = "attention_backward"
-	s, err := attnCheck(rec, op, qkv, dout, "dout", heads, a, "")
+	s, err := attnCheck(rec, op, a, &g, "dqkv", dqkv, 3)
 	if err != nil {
 		return err
 	}
-	gc := g
-	gc.Probs = a.Probs // g has none
-	if _, err := attnCheck(rec, op, qkv, dout, "dout", heads, gc, "d"); err != nil {
-		return err
-	}
-	if err := notNil(rec, op, []string{"dqkv"}, dqkv); err != nil {
-		return err
-	}
-	if !shapeIs(dqkv, qkv.Shape...) {
-		return shapeErr(rec, op, "qkv %s -> dqkv %s: shapes differ", qkv, dqkv)
+	if !(scale > 0) {
+		return shapeErr(rec, op, "scale %g: must be positive", scale)
 	}
 	steps := []func() error{
 		func() error { return MatMul(rec, a.Scores, a.Q, a.K, MatMulOpts{TransB: true}) },
-		func() error { return Softmax(rec, a.Probs, a.Scores, 1) },
-		func() error { return s.permute(rec, false, g.O, dout, 0, 1) },
-		func() error { return MatMul(rec, g.V, a.Probs, g.O, MatMulOpts{TransA: true}) },
-		func() error { return MatMul(rec, g.Scores, g.O, a.V, MatMulOpts{TransB: true}) },
-		func() error { return SoftmaxBackward(rec, a.Scores, g.Scores, a.Probs, 1) },
-		func() error { return MatMul(rec, g.Q, a.Scores, a.K, MatMulOpts{}) },
-		func() error { return MatMul(rec, g.K, a.Scores, a.Q, MatMulOpts{TransA: true}) },
-		func() error { return s.permute(rec, true, g.Q, dqkv, 0, scale) },
-		func() error { return s.permute(rec, true, g.K, dqkv, 1, 1) },
-		func() error { return s.permute(rec, true, g.V, dqkv, 2, 1) },
+		func() error { return Softmax(rec, a.Probs, a.Scores, 1/scale) },
+		func() error {
+			return MatMul(rec, dqkv, a.Probs, g.DOut, MatMulOpts{TransA: true, Heads: s.merge(3, 2)})
+		},
+		func() error { return MatMul(rec, g.DProbs, g.DOut, a.V, MatMulOpts{TransB: true}) },
+		func() error { return SoftmaxBackward(rec, a.Scores, g.DProbs, a.Probs, 1/scale) },
+		func() error { return MatMul(rec, dqkv, a.Scores, a.K, MatMulOpts{Heads: s.merge(3, 0)}) },
+		func() error { return MatMul(rec, dqkv, a.Scores, a.Q, MatMulOpts{TransA: true, Heads: s.merge(3, 1)}) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {

@@ -34,6 +34,20 @@ func attnTensors(t *testing.T, c attnCase) AttnTensors {
 	return NewAttnTensors(func(shape ...int) *gpu.Tensor { return zeros(t, shape...) }, c.B, c.T, c.H, c.Dh)
 }
 
+// toHeads writes x [B, T, parts*D] as parts tensors [B, H, T, Dh] at
+// heads[0], heads[1], ... (the layout of HeadsLayout's split).
+func toHeads(t *testing.T, c attnCase, x []float32, heads ...*gpu.Tensor) {
+	D := c.H * c.Dh
+	for part, h := range heads {
+		v := make([]float32, h.Len())
+		for i := range v {
+			bh, td := i/(c.T*c.Dh), i%(c.T*c.Dh)
+			v[i] = x[(bh/c.H*c.T+td/c.Dh)*len(heads)*D+part*D+bh%c.H*c.Dh+td%c.Dh]
+		}
+		require.NoError(t, dev.Write(h, v))
+	}
+}
+
 // cls0 extracts row 0 (the CLS query) of every (batch, head) of probs [B, H, T, T].
 func cls0(probs []float64, c attnCase) []float64 {
 	var out []float64
@@ -50,10 +64,10 @@ func TestAttentionForwardAndProbs(t *testing.T) {
 			D := c.H * c.Dh
 			scale := 1 / math.Sqrt(float64(c.Dh))
 			x64, x32 := randn(rng, c.B*c.T*3*D, 1)
-			qkv := upload(t, x32, c.B, c.T, 3*D)
 			out, a := zeros(t, c.B, c.T, D), attnTensors(t, c)
+			toHeads(t, c, x32, a.Q, a.K, a.V)
 			rec := dev.Record()
-			require.NoError(t, Attention(rec, out, qkv, c.H, float32(scale), a))
+			require.NoError(t, Attention(rec, out, float32(scale), a))
 			run(t, rec)
 			wantOut, _ := ref.Attention(x64, c.B, c.T, c.H, c.Dh, scale)
 			requireClose(t, wantOut, read(t, out), attAtol, attRtol, "out")
@@ -70,13 +84,14 @@ func TestAttentionBackward(t *testing.T) {
 			scale := 1 / math.Sqrt(float64(c.Dh))
 			x64, x32 := randn(rng, c.B*c.T*3*D, 1)
 			g64, g32 := randn(rng, c.B*c.T*D, 1)
-			qkv, dout := upload(t, x32, c.B, c.T, 3*D), upload(t, g32, c.B, c.T, D)
 			out, dqkv := zeros(t, c.B, c.T, D), zeros(t, c.B, c.T, 3*D)
 			a := attnTensors(t, c)
 			g := NewAttnGrads(func(shape ...int) *gpu.Tensor { return zeros(t, shape...) }, c.B, c.T, c.H, c.Dh)
+			toHeads(t, c, x32, a.Q, a.K, a.V)
+			toHeads(t, c, g32, g.DOut)
 			rec := dev.Record()
-			require.NoError(t, Attention(rec, out, qkv, c.H, float32(scale), a))
-			require.NoError(t, AttentionBackward(rec, dqkv, dout, qkv, c.H, float32(scale), a, g))
+			require.NoError(t, Attention(rec, out, float32(scale), a))
+			require.NoError(t, AttentionBackward(rec, dqkv, float32(scale), a, g))
 			run(t, rec)
 			want := ref.AttentionBackward(x64, g64, c.B, c.T, c.H, c.Dh, scale)
 			requireClose(t, want, read(t, dqkv), attAtol, attRtol, "dqkv")
@@ -98,40 +113,33 @@ func TestAttentionReferenceGradient(t *testing.T) {
 }
 
 func TestAttentionBadShapes(t *testing.T) {
-	qkv, out := zeros(t, 2, 5, 3*16), zeros(t, 2, 5, 16)
+	out, dqkv := zeros(t, 2, 5, 16), zeros(t, 2, 5, 48)
 	a := attnTensors(t, attnCase{2, 5, 2, 8})
-	wrongQ := a
-	wrongQ.Q = zeros(t, 2, 2, 5, 7)
-	wrongP := a
+	g := NewAttnGrads(func(shape ...int) *gpu.Tensor { return zeros(t, shape...) }, 2, 5, 2, 8)
+	noQ, wrongK, wrongP, wrongDP := a, a, a, g
+	noQ.Q = nil
+	wrongK.K = zeros(t, 2, 2, 5, 7)
 	wrongP.Probs = zeros(t, 2, 2, 5, 8)
-	wrongS := a
-	wrongS.Scores = zeros(t, 2, 2, 5, 8)
+	wrongDP.DProbs = zeros(t, 2, 2, 5, 8)
 	cases := []struct {
 		name string
 		call func(rec *gpu.Recorder) error
 		want string
 	}{
-		{"nil", func(rec *gpu.Recorder) error { return Attention(rec, out, nil, 2, 1, a) },
-			"attention: tensor qkv is nil"},
-		{"qkv not 3D", func(rec *gpu.Recorder) error { return Attention(rec, out, zeros(t, 10, 48), 2, 1, a) },
-			"attention: qkv [10x48]: want [B, T, 3*D]"},
-		{"heads", func(rec *gpu.Recorder) error { return Attention(rec, out, qkv, 3, 1, a) },
-			"attention: qkv [2x5x48]: D = 16 is not divisible by 3 heads"},
-		{"out", func(rec *gpu.Recorder) error { return Attention(rec, zeros(t, 2, 5, 48), qkv, 2, 1, a) },
-			"attention: qkv [2x5x48] -> out [2x5x48]: want [2 5 16]"},
-		{"Q", func(rec *gpu.Recorder) error { return Attention(rec, out, qkv, 2, 1, wrongQ) },
-			"attention: qkv [2x5x48], 2 heads: Q [2x2x5x7], want [2 2 5 8]"},
-		{"Probs", func(rec *gpu.Recorder) error { return Attention(rec, out, qkv, 2, 1, wrongP) },
-			"attention: qkv [2x5x48], 2 heads: Probs [2x2x5x8], want [2 2 5 5]"},
-		{"dqkv", func(rec *gpu.Recorder) error {
-			return AttentionBackward(rec, zeros(t, 2, 5, 16), out, qkv, 2, 1, a, a)
-		}, "attention_backward: qkv [2x5x48] -> dqkv [2x5x16]: shapes differ"},
-		{"dout", func(rec *gpu.Recorder) error {
-			return AttentionBackward(rec, zeros(t, 2, 5, 48), zeros(t, 1, 5, 16), qkv, 2, 1, a, a)
-		}, "attention_backward: qkv [2x5x48] -> dout [1x5x16]: want [2 5 16]"},
-		{"dScores", func(rec *gpu.Recorder) error {
-			return AttentionBackward(rec, zeros(t, 2, 5, 48), out, qkv, 2, 1, a, wrongS)
-		}, "attention_backward: qkv [2x5x48], 2 heads: dScores [2x2x5x8], want [2 2 5 5]"},
+		{"nil", func(rec *gpu.Recorder) error { return Attention(rec, out, 1, noQ) },
+			"attention: tensor Q is nil"},
+		{"K", func(rec *gpu.Recorder) error { return Attention(rec, out, 1, wrongK) },
+			"attention: Q [2x2x5x8]: K [2x2x5x7], want [2 2 5 8]"},
+		{"Probs", func(rec *gpu.Recorder) error { return Attention(rec, out, 1, wrongP) },
+			"attention: Q [2x2x5x8]: Probs [2x2x5x8], want [2 2 5 5]"},
+		{"out", func(rec *gpu.Recorder) error { return Attention(rec, dqkv, 1, a) },
+			"attention: Q [2x2x5x8]: out [2x5x48], want [2 5 16]"},
+		{"scale", func(rec *gpu.Recorder) error { return Attention(rec, out, 0, a) },
+			"attention: scale 0: must be positive"},
+		{"dqkv", func(rec *gpu.Recorder) error { return AttentionBackward(rec, out, 1, a, g) },
+			"attention_backward: Q [2x2x5x8]: dqkv [2x5x16], want [2 5 48]"},
+		{"DProbs", func(rec *gpu.Recorder) error { return AttentionBackward(rec, dqkv, 1, a, wrongDP) },
+			"attention_backward: Q [2x2x5x8]: DProbs [2x2x5x8], want [2 2 5 5]"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

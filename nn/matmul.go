@@ -9,12 +9,63 @@ import (
 // MatMulOpts selects transposes and the fused epilogue of MatMul.
 type MatMulOpts struct {
 	TransA, TransB bool
-	Bias           *gpu.Tensor // [N], added to every row
-	Act            Activation  // applied after the bias
-	PreAct         *gpu.Tensor // if set, receives AB+bias (what the activation's backward needs)
-	Scale          *gpu.Tensor // [N], multiplies the activated output (LayerScale)
-	RowScale       *gpu.Tensor // one factor per row of C (over all batches): stochastic depth's per-sample keep
-	Accumulate     bool        // C += result instead of C = result (gradient accumulation, residuals)
+	Bias           *gpu.Tensor  // [N], added to every row
+	Act            Activation   // applied after the bias
+	PreAct         *gpu.Tensor  // if set, receives AB+bias (what the activation's backward needs)
+	Scale          *gpu.Tensor  // [N], multiplies the activated output (LayerScale)
+	RowScale       *gpu.Tensor  // one factor per row of C (over all batches): stochastic depth's per-sample keep
+	Accumulate     bool         // C += result instead of C = result (gradient accumulation, residuals)
+	Heads          *HeadsLayout // C in a multi-head attention layout instead of row-major (no PreAct or RowScale)
+}
+
+// HeadsLayout stores a product in the layouts of multi-head attention, so
+// that no kernel runs only to move heads between them. With H heads of Dh
+// columns (D = H Dh) over B sequences of T tokens:
+//
+//   - split (Merge false): the unbatched product [B T, Parts D] (the qkv
+//     Linear, Parts 3; the gradient of the attention's output, Parts 1)
+//     goes to Parts tensors [B, H, T, Dh], one after another in C, each
+//     starting PartStride(B T, D) floats after the last;
+//   - merge: the product batched over B H of [T, Dh] (a head's output or
+//     gradient) goes to columns Part D .. Part D + D - 1 of the token-major
+//     C [B, T, Parts D].
+type HeadsLayout struct {
+	Merge       bool
+	T, H, Dh    int
+	Parts, Part int
+}
+
+// PartStride is where each part of a split starts in C: rows x D floats,
+// rounded up to 64 (256 bytes, the storage offset alignment of WebGPU
+// devices) so that every part can be bound as a view.
+func PartStride(rows, D int) int { return (rows*D + 63) &^ 63 }
+
+// headsCheck validates layout h of the product of batch x M x N (after
+// MatMul has flattened a shared B's batches) into C, and returns it as
+// template data.
+func headsCheck(h HeadsLayout, o MatMulOpts, c *gpu.Tensor, batch, M, N int) (headsData, error) {
+	D := h.H * h.Dh
+	switch {
+	case h.T < 1 || h.H < 1 || h.Dh < 1 || h.Parts < 1 || h.Part < 0 || h.Part >= h.Parts:
+		return headsData{}, fmt.Errorf("heads layout %+v: want T, H, Dh, Parts >= 1 and 0 <= Part < Parts", h)
+	case o.PreAct != nil || o.RowScale != nil:
+		return headsData{}, fmt.Errorf("heads layout %+v: no pre-activation or row scale with it", h)
+	case h.Merge && (batch%h.H != 0 || M != h.T || N != h.Dh || c.Len() != batch/h.H*h.T*h.Parts*D):
+		return headsData{}, fmt.Errorf("heads layout %+v: merging needs %d batches of [%d, %d] (a multiple of H) into C of B x T x Parts x D floats", h, batch, M, N)
+	case !h.Merge && (batch != 1 || M%h.T != 0 || N != h.Parts*D || h.Part != 0 || c.Len() < (h.Parts-1)*PartStride(M, D)+M*D):
+		return headsData{}, fmt.Errorf("heads layout %+v: splitting needs one product of B x T rows and Parts x D columns (a shared B) into C of %d parts %d floats apart", h, h.Parts, PartStride(M, D))
+	}
+	if h.Merge {
+		return headsData{On: true, Merge: true, H: h.H, Dh: h.Dh, Row: h.Parts * D, Col: h.Part * D}, nil
+	}
+	return headsData{On: true, T: h.T, H: h.H, Dh: h.Dh}, nil
+}
+
+// headsData is HeadsLayout as template data (see c_index in shaders/matmul.wgsl).
+type headsData struct {
+	On, Merge bool
+	T, H, Dh  int
+	Row, Col  int
 }
 
 // Fallback kernel tile: each invocation computes mmTM x mmTN outputs.
@@ -53,6 +104,7 @@ type epilogue struct {
 	Bias, Scale, PreAct, RowScale int
 	Act                           string
 	Accumulate                    bool
+	Heads                         headsData
 }
 
 // mmIdx names accumulator I of a tile and its place Q*4+R in a vec4.
@@ -174,7 +226,7 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	if err := notNil(rec, op, []string{"A", "B", "C"}, a, b, c); err != nil {
 		return err
 	}
-	if len(a.Shape) < 2 || len(b.Shape) < 2 || len(c.Shape) < 2 {
+	if len(a.Shape) < 2 || len(b.Shape) < 2 || len(c.Shape) < 2 && o.Heads == nil {
 		return shapeErr(rec, op, "A %s, B %s, C %s: need at least 2 dimensions each", a, b, c)
 	}
 	M, K := a.Dim(-2), a.Dim(-1)
@@ -187,9 +239,24 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	}
 	batch := a.Len() / (M * K)
 	bBatch := b.Len() / (Kb * N)
-	if K != Kb || c.Dim(-2) != M || c.Dim(-1) != N || c.Len() != batch*M*N || (bBatch != batch && bBatch != 1) {
+	cShaped := o.Heads != nil || c.Dim(-2) == M && c.Dim(-1) == N && c.Len() == batch*M*N // Heads: headsCheck checks C
+	if K != Kb || !cShaped || (bBatch != batch && bBatch != 1) {
 		return shapeErr(rec, op, "A %s (transposed %v) x B %s (transposed %v) -> C %s: shapes do not agree",
 			a, o.TransA, b, o.TransB, c)
+	}
+	if bBatch == 1 && !o.TransA {
+		// A shared B: the batches of A and C lie one after another, so they
+		// are the rows of one product, whose blocks and tiles then round up
+		// batch x M rows once instead of each batch's M (257 tokens took 5
+		// blocks of 64 rows, 320).
+		M, batch = batch*M, 1
+	}
+	var heads headsData
+	if o.Heads != nil {
+		var err error
+		if heads, err = headsCheck(*o.Heads, o, c, batch, M, N); err != nil {
+			return shapeErr(rec, op, "A %s x B %s -> C %s: %v", a, b, c, err)
+		}
 	}
 	if o.Bias != nil && o.Bias.Len() != N {
 		return shapeErr(rec, op, "bias %s for %d columns", o.Bias, N)
@@ -206,15 +273,8 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	if o.Act != NoAct && o.Act != GELU {
 		return shapeErr(rec, op, "unknown activation %q", o.Act)
 	}
-	if bBatch == 1 && !o.TransA {
-		// A shared B: the batches of A and C lie one after another, so they
-		// are the rows of one product, whose blocks and tiles then round up
-		// batch x M rows once instead of each batch's M (257 tokens took 5
-		// blocks of 64 rows, 320).
-		M, batch = batch*M, 1
-	}
 	rec.Device().CountFLOPs(2 * int64(batch) * int64(M) * int64(N) * int64(K))
-	e := epilogue{Act: string(o.Act), Accumulate: o.Accumulate}
+	e := epilogue{Act: string(o.Act), Accumulate: o.Accumulate, Heads: heads}
 	access := []gpu.Access{gpu.Read, gpu.Read, gpu.ReadWrite}
 	bufs := []*gpu.Tensor{a, b, c}
 	add := func(t *gpu.Tensor, acc gpu.Access) int {

@@ -327,6 +327,108 @@ func TestPlanBcast(t *testing.T) {
 	require.False(t, ok)
 }
 
+// TestMatMulHeads checks HeadsLayout on every kernel: the qkv Linear split
+// into three parts of [B, H, T, Dh] (odd T, parts a padded stride apart,
+// whose gaps must stay untouched), a one-part split of y = x W, and a head
+// merge (P V, and P^T dO with A transposed, accumulating) into part 1 of a
+// token-major [B, T, 3D].
+func TestMatMulHeads(t *testing.T) {
+	const B, T, H, Dh = 3, 7, 2, 6
+	const D = H * Dh
+	rng := rand.New(rand.NewPCG(7, 8))
+	split := func(y []float64, parts int, out []float64) {
+		stride := PartStride(B*T, D)
+		for r := 0; r < B*T; r++ {
+			for n := 0; n < parts*D; n++ {
+				part, h, d := n/D, n%D/Dh, n%Dh
+				out[part*stride+((r/T*H+h)*T+r%T)*Dh+d] = y[r*parts*D+n]
+			}
+		}
+	}
+	for _, K := range []int{20, 21} {
+		for _, k := range matmulKernels {
+			t.Run(fmt.Sprint("K", K, "_", k.name), func(t *testing.T) {
+				// qkv = x W^T + b, split into q, k, v.
+				x64, x32 := randn(rng, B*T*K, 1)
+				w64, w32 := randn(rng, 3*D*K, 0.3)
+				b64, b32 := randn(rng, 3*D, 1)
+				n := 2*PartStride(B*T, D) + B*T*D + 5
+				c64, c32 := randn(rng, n, 1)
+				out := upload(t, c32, n)
+				rec := dev.Record()
+				require.NoError(t, k.matMul(rec, out, upload(t, x32, B, T, K), upload(t, w32, 3*D, K), MatMulOpts{
+					TransB: true, Bias: upload(t, b32, 3*D), Heads: &HeadsLayout{T: T, H: H, Dh: Dh, Parts: 3}}))
+				run(t, rec)
+				y := ref.MatMul(x64, w64, 1, B*T, 3*D, K, false, true, true)
+				for i := range y {
+					y[i] += b64[i%(3*D)]
+				}
+				split(y, 3, c64)
+				requireClose(t, c64, read(t, out), mmAtol, mmRtol, "qkv split")
+
+				// dO = dy W, one part.
+				w64, w32 = randn(rng, K*D, 0.3)
+				out = zeros(t, B, H, T, Dh)
+				rec = dev.Record()
+				require.NoError(t, k.matMul(rec, out, upload(t, x32, B, T, K), upload(t, w32, K, D), MatMulOpts{
+					Heads: &HeadsLayout{T: T, H: H, Dh: Dh, Parts: 1}}))
+				run(t, rec)
+				want := make([]float64, B*T*D)
+				split(ref.MatMul(x64, w64, 1, B*T, D, K, false, false, true), 1, want)
+				requireClose(t, want, read(t, out), mmAtol, mmRtol, "one-part split")
+
+				// Heads merged into part 1 of [B, T, 3D]: P V, then += P^T dO.
+				p64, p32 := randn(rng, B*H*T*T, 1)
+				v64, v32 := randn(rng, B*H*T*Dh, 1)
+				c64, c32 = randn(rng, B*T*3*D, 1)
+				out = upload(t, c32, B, T, 3*D)
+				merge := &HeadsLayout{Merge: true, T: T, H: H, Dh: Dh, Parts: 3, Part: 1}
+				rec = dev.Record()
+				pt, vt := upload(t, p32, B*H, T, T), upload(t, v32, B*H, T, Dh)
+				require.NoError(t, k.matMul(rec, out, pt, vt, MatMulOpts{Heads: merge}))
+				require.NoError(t, k.matMul(rec, out, pt, vt, MatMulOpts{TransA: true, Heads: merge, Accumulate: true}))
+				run(t, rec)
+				pv := ref.MatMul(p64, v64, B*H, T, Dh, T, false, false, false)
+				ptv := ref.MatMul(p64, v64, B*H, T, Dh, T, true, false, false)
+				for bh := 0; bh < B*H; bh++ {
+					for i := 0; i < T*Dh; i++ {
+						c64[(bh/H*T+i/Dh)*3*D+D+bh%H*Dh+i%Dh] = pv[bh*T*Dh+i] + ptv[bh*T*Dh+i]
+					}
+				}
+				requireClose(t, c64, read(t, out), mmAtol, mmRtol, "merge")
+			})
+		}
+	}
+}
+
+func TestMatMulHeadsBadLayout(t *testing.T) {
+	x, w := zeros(t, 2, 7, 4), zeros(t, 12, 4)
+	cases := []struct {
+		name string
+		c    *gpu.Tensor
+		o    MatMulOpts
+		want string
+	}{
+		{"T does not divide rows", zeros(t, 256), MatMulOpts{TransB: true, Heads: &HeadsLayout{T: 5, H: 2, Dh: 2, Parts: 3}},
+			"splitting needs one product of B x T rows and Parts x D columns (a shared B) into C of 3 parts 64 floats apart"},
+		{"C too small", zeros(t, 2*7*12), MatMulOpts{TransB: true, Heads: &HeadsLayout{T: 7, H: 2, Dh: 2, Parts: 3}},
+			"into C of 3 parts 64 floats apart"},
+		{"merge of a flattened product", zeros(t, 2, 7, 12), MatMulOpts{TransB: true, Heads: &HeadsLayout{Merge: true, T: 7, H: 2, Dh: 6, Parts: 1}},
+			"merging needs 1 batches of [14, 12]"},
+		{"row scale", zeros(t, 256), MatMulOpts{TransB: true, RowScale: zeros(t, 14), Heads: &HeadsLayout{T: 7, H: 2, Dh: 2, Parts: 3}},
+			"no pre-activation or row scale with it"},
+		{"part", zeros(t, 256), MatMulOpts{TransB: true, Heads: &HeadsLayout{T: 7, H: 2, Dh: 2, Parts: 3, Part: 3}},
+			"want T, H, Dh, Parts >= 1 and 0 <= Part < Parts"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := MatMul(dev.Record(), c.c, x, w, c.o)
+			require.ErrorContains(t, err, "matmul: A [2x7x4] x B [12x4] -> C")
+			require.ErrorContains(t, err, c.want)
+		})
+	}
+}
+
 func TestMatMulBadShapes(t *testing.T) {
 	a, b := zeros(t, 4, 5), zeros(t, 6, 7)
 	c := zeros(t, 4, 7)

@@ -12,12 +12,12 @@ import (
 // attention and MLP branches. In inference one blockActs serves every block
 // and X1 is the stream itself.
 type blockActs struct {
-	Ln                         *gpu.Tensor // either LayerNorm's output (the backward recomputes it from the saved statistics)
-	Mean1, Rstd1, QKV, Att, H1 *gpu.Tensor
-	Attn                       AttnTensors
-	X1                         *gpu.Tensor
-	Mean2, Rstd2               *gpu.Tensor
-	Pre, Hid, H2               *gpu.Tensor // MLP pre-activation (SwiGLU: its [.., 2*hidden] input), activation, output
+	Ln                    *gpu.Tensor // either LayerNorm's output (the backward recomputes it from the saved statistics)
+	Mean1, Rstd1, Att, H1 *gpu.Tensor
+	Attn                  AttnTensors
+	X1                    *gpu.Tensor
+	Mean2, Rstd2          *gpu.Tensor
+	Pre, Hid, H2          *gpu.Tensor // MLP pre-activation (SwiGLU: its [.., 2*hidden] input), activation, output
 	// Drop holds stochastic depth's per-token factors of the two branches
 	// (keep/(1-rate) of the token's sample), or nil when it is off.
 	Drop [2]*gpu.Tensor
@@ -25,8 +25,7 @@ type blockActs struct {
 
 // newBlockActs allocates one block's activations; prev, when set, is an
 // earlier block whose scratch this one shares: the attention's O, Scores and
-// Probs, the fused qkv output (the backward reads the split Q, K, V) and
-// the MLP's Ln, Pre and Hid and the first LayerNorm's output (the backward
+// Probs and the MLP's Ln, Pre and Hid and the first LayerNorm's output (the backward
 // recomputes them from the block's inputs and statistics, mlpIn).
 // x1 is nil in training (each block keeps its mid-block stream) and the
 // stream itself in inference, which also keeps no GELU pre-activation.
@@ -45,9 +44,9 @@ func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Ten
 		X1: x1, Mean2: t(B * T), Rstd2: t(B * T), H2: t(B, T, D),
 	}
 	if prev != nil {
-		a.Attn, a.QKV, a.Hid, a.Ln, a.Pre = prev.Attn.WithScratch(t), prev.QKV, prev.Hid, prev.Ln, prev.Pre
+		a.Attn, a.Hid, a.Ln, a.Pre = prev.Attn.WithScratch(t), prev.Hid, prev.Ln, prev.Pre
 	} else {
-		a.Attn, a.QKV, a.Hid, a.Ln = NewAttnTensors(t, B, T, c.Heads, c.HeadDim()), t(B, T, 3*D), t(B, T, c.MLPHidden), t(B, T, D)
+		a.Attn, a.Hid, a.Ln = NewAttnTensors(t, B, T, c.Heads, c.HeadDim()), t(B, T, c.MLPHidden), t(B, T, D)
 		if train || c.FFN == FFNSwiGLU { // inference with GELU needs no pre-activation
 			a.Pre = t(B, T, pre)
 		}
@@ -57,11 +56,11 @@ func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Ten
 
 // blockGrads is the backward's scratch, shared by all blocks.
 type blockGrads struct {
-	Ln, QKV, Att, H *gpu.Tensor // d of Ln1/Ln2, QKV, Att, and of H1/H2 when LayerScale is on
-	Drop            *gpu.Tensor // the residual gradient times a branch's drop factors
-	Pre, Hid        *gpu.Tensor
-	Attn            AttnTensors
-	Scratch         *gpu.Tensor // column-sum partials of LayerNorm / LayerScale
+	Ln, QKV, H *gpu.Tensor // d of Ln1/Ln2, of the qkv Linear's output, and of H1/H2 when LayerScale is on
+	Drop       *gpu.Tensor // the residual gradient times a branch's drop factors
+	Pre, Hid   *gpu.Tensor
+	Attn       AttnGrads
+	Scratch    *gpu.Tensor // column-sum partials of LayerNorm / LayerScale
 }
 
 func newBlockGrads(d *gpu.Device, t func(...int) *gpu.Tensor, c ViTConfig, B, T int) blockGrads {
@@ -71,7 +70,7 @@ func newBlockGrads(d *gpu.Device, t func(...int) *gpu.Tensor, c ViTConfig, B, T 
 		pre *= 2
 	}
 	return blockGrads{
-		Ln: t(B, T, D), QKV: t(B, T, 3*D), Att: t(B, T, D), H: t(B, T, D), Drop: t(B, T, D),
+		Ln: t(B, T, D), QKV: t(B, T, 3*D), H: t(B, T, D), Drop: t(B, T, D),
 		Pre: t(B, T, pre), Hid: t(B, T, c.MLPHidden),
 		Attn: NewAttnGrads(t, B, T, c.Heads, c.HeadDim()), Scratch: t(ScratchLen(d, D)),
 	}
@@ -126,8 +125,8 @@ func (m *ViT) blockForward(rec *gpu.Recorder, p blockParams, in, out *gpu.Tensor
 		rec.Copy(a.X1, in)
 	}
 	LayerNorm(rec, a.Ln, a.Mean1, a.Rstd1, in, p.N1w, p.N1b, eps)
-	MatMul(rec, a.QKV, a.Ln, p.QKVw, MatMulOpts{TransB: true, Bias: p.QKVb})
-	Attention(rec, a.Att, a.QKV, c.Heads, m.attnScale(), a.Attn)
+	MatMul(rec, a.Attn.QKV, a.Ln, p.QKVw, MatMulOpts{TransB: true, Bias: p.QKVb, Heads: a.Attn.SplitQKV()})
+	Attention(rec, a.Att, m.attnScale(), a.Attn)
 	MatMul(rec, a.X1, a.Att, p.Projw, MatMulOpts{TransB: true, Bias: p.Projb, PreAct: a.H1, Scale: p.LS1, RowScale: a.Drop[0], Accumulate: true})
 	if out != a.X1 {
 		rec.Copy(out, a.X1)
@@ -190,8 +189,9 @@ func (m *ViT) blockBackward(rec *gpu.Recorder, p, gp blockParams, in *gpu.Tensor
 	LayerNormBackward(rec, dx, gp.N2w, gp.N2b, g.Ln, a.X1, p.N2w, a.Mean2, a.Rstd2, ln)
 
 	dh1 := branch(p.LS1, gp.LS1, a.H1, a.Drop[0])
-	linearBackward(rec, g.Att, gp.Projw, gp.Projb, dh1, a.Att, p.Projw)
-	AttentionBackward(rec, g.QKV, g.Att, a.QKV, c.Heads, m.attnScale(), a.Attn, g.Attn)
+	linearBackward(rec, nil, gp.Projw, gp.Projb, dh1, a.Att, p.Projw)
+	MatMul(rec, g.Attn.DOut, dh1, p.Projw, MatMulOpts{Heads: g.Attn.SplitDOut()})
+	AttentionBackward(rec, g.QKV, m.attnScale(), a.Attn, g.Attn)
 	LayerNorm(rec, a.Ln, a.Mean1, a.Rstd1, in, p.N1w, p.N1b, float32(c.LNEps))
 	linearBackward(rec, g.Ln, gp.QKVw, gp.QKVb, g.QKV, a.Ln, p.QKVw)
 	LayerNormBackward(rec, dx, gp.N1w, gp.N1b, g.Ln, in, p.N1w, a.Mean1, a.Rstd1, ln)

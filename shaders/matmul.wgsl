@@ -4,7 +4,8 @@ Four kernels share the epilogue: on a GPU, matmul_tiled (workgroup-memory
 tiles, any shape); on a CPU (lavapipe), matmul_bcast (fastest there: A
 through a uniform window), matmul_vec4 (needs the vec4 alignment described
 there) and matmul (any shape).
-Epilogue: h = AB + bias; preact = h; y = act(h); C = (Accumulate ? C : 0) + rowscale[row] * scale * y.
+Epilogue: h = AB + bias; preact = h; y = act(h); C = (Accumulate ? C : 0) + rowscale[row] * scale * y,
+with C row-major or, with Heads, in an attention layout (c_index).
 */}}
 
 {{define "matmul_bindings"}}
@@ -19,17 +20,37 @@ struct Params { M: u32, N: u32, K: u32, stride_a: u32, stride_b: u32, stride_c: 
 {{if .PreAct}}@group(0) @binding({{.PreAct}}) var<storage, read_write> preact: array<f32>;{{end}}
 {{if .RowScale}}@group(0) @binding({{.RowScale}}) var<storage, read> rowscale: array<f32>;{{end}}
 
-// store_c applies the epilogue to the product h of row m, column n.
-fn store_c(base_c: u32, m: u32, n: u32, acc: f32) {
+// c_index is where element (batch, m, n) of the product goes in c: row-major
+// [batch, M, N], or one of multi-head attention's layouts (nn.HeadsLayout).
+fn c_index(batch: u32, m: u32, n: u32) -> u32 {
+  {{if not .Heads.On}}return batch * p.stride_c + m * p.N + n;
+  {{else if .Heads.Merge}}// batch = b H + h, m = t, n = d -> c[b, t, Col + h Dh + d], rows Row wide.
+  let b = batch / {{.Heads.H}}u;
+  let head = batch % {{.Heads.H}}u;
+  return (b * p.M + m) * {{.Heads.Row}}u + {{.Heads.Col}}u + head * {{.Heads.Dh}}u + n;
+  {{else}}// m = b T + t, n = part D + h Dh + d -> part [b, h, t, d]; parts start
+  // every M D floats rounded up to 64 (256 bytes), so that each is a view.
+  let D = {{mul .Heads.H .Heads.Dh}}u;
+  let b = m / {{.Heads.T}}u;
+  let t = m % {{.Heads.T}}u;
+  let part = n / D;
+  let head = n % D / {{.Heads.Dh}}u;
+  let d = n % {{.Heads.Dh}}u;
+  return part * ((p.M * D + 63u) & ~63u) + ((b * {{.Heads.H}}u + head) * {{.Heads.T}}u + t) * {{.Heads.Dh}}u + d;
+  {{end}}
+}
+
+// store_c applies the epilogue to the product h of row m, column n of batch.
+fn store_c(batch: u32, m: u32, n: u32, acc: f32) {
   if (m >= p.M || n >= p.N) { return; }
   var h = acc;
   {{if .Bias}}h += bias[n];{{end}}
-  let idx = base_c + m * p.N + n;
+  let idx = c_index(batch, m, n);
   {{if .PreAct}}preact[idx] = h;{{end}}
   var y = h;
   {{if eq .Act "gelu"}}y = gelu(h);{{end}}
   {{if .Scale}}y *= scale[n];{{end}}
-  {{if .RowScale}}y *= rowscale[idx / p.N];{{end}}
+  {{if .RowScale}}y *= rowscale[batch * p.M + m];{{end}}
   {{if .Accumulate}}c[idx] += y;{{else}}c[idx] = y;{{end}}
 }
 {{end}}
@@ -93,8 +114,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     {{range $u := .Us}}{{range $r := $.Rows}}{{range $c := $.Cols}}acc{{$r.I}}_{{$c.I}} = fma({{if $.AScalar}}va{{$r.I}}_{{$u}}{{else if $.TransA}}va{{$r.Q}}_{{$u}}[{{$r.R}}]{{else}}va{{$r.I}}[{{$u}}]{{end}}, {{if $.TransB}}vb{{$c.I}}[{{$u}}]{{else}}vb{{$c.Q}}_{{$u}}[{{$c.R}}]{{end}}, acc{{$r.I}}_{{$c.I}});
     {{end}}{{end}}{{end}}
   }
-  let base_c = wid.z * p.stride_c;
-  {{range $r := .Rows}}{{range $c := $.Cols}}store_c(base_c, m0 + {{$r.I}}u, {{if $.TransB}}n0 + {{mul $c.I $.WG}}u{{else}}4u * (g0 + {{mul $c.Q $.WG}}u) + {{$c.R}}u{{end}}, acc{{$r.I}}_{{$c.I}});
+  {{range $r := .Rows}}{{range $c := $.Cols}}store_c(wid.z, m0 + {{$r.I}}u, {{if $.TransB}}n0 + {{mul $c.I $.WG}}u{{else}}4u * (g0 + {{mul $c.Q $.WG}}u) + {{$c.R}}u{{end}}, acc{{$r.I}}_{{$c.I}});
   {{end}}{{end}}
 }
 {{end}}
@@ -155,9 +175,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     {{end}}
   }
   {{end}}{{end}}
-  let base_c = batch * p.stride_c;
   {{range $r := .Rows}}if (m0 + {{$r}}u < p.row_hi) {
-    {{range $j := seq 4}}store_c(base_c, m0 + {{$r}}u, 4u * g + {{$j}}u, acc{{$r}}[{{$j}}]);
+    {{range $j := seq 4}}store_c(batch, m0 + {{$r}}u, 4u * g + {{$j}}u, acc{{$r}}[{{$j}}]);
     {{end}}
   }
   {{end}}
@@ -296,8 +315,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     workgroupBarrier();
   }
-  let base_c = wid.z * p.stride_c;
-  {{range $r := .Idx}}{{range $c := $.Idx}}store_c(base_c, m0 + {{if $.Contig}}lid.y * {{$.Tile}}u + {{$r}}u{{else}}lid.y + {{mul $r 16}}u{{end}}, n0 + {{if $.Spread}}{{mul (div $c 4) 64}}u + 4u * lid.x + {{sub $c (mul (div $c 4) 4)}}u{{else if $.Contig}}lid.x * {{$.Tile}}u + {{$c}}u{{else}}lid.x + {{mul $c 16}}u{{end}}, acc{{$r}}_{{$c}});
+  {{range $r := .Idx}}{{range $c := $.Idx}}store_c(wid.z, m0 + {{if $.Contig}}lid.y * {{$.Tile}}u + {{$r}}u{{else}}lid.y + {{mul $r 16}}u{{end}}, n0 + {{if $.Spread}}{{mul (div $c 4) 64}}u + 4u * lid.x + {{sub $c (mul (div $c 4) 4)}}u{{else if $.Contig}}lid.x * {{$.Tile}}u + {{$c}}u{{else}}lid.x + {{mul $c 16}}u{{end}}, acc{{$r}}_{{$c}});
   {{end}}{{end}}
 }
 {{end}}
@@ -350,7 +368,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let batch = wid.z;
   let base_a = batch * p.stride_a;
   let base_b = batch * p.stride_b;
-  let base_c = batch * p.stride_c;
   // Invocation (lid.x, lid.y) owns rows m0 + i*WGY and columns n0 + j*WGX, so
   // neighbouring invocations touch neighbouring columns.
   let m0 = wid.y * TM * {{.WGY}}u + lid.y;
@@ -366,7 +383,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   }
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
-      store_c(base_c, m0 + i * {{.WGY}}u, n0 + j * {{.WGX}}u, acc[i * TN + j]);
+      store_c(batch, m0 + i * {{.WGY}}u, n0 + j * {{.WGX}}u, acc[i * TN + j]);
     }
   }
 }

@@ -132,19 +132,14 @@ func attentionCase(B, T, H int, backward bool) benchCase {
 		flops: flops * float64(B*H*T*T*Dh),
 		setup: func(e *env) func(*gpu.Recorder) error {
 			D := H * Dh
-			qkv, out := e.randn(B, T, 3*D), e.zeros(B, T, D)
-			alloc := func(shape ...int) *gpu.Tensor { return e.zeros(shape...) }
-			a := nn.NewAttnTensors(alloc, B, T, H, Dh)
-			var g nn.AttnTensors
-			var dqkv *gpu.Tensor
-			if backward {
-				g, dqkv = nn.NewAttnTensors(alloc, B, T, H, Dh), e.zeros(B, T, 3*D)
-			}
+			out, dqkv := e.zeros(B, T, D), e.zeros(B, T, 3*D)
+			randn := func(shape ...int) *gpu.Tensor { return e.randn(shape...) }
+			a, g := nn.NewAttnTensors(randn, B, T, H, Dh), nn.NewAttnGrads(randn, B, T, H, Dh)
 			return func(rec *gpu.Recorder) error {
-				if err := nn.Attention(rec, out, qkv, H, 0.125, a); err != nil || !backward {
+				if err := nn.Attention(rec, out, 0.125, a); err != nil || !backward {
 					return err
 				}
-				return nn.AttentionBackward(rec, dqkv, out, qkv, H, 0.125, a, g)
+				return nn.AttentionBackward(rec, dqkv, 0.125, a, g)
 			}
 		},
 	}
