@@ -28,9 +28,17 @@ func compareTorch(run bool, device string, value float64, stderr io.Writer, mode
 		fmt.Fprintln(stderr, "no torch baseline:", err)
 		return nil, nil, err.Error()
 	}
+	if t.MatmulGFLOPs > 0 && t.MatmulGFLOPs < slowBLAS {
+		fmt.Fprintf(stderr, "warning: torch's float32 matmul runs at %.1f GFLOP/s here, the speed of a reference BLAS: its baseline is not PyTorch's usual speed (Debian: apt-get install libopenblas0-pthread)\n", t.MatmulGFLOPs)
+	}
 	r := value / t.ImagesPerS
 	return t, &r, ""
 }
+
+// slowBLAS is the CPU matmul rate (GFLOP/s) under which torch's BLAS is
+// taken for a reference implementation: Debian's, without OpenBLAS, ran
+// 1024^3 at 4-6 GFLOP/s on the 2-core CI machine, OpenBLAS at 300-360.
+const slowBLAS = 20
 
 // torchResult is what bench_torch.py prints.
 type torchResult struct {
@@ -39,13 +47,14 @@ type torchResult struct {
 	Memory       string  `json:"memory,omitempty"`         // how PeakRSSBytes was measured
 	Torch        string  `json:"torch"`
 	Threads      int     `json:"threads"`
-	Device       string  `json:"device"` // "cpu" or the CUDA device's name
+	Device       string  `json:"device"`                  // "cpu" or the CUDA device's name
+	MatmulGFLOPs float64 `json:"matmul_gflops,omitempty"` // CPU: a float32 1024^3 matmul, which shows the BLAS torch uses
 }
 
 // String names the baseline for the text report.
 func (t *torchResult) String() string {
 	if t.Device == "" || t.Device == "cpu" {
-		return fmt.Sprintf("torch %s CPU (%d threads)", t.Torch, t.Threads)
+		return fmt.Sprintf("torch %s CPU (%d threads, matmul %.0f GFLOP/s)", t.Torch, t.Threads, t.MatmulGFLOPs)
 	}
 	return fmt.Sprintf("torch %s on %s (float32, no TF32)", t.Torch, t.Device)
 }

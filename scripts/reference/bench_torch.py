@@ -220,6 +220,19 @@ def train(a):
     return out
 
 
+def matmul_gflops(n=1024):
+    """GFLOP/s of one float32 n^3 matmul, best of three: a reference BLAS
+    (Debian's fallback without libopenblas0-pthread) shows here as a few
+    GFLOP/s, against hundreds for OpenBLAS."""
+    x, y = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        torch.mm(x, y)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["infer", "train"])
@@ -250,6 +263,8 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     out = infer(a) if a.mode == "infer" else train(a)
+    if a.device == "cpu":
+        out["matmul_gflops"] = matmul_gflops()
     device = "cpu" if a.device == "cpu" else torch.cuda.get_device_name(torch.device(a.device))
     out.update({"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device})
     print(json.dumps(out))
