@@ -255,10 +255,11 @@ func (h *DINOHead) Backward(rec *gpu.Recorder, a *HeadActs, grads *Flat) error {
 		if i > 0 {
 			x, dx = a.h[i-1], a.dH[i-1]
 		}
-		linearBackward(rec, dx, dw, db, dy, x, w)
+		var o MatMulOpts
 		if i > 0 {
-			ActivateBackward(rec, dx, dx, a.pre[i-1], GELU)
+			o.GELUGradAt = a.pre[i-1]
 		}
+		linearBackward(rec, dx, dw, db, dy, x, w, o)
 		dy = dx
 	}
 	return rec.Err()

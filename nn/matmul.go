@@ -16,6 +16,10 @@ type MatMulOpts struct {
 	RowScale       *gpu.Tensor  // one factor per row of C (over all batches): stochastic depth's per-sample keep
 	Accumulate     bool         // C += result instead of C = result (gradient accumulation, residuals)
 	Heads          *HeadsLayout // C in a multi-head attention layout instead of row-major (no PreAct or RowScale)
+	// GELUGradAt, shaped as C, multiplies the result by GELU'(GELUGradAt):
+	// the activation's backward fused into the product that gives its
+	// output's gradient (C = dy W, GELUGradAt the pre-activation).
+	GELUGradAt *gpu.Tensor
 }
 
 // HeadsLayout stores a product in the layouts of multi-head attention, so
@@ -101,10 +105,10 @@ var mmScalarAWide = mmTile{TM: 6, TN: 8, WG: 8}
 // epilogue is the template data of the fused epilogue: the binding of each
 // optional tensor (0 when absent), the activation and accumulation.
 type epilogue struct {
-	Bias, Scale, PreAct, RowScale int
-	Act                           string
-	Accumulate                    bool
-	Heads                         headsData
+	Bias, Scale, PreAct, RowScale, GELUGradAt int
+	Act                                       string
+	Accumulate                                bool
+	Heads                                     headsData
 }
 
 // mmIdx names accumulator I of a tile and its place Q*4+R in a vec4.
@@ -270,6 +274,9 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	if o.PreAct != nil && o.PreAct.Len() != c.Len() {
 		return shapeErr(rec, op, "pre-activation %s for output %s", o.PreAct, c)
 	}
+	if o.GELUGradAt != nil && (o.GELUGradAt.Len() != c.Len() || o.Heads != nil) {
+		return shapeErr(rec, op, "GELU gradient at %s for output %s: want C's size, and no heads layout", o.GELUGradAt, c)
+	}
 	if o.Act != NoAct && o.Act != GELU {
 		return shapeErr(rec, op, "unknown activation %q", o.Act)
 	}
@@ -289,6 +296,7 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	e.Scale = add(o.Scale, gpu.Read)
 	e.PreAct = add(o.PreAct, gpu.ReadWrite)
 	e.RowScale = add(o.RowScale, gpu.Read)
+	e.GELUGradAt = add(o.GELUGradAt, gpu.Read)
 	strideA, strideB := M*K, K*N
 	if bBatch == 1 {
 		strideB = 0

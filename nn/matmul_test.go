@@ -145,6 +145,35 @@ func testMatMulEpilogue(t *testing.T, M, N, K int, k matmulKernel) {
 	requireClose(t, want, read(t, out), mmAtol, mmRtol, "output")
 }
 
+// TestMatMulGELUGrad checks the GELU backward fused into a product,
+// dx = (dy W) * GELU'(h), on every kernel (23 columns of dy take the
+// fallback, 24 the vec4 kernel or, forced, matmul_bcast), and the refusal
+// of a wrongly sized h.
+func TestMatMulGELUGrad(t *testing.T) {
+	const M, N = 19, 37
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, K := range []int{23, 24} {
+		for _, k := range matmulKernels {
+			t.Run(fmt.Sprint("K", K, "_", k.name), func(t *testing.T) {
+				dy64, dy32 := randn(rng, M*K, 1)
+				w64, w32 := randn(rng, K*N, 0.3)
+				h64, h32 := randn(rng, M*N, 2)
+				out := zeros(t, M, N)
+				rec := dev.Record()
+				require.NoError(t, k.matMul(rec, out, upload(t, dy32, M, K), upload(t, w32, K, N), MatMulOpts{GELUGradAt: upload(t, h32, M, N)}))
+				run(t, rec)
+				want := ref.MatMul(dy64, w64, 1, M, N, K, false, false, false)
+				for i := range want {
+					want[i] *= ref.GELUGrad(h64[i])
+				}
+				requireClose(t, want, read(t, out), mmAtol, mmRtol, "dx")
+			})
+		}
+	}
+	err := MatMul(dev.Record(), zeros(t, M, N), zeros(t, M, 4), zeros(t, 4, N), MatMulOpts{GELUGradAt: zeros(t, M)})
+	require.ErrorContains(t, err, "matmul: GELU gradient at [19] for output [19x37]: want C's size, and no heads layout")
+}
+
 func TestMatMulRowScaleBatched(t *testing.T) {
 	// A [3, 5, 8] times a shared B^T [6, 8]: row factors index rows over all
 	// batches.

@@ -59,22 +59,23 @@ func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Ten
 type blockGrads struct {
 	Ln, QKV, H *gpu.Tensor // d of Ln1/Ln2, of the qkv Linear's output, and of H1/H2 when LayerScale is on
 	Drop       *gpu.Tensor // the residual gradient times a branch's drop factors
-	Pre, Hid   *gpu.Tensor
+	Pre, Hid   *gpu.Tensor // d of the MLP's pre-activation, and of its activation (SwiGLU only: GELU's backward is fused into fc2's)
 	Attn       AttnGrads
 	Scratch    *gpu.Tensor // column-sum partials of LayerNorm / LayerScale
 }
 
 func newBlockGrads(d *gpu.Device, t func(...int) *gpu.Tensor, c ViTConfig, B, T int) blockGrads {
 	D := c.EmbedDim
-	pre := c.MLPHidden
-	if c.FFN == FFNSwiGLU {
-		pre *= 2
-	}
-	return blockGrads{
+	g := blockGrads{
 		Ln: t(B, T, D), QKV: t(B, T, 3*D), H: t(B, T, D), Drop: t(B, T, D),
-		Pre: t(B, T, pre), Hid: t(B, T, c.MLPHidden),
 		Attn: NewAttnGrads(t, B, T, c.Heads, c.HeadDim()), Scratch: t(ScratchLen(d, D)),
 	}
+	if c.FFN == FFNSwiGLU {
+		g.Pre, g.Hid = t(B, T, 2*c.MLPHidden), t(B, T, c.MLPHidden)
+	} else {
+		g.Pre = t(B, T, c.MLPHidden)
+	}
+	return g
 }
 
 // blockParams resolves the tensors of block l in a flat buffer laid out by
@@ -150,8 +151,8 @@ func (m *ViT) blockForward(rec *gpu.Recorder, p blockParams, in, out *gpu.Tensor
 
 // linearBackward records the gradients of y = x W^T + b for x [.., K],
 // W [N, K]: dW += dy^T x, db += column sums of dy (skipped when db is nil),
-// dx = dy W (skipped when dx is nil).
-func linearBackward(rec *gpu.Recorder, dx, dW, db, dy, x, W *gpu.Tensor) {
+// dx = dy W through dxOpts's epilogue and layout (skipped when dx is nil).
+func linearBackward(rec *gpu.Recorder, dx, dW, db, dy, x, W *gpu.Tensor, dxOpts MatMulOpts) {
 	N, K := dy.Dim(-1), x.Dim(-1)
 	dy2, err1 := dy.Reshape(dy.Len()/N, N)
 	x2, err2 := x.Reshape(x.Len()/K, K)
@@ -166,7 +167,7 @@ func linearBackward(rec *gpu.Recorder, dx, dW, db, dy, x, W *gpu.Tensor) {
 		SumRows(rec, db, dy2, true)
 	}
 	if dx != nil {
-		MatMul(rec, dx, dy, W, MatMulOpts{})
+		MatMul(rec, dx, dy, W, dxOpts)
 	}
 }
 
@@ -192,20 +193,19 @@ func (m *ViT) blockBackward(rec *gpu.Recorder, p, gp blockParams, in *gpu.Tensor
 	}
 	dh2 := branch(p.LS2, gp.LS2, a.H2, a.Drop[1])
 	m.mlpAgain(rec, p, a)
-	linearBackward(rec, g.Hid, gp.W2, gp.B2, dh2, a.Hid, p.W2)
 	if c.FFN == FFNSwiGLU {
+		linearBackward(rec, g.Hid, gp.W2, gp.B2, dh2, a.Hid, p.W2, MatMulOpts{})
 		SwiGLUBackward(rec, g.Pre, g.Hid, a.Pre)
 	} else {
-		ActivateBackward(rec, g.Pre, g.Hid, a.Pre, GELU)
+		linearBackward(rec, g.Pre, gp.W2, gp.B2, dh2, a.Hid, p.W2, MatMulOpts{GELUGradAt: a.Pre})
 	}
-	linearBackward(rec, g.Ln, gp.W1, gp.B1, g.Pre, a.Ln, p.W1)
+	linearBackward(rec, g.Ln, gp.W1, gp.B1, g.Pre, a.Ln, p.W1, MatMulOpts{})
 	LayerNormBackward(rec, dx, gp.N2w, gp.N2b, g.Ln, a.X1, p.N2w, a.Mean2, a.Rstd2, ln)
 
 	dh1 := branch(p.LS1, gp.LS1, a.H1, a.Drop[0])
-	linearBackward(rec, nil, gp.Projw, gp.Projb, dh1, a.Att, p.Projw)
-	MatMul(rec, g.Attn.DOut, dh1, p.Projw, MatMulOpts{Heads: g.Attn.SplitDOut()})
+	linearBackward(rec, g.Attn.DOut, gp.Projw, gp.Projb, dh1, a.Att, p.Projw, MatMulOpts{Heads: g.Attn.SplitDOut()})
 	AttentionBackward(rec, g.QKV, m.attnScale(), a.Attn, g.Attn)
 	LayerNorm(rec, a.Ln, a.Mean1, a.Rstd1, in, p.N1w, p.N1b, float32(c.LNEps))
-	linearBackward(rec, g.Ln, gp.QKVw, gp.QKVb, g.QKV, a.Ln, p.QKVw)
+	linearBackward(rec, g.Ln, gp.QKVw, gp.QKVb, g.QKV, a.Ln, p.QKVw, MatMulOpts{})
 	LayerNormBackward(rec, dx, gp.N1w, gp.N1b, g.Ln, in, p.N1w, a.Mean1, a.Rstd1, ln)
 }

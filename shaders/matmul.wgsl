@@ -4,7 +4,7 @@ Four kernels share the epilogue: on a GPU, matmul_tiled (workgroup-memory
 tiles, any shape); on a CPU (lavapipe), matmul_bcast (fastest there: A
 through a uniform window), matmul_vec4 (needs the vec4 alignment described
 there) and matmul (any shape).
-Epilogue: h = AB + bias; preact = h; y = act(h); C = (Accumulate ? C : 0) + rowscale[row] * scale * y,
+Epilogue: h = AB + bias; preact = h; y = act(h) gelu'(gelu_at); C = (Accumulate ? C : 0) + rowscale[row] * scale * y,
 with C row-major or, with Heads, in an attention layout (c_index).
 */}}
 
@@ -19,6 +19,7 @@ struct Params { M: u32, N: u32, K: u32, stride_a: u32, stride_b: u32, stride_c: 
 {{if .Scale}}@group(0) @binding({{.Scale}}) var<storage, read> scale: array<f32>;{{end}}
 {{if .PreAct}}@group(0) @binding({{.PreAct}}) var<storage, read_write> preact: array<f32>;{{end}}
 {{if .RowScale}}@group(0) @binding({{.RowScale}}) var<storage, read> rowscale: array<f32>;{{end}}
+{{if .GELUGradAt}}@group(0) @binding({{.GELUGradAt}}) var<storage, read> gelu_at: array<f32>;{{end}}
 
 // c_index is where element (batch, m, n) of the product goes in c: row-major
 // [batch, M, N], or one of multi-head attention's layouts (nn.HeadsLayout).
@@ -49,6 +50,7 @@ fn store_c(batch: u32, m: u32, n: u32, acc: f32) {
   {{if .PreAct}}preact[idx] = h;{{end}}
   var y = h;
   {{if eq .Act "gelu"}}y = gelu(h);{{end}}
+  {{if .GELUGradAt}}y *= gelu_grad(gelu_at[idx]);{{end}}
   {{if .Scale}}y *= scale[n];{{end}}
   {{if .RowScale}}y *= rowscale[batch * p.M + m];{{end}}
   {{if .Accumulate}}c[idx] += y;{{else}}c[idx] = y;{{end}}
