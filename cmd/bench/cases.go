@@ -50,7 +50,11 @@ const (
 
 const (
 	fmaWGSize = 64 // invocations per workgroup of bench_fma
-	fmaChains = 6  // independent vec4 chains per invocation: 24 FMAs in flight per lane (2: 34, 4: 47, 6: 51, 8: 36 GFLOP/s on lavapipe)
+	// fmaChains is the independent vec4 chains per invocation. Mesa 26's
+	// lavapipe needs many to hide its latency (GFLOP/s at 2, 6, 16, 32 chains:
+	// 17, 49, 64, 66; Mesa 25.0: 52, 86, 94, 95), so fewer would understate its
+	// ceiling and flatter every ratio.
+	fmaChains = 16
 )
 
 func ceilings(s sizes) []benchCase {

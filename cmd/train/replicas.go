@@ -40,6 +40,18 @@ func sharedAdapters(pick bool, adapters int) string {
 	return fmt.Sprintf("%d adapters", adapters)
 }
 
+// selfCommand is the command line that starts this program again. Under
+// scripts/lavapipe-exec (WEBDINO_EXEC), which starts a program through
+// another glibc's dynamic loader, the executable is that loader, so a child
+// goes through the launcher too and runs on the same libraries.
+func selfCommand() ([]string, error) {
+	if launcher := os.Getenv("WEBDINO_EXEC"); launcher != "" {
+		return []string{launcher, os.Args[0]}, nil
+	}
+	self, err := os.Executable()
+	return []string{self}, err
+}
+
 // launchLocal starts the replicas after the first of this invocation as
 // child processes (this binary with --rank r --local 1), each on an adapter
 // of its own while there are enough (WEBDINO_ADAPTER, unless set). Their
@@ -51,7 +63,7 @@ func launchLocal(o *options, stderr io.Writer) (finish func(failed bool) error, 
 	if o.local == 1 {
 		return func(bool) error { return nil }, nil
 	}
-	self, err := os.Executable()
+	self, err := selfCommand()
 	if err != nil {
 		return nil, fmt.Errorf("start replicas: %w", err)
 	}
@@ -86,7 +98,7 @@ func launchLocal(o *options, stderr io.Writer) (finish func(failed bool) error, 
 		r := o.rank + i
 		// A child hears Ctrl-C itself and stops with the others after the
 		// same step.
-		cmd := exec.Command(self, append(append([]string(nil), o.args...), "--rank", strconv.Itoa(r), "--local", "1")...)
+		cmd := exec.Command(self[0], append(append(self[1:], o.args...), "--rank", strconv.Itoa(r), "--local", "1")...)
 		cmd.Env = os.Environ()
 		if pick {
 			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", gpu.AdapterEnv, i%adapters))
