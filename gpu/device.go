@@ -75,6 +75,7 @@ type Device struct {
 	scratch          scratch  // Scratch's buffers, guarded by mu
 	profile          *Profile // when set, Submit times each op (profile.go)
 	flops            atomic.Int64
+	loads            loadsProbe // BroadcastLoads' answer (loads.go)
 }
 
 // CountFLOPs adds n floating-point operations to the work recorded on the

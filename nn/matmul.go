@@ -221,6 +221,7 @@ const (
 	bcastNever    bcastUse = iota // tests of the other kernels, and matmul_tiled
 	bcastWhenPays                 // MatMul: where bcastPays, or matmul_vec4 cannot run
 	bcastAlways                   // tests of matmul_bcast
+	bcastStorage                  // tests of matmul_bcast with A in storage, operands transposed (bcastRows)
 )
 
 // matMul is MatMul with tiling t (the zero value: the device's choice),
@@ -347,6 +348,11 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	// matmul_vec4 can run it: B's vec4s need their axis a multiple of 4;
 	// A's too, else it reads A as scalars.
 	vec4, aScalar := alongB%4 == 0, alongA%4 != 0
+	if bcast == bcastStorage || bcast == bcastWhenPays && bcastRowsPay(M, K, N, o) && rec.Device().BroadcastLoads() {
+		if ran, err := bcastRows(rec, bufs, access, e, o, batch, bBatch, M, K, N, mmProfile(batch, M, K, N, o)); ran {
+			return err
+		}
+	}
 	if bcast != bcastNever && !o.TransA && (o.TransB && K%4 == 0 || !o.TransB && N%4 == 0) &&
 		(bcast == bcastAlways || !vec4 || bcastPays(K, N)) {
 		if plan, ok := planBcast(rec.Device().Limits(), batch, M, K); ok {
@@ -561,17 +567,19 @@ func tileRows(m int) int {
 	return tm
 }
 
+// bcastData is the template data of matmul_bcast (see shaders/matmul.wgsl).
+type bcastData struct {
+	TM, WG, Window         int
+	Rows                   []int
+	Storage, AVec4, TransB bool
+	epilogue
+}
+
 // dispatchBcast records one matmul_bcast dispatch per window of the plan.
 // bufs[0] is A; each dispatch binds a window's view of it as a uniform.
 func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []gpu.Access, e epilogue, transB bool, M, N, K, strideB4 int, profile string) error {
 	a := bufs[0]
 	access = append([]gpu.Access{gpu.Uniform}, access[1:]...)
-	type data struct {
-		TM, WG, Window int
-		Rows           []int
-		AVec4, TransB  bool
-		epilogue
-	}
 	const wg = 8
 	l := rec.Device().Limits()
 	maxVec4 := int(l.MaxUniformBinding / 16)
@@ -599,7 +607,7 @@ func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []
 		view := &gpu.Tensor{Buf: a.Buf, Off: uint64(start) * 4, Shape: []int{4 * size}}
 		args := append([]*gpu.Tensor{view}, bufs[1:]...)
 		tiles := (w.rowHi - w.rowLo + p.tm - 1) / p.tm
-		d := data{TM: p.tm, WG: wg, Window: size, Rows: seq(p.tm), AVec4: K%4 == 0 && a.Off%16 == 0, TransB: transB, epilogue: e}
+		d := bcastData{TM: p.tm, WG: wg, Window: size, Rows: seq(p.tm), AVec4: K%4 == 0 && a.Off%16 == 0, TransB: transB, epilogue: e}
 		groups := [3]uint32{uint32(((N+3)/4 + wg - 1) / wg), uint32(w.batches * tiles), 1}
 		params := []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), 0, gpu.U32(strideB4), gpu.U32(M * N),
 			gpu.U32(w.batch0), gpu.U32(w.rowLo), gpu.U32(w.rowHi), gpu.U32(tiles), gpu.U32(first - start)}
@@ -608,4 +616,86 @@ func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []
 		}
 	}
 	return nil
+}
+
+// bcastRowsPay says whether MatMul runs a product through bcastRows on a
+// device that broadcasts uniform loads: where matmul_bcast pays at all
+// (bcastPays), and where an operand must be transposed first, only for at
+// least 64 rows (the copy of K (M + N) floats is then under 1% of the
+// product's work) and at most maxTransposed floats per operand. Measured on
+// lavapipe from Mesa 26.1 (2 cores, GFLOP/s, best of three, interleaved
+// runs): weight gradients dW = dY^T X at 2056 tokens, 1152 x 2056 x 384 and
+// 384 x 2056 x 1536, 5.0-5.6 and 4.4-4.8 through matmul_vec4, 22-30 and
+// 22-25 with dY transposed (matmul_bcast with B untransposed), 52-55 and
+// 44-50 with both transposed; y = x W^T at K 1536 (2056 x 1536 x 384) 25-32
+// in uniform windows against 40-54 with A in storage, at K 384 about equal.
+func bcastRowsPay(M, K, N int, o MatMulOpts) bool {
+	if !bcastPays(K, N) {
+		return false
+	}
+	if !o.TransA && o.TransB {
+		return true
+	}
+	return M >= 64 && K*max(M, N) <= maxTransposed
+}
+
+// maxTransposed caps the floats of an operand bcastRows transposes on its
+// own (twice this with both operands): 16 MiB of scratch.
+const maxTransposed = 1 << 22
+
+// bcastRows records the product as matmul_bcast with A in a storage binding
+// (Storage), one dispatch for all of it, after transposing into scratch
+// whichever operand does not run along k: A when TransA (weight gradients),
+// B unless TransB. ran is false, with nothing recorded, where it cannot run:
+// K not a multiple of 4, a grid or binding over the device's limits.
+func bcastRows(rec *gpu.Recorder, bufs []*gpu.Tensor, access []gpu.Access, e epilogue, o MatMulOpts, batch, bBatch, M, K, N int, profile string) (ran bool, err error) {
+	const wg = 8
+	l := rec.Device().Limits()
+	tm := tileRows(M)
+	tiles := (M + tm - 1) / tm
+	a, b := bufs[0], bufs[1]
+	if K%4 != 0 || batch*tiles > int(l.MaxWorkgroupsPerDim) || a.Off%16 != 0 || b.Off%16 != 0 ||
+		max(a.Bytes(), b.Bytes()) > l.MaxStorageBinding || batch > int(l.MaxWorkgroupsPerDim) {
+		return false, nil
+	}
+	if o.TransA {
+		if a, err = transposed(rec, "matmul A^T", a, batch, K, M); err != nil {
+			return true, err
+		}
+	}
+	if !o.TransB {
+		if b, err = transposed(rec, "matmul B^T", b, bBatch, K, N); err != nil {
+			return true, err
+		}
+	}
+	strideB4 := 0
+	if bBatch > 1 {
+		strideB4 = K * N / 4
+	}
+	d := bcastData{TM: tm, WG: wg, Rows: seq(tm), Storage: true, AVec4: true, TransB: true, epilogue: e}
+	groups := [3]uint32{uint32(((N+3)/4 + wg - 1) / wg), uint32(batch * tiles), 1}
+	params := []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), 0, gpu.U32(strideB4), gpu.U32(M * N),
+		0, 0, gpu.U32(M), gpu.U32(tiles), 0}
+	args := append([]*gpu.Tensor{a, b}, bufs[2:]...)
+	return true, rec.Dispatch(gpu.Kernel{Name: "matmul_bcast", Data: d, Access: access, Profile: profile}, groups, params, args...)
+}
+
+// transposed records src [batch, rows, cols] transposed into the named
+// scratch as [batch, cols, rows] and returns that.
+func transposed(rec *gpu.Recorder, scratch string, src *gpu.Tensor, batch, rows, cols int) (*gpu.Tensor, error) {
+	dst, err := rec.Device().Scratch(scratch, batch*rows*cols)
+	if err != nil {
+		return nil, rec.Fail(err)
+	}
+	if dst, err = dst.Reshape(batch, cols, rows); err != nil {
+		return nil, rec.Fail(err)
+	}
+	vec4 := rows%4 == 0 && cols%4 == 0 && src.Off%16 == 0
+	v := 1
+	if vec4 {
+		v = 4
+	}
+	groups := [3]uint32{uint32((rows/v + 63) / 64), uint32(min(cols/v, int(rec.Device().Limits().MaxWorkgroupsPerDim))), uint32(batch)}
+	k := gpu.Kernel{Name: "transpose", Data: struct{ Vec4 bool }{vec4}, Access: []gpu.Access{gpu.Read, gpu.ReadWrite}, Profile: "transpose"}
+	return dst, rec.Dispatch(k, groups, []uint32{gpu.U32(rows), gpu.U32(cols)}, src, dst)
 }

@@ -77,11 +77,13 @@ func TestMatMulAgainstReference(t *testing.T) {
 }
 
 // matmulKernels are the ways through matMul the tests take: matmul_bcast
-// wherever it can run, or never (then matmul_vec4 or the fallback), and
+// wherever it can run, or never (then matmul_vec4 or the fallback), or
+// with A in storage after the operands that do not run along k are
+// transposed (bcastRows: K a multiple of 4, else as nobcast), and
 // matmul_tiled with each tiling (a GPU's kernel, which the first two also
 // take on a GPU).
 var matmulKernels = []matmulKernel{
-	{name: "bcast", bcast: bcastAlways}, {name: "nobcast"},
+	{name: "bcast", bcast: bcastAlways}, {name: "nobcast"}, {name: "bcastrows", bcast: bcastStorage},
 	{"tiled4", Tiling{Tile: 4, BK: 16}, bcastNever}, {"tiled8", Tiling{Tile: 8, BK: 8}, bcastNever},
 	{"tiled4c", Tiling{Tile: 4, BK: 16, Contig: true}, bcastNever}, {"tiled8c", Tiling{Tile: 8, BK: 4, Contig: true}, bcastNever},
 	{"tiled8cp", Tiling{Tile: 8, BK: 8, Contig: true, Prefetch: true}, bcastNever}, {"tiled4p", Tiling{Tile: 4, BK: 8, Prefetch: true}, bcastNever},

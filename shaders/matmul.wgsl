@@ -135,12 +135,17 @@ a few sizes (Window, a power of two) so that shapes which change every step
 (the masked patches of iBOT) do not compile new pipelines. A workgroup computes TM rows x 4 WG columns, each
 lane a vec4 of 4 consecutive columns, so B is [K,N] with N % 4 == 0 or, with
 TransB, [N,K] with K % 4 == 0. A is never transposed. AVec4 (K % 4 == 0)
-reads A four k at a time. Data: TM, Rows (0..TM-1), WG, Window (vec4s of the
-binding), AVec4, TransB and the epilogue fields; stride_b is in vec4s.
+reads A four k at a time. With Storage, A is a storage binding instead and
+one dispatch covers the whole product (batch0 and row_lo 0, row_hi M, a_off
+where A starts): a lavapipe that loads a workgroup-uniform address once
+(Mesa 26; gpu.Device.BroadcastLoads) needs no window, whose rows at K 1536
+were too few to reuse B well. Data: TM, Rows (0..TM-1), WG, Window (vec4s of
+the binding), Storage, AVec4, TransB and the epilogue fields; stride_b is in
+vec4s.
 */}}
 {{define "matmul_bcast"}}
 {{template "matmul_bindings" .}}
-@group(0) @binding(1) var<uniform> a: array<vec4<f32>, {{.Window}}>;
+{{if .Storage}}@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;{{else}}@group(0) @binding(1) var<uniform> a: array<vec4<f32>, {{.Window}}>;{{end}}
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 
 @compute @workgroup_size({{.WG}})
@@ -388,5 +393,49 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       store_c(batch, m0 + i * {{.WGY}}u, n0 + j * {{.WGX}}u, acc[i * TN + j]);
     }
   }
+}
+{{end}}
+
+{{/*
+transpose: dst [batch, cols, rows] = src [batch, rows, cols]^T, one
+invocation per row of src and a grid row per column (looping when there are
+more columns than grid rows); with Vec4 (rows and cols multiples of 4) one
+invocation per 4 rows and a grid row per 4 columns, moving 4 x 4 blocks as
+vec4s (a quarter of the loads and stores). It turns an operand whose
+contiguous axis is not k into one whose is, so that MatMul can run a
+product as A B^T on a CPU (see nn.MatMul): a copy of K (M + N) floats
+against the product's 2 M N K flops. Data: Vec4.
+*/}}
+{{define "transpose"}}
+struct Params { rows: u32, cols: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+{{if .Vec4}}@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+{{else}}@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+{{end}}
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let r = wid.x * 64u + lid.x;
+  {{if .Vec4}}let rows4 = p.rows / 4u;
+  let cols4 = p.cols / 4u;
+  if (r >= rows4) { return; }
+  let base = wid.z * rows4 * p.cols;
+  for (var col = wid.y; col < cols4; col += nwg.y) {
+    let v0 = src[base + (4u * r) * cols4 + col];
+    let v1 = src[base + (4u * r + 1u) * cols4 + col];
+    let v2 = src[base + (4u * r + 2u) * cols4 + col];
+    let v3 = src[base + (4u * r + 3u) * cols4 + col];
+    dst[base + (4u * col) * rows4 + r] = vec4(v0.x, v1.x, v2.x, v3.x);
+    dst[base + (4u * col + 1u) * rows4 + r] = vec4(v0.y, v1.y, v2.y, v3.y);
+    dst[base + (4u * col + 2u) * rows4 + r] = vec4(v0.z, v1.z, v2.z, v3.z);
+    dst[base + (4u * col + 3u) * rows4 + r] = vec4(v0.w, v1.w, v2.w, v3.w);
+  }
+  {{else}}if (r >= p.rows) { return; }
+  let base = wid.z * p.rows * p.cols;
+  for (var col = wid.y; col < p.cols; col += nwg.y) {
+    dst[base + col * p.rows + r] = src[base + r * p.cols + col];
+  }
+  {{end}}
 }
 {{end}}
