@@ -619,20 +619,20 @@ func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []
 }
 
 // bcastRowsPay says whether MatMul runs a product through bcastRows on a
-// device that broadcasts uniform loads: where matmul_bcast pays at all
-// (bcastPays), and where an operand must be transposed first, only for at
-// least 64 rows (the copy of K (M + N) floats is then under 1% of the
-// product's work) and at most maxTransposed floats per operand. Measured on
-// lavapipe from Mesa 26.1 (2 cores, GFLOP/s, best of three, interleaved
-// runs): weight gradients dW = dY^T X at 2056 tokens, 1152 x 2056 x 384 and
-// 384 x 2056 x 1536, 5.0-5.6 and 4.4-4.8 through matmul_vec4, 22-30 and
-// 22-25 with dY transposed (matmul_bcast with B untransposed), 52-55 and
-// 44-50 with both transposed; y = x W^T at K 1536 (2056 x 1536 x 384) 25-32
-// in uniform windows against 40-54 with A in storage, at K 384 about equal.
+// device that broadcasts uniform loads: always where no operand needs
+// transposing, else for at least 64 rows (the copy of K (M + N) floats is
+// then under 1% of the product's work) and at most maxTransposed floats per
+// operand. With A in storage there are no windows, whose per-dispatch cost
+// made bcastPays turn narrow products away. Measured on lavapipe from Mesa
+// 26.1 (2 cores, GFLOP/s, best of three; MatMul before, then bcastRows):
+// weight gradients dW = dY^T X at 2056 tokens, 1152 x 2056 x 384 and 384 x
+// 2056 x 1536, 5.0-5.6 and 4.4-4.8 through matmul_vec4, 52-55 and 44-50
+// with both operands transposed (22-30 and 22-25 with dY alone transposed,
+// B then untransposed); y = x W^T at K 1536 (2056 x 1536 x 384) 25-32 in
+// uniform windows, 40-54 in storage, at K 384 about equal; the demo's
+// 6400 x 256 x 64 (B transposed) 23 against 44-46, its dW 256 x 6400 x 64
+// 16 against 23-25, 6400 x 64 x 256 37-42 against 37-38.
 func bcastRowsPay(M, K, N int, o MatMulOpts) bool {
-	if !bcastPays(K, N) {
-		return false
-	}
 	if !o.TransA && o.TransB {
 		return true
 	}
