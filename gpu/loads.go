@@ -69,3 +69,14 @@ func (d *Device) loadCost(uniform bool) (time.Duration, error) {
 	}
 	return best, nil
 }
+
+// LoadsAdvice is a line for a program to print on a CPU device whose loads
+// go lane by lane (BroadcastLoads false), saying where a faster lavapipe
+// comes from; empty elsewhere.
+func (d *Device) LoadsAdvice() string {
+	if !d.info.IsCPU() || runtime.GOOS == "js" || d.BroadcastLoads() {
+		return ""
+	}
+	return "note: this lavapipe loads every address lane by lane; Mesa 26's runs webdino about twice as fast: " +
+		"bash scripts/setup-lavapipe.sh, then run programs through scripts/lavapipe-exec (docs/lavapipe.md)"
+}

@@ -15,6 +15,7 @@ import (
 func TestBroadcastLoadsProbe(t *testing.T) {
 	first := dev.BroadcastLoads()
 	require.Equal(t, first, dev.BroadcastLoads(), "the answer is found once and kept")
+	require.Equal(t, !first, dev.LoadsAdvice() != "", "advice where loads go lane by lane: %q", dev.LoadsAdvice())
 	if !dev.Info().IsCPU() {
 		require.True(t, first, "a GPU broadcasts uniform loads")
 		return

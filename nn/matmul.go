@@ -348,7 +348,7 @@ func matMul(rec *gpu.Recorder, c, a, b *gpu.Tensor, o MatMulOpts, t Tiling, bcas
 	// matmul_vec4 can run it: B's vec4s need their axis a multiple of 4;
 	// A's too, else it reads A as scalars.
 	vec4, aScalar := alongB%4 == 0, alongA%4 != 0
-	if bcast == bcastStorage || bcast == bcastWhenPays && bcastRowsPay(M, K, N, o) && rec.Device().BroadcastLoads() {
+	if bcast == bcastStorage || bcast == bcastWhenPays && bcastRowsPay(M, o) && rec.Device().BroadcastLoads() {
 		if ran, err := bcastRows(rec, bufs, access, e, o, batch, bBatch, M, K, N, mmProfile(batch, M, K, N, o)); ran {
 			return err
 		}
@@ -621,33 +621,36 @@ func dispatchBcast(rec *gpu.Recorder, p bcastPlan, bufs []*gpu.Tensor, access []
 // bcastRowsPay says whether MatMul runs a product through bcastRows on a
 // device that broadcasts uniform loads: always where no operand needs
 // transposing, else for at least 64 rows (the copy of K (M + N) floats is
-// then under 1% of the product's work) and at most maxTransposed floats per
-// operand. With A in storage there are no windows, whose per-dispatch cost
-// made bcastPays turn narrow products away. Measured on lavapipe from Mesa
-// 26.1 (2 cores, GFLOP/s, best of three; MatMul before, then bcastRows):
-// weight gradients dW = dY^T X at 2056 tokens, 1152 x 2056 x 384 and 384 x
-// 2056 x 1536, 5.0-5.6 and 4.4-4.8 through matmul_vec4, 52-55 and 44-50
-// with both operands transposed (22-30 and 22-25 with dY alone transposed,
-// B then untransposed); y = x W^T at K 1536 (2056 x 1536 x 384) 25-32 in
-// uniform windows, 40-54 in storage, at K 384 about equal; the demo's
-// 6400 x 256 x 64 (B transposed) 23 against 44-46, its dW 256 x 6400 x 64
-// 16 against 23-25, 6400 x 64 x 256 37-42 against 37-38.
-func bcastRowsPay(M, K, N int, o MatMulOpts) bool {
-	if !o.TransA && o.TransB {
-		return true
-	}
-	return M >= 64 && K*max(M, N) <= maxTransposed
+// then under 1% of the product's work). With A in storage there are no
+// windows, whose per-dispatch cost made bcastPays turn narrow products away.
+// Measured on lavapipe from Mesa 26.1 (2 cores, GFLOP/s, best of three;
+// MatMul before, then bcastRows): weight gradients dW = dY^T X at 2056
+// tokens, 1152 x 2056 x 384 and 384 x 2056 x 1536, 5.0-5.6 and 4.4-4.8
+// through matmul_vec4, 52-55 and 44-50 with both operands transposed (22-30
+// and 22-25 with dY alone transposed, B then untransposed); y = x W^T at K
+// 1536 (2056 x 1536 x 384) 25-32 in uniform windows, 40-54 in storage, at K
+// 384 about equal; the demo's 6400 x 256 x 64 (B transposed) 23 against
+// 44-46, its dW 256 x 6400 x 64 16 against 23-25, 6400 x 64 x 256 37-42
+// against 37-38.
+func bcastRowsPay(M int, o MatMulOpts) bool {
+	return !o.TransA && o.TransB || M >= 64
 }
 
-// maxTransposed caps the floats of an operand bcastRows transposes on its
-// own (twice this with both operands): 16 MiB of scratch.
-const maxTransposed = 1 << 22
+// maxTransposed caps the floats of each operand bcastRows transposes into
+// scratch: 4 MiB. Scratch grows in powers of two and keeps what it outgrew,
+// so with 16 MiB a ViT-S/14 step took 42 MiB of it, over PyTorch's peak.
+const maxTransposed = 1 << 20
+
+// minChunk is the fewest tokens per chunk of a weight gradient: each chunk
+// reads and writes all of C.
+const minChunk = 32
 
 // bcastRows records the product as matmul_bcast with A in a storage binding
 // (Storage), one dispatch for all of it, after transposing into scratch
 // whichever operand does not run along k: A when TransA (weight gradients),
 // B unless TransB. ran is false, with nothing recorded, where it cannot run:
-// K not a multiple of 4, a grid or binding over the device's limits.
+// K not a multiple of 4, a grid or binding over the device's limits, an
+// operand to transpose over maxTransposed floats that cannot go in chunks.
 func bcastRows(rec *gpu.Recorder, bufs []*gpu.Tensor, access []gpu.Access, e epilogue, o MatMulOpts, batch, bBatch, M, K, N int, profile string) (ran bool, err error) {
 	const wg = 8
 	l := rec.Device().Limits()
@@ -658,26 +661,61 @@ func bcastRows(rec *gpu.Recorder, bufs []*gpu.Tensor, access []gpu.Access, e epi
 		max(a.Bytes(), b.Bytes()) > l.MaxStorageBinding || batch > int(l.MaxWorkgroupsPerDim) {
 		return false, nil
 	}
+	// Weight gradients take k (the tokens) in chunks that keep each
+	// transposed operand under maxTransposed floats, the later chunks adding
+	// into C.
+	widest, copies := 0, 0 // the operands to transpose: copies of [K, widest] at most
 	if o.TransA {
-		if a, err = transposed(rec, "matmul A^T", a, batch, K, M); err != nil {
-			return true, err
-		}
+		widest, copies = M, batch
 	}
 	if !o.TransB {
-		if b, err = transposed(rec, "matmul B^T", b, bBatch, K, N); err != nil {
+		widest, copies = max(widest, N), max(copies, bBatch)
+	}
+	kc := K
+	if copies*K*widest > maxTransposed {
+		plain := e.Bias == 0 && e.Scale == 0 && e.PreAct == 0 && e.RowScale == 0 && e.GELUGradAt == 0 && e.Act == "" && !e.Heads.On
+		kc = maxTransposed / widest &^ 3
+		if !o.TransA || o.TransB || copies > 1 || !plain || kc < minChunk {
+			return false, nil
+		}
+	}
+	for k0 := 0; k0 < K; k0 += kc {
+		k := min(kc, K-k0)
+		ac, bc := a, b
+		if kc < K {
+			if ac, err = a.View(k0*M, k, M); err == nil {
+				bc, err = b.View(k0*N, k, N)
+			}
+			if err != nil {
+				return true, rec.Fail(err)
+			}
+		}
+		if o.TransA {
+			if ac, err = transposed(rec, "matmul A^T", ac, batch, k, M); err != nil {
+				return true, err
+			}
+		}
+		if !o.TransB {
+			if bc, err = transposed(rec, "matmul B^T", bc, bBatch, k, N); err != nil {
+				return true, err
+			}
+		}
+		strideB4 := 0
+		if bBatch > 1 {
+			strideB4 = k * N / 4
+		}
+		ek := e
+		ek.Accumulate = e.Accumulate || k0 > 0
+		d := bcastData{TM: tm, WG: wg, Rows: seq(tm), Storage: true, AVec4: true, TransB: true, epilogue: ek}
+		groups := [3]uint32{uint32(((N+3)/4 + wg - 1) / wg), uint32(batch * tiles), 1}
+		params := []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(k), 0, gpu.U32(strideB4), gpu.U32(M * N),
+			0, 0, gpu.U32(M), gpu.U32(tiles), 0}
+		args := append([]*gpu.Tensor{ac, bc}, bufs[2:]...)
+		if err := rec.Dispatch(gpu.Kernel{Name: "matmul_bcast", Data: d, Access: access, Profile: profile}, groups, params, args...); err != nil {
 			return true, err
 		}
 	}
-	strideB4 := 0
-	if bBatch > 1 {
-		strideB4 = K * N / 4
-	}
-	d := bcastData{TM: tm, WG: wg, Rows: seq(tm), Storage: true, AVec4: true, TransB: true, epilogue: e}
-	groups := [3]uint32{uint32(((N+3)/4 + wg - 1) / wg), uint32(batch * tiles), 1}
-	params := []uint32{gpu.U32(M), gpu.U32(N), gpu.U32(K), 0, gpu.U32(strideB4), gpu.U32(M * N),
-		0, 0, gpu.U32(M), gpu.U32(tiles), 0}
-	args := append([]*gpu.Tensor{a, b}, bufs[2:]...)
-	return true, rec.Dispatch(gpu.Kernel{Name: "matmul_bcast", Data: d, Access: access, Profile: profile}, groups, params, args...)
+	return true, nil
 }
 
 // transposed records src [batch, rows, cols] transposed into the named

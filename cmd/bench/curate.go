@@ -93,6 +93,9 @@ flags:
 	}
 	defer dev.Close()
 	fmt.Fprintln(stderr, "device:", dev.Info())
+	if a := dev.LoadsAdvice(); a != "" {
+		fmt.Fprintln(stderr, a)
+	}
 	res, err := measureCurate(dev, s, stderr)
 	if err != nil {
 		return err

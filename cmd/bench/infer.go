@@ -76,6 +76,9 @@ flags:
 	}
 	defer d.Close()
 	fmt.Fprintln(stderr, "device:", d.Info())
+	if a := d.LoadsAdvice(); a != "" {
+		fmt.Fprintln(stderr, a)
+	}
 
 	peak, err := timeCase(d, ceilings(fullSizes)[0], options{minTime: time.Second, maxReps: 50})
 	if err != nil {

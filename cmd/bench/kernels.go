@@ -100,6 +100,9 @@ flags:
 	}
 	defer d.Close()
 	fmt.Fprintln(stderr, "device:", d.Info())
+	if a := d.LoadsAdvice(); a != "" {
+		fmt.Fprintln(stderr, a)
+	}
 
 	results, err := measure(d, o, stderr)
 	if err != nil {

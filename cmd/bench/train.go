@@ -140,6 +140,9 @@ flags:
 	}
 	defer d.Close()
 	fmt.Fprintln(stderr, "device:", d.Info())
+	if a := d.LoadsAdvice(); a != "" {
+		fmt.Fprintln(stderr, a)
+	}
 	var prof *gpu.Profile
 	if *profile {
 		prof = gpu.NewProfile()

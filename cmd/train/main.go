@@ -347,6 +347,9 @@ func trainReplica(ctx context.Context, o *options, c train.Config, resume *ckpt.
 	defer dev.Close()
 	info := dev.Info()
 	fmt.Fprintf(stdout, "device: %s (%s)\n", info.Name, info.Backend)
+	if a := dev.LoadsAdvice(); a != "" {
+		fmt.Fprintln(stderr, a)
+	}
 	group, err := joinReplicas(ctx, o, stdout)
 	if err != nil {
 		return err
