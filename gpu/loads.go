@@ -20,7 +20,8 @@ type loadsProbe struct {
 // lanes share from a uniform-buffer window; a later lavapipe asks NIR which
 // addresses are uniform and loads those once. The answer is measured, once,
 // by timing the two kinds of load in a loop (load_cost): a later lavapipe
-// ran the uniform one in 0.40-0.41 of the other's time, Mesa 25.0 in
+// ran the uniform one in 0.37-0.53 of the other's time (two busy
+// cores included), Mesa 25.0 in
 // 0.99-1.07, so the threshold 0.7 is far from both. An error while probing
 // answers false, the choice that is right on the older lavapipe.
 func (d *Device) BroadcastLoads() bool {
@@ -31,43 +32,51 @@ func (d *Device) BroadcastLoads() bool {
 		return false // a browser's CPU device (SwiftShader) keeps the kernels it was tuned with
 	}
 	d.loads.once.Do(func() {
-		uniform, err1 := d.loadCost(true)
-		lanes, err2 := d.loadCost(false)
-		d.loads.broadcast = err1 == nil && err2 == nil && 10*uniform < 7*lanes
+		uniform, lanes, err := d.loadCosts()
+		d.loads.broadcast = err == nil && 10*uniform < 7*lanes
 	})
 	return d.loads.broadcast
 }
 
-// loadCost is the best of three timed runs of load_cost (after one that
-// compiles and warms up).
-func (d *Device) loadCost(uniform bool) (time.Duration, error) {
+// loadCosts times load_cost with uniform and with per-lane addresses, in
+// turns, and returns the best of five runs of each (after a round that
+// compiles and warms up): taking turns, a busy spell slows both alike, and
+// the best of five is a run it did not touch.
+func (d *Device) loadCosts() (uniform, lanes time.Duration, err error) {
 	const floats = 1 << 14 * 4
 	x, err := d.NewTensor("load probe x", floats)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer x.Buf.Release()
 	y, err := d.NewTensor("load probe y", 64*64*4)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer y.Buf.Release()
-	k := Kernel{Name: "load_cost", Data: struct{ Uniform bool }{uniform}, Access: []Access{Read, ReadWrite}}
-	best := time.Duration(1<<63 - 1)
-	for i := range 4 {
+	run := func(uniform bool) (time.Duration, error) {
 		rec := d.Record()
+		k := Kernel{Name: "load_cost", Data: struct{ Uniform bool }{uniform}, Access: []Access{Read, ReadWrite}}
 		if err := rec.Dispatch(k, [3]uint32{64, 1, 1}, []uint32{2048, floats/4 - 1}, x, y); err != nil {
 			return 0, err
 		}
-		t, err := rec.Run()
+		return rec.Run()
+	}
+	uniform, lanes = time.Duration(1<<63-1), time.Duration(1<<63-1)
+	for round := range 6 {
+		u, err := run(true)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		if i > 0 {
-			best = min(best, t)
+		l, err := run(false)
+		if err != nil {
+			return 0, 0, err
+		}
+		if round > 0 {
+			uniform, lanes = min(uniform, u), min(lanes, l)
 		}
 	}
-	return best, nil
+	return uniform, lanes, nil
 }
 
 // LoadsAdvice is a line for a program to print on a CPU device whose loads
