@@ -20,9 +20,9 @@ type loadsProbe struct {
 // lanes share from a uniform-buffer window; a later lavapipe asks NIR which
 // addresses are uniform and loads those once. The answer is measured, once,
 // by timing the two kinds of load in a loop (load_cost): a later lavapipe
-// ran the uniform one in 0.37-0.53 of the other's time (two busy
-// cores included), Mesa 25.0 in
-// 0.99-1.07, so the threshold 0.7 is far from both. An error while probing
+// ran the uniform one in 0.37-0.53 of the other's time (with both cores
+// busy elsewhere too), Mesa 25.0 in 0.99-1.07, so the threshold 0.7 is far
+// from both. An error while probing
 // answers false, the choice that is right on the older lavapipe.
 func (d *Device) BroadcastLoads() bool {
 	if !d.info.IsCPU() {
