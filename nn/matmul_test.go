@@ -504,28 +504,32 @@ func TestMatMulTiledBadTiling(t *testing.T) {
 	}
 }
 
-// TestMatMulChunkedWeightGradient checks a weight gradient dW (+)= dY^T X
-// long enough in k (the tokens) that bcastRows takes it in chunks, each
+// TestMatMulChunkedWeightGradient checks weight gradients dW (+)= dY^T X
+// long enough in k (the tokens) that bcastRows takes them in chunks, each
 // transposed into scratch, the later chunks adding into C: 4224 tokens x
-// 256 columns is over maxTransposed, so 4096 tokens and then 128.
+// 256 columns is over maxTransposed, so 4096 tokens and then 128; 68 x 300
+// takes chunks of a length that keeps each start where a storage binding
+// may start on any device (with 256-byte alignment 3492 tokens of 68 rows
+// would not; lavapipe asks for less).
 func TestMatMulChunkedWeightGradient(t *testing.T) {
-	const M, K, N = 64, 4224, 256
-	require.Greater(t, K*N, maxTransposed)
-	rng := rand.New(rand.NewPCG(11, 12))
-	dy64, dy32 := randn(rng, K*M, 1)
-	x64, x32 := randn(rng, K*N, 1)
-	c64, c32 := randn(rng, M*N, 1)
-	for _, acc := range []bool{false, true} {
-		out := upload(t, c32, M, N)
-		rec := dev.Record()
-		require.NoError(t, matMul(rec, out, upload(t, dy32, K, M), upload(t, x32, K, N), MatMulOpts{TransA: true, Accumulate: acc}, Tiling{}, bcastStorage))
-		run(t, rec)
-		want := ref.MatMul(dy64, x64, 1, M, N, K, true, false, true)
-		if acc {
-			for i := range want {
-				want[i] += c64[i]
+	for _, s := range []struct{ M, K, N int }{{64, 4224, 256}, {68, 4224, 300}} {
+		require.Greater(t, s.K*s.N, maxTransposed)
+		rng := rand.New(rand.NewPCG(11, 12))
+		dy64, dy32 := randn(rng, s.K*s.M, 1)
+		x64, x32 := randn(rng, s.K*s.N, 1)
+		c64, c32 := randn(rng, s.M*s.N, 1)
+		for _, acc := range []bool{false, true} {
+			out := upload(t, c32, s.M, s.N)
+			rec := dev.Record()
+			require.NoError(t, matMul(rec, out, upload(t, dy32, s.K, s.M), upload(t, x32, s.K, s.N), MatMulOpts{TransA: true, Accumulate: acc}, Tiling{}, bcastStorage))
+			run(t, rec)
+			want := ref.MatMul(dy64, x64, 1, s.M, s.N, s.K, true, false, true)
+			if acc {
+				for i := range want {
+					want[i] += c64[i]
+				}
 			}
+			requireClose(t, want, read(t, out), mmAtol, mmRtol, fmt.Sprint(s, " accumulate ", acc))
 		}
-		requireClose(t, want, read(t, out), mmAtol, mmRtol, fmt.Sprint("accumulate ", acc))
 	}
 }
