@@ -5,9 +5,11 @@ SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
 # wgpu-native wants a runtime dir; lavapipe only warns without one.
 export XDG_RUNTIME_DIR ?= /tmp/webdino-runtime
-# Programs run through this: on a machine without a GPU it starts them on the
-# current lavapipe that setup installs privately (scripts/setup-lavapipe.sh),
-# twice as fast as Debian 12's; elsewhere it runs them as they are.
+# Test binaries run through this: on a machine without a GPU it starts them
+# on the current lavapipe that setup installs privately
+# (scripts/setup-lavapipe.sh), twice as fast as Debian 12's; elsewhere it runs
+# them as they are. webdino's programs restart there by themselves
+# (gpu/lavapipe).
 RUN := $(CURDIR)/scripts/lavapipe-exec
 
 .PHONY: demo test setup setup-browser bench vet wasm-check wasm serve
@@ -27,10 +29,10 @@ setup-browser:
 # More: make demo DEMO_MINUTES=40, or a fixed length: DEMO_FLAGS="--epochs 20".
 DEMO_MINUTES ?= 10
 demo: setup
-	go run -exec $(RUN) ./cmd/train --out runs/demo $(if $(findstring --epochs,$(DEMO_FLAGS)),,--minutes $(DEMO_MINUTES)) $(DEMO_FLAGS)
+	go run ./cmd/train --out runs/demo $(if $(findstring --epochs,$(DEMO_FLAGS)),,--minutes $(DEMO_MINUTES)) $(DEMO_FLAGS)
 
 bench: setup
-	go run -exec $(RUN) ./cmd/bench kernels -json
+	go run ./cmd/bench kernels -json
 
 vet:
 	go vet ./...

@@ -87,5 +87,5 @@ func (d *Device) LoadsAdvice() string {
 		return ""
 	}
 	return "note: this lavapipe loads every address lane by lane; Mesa 26's runs webdino about twice as fast: " +
-		"bash scripts/setup-lavapipe.sh, then run programs through scripts/lavapipe-exec (docs/lavapipe.md)"
+		"make setup (scripts/setup-lavapipe.sh) installs one privately, which webdino's programs then start on (docs/lavapipe.md)"
 }

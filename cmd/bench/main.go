@@ -20,6 +20,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/webdino/webdino/gpu/lavapipe"
 )
 
 // commands are the subcommands; nil ones are announced but not built yet.
@@ -44,6 +46,9 @@ Run 'bench <command> -help' for the flags of a command.
 `
 
 func main() {
+	if err := lavapipe.Restart(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "bench:", err)

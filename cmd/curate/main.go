@@ -19,9 +19,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/webdino/webdino/gpu/lavapipe"
 )
 
 func main() {
+	if err := lavapipe.Restart(); err != nil {
+		fmt.Fprintln(os.Stderr, "curate:", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The first Ctrl-C stops cleanly (embed keeps what it finished); a

@@ -27,10 +27,14 @@ import (
 	"github.com/webdino/webdino/data"
 	"github.com/webdino/webdino/embed"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/gpu/lavapipe"
 	"github.com/webdino/webdino/viz"
 )
 
 func main() {
+	if err := lavapipe.Restart(); err != nil {
+		fmt.Fprintln(os.Stderr, "embed:", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The first Ctrl-C finishes the current pass and closes the outputs; a

@@ -21,10 +21,14 @@ import (
 	"github.com/webdino/webdino/embed"
 	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/gpu/lavapipe"
 	"github.com/webdino/webdino/nn"
 )
 
 func main() {
+	if err := lavapipe.Restart(); err != nil {
+		fmt.Fprintln(os.Stderr, "eval:", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))

@@ -23,11 +23,15 @@ import (
 	"github.com/webdino/webdino/ckpt"
 	"github.com/webdino/webdino/data"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/gpu/lavapipe"
 	"github.com/webdino/webdino/nn"
 	"github.com/webdino/webdino/train"
 )
 
 func main() {
+	if err := lavapipe.Restart(); err != nil {
+		fmt.Fprintln(os.Stderr, "train:", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The first Ctrl-C saves a checkpoint after the current step and exits;

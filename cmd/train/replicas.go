@@ -14,6 +14,7 @@ import (
 
 	"github.com/webdino/webdino/dist"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/gpu/lavapipe"
 )
 
 // checkReplicas validates the data-parallel flags.
@@ -42,13 +43,15 @@ func sharedAdapters(pick bool, adapters int) string {
 
 // selfCommand is the command line that starts this program again. Under
 // scripts/lavapipe-exec (WEBDINO_EXEC), which starts a program through
-// another glibc's dynamic loader, the executable is that loader, so a child
-// goes through the launcher too and runs on the same libraries.
+// another glibc's dynamic loader, a child goes through the launcher too, so
+// that a test binary's children run on the same libraries; a program
+// restarted there by lavapipe.Restart starts its children as itself
+// (lavapipe.Executable), and they restart there in turn.
 func selfCommand() ([]string, error) {
 	if launcher := os.Getenv("WEBDINO_EXEC"); launcher != "" {
 		return []string{launcher, os.Args[0]}, nil
 	}
-	self, err := os.Executable()
+	self, err := lavapipe.Executable()
 	return []string{self}, err
 }
 
