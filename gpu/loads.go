@@ -22,8 +22,8 @@ type loadsProbe struct {
 // by timing the two kinds of load in a loop (load_cost): a later lavapipe
 // ran the uniform one in 0.37-0.53 of the other's time (with both cores
 // busy elsewhere too), Mesa 25.0 in 0.99-1.07, so the threshold 0.7 is far
-// from both. An error while probing
-// answers false, the choice that is right on the older lavapipe.
+// from both. An error while probing answers false, the choice that is
+// right on the older lavapipe.
 func (d *Device) BroadcastLoads() bool {
 	if !d.info.IsCPU() {
 		return true

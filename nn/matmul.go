@@ -650,9 +650,10 @@ const minChunk = 32
 // whichever operand does not run along k: A when TransA (weight gradients),
 // B unless TransB. (A kernel reading A^T as it is, four rows of one k as a
 // vec4, ran the demo's step and ViT-S/14's weight gradients 5-15% slower
-// than transposing first.) ran is false, with nothing recorded, where it cannot run:
-// K not a multiple of 4, a grid or binding over the device's limits, an
-// operand to transpose over maxTransposed floats that cannot go in chunks.
+// than transposing first.) ran is false, with nothing recorded, where it
+// cannot run: K not a multiple of 4, a grid or binding over the device's
+// limits, an operand to transpose over maxTransposed floats that cannot go
+// in chunks.
 func bcastRows(rec *gpu.Recorder, bufs []*gpu.Tensor, access []gpu.Access, e epilogue, o MatMulOpts, batch, bBatch, M, K, N int, profile string) (ran bool, err error) {
 	const wg = 8
 	l := rec.Device().Limits()
@@ -675,8 +676,9 @@ func bcastRows(rec *gpu.Recorder, bufs []*gpu.Tensor, access []gpu.Access, e epi
 	}
 	kc := K
 	if copies*K*widest > maxTransposed {
-		plain := e.Bias == 0 && e.Scale == 0 && e.PreAct == 0 && e.RowScale == 0 && e.GELUGradAt == 0 && e.Act == "" && !e.Heads.On
-		step := int(l.StorageOffsetAlign) / 4 // chunks start where a storage binding may
+		// Chunks add up raw products, and start where a storage binding may.
+		plain := e == epilogue{Accumulate: e.Accumulate}
+		step := int(l.StorageOffsetAlign) / 4
 		kc = maxTransposed / widest / step * step
 		if !o.TransA || o.TransB || copies > 1 || !plain || kc < max(minChunk, step) {
 			return false, nil
