@@ -92,10 +92,7 @@ flags:
 		return err
 	}
 	defer dev.Close()
-	fmt.Fprintln(stderr, "device:", dev.Info())
-	if a := dev.LoadsAdvice(); a != "" {
-		fmt.Fprintln(stderr, a)
-	}
+	reportDevice(stderr, dev)
 	res, err := measureCurate(dev, s, stderr)
 	if err != nil {
 		return err

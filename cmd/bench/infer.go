@@ -75,10 +75,7 @@ flags:
 		return err
 	}
 	defer d.Close()
-	fmt.Fprintln(stderr, "device:", d.Info())
-	if a := d.LoadsAdvice(); a != "" {
-		fmt.Fprintln(stderr, a)
-	}
+	reportDevice(stderr, d)
 
 	peak, err := timeCase(d, ceilings(fullSizes)[0], options{minTime: time.Second, maxReps: 50})
 	if err != nil {

@@ -99,10 +99,7 @@ flags:
 		return err
 	}
 	defer d.Close()
-	fmt.Fprintln(stderr, "device:", d.Info())
-	if a := d.LoadsAdvice(); a != "" {
-		fmt.Fprintln(stderr, a)
-	}
+	reportDevice(stderr, d)
 
 	results, err := measure(d, o, stderr)
 	if err != nil {

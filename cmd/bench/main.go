@@ -21,6 +21,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/gpu/lavapipe"
 )
 
@@ -95,4 +96,13 @@ func parseFlags(fs *flag.FlagSet, args []string) (help bool, err error) {
 		return false, errUsage
 	}
 	return false, nil
+}
+
+// reportDevice says which device the figures are of, and where lavapipe's
+// loads cap them, how to get a faster one.
+func reportDevice(stderr io.Writer, d *gpu.Device) {
+	fmt.Fprintln(stderr, "device:", d.Info())
+	if a := d.LoadsAdvice(); a != "" {
+		fmt.Fprintln(stderr, a)
+	}
 }

@@ -139,10 +139,7 @@ flags:
 		return err
 	}
 	defer d.Close()
-	fmt.Fprintln(stderr, "device:", d.Info())
-	if a := d.LoadsAdvice(); a != "" {
-		fmt.Fprintln(stderr, a)
-	}
+	reportDevice(stderr, d)
 	var prof *gpu.Profile
 	if *profile {
 		prof = gpu.NewProfile()
