@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cogentcore/webgpu/wgpu"
 
@@ -19,9 +20,17 @@ import (
 // Data-parallel training gives each replica's process its own.
 const AdapterEnv = "WEBDINO_ADAPTER"
 
+// openMu serialises creating and releasing instances, adapters and devices
+// across the process: two goroutines opening devices at once (replicas in
+// one test process) crashed inside wgpu-native's adapter and device
+// requests on lavapipe (SIGSEGV, CI on a clean clone, 2026-11-28).
+var openMu sync.Mutex
+
 // Adapters lists the adapters of the primary backends (Vulkan, Metal,
 // D3D12), in the order AdapterEnv indexes them.
 func Adapters() []Info {
+	openMu.Lock()
+	defer openMu.Unlock()
 	inst := wgpu.CreateInstance(nil)
 	if inst == nil {
 		return nil
@@ -98,6 +107,8 @@ func OpenAdapter(i int) (*Device, error) {
 	case "error":
 		wgpu.SetLogLevel(wgpu.LogLevelError)
 	}
+	openMu.Lock()
+	defer openMu.Unlock()
 	inst := wgpu.CreateInstance(nil)
 	if inst == nil {
 		return nil, errors.New(noAdapterHelp)
@@ -144,6 +155,8 @@ func OpenAdapter(i int) (*Device, error) {
 		kernels: map[string]*compiled{}, timestamps: timestamps,
 	}
 	d.release = func() {
+		openMu.Lock()
+		defer openMu.Unlock()
 		queue.Release()
 		dev.Release()
 		adapter.Release()
