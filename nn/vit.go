@@ -174,7 +174,7 @@ func (m *ViT) Forward(images *gpu.Tensor, o ForwardOpts) (*Output, error) {
 		return nil, fmt.Errorf("vit forward: images %s, want [B, %d, H, W]", images, c.InChans)
 	}
 	B, H, W := images.Shape[0], images.Shape[2], images.Shape[3]
-	a, err := m.NewActs(B, H, W, false, o.Intermediate)
+	a, err := m.newActs(B, H, W, false, o.Intermediate, !o.Attn0 && m.attentionFuses(H, W, false))
 	if err != nil {
 		return nil, fmt.Errorf("vit forward on %s: %w", images, err)
 	}

@@ -30,7 +30,8 @@ type blockActs struct {
 // Pre, which each block keeps: mlpAgain).
 // x1 is nil in training (each block keeps its mid-block stream) and the
 // stream itself in inference, which also keeps no GELU pre-activation.
-func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Tensor, prev *blockActs) blockActs {
+// fused selects the attention's kernels (NewAttnTensors).
+func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Tensor, prev *blockActs, fused bool) blockActs {
 	D := c.EmbedDim
 	pre := c.MLPHidden
 	if c.FFN == FFNSwiGLU {
@@ -47,7 +48,7 @@ func newBlockActs(t func(...int) *gpu.Tensor, c ViTConfig, B, T int, x1 *gpu.Ten
 	if prev != nil {
 		a.Attn, a.Hid, a.Ln, a.Pre = prev.Attn.WithScratch(t), prev.Hid, prev.Ln, t(B, T, pre)
 	} else {
-		a.Attn, a.Hid, a.Ln = NewAttnTensors(t, B, T, c.Heads, c.HeadDim()), t(B, T, c.MLPHidden), t(B, T, D)
+		a.Attn, a.Hid, a.Ln = NewAttnTensors(t, B, T, c.Heads, c.HeadDim(), fused), t(B, T, c.MLPHidden), t(B, T, D)
 		if train || c.FFN == FFNSwiGLU { // inference with GELU needs no pre-activation
 			a.Pre = t(B, T, pre)
 		}
@@ -64,11 +65,11 @@ type blockGrads struct {
 	Scratch    *gpu.Tensor // column-sum partials of LayerNorm / LayerScale
 }
 
-func newBlockGrads(d *gpu.Device, t func(...int) *gpu.Tensor, c ViTConfig, B, T int) blockGrads {
+func newBlockGrads(d *gpu.Device, t func(...int) *gpu.Tensor, c ViTConfig, B, T int, fused bool) blockGrads {
 	D := c.EmbedDim
 	g := blockGrads{
 		Ln: t(B, T, D), QKV: t(B, T, 3*D), H: t(B, T, D), Drop: t(B, T, D),
-		Attn: NewAttnGrads(t, B, T, c.Heads, c.HeadDim()), Scratch: t(ScratchLen(d, D)),
+		Attn: NewAttnGrads(t, B, T, c.Heads, c.HeadDim(), fused), Scratch: t(ScratchLen(d, D)),
 	}
 	if c.FFN == FFNSwiGLU {
 		g.Pre, g.Hid = t(B, T, 2*c.MLPHidden), t(B, T, c.MLPHidden)
@@ -204,7 +205,7 @@ func (m *ViT) blockBackward(rec *gpu.Recorder, p, gp blockParams, in *gpu.Tensor
 
 	dh1 := branch(p.LS1, gp.LS1, a.H1, a.Drop[0])
 	linearBackward(rec, g.Attn.DOut, gp.Projw, gp.Projb, dh1, a.Att, p.Projw, MatMulOpts{Heads: g.Attn.SplitDOut()})
-	AttentionBackward(rec, g.QKV, m.attnScale(), a.Attn, g.Attn)
+	AttentionBackward(rec, g.QKV, a.Att, m.attnScale(), a.Attn, g.Attn)
 	LayerNorm(rec, a.Ln, a.Mean1, a.Rstd1, in, p.N1w, p.N1b, float32(c.LNEps))
 	linearBackward(rec, g.Ln, gp.QKVw, gp.QKVb, g.QKV, a.Ln, p.QKVw, MatMulOpts{})
 	LayerNormBackward(rec, dx, gp.N1w, gp.N1b, g.Ln, in, p.N1w, a.Mean1, a.Rstd1, ln)

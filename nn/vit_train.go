@@ -36,7 +36,21 @@ type ViTActs struct {
 // one set of activations per block (memory grows with depth); inference
 // shares one across blocks and keeps nothing for a backward. intermediate is
 // the number of last blocks whose normed outputs Encode also writes.
+// Attention runs fused where AttentionFuses says so.
 func (m *ViT) NewActs(B, h, w int, train bool, intermediate int) (*ViTActs, error) {
+	return m.newActs(B, h, w, train, intermediate, m.attentionFuses(h, w, train))
+}
+
+// attentionFuses is AttentionFuses for images of h x w pixels (h and w
+// checked by newActs).
+func (m *ViT) attentionFuses(h, w int, train bool) bool {
+	c := m.Cfg
+	return AttentionFuses(m.dev, 1+c.Registers+(h/c.PatchSize)*(w/c.PatchSize), c.HeadDim(), train)
+}
+
+// newActs is NewActs with the attention's kernels chosen by the caller:
+// attention maps need the composed ones' probabilities.
+func (m *ViT) newActs(B, h, w int, train bool, intermediate int, fused bool) (*ViTActs, error) {
 	c := m.Cfg
 	P := c.PatchSize
 	if B <= 0 || h%P != 0 || w%P != 0 || h < P || w < P {
@@ -76,16 +90,16 @@ func (m *ViT) NewActs(B, h, w int, train bool, intermediate int) (*ViTActs, erro
 			if l > 0 {
 				prev = &a.blocks[0]
 			}
-			a.blocks = append(a.blocks, newBlockActs(t, c, B, T, nil, prev))
+			a.blocks = append(a.blocks, newBlockActs(t, c, B, T, nil, prev, fused))
 			a.drop = append(a.drop, [2]*gpu.Tensor{t(B * T), t(B * T)})
 		}
 		a.DNormed, a.dx, a.dsum, a.dpe = t(B, T, D), t(B, T, D), t(T, D), t(B, N, D)
 		a.dmask = t(N, D)
-		a.grads = newBlockGrads(m.dev, t, c, B, T)
+		a.grads = newBlockGrads(m.dev, t, c, B, T, fused)
 	} else {
 		x := t(B, T, D)
 		a.X = []*gpu.Tensor{x}
-		a.blocks = []blockActs{newBlockActs(t, c, B, T, x, nil)}
+		a.blocks = []blockActs{newBlockActs(t, c, B, T, x, nil, fused)}
 	}
 	for i := 0; i < intermediate; i++ {
 		a.Inter = append(a.Inter, t(B, T, D))
