@@ -18,6 +18,9 @@ const WG = {{.WG}}u;
 const NEG_MAX = -3.4028234663852886e38; // -f32 max exactly: Tint (browsers) rejects literals beyond it
 struct Params { T: u32, H: u32, BH: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
+// The workgroup's (sequence, head): the grid is row blocks x B H, the
+// latter folded into z past the device's limit on y.
+fn seq_head(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.y + wid.z * nwg.y; }
 // A row of the workgroup's (sequence, head): its first vec4 in [B H, T, Dh].
 fn head_row(bh: u32, t: u32) -> u32 { return (bh * p.T + t) * DH4; }
 // The same row's first vec4 in part `part` of a token-major [B, T, parts, H, Dh].
@@ -39,7 +42,7 @@ so the running maximum rescales the accumulator once per four. */}}
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let bh = wid.y + wid.z * nwg.y;
+  let bh = seq_head(wid, nwg);
   if (bh >= p.BH) { return; }
   let i = wid.x * WG + lid;
   let qb = head_row(bh, min(i, p.T - 1u)); // rows past T work on the last one and store nothing
@@ -93,7 +96,7 @@ It saves delta for attention_backward_kv. */}}
 @group(0) @binding(8) var<storage, read_write> dqkv: array<vec4<f32>>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let bh = wid.y + wid.z * nwg.y;
+  let bh = seq_head(wid, nwg);
   if (bh >= p.BH) { return; }
   let i = wid.x * WG + lid;
   let row = min(i, p.T - 1u);
@@ -144,7 +147,7 @@ dk_j = scale sum_i P_ij (dP_ij - delta_i) q_i. */}}
 @group(0) @binding(7) var<storage, read_write> dqkv: array<vec4<f32>>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let bh = wid.y + wid.z * nwg.y;
+  let bh = seq_head(wid, nwg);
   if (bh >= p.BH) { return; }
   let j = wid.x * WG + lid;
   let kb = head_row(bh, min(j, p.T - 1u));
