@@ -185,6 +185,13 @@ func fusedDispatch(rec *gpu.Recorder, name string, s attnShape, scale float32, a
 	return rec.Dispatch(gpu.Kernel{Name: name, Data: fusedKernel{DH4: s.Dh / 4, WG: wg}, Access: access}, groups, params, bufs...)
 }
 
+// productFLOPs is the work of n T x Dh x T products over s's sequences and
+// heads, what the fused kernels count (the composed ones count their
+// products in MatMul).
+func (s attnShape) productFLOPs(n int) int64 {
+	return int64(n) * 2 * int64(s.B*s.H) * int64(s.T) * int64(s.T) * int64(s.Dh)
+}
+
 // merge is the layout of a product batched over heads [B H, T, Dh] into
 // part `part` of a token-major [B, T, parts D].
 func (s attnShape) merge(parts, part int) *HeadsLayout {
@@ -206,6 +213,7 @@ func Attention(rec *gpu.Recorder, out *gpu.Tensor, scale float32, a AttnTensors)
 		return shapeErr(rec, "attention", "scale %g: must be positive", scale)
 	}
 	if a.LSE != nil {
+		rec.Device().CountFLOPs(s.productFLOPs(2))
 		return fusedDispatch(rec, "attention_forward", s, scale,
 			[]gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite, gpu.ReadWrite}, a.Q, a.K, a.V, out, a.LSE)
 	}
@@ -246,6 +254,7 @@ func AttentionBackward(rec *gpu.Recorder, dqkv, out *gpu.Tensor, scale float32, 
 		if !shapeIs(out, s.B, s.T, s.H*s.Dh) {
 			return shapeErr(rec, op, "Q %s: out %s, want %v", a.Q, out, []int{s.B, s.T, s.H * s.Dh})
 		}
+		rec.Device().CountFLOPs(s.productFLOPs(7)) // q k^T and dO v^T twice, dS k, dS^T q, P^T dO
 		r := gpu.Read
 		if err := fusedDispatch(rec, "attention_backward_q", s, scale, []gpu.Access{r, r, r, r, r, r, gpu.ReadWrite, gpu.ReadWrite},
 			a.Q, a.K, a.V, out, g.DOut, a.LSE, g.Delta, dqkv); err != nil {
