@@ -126,18 +126,18 @@ func shapeIs(t *gpu.Tensor, shape ...int) bool {
 // [B, T, parts*D] (named xName).
 func attnCheck(rec *gpu.Recorder, op string, a AttnTensors, g *AttnGrads, xName string, x *gpu.Tensor, parts int) (attnShape, error) {
 	fused := a.LSE != nil
-	names := []string{"Q", "K", "V", "Scores", "Probs", xName}
-	ts := []*gpu.Tensor{a.Q, a.K, a.V, a.Scores, a.Probs, x}
+	names, ts := []string{"Q", "K", "V"}, []*gpu.Tensor{a.Q, a.K, a.V}
 	if fused {
-		names[3], names[4], ts[3], ts[4] = "LSE", xName, a.LSE, x
-		names, ts = names[:5], ts[:5]
+		names, ts = append(names, "LSE"), append(ts, a.LSE)
+	} else {
+		names, ts = append(names, "Scores", "Probs"), append(ts, a.Scores, a.Probs)
 	}
-	if g != nil {
-		if fused {
-			names, ts = append(names, "DOut", "Delta"), append(ts, g.DOut, g.Delta)
-		} else {
-			names, ts = append(names, "DOut", "DProbs"), append(ts, g.DOut, g.DProbs)
-		}
+	names, ts = append(names, xName), append(ts, x)
+	switch {
+	case g != nil && fused:
+		names, ts = append(names, "DOut", "Delta"), append(ts, g.DOut, g.Delta)
+	case g != nil:
+		names, ts = append(names, "DOut", "DProbs"), append(ts, g.DOut, g.DProbs)
 	}
 	if err := notNil(rec, op, names, ts...); err != nil {
 		return attnShape{}, err
