@@ -1,16 +1,16 @@
 {{/* Reductions. */}}
 
 {{/* sum_rows: out[n] (+)= sum over m of x[m, n]; the bias gradient of a linear
-layer. One invocation per column keeps neighbouring lanes on neighbouring
-addresses; rows are split into SPLIT chunks reduced by a second pass when M is
-large. Data: Accumulate. */}}
+layer. Neighbouring lanes own neighbouring columns, so that the loads of a row
+are contiguous. Data: Accumulate, Lanes (0: the CPU form), Vec4 (CPU form:
+four columns an invocation). */}}
 {{define "sum_rows"}}
 {{template "common" .}}
+{{if .Lanes}}
 struct Params { M: u32, N: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-{{if .Lanes}}
 // A GPU's form: a workgroup of 256 sums COLS adjacent columns, LANES
 // invocations striding the rows of each, then a tree over the lanes. (One
 // invocation per column, the CPU form below, gives a bias gradient of 384
@@ -34,13 +34,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lid < COLS && n < p.N) { {{if .Accumulate}}out[n] += red[lid];{{else}}out[n] = red[lid];{{end}} }
 }
 {{else}}
+// A CPU's form: one invocation per column (per four with Vec4), the rows in
+// chunks of p.chunk, one chunk per workgroup z, so that every core gets
+// work even for a bias of 64. Chunk c's sums go to row c of out ([chunks,
+// N]); with more than one chunk, a second pass adds those rows up.
+struct Params { M: u32, N: u32, chunk: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+{{if .Vec4}}alias V = vec4<f32>;
+const VEC = 4u;{{else}}alias V = f32;
+const VEC = 1u;{{end}}
+@group(0) @binding(1) var<storage, read> x: array<V>;
+@group(0) @binding(2) var<storage, read_write> out: array<V>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let n = flat_id(gid, nwg, 64u);
-  if (n >= p.N) { return; }
-  var s = 0.0;
-  for (var m = 0u; m < p.M; m++) { s += x[m * p.N + n]; }
-  {{if .Accumulate}}out[n] += s;{{else}}out[n] = s;{{end}}
+  let cols = p.N / VEC;
+  if (n >= cols) { return; }
+  let first = gid.z * p.chunk;
+  let last = min(first + p.chunk, p.M);
+  // Four rows an iteration: a quarter of the loop's overhead, four
+  // independent sums.
+  var s0 = V();
+  var s1 = V();
+  var s2 = V();
+  var s3 = V();
+  var i = first * cols + n;
+  let end4 = (first + (last - first) / 4u * 4u) * cols + n;
+  for (; i < end4; i += 4u * cols) {
+    s0 += x[i];
+    s1 += x[i + cols];
+    s2 += x[i + 2u * cols];
+    s3 += x[i + 3u * cols];
+  }
+  for (; i < last * cols + n; i += cols) { s0 += x[i]; }
+  let s = (s0 + s1) + (s2 + s3);
+  {{if .Accumulate}}out[gid.z * cols + n] += s;{{else}}out[gid.z * cols + n] = s;{{end}}
 }
 {{end}}
 {{end}}
