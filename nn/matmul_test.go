@@ -533,3 +533,29 @@ func TestMatMulChunkedWeightGradient(t *testing.T) {
 		}
 	}
 }
+
+// TestTransposed moves every element of batched matrices to its place, in
+// the vec4 form (rows and columns multiples of 4) and the scalar one, with
+// columns in runs that do not divide them evenly.
+func TestTransposed(t *testing.T) {
+	rng := rand.New(rand.NewPCG(61, 62))
+	for _, s := range [][3]int{{6400, 64, 1}, {300, 12, 2}, {8, 4, 3}, {37, 5, 3}, {1000, 9, 1}, {2, 700, 1}} {
+		rows, cols, batch := s[0], s[1], s[2]
+		t.Run(fmt.Sprintf("%dx%dx%d", batch, rows, cols), func(t *testing.T) {
+			x64, x32 := randn(rng, batch*rows*cols, 1)
+			rec := dev.Record()
+			got, err := transposed(rec, "test transposed", upload(t, x32, batch, rows, cols), batch, rows, cols)
+			require.NoError(t, err)
+			run(t, rec)
+			want := make([]float64, len(x64))
+			for b := range batch {
+				for r := range rows {
+					for c := range cols {
+						want[(b*cols+c)*rows+r] = x64[(b*rows+r)*cols+c]
+					}
+				}
+			}
+			require.Equal(t, want, read(t, got))
+		})
+	}
+}

@@ -398,16 +398,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 {{/*
 transpose: dst [batch, cols, rows] = src [batch, rows, cols]^T, one
-invocation per row of src and a grid row per column (looping when there are
-more columns than grid rows); with Vec4 (rows and cols multiples of 4) one
-invocation per 4 rows and a grid row per 4 columns, moving 4 x 4 blocks as
-vec4s (a quarter of the loads and stores). It turns an operand whose
+invocation per row of src walking a run of p.per columns (grid row y takes
+run y); with Vec4 (rows and cols multiples of 4) one invocation per 4 rows
+and runs of 4-column blocks, moving 4 x 4 blocks as vec4s (a quarter of the
+loads and stores). An invocation reads its rows along, and neighbouring
+invocations write neighbouring addresses. It turns an operand whose
 contiguous axis is not k into one whose is, so that MatMul can run a
 product as A B^T on a CPU (see nn.MatMul): a copy of K (M + N) floats
 against the product's 2 M N K flops. Data: Vec4.
 */}}
 {{define "transpose"}}
-struct Params { rows: u32, cols: u32 }
+struct Params { rows: u32, cols: u32, per: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 {{if .Vec4}}@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
@@ -415,13 +416,13 @@ struct Params { rows: u32, cols: u32 }
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 {{end}}
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let r = wid.x * 64u + lid.x;
   {{if .Vec4}}let rows4 = p.rows / 4u;
   let cols4 = p.cols / 4u;
   if (r >= rows4) { return; }
   let base = wid.z * rows4 * p.cols;
-  for (var col = wid.y; col < cols4; col += nwg.y) {
+  for (var col = wid.y * p.per; col < min(wid.y * p.per + p.per, cols4); col++) {
     let v0 = src[base + (4u * r) * cols4 + col];
     let v1 = src[base + (4u * r + 1u) * cols4 + col];
     let v2 = src[base + (4u * r + 2u) * cols4 + col];
@@ -433,7 +434,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   }
   {{else}}if (r >= p.rows) { return; }
   let base = wid.z * p.rows * p.cols;
-  for (var col = wid.y; col < p.cols; col += nwg.y) {
+  for (var col = wid.y * p.per; col < min(wid.y * p.per + p.per, p.cols); col++) {
     dst[base + col * p.rows + r] = src[base + r * p.cols + col];
   }
   {{end}}
