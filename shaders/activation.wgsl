@@ -111,9 +111,10 @@ fn elt(i: u32) {
 {{end}}
 
 {{/* layerscale_backward: dh = gamma * dy, and per-chunk column sums of dy * h
-over the rows first..last of workgroup wid.x into row wid.x of part [PARTS, D]
-(sum_rows finishes dgamma). Lanes own columns, so each row is read
-contiguously. Data: WG, Vec4. */}}
+over the rows first..last of workgroup row wid.y into row wid.y of part
+[PARTS, D] (sum_rows finishes dgamma). Invocations own columns, so each row
+is read contiguously, and take two rows an iteration (on lavapipe the loop's
+overhead, not memory, bounds this kernel). Data: WG, Vec4, InPlace. */}}
 {{define "layerscale_backward"}}
 {{template "vec_t" .}}
 struct Params { rows: u32, D: u32, rpw: u32 }
@@ -126,19 +127,30 @@ struct Params { rows: u32, D: u32, rpw: u32 }
 {{if not .InPlace}}@group(0) @binding(4) var<storage, read_write> dh: array<T>;{{end}}
 @group(0) @binding({{if .InPlace}}4{{else}}5{{end}}) var<storage, read_write> part: array<T>;
 @compute @workgroup_size({{.WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let n = p.D / W;
-  let first = wid.x * p.rpw;
+  let c = gid.x;
+  if (c >= n) { return; }
+  let first = wid.y * p.rpw;
   let last = min(first + p.rpw, p.rows);
-  for (var c = lid; c < n; c += {{.WG}}u) {
-    let g = gamma[c];
-    var a = T();
-    for (var row = first; row < last; row++) {
-      let d = dy[row * n + c];
-      {{if .InPlace}}dy{{else}}dh{{end}}[row * n + c] = g * d;
-      a = fma(d, h[row * n + c], a);
-    }
-    part[wid.x * n + c] = a;
+  let g = gamma[c];
+  var a0 = T();
+  var a1 = T();
+  var i = first * n + c;
+  let end2 = (first + (last - first) / 2u * 2u) * n + c;
+  for (; i < end2; i += 2u * n) {
+    let d0 = dy[i];
+    let d1 = dy[i + n];
+    {{if .InPlace}}dy{{else}}dh{{end}}[i] = g * d0;
+    {{if .InPlace}}dy{{else}}dh{{end}}[i + n] = g * d1;
+    a0 = fma(d0, h[i], a0);
+    a1 = fma(d1, h[i + n], a1);
   }
+  if (i < last * n + c) {
+    let d = dy[i];
+    {{if .InPlace}}dy{{else}}dh{{end}}[i] = g * d;
+    a0 = fma(d, h[i], a0);
+  }
+  part[wid.y * n + c] = a0 + a1;
 }
 {{end}}
