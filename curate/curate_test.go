@@ -167,18 +167,21 @@ func TestDedupBlocksIsSelfDedup(t *testing.T) {
 
 // Through an IVF index the same planted copies are found: each image's
 // own list is probed, and copies are near enough to share lists.
+// With 8-bit lists too.
 func TestSelfDedupPlantedIVF(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	const n, d = 2000, 128
-	x, truth := plantedPool(rng, n, d, 200)
-	dd, err := SelfDedup(context.Background(), dev, Mat{Data: x, D: d}, DedupOpts{
-		K: 64, Threshold: 0.6, MaxRows: 700, Index: &IVFOpts{Lists: 40, Seed: 3}, NProbe: 4})
-	require.NoError(t, err)
-	p, r := DropPrecisionRecall(truth, dd.Component)
-	t.Logf("planted self-dedup through IVF (40 lists, 4 probed): %d kept (truth %d), precision %.3f recall %.3f",
-		dd.Kept(), NewDedupTruth(truth), p, r)
-	require.Equal(t, 1.0, p)
-	require.GreaterOrEqual(t, r, 0.95)
+	for _, int8 := range []bool{false, true} {
+		rng := rand.New(rand.NewPCG(5, 6))
+		const n, d = 2000, 128
+		x, truth := plantedPool(rng, n, d, 200)
+		dd, err := SelfDedup(context.Background(), dev, Mat{Data: x, D: d}, DedupOpts{
+			K: 64, Threshold: 0.6, MaxRows: 700, Index: &IVFOpts{Lists: 40, Seed: 3, Int8: int8}, NProbe: 4})
+		require.NoError(t, err)
+		p, r := DropPrecisionRecall(truth, dd.Component)
+		t.Logf("planted self-dedup through IVF (40 lists, 4 probed, int8 %v): %d kept (truth %d), precision %.3f recall %.3f",
+			int8, dd.Kept(), NewDedupTruth(truth), p, r)
+		require.Equal(t, 1.0, p)
+		require.GreaterOrEqual(t, r, 0.95)
+	}
 }
 
 // NewDedupTruth counts the images a perfect dedup keeps.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
 )
 
 // DedupOpts are the self-deduplication settings of the paper.
@@ -187,9 +188,13 @@ func streamNeighbours(ctx context.Context, dev *gpu.Device, pool Rows, k int, o 
 	}
 	for i := 0; i < n; i += step {
 		j := min(i+step, n)
-		nb, err := ix.Search(ctx, all[i*d:j*d], k, max(1, o.NProbe))
+		q := all[i*d : j*d]
+		nb, err := ix.Search(ctx, q, rerankCandidates(k, io.Int8), max(1, o.NProbe))
 		if err != nil {
 			return err
+		}
+		if io.Int8 {
+			nb = Rerank(q, all, d, nb, k)
 		}
 		if err := sink(eval.Block{First: i, Neighbours: nb}); err != nil {
 			return err
@@ -199,6 +204,15 @@ func streamNeighbours(ctx context.Context, dev *gpu.Device, pool Rows, k int, o 
 		}
 	}
 	return nil
+}
+
+// rerankCandidates is how many neighbours an IVF search returns for k:
+// with 8-bit lists twice k (up to nn.MaxTopK), re-ranked exactly to k.
+func rerankCandidates(k int, int8 bool) int {
+	if int8 {
+		return min(2*k, nn.MaxTopK)
+	}
+	return k
 }
 
 // Relative is the result of a relative deduplication: for every pool

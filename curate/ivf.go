@@ -18,6 +18,11 @@ type IVFOpts struct {
 	Iters  int    // k-means iterations (10)
 	Seed   uint64 // k-means++ seed
 	Sample int    // k-means points (0: all); the rest are only assigned
+	// Int8 stores the lists as 8-bit codes, a quarter of the memory (and
+	// of a GPU's reads): each dimension scaled by its largest magnitude in
+	// the base and rounded to 127 steps, so a score is off by at most
+	// sum_d |q_d| s_d / 254 (s_d that scale). Needs d % 4 == 0.
+	Int8 bool
 	// packRows, when positive, caps the rows of one packed buffer below
 	// what one binding holds (tests of indexes in several buffers).
 	packRows int
@@ -35,6 +40,7 @@ type IVF struct {
 	packs      []*gpu.Tensor // lists packed into bindable buffers
 	list       []ivfList
 	order      []int       // packed position (list start + r) -> base row
+	scale      []float32   // Int8: per-dimension scale of the codes (nil: float lists)
 	Stats      SearchStats // of the last Search
 }
 
@@ -47,6 +53,9 @@ type ivfList struct {
 // GPU. Normalise the rows for cosine similarity.
 func BuildIVF(ctx context.Context, dev *gpu.Device, base []float32, d int, o IVFOpts) (ix *IVF, err error) {
 	n := len(base) / d
+	if o.Int8 && d%4 != 0 {
+		return nil, fmt.Errorf("ivf: 8-bit lists need a dimension that is a multiple of 4, not %d", d)
+	}
 	if o.Iters == 0 {
 		o.Iters = 10
 	}
@@ -77,13 +86,19 @@ func BuildIVF(ctx context.Context, dev *gpu.Device, base []float32, d int, o IVF
 	for i, a := range assign {
 		members[a] = append(members[a], i)
 	}
-	// Lists start at rows whose offset is 256-byte aligned.
-	g := 64 / gcd(d, 64)
-	limit := int(dev.Limits().MaxStorageBinding/4) / d / g * g
+	// Lists start at rows whose offset is 256-byte aligned; a row is d
+	// floats, or d/4 words of codes.
+	words := d
+	if o.Int8 {
+		words = d / 4
+		ix.scale = codeScale(base, d)
+	}
+	g := 64 / gcd(words, 64)
+	limit := int(dev.Limits().MaxStorageBinding/4) / words / g * g
 	if o.packRows > 0 {
 		limit = min(limit, o.packRows)
 	}
-	var packs [][]float32
+	var packs [][]uint32
 	rows := 0
 	for l, m := range members {
 		if len(m) > limit {
@@ -96,21 +111,24 @@ func BuildIVF(ctx context.Context, dev *gpu.Device, base []float32, d int, o IVF
 		ix.list[l] = ivfList{pack: len(packs) - 1, row: rows, size: len(m), first: len(ix.order)}
 		p := &packs[len(packs)-1]
 		for _, i := range m {
-			*p = append(*p, base[i*d:(i+1)*d]...)
+			*p = ix.appendRow(*p, base[i*d:(i+1)*d])
 		}
 		ix.order = append(ix.order, m...)
 		rows += (len(m) + g - 1) / g * g
-		*p = append(*p, make([]float32, (rows*d)-len(*p))...)
+		*p = append(*p, make([]uint32, (rows*words)-len(*p))...)
 	}
 	for _, p := range packs {
-		if len(p) < d { // an empty pack still binds one row
-			p = make([]float32, d)
+		if len(p) < words { // an empty pack still binds one row
+			p = make([]uint32, words)
 		}
-		t, err := dev.Upload("ivf lists", p, len(p)/d, d)
+		t, err := dev.NewTensor("ivf lists", len(p)/words, words)
+		if err == nil {
+			ix.packs = append(ix.packs, t)
+			err = dev.WriteU32(t, p)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("ivf: %w", err)
 		}
-		ix.packs = append(ix.packs, t)
 	}
 	if ix.cent, err = dev.Upload("ivf centroids", km.Centroids, o.Lists, d); err != nil {
 		return nil, fmt.Errorf("ivf: %w", err)
@@ -129,6 +147,42 @@ func BuildIVF(ctx context.Context, dev *gpu.Device, base []float32, d int, o IVF
 	return ix, nil
 }
 
+// codeScale is the per-dimension scale of 8-bit codes: the largest
+// magnitude of each dimension among rows of x (1 where all are 0).
+func codeScale(x []float32, d int) []float32 {
+	s := make([]float32, d)
+	for i, v := range x {
+		s[i%d] = max(s[i%d], float32(math.Abs(float64(v))))
+	}
+	for j := range s {
+		if s[j] == 0 {
+			s[j] = 1
+		}
+	}
+	return s
+}
+
+// appendRow appends a list row as the words the lists hold: its floats'
+// bits, or with Int8 four codes a word, code j in bits 8j..8j+7 (what
+// WGSL's unpack4x8snorm reads back as code/127).
+func (ix *IVF) appendRow(p []uint32, row []float32) []uint32 {
+	if ix.scale == nil {
+		for _, v := range row {
+			p = append(p, math.Float32bits(v))
+		}
+		return p
+	}
+	for j := 0; j < len(row); j += 4 {
+		var w uint32
+		for c := range 4 {
+			q := math.Round(float64(row[j+c]/ix.scale[j+c]) * 127)
+			w |= uint32(uint8(int8(min(max(q, -127), 127)))) << (8 * c)
+		}
+		p = append(p, w)
+	}
+	return p
+}
+
 func gcd(a, b int) int {
 	for b != 0 {
 		a, b = b, a%b
@@ -138,6 +192,15 @@ func gcd(a, b int) int {
 
 func randPerm(n int, seed uint64) []int {
 	return newRand(seed).Perm(n)
+}
+
+// ListBytes is the GPU memory of the lists.
+func (ix *IVF) ListBytes() uint64 {
+	var n uint64
+	for _, p := range ix.packs {
+		n += p.Bytes()
+	}
+	return n
 }
 
 // Release frees the index's GPU memory.
@@ -283,6 +346,14 @@ func (ix *IVF) Search(ctx context.Context, query []float32, k, nprobe int) (*eva
 	if len(batches) == 0 {
 		return out, nil
 	}
+	if ix.scale != nil {
+		// code/127 . (s q) is the dequantised row's dot product with q.
+		scaled := make([]float32, len(query))
+		for i, v := range query {
+			scaled[i] = v * ix.scale[i%d]
+		}
+		query = scaled
+	}
 	// Scratch for the largest batch, shared by all: the GPU runs them in
 	// order, and each one's results are copied out before the next starts.
 	var maxQ, maxS, maxO, maxT, maxR int
@@ -414,7 +485,7 @@ func (ix *IVF) submit(b *ivfBatch, query, gathered []float32, k int, t []*gpu.Te
 			continue
 		}
 		view, _ := t[4].View(at, len(pt))
-		ivfScores(rec, t[1], t[0], ix.packs[p], view, d)
+		ivfScores(rec, t[1], t[0], ix.packs[p], view, d, ix.scale != nil)
 		at += len(pt)
 	}
 	vals, _ := t[2].View(0, b.oLen)
@@ -432,8 +503,9 @@ func (ix *IVF) submit(b *ivfBatch, query, gathered []float32, k int, t []*gpu.Te
 
 // ivfScores records ivf_scores: for each tile of tiles (8 values each, see
 // shaders/knn.wgsl), the similarities of its queries in q [*, d] with its
-// rows of the list pack x [*, d] into scores.
-func ivfScores(rec *gpu.Recorder, scores, q, x, tiles *gpu.Tensor, d int) error {
+// rows of the list pack x [*, d] (int8: [*, d/4] words of codes) into
+// scores.
+func ivfScores(rec *gpu.Recorder, scores, q, x, tiles *gpu.Tensor, d int, int8 bool) error {
 	vec := d%4 == 0
 	d4 := d
 	if vec {
@@ -442,8 +514,8 @@ func ivfScores(rec *gpu.Recorder, scores, q, x, tiles *gpu.Tensor, d int) error 
 	n := tiles.Len() / 8
 	k := gpu.Kernel{Name: "ivf_scores", Data: struct {
 		TQ, RPL, WG int
-		Vec         bool
-	}{ivfTQ, ivfRPL, ivfWG, vec}, Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}}
+		Vec, Int8   bool
+	}{ivfTQ, ivfRPL, ivfWG, vec, int8}, Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}}
 	return rec.Dispatch(k, nn.RowGroups(n), []uint32{gpu.U32(n), gpu.U32(d4)}, q, x, tiles, scores)
 }
 
@@ -524,4 +596,48 @@ func Recall(exact, approx *eval.Neighbours, k int) float64 {
 		}
 	}
 	return float64(hit) / float64(max(1, all))
+}
+
+// Rerank scores each query's candidates (rows of base [*, d], cand.K per
+// query, -1 for none) exactly, in float64, and keeps the k best of each,
+// most similar first: what makes the approximate scores of 8-bit lists
+// exact again and restores the order they blur.
+func Rerank(query, base []float32, d int, cand *eval.Neighbours, k int) *eval.Neighbours {
+	nq := len(query) / d
+	out := &eval.Neighbours{K: k, Index: make([]int, nq*k), Similar: make([]float32, nq*k)}
+	type scored struct {
+		i int
+		s float64
+	}
+	c := make([]scored, 0, cand.K)
+	for q := range nq {
+		qv := query[q*d : (q+1)*d]
+		c = c[:0]
+		for _, i := range cand.Index[q*cand.K : (q+1)*cand.K] {
+			if i < 0 {
+				continue
+			}
+			var s float64
+			for j, v := range base[i*d : (i+1)*d] {
+				s += float64(v) * float64(qv[j])
+			}
+			c = append(c, scored{i, s})
+		}
+		slices.SortFunc(c, func(a, b scored) int {
+			switch {
+			case a.s > b.s:
+				return -1
+			case a.s < b.s:
+				return 1
+			}
+			return a.i - b.i
+		})
+		for j := range k {
+			out.Index[q*k+j], out.Similar[q*k+j] = -1, float32(math.Inf(-1))
+			if j < len(c) {
+				out.Index[q*k+j], out.Similar[q*k+j] = c[j].i, float32(c[j].s)
+			}
+		}
+	}
+	return out
 }

@@ -77,12 +77,13 @@ tiles table (two vec4 each: first query row, queries (<= TQ), first list row,
 rows (<= WG RPL); first score, the scores' row stride), and each invocation
 RPL rows of the tile, WG apart, against every query: scores[s0 + t stride +
 r] = q[q0 + t] . x[r0 + r]. Each row loaded serves TQ queries and each query
-RPL rows. Data: TQ, RPL, WG, Vec (rows of D4 vec4s, else of D4 floats). */}}
+RPL rows. Data: TQ, RPL, WG, Vec (rows of D4 vec4s, else of D4 floats), Int8
+(with Vec: rows of D4 words of four 8-bit codes, read as code/127). */}}
 {{define "ivf_scores"}}
 struct Params { tiles: u32, D4: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<{{if .Vec}}vec4<f32>{{else}}f32{{end}}>;
-@group(0) @binding(2) var<storage, read> x: array<{{if .Vec}}vec4<f32>{{else}}f32{{end}}>;
+@group(0) @binding(2) var<storage, read> x: array<{{if .Int8}}u32{{else if .Vec}}vec4<f32>{{else}}f32{{end}}>;
 @group(0) @binding(3) var<storage, read> tiles: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> scores: array<f32>;
 
@@ -106,7 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   for (var i = 0u; i < TQ * RPL; i++) { acc[i] = 0.0; }
   var xv: array<{{if .Vec}}vec4<f32>{{else}}f32{{end}}, {{.RPL}}>;
   for (var k = 0u; k < p.D4; k++) {
-    for (var j = 0u; j < RPL; j++) { xv[j] = x[xrow[j] + k]; }
+    for (var j = 0u; j < RPL; j++) { xv[j] = {{if .Int8}}unpack4x8snorm(x[xrow[j] + k]){{else}}x[xrow[j] + k]{{end}}; }
     for (var t = 0u; t < TQ; t++) {
       let qv = q[qrow[t] + k];
       for (var j = 0u; j < RPL; j++) {

@@ -17,6 +17,7 @@ import (
 	"github.com/webdino/webdino/curate"
 	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
+	"github.com/webdino/webdino/nn"
 )
 
 func init() { commands["curate"] = curateBench }
@@ -65,8 +66,11 @@ Times data curation on the current WebGPU device with synthetic embeddings
                  per block, CPU merge) of the queries against the pool, in
                  GFLOP/s of similarity (2 x pool x queries x d), against
                  numpy (matmul + argpartition) on the same shapes
-  ivf/build      k-means of the pool into lists and packing (seconds)
+  ivf/build      k-means of the pool into lists and packing (seconds), and
+                 the lists' device memory
   ivf/nprobe=N   IVF search time, recall@10 against exact and speed-up
+  ivf-int8/...   the same with 8-bit lists (a quarter of the memory), each
+                 search fetching twice k and re-ranking exactly on the CPU
   kmeans/iter    one Lloyd iteration (assign + fixed-point update), seconds
   kmeans/seed    k-means++ seeding from all the k-means points, seconds
 
@@ -169,25 +173,43 @@ func measureCurate(dev *gpu.Device, s curateSizes, stderr io.Writer) ([]curateRe
 	}
 	res = append(res, r)
 
-	start := time.Now()
-	ix, err := curate.BuildIVF(ctx, dev, pool, s.d, curate.IVFOpts{Lists: s.lists, Iters: 5, Seed: 1, Sample: min(s.pool, 64*s.lists)})
-	if err != nil {
-		return nil, err
-	}
-	defer ix.Release()
-	res = append(res, curateResult{Name: fmt.Sprintf("ivf/build/%d-lists", s.lists), Value: time.Since(start).Seconds(), Unit: "s"})
-	for _, np := range s.nprobe {
-		var got *eval.Neighbours
-		var t float64
-		for range 2 {
-			start = time.Now()
-			if got, err = ix.Search(ctx, query, s.k, np); err != nil {
-				return nil, err
-			}
-			t = time.Since(start).Seconds()
+	for _, int8 := range []bool{false, true} {
+		kind := "ivf"
+		if int8 {
+			kind = "ivf-int8"
 		}
-		res = append(res, curateResult{Name: fmt.Sprintf("ivf/nprobe=%d/%d-lists", np, s.lists), Value: t, Unit: "s",
-			Note: fmt.Sprintf("recall@%d %.3f, speed-up %.1fx over exact; %s", s.k, curate.Recall(exact, got, s.k), tExact/t, searchTimes(ix.Stats))})
+		start := time.Now()
+		ix, err := curate.BuildIVF(ctx, dev, pool, s.d, curate.IVFOpts{Lists: s.lists, Iters: 5, Seed: 1, Sample: min(s.pool, 64*s.lists), Int8: int8})
+		if err != nil {
+			return nil, err
+		}
+		defer ix.Release()
+		res = append(res, curateResult{Name: fmt.Sprintf("%s/build/%d-lists", kind, s.lists), Value: time.Since(start).Seconds(), Unit: "s",
+			Note: fmt.Sprintf("lists %.1f MiB on the device", float64(ix.ListBytes())/(1<<20))})
+		for _, np := range s.nprobe {
+			var got *eval.Neighbours
+			var t float64
+			var stats string
+			for range 2 {
+				start = time.Now()
+				// 8-bit lists: twice the candidates, re-ranked exactly
+				// (as curate dedup --ivf-int8).
+				cand := s.k
+				if int8 {
+					cand = min(2*s.k, nn.MaxTopK)
+				}
+				if got, err = ix.Search(ctx, query, cand, np); err != nil {
+					return nil, err
+				}
+				stats = searchTimes(ix.Stats)
+				if int8 {
+					got = curate.Rerank(query, pool, s.d, got, s.k)
+				}
+				t = time.Since(start).Seconds()
+			}
+			res = append(res, curateResult{Name: fmt.Sprintf("%s/nprobe=%d/%d-lists", kind, np, s.lists), Value: t, Unit: "s",
+				Note: fmt.Sprintf("recall@%d %.3f, speed-up %.1fx over exact; %s", s.k, curate.Recall(exact, got, s.k), tExact/t, stats)})
+		}
 	}
 
 	x := pool[:min(s.pool, s.kmPoints)*s.d]

@@ -52,7 +52,11 @@ The searches are exact and stream both sides in blocks of --max-rows rows
 (GPU and CPU memory stay bounded). For pools of millions, --index ivf finds
 the self-dedup neighbours through an inverted-file index instead (the pool
 is held in memory; about --nprobe / --lists of the exact work, at some loss
-of recall: bench curate reports recall@10 against exact search).
+of recall: bench curate reports recall@10 against exact search). With
+--ivf-int8 the index holds its lists on the GPU as 8-bit codes, a quarter
+of the memory (for 10M images of 384 dimensions 3.8 GB instead of 15.4),
+fetches twice the neighbours and re-ranks them exactly on the CPU, so the
+similarities written are exact.
 
 Flags:
 `
@@ -81,10 +85,11 @@ type dedupReport struct {
 	EvalThreshold  float32  `json:"eval_threshold"`
 	Evals          []string `json:"evals,omitempty"`
 	EvalImages     int      `json:"eval_images"`
-	Index          string   `json:"index"`            // exact or ivf
-	NProbe         int      `json:"nprobe,omitempty"` // ivf: lists searched per image
-	Whiten         bool     `json:"whiten"`           // similarities of whitened embeddings
-	Mirror         bool     `json:"mirror"`           // flip-invariant descriptors (embed --mirror)
+	Index          string   `json:"index"`              // exact or ivf
+	NProbe         int      `json:"nprobe,omitempty"`   // ivf: lists searched per image
+	IVFInt8        bool     `json:"ivf_int8,omitempty"` // ivf: 8-bit lists, candidates re-ranked exactly
+	Whiten         bool     `json:"whiten"`             // similarities of whitened embeddings
+	Mirror         bool     `json:"mirror"`             // flip-invariant descriptors (embed --mirror)
 	SelfSeconds    float64  `json:"self_seconds"`
 	RelativeSecond float64  `json:"relative_seconds"`
 }
@@ -106,6 +111,7 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	lists := fs.Int("lists", 0, "ivf: inverted lists (k-means clusters; 0: sqrt(pool))")
 	fs.IntVar(&o.NProbe, "nprobe", 8, "ivf: lists searched per image")
 	ivfSample := fs.Int("ivf-sample", 200000, "ivf: pool rows the k-means is fitted on (0: all)")
+	ivfInt8 := fs.Bool("ivf-int8", false, "ivf: hold the lists as 8-bit codes (a quarter of the GPU memory; twice the neighbours are fetched and re-ranked exactly on the CPU)")
 	whiten := fs.Bool("whiten", false, "compare PCA-whitened embeddings (fitted on the pool)")
 	whitenSample := fs.Int("whiten-sample", 100000, "--whiten: pool rows the whitening is fitted on, evenly spaced (0: all)")
 	if err := parse(fs, args); err != nil {
@@ -126,7 +132,7 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErr(stderr, "dedup", "--whiten-sample %d, want >= 0", *whitenSample)
 	}
 	if *index == "ivf" {
-		o.Index = &curate.IVFOpts{Lists: *lists, Sample: *ivfSample, Seed: 1}
+		o.Index = &curate.IVFOpts{Lists: *lists, Sample: *ivfSample, Seed: 1, Int8: *ivfInt8}
 	}
 	o.Threshold = float32(*thr)
 	p, err := openPool(pools...)
@@ -176,7 +182,7 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	n := p.rows.Len()
 	rep := dedupReport{Pool: n, K: o.K, Threshold: o.Threshold, EvalThreshold: float32(*evalThr), Evals: evals, Index: *index, Whiten: *whiten, Mirror: p.mirror}
 	if o.Index != nil {
-		rep.NProbe = o.NProbe
+		rep.NProbe, rep.IVFInt8 = o.NProbe, o.Index.Int8
 	}
 	progress := newProgress(stderr, "self-dedup (million pairs)", int(int64(n)*int64(n)/1e6))
 	last := int64(0)

@@ -154,12 +154,20 @@ func TestEndToEnd(t *testing.T) {
 	// Through an IVF index of 4 lists, 2 probed per image, the copies
 	// (identical embeddings, so in one list) are found the same.
 	ivf := dedupReasons("--index", "ivf", "--lists", "4", "--nprobe", "2")
+	// 8-bit lists, their candidates re-ranked exactly: the same again.
+	ivf8 := dedupReasons("--index", "ivf", "--lists", "4", "--nprobe", "2", "--ivf-int8")
+	report, err := os.ReadFile(filepath.Join(out, "report.json"))
+	require.NoError(t, err)
+	var rep dedupReport
+	require.NoError(t, json.Unmarshal(report, &rep))
+	require.True(t, rep.IVFInt8)
 	// Copies stay copies after whitening.
 	whitened := dedupReasons("--whiten")
-	_, err := os.Stat(filepath.Join(out, "whitened"))
+	_, err = os.Stat(filepath.Join(out, "whitened"))
 	require.True(t, os.IsNotExist(err), "the whitened rows are removed")
 	reasons := dedupReasons()
 	require.Equal(t, reasons, ivf)
+	require.Equal(t, reasons, ivf8)
 	require.Equal(t, reasons, whitened)
 	require.Equal(t, "kept", reasons["pa.png"])
 	require.Equal(t, "duplicate", reasons["pz1.png"])
