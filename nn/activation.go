@@ -230,11 +230,7 @@ func LayerScaleBackward(rec *gpu.Recorder, dh, dgamma, dy, h, gamma, scratch *gp
 	}
 	k := gpu.Kernel{Name: op, Data: data{rowKernel{WG: colWG, Vec4: D%4 == 0}, inPlace}, Access: access}
 	params := []uint32{gpu.U32(rows), gpu.U32(D), gpu.U32(rpw)}
-	cols := D
-	if D%4 == 0 {
-		cols = D / 4
-	}
-	if err := rec.Dispatch(k, [3]uint32{uint32((cols + colWG - 1) / colWG), uint32(groups), 1}, params, bufs...); err != nil {
+	if err := rec.Dispatch(k, colGroups(D, groups), params, bufs...); err != nil {
 		return err
 	}
 	return sumPartials(rec, scratch, parts, groups, D, accumulate, dgamma)

@@ -83,9 +83,10 @@ fn row_len() -> u32 { return p.D / W; }
 {{end}}
 
 {{/* layernorm_param_grads: per-chunk column sums of dy * xh (dgamma) and dy
-(dbeta) over the rows first..last of workgroup wid.x, into row wid.x of
+(dbeta) over the rows first..last of workgroup row wid.y, into row wid.y of
 part[0] and part[1] (part is [2, PARTS, D]); sum_rows adds the chunks up.
-Lanes own columns, so every row is read contiguously. Data: WG, Vec4. */}}
+Invocations own columns, so every row is read contiguously, and take two
+rows an iteration, as layerscale_backward. Data: WG, Vec4. */}}
 {{define "layernorm_param_grads"}}
 {{template "vec_t" .}}
 struct Params { rows: u32, D: u32, rpw: u32, parts: u32 }
@@ -96,21 +97,32 @@ struct Params { rows: u32, D: u32, rpw: u32, parts: u32 }
 @group(0) @binding(4) var<storage, read> rstd: array<f32>;
 @group(0) @binding(5) var<storage, read_write> part: array<T>;
 @compute @workgroup_size({{.WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let n = p.D / W;
-  let first = wid.x * p.rpw;
+  let c = gid.x;
+  if (c >= n) { return; }
+  let first = wid.y * p.rpw;
   let last = min(first + p.rpw, p.rows);
-  for (var c = lid; c < n; c += {{.WG}}u) {
-    var dg = T();
-    var db = T();
-    for (var row = first; row < last; row++) {
-      let d = dy[row * n + c];
-      dg = fma(d, (x[row * n + c] - mean[row]) * rstd[row], dg);
-      db += d;
-    }
-    part[wid.x * n + c] = dg;
-    part[(p.parts + wid.x) * n + c] = db;
+  var dg0 = T();
+  var dg1 = T();
+  var db0 = T();
+  var db1 = T();
+  var row = first;
+  for (; row + 1u < last; row += 2u) {
+    let d0 = dy[row * n + c];
+    let d1 = dy[(row + 1u) * n + c];
+    dg0 = fma(d0, (x[row * n + c] - mean[row]) * rstd[row], dg0);
+    dg1 = fma(d1, (x[(row + 1u) * n + c] - mean[row + 1u]) * rstd[row + 1u], dg1);
+    db0 += d0;
+    db1 += d1;
   }
+  if (row < last) {
+    let d = dy[row * n + c];
+    dg0 = fma(d, (x[row * n + c] - mean[row]) * rstd[row], dg0);
+    db0 += d;
+  }
+  part[wid.y * n + c] = dg0 + dg1;
+  part[(p.parts + wid.y) * n + c] = db0 + db1;
 }
 {{end}}
 
