@@ -229,3 +229,23 @@ func TestRelativeDedup(t *testing.T) {
 	require.True(t, drop[21])
 	require.False(t, drop[22])
 }
+
+// rescore makes exact every similarity that may exceed the threshold,
+// leaves the others, and keeps each query's neighbours sorted.
+func TestRescore(t *testing.T) {
+	const d = 4
+	pool := Mat{Data: []float32{1, 0, 0, 0, 0.8, 0.6, 0, 0, 0, 1, 0, 0, 0.6, 0, 0.8, 0}, D: d}
+	query := []float32{1, 0, 0, 0}
+	// Approximate scores of rows 1, 3, 2 (exact 0.8, 0.6, 0), off by up to 0.05.
+	nb := &eval.Neighbours{K: 3, Index: []int{1, 3, 2}, Similar: []float32{0.78, 0.64, 0.01}}
+	bound := func([]float32) float32 { return 0.05 }
+	require.NoError(t, rescore(pool, query, d, nb, 0.6, bound, make([]float32, d)))
+	// 0.78 and 0.64 may exceed 0.6: now exact (0.8, 0.6); 0.01 cannot.
+	require.Equal(t, []int{1, 3, 2}, nb.Index)
+	require.InDeltaSlice(t, []float32{0.8, 0.6, 0.01}, nb.Similar, 1e-6)
+	// Reordered when exact scores swap two neighbours.
+	nb = &eval.Neighbours{K: 3, Index: []int{3, 1, 2}, Similar: []float32{0.66, 0.65, 0.01}}
+	require.NoError(t, rescore(pool, query, d, nb, 0.6, bound, make([]float32, d)))
+	require.Equal(t, []int{1, 3, 2}, nb.Index)
+	require.InDeltaSlice(t, []float32{0.8, 0.6, 0.01}, nb.Similar, 1e-6)
+}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
-	"github.com/webdino/webdino/nn"
 )
 
 // DedupOpts are the self-deduplication settings of the paper.
@@ -17,8 +16,10 @@ type DedupOpts struct {
 	MaxRows   int     // search block rows (eval.SearchOpts.MaxRows)
 	Progress  func(done, total int64)
 	// Index, when set, finds the neighbours through an IVF index built on
-	// the pool (held in memory) instead of the exact search, probing NProbe
-	// lists per image; Lists 0 means sqrt(pool).
+	// the pool (streamed; the lists held on the GPU) instead of the exact
+	// search, probing NProbe lists per image; Lists 0 means sqrt(pool).
+	// With Index.Int8, similarities that may exceed Threshold are
+	// recomputed exactly from the pool's rows.
 	Index  *IVFOpts
 	NProbe int
 }
@@ -168,16 +169,12 @@ func streamNeighbours(ctx context.Context, dev *gpu.Device, pool Rows, k int, o 
 		return eval.Search(ctx, dev, pool, pool, eval.SearchOpts{K: k, MaxRows: o.MaxRows, Progress: o.Progress}, sink)
 	}
 	n, d := pool.Len(), pool.Dim()
-	all := make([]float32, n*d)
-	if err := pool.Read(0, n, all); err != nil {
-		return err
-	}
 	io := *o.Index
 	if io.Lists == 0 {
 		io.Lists = max(1, int(math.Sqrt(float64(n))))
 	}
 	io.Lists = min(io.Lists, n)
-	ix, err := BuildIVF(ctx, dev, all, d, io)
+	ix, err := BuildIVF(ctx, dev, pool, io)
 	if err != nil {
 		return err
 	}
@@ -186,15 +183,21 @@ func streamNeighbours(ctx context.Context, dev *gpu.Device, pool Rows, k int, o 
 	if step <= 0 {
 		step = 65536
 	}
+	q := make([]float32, min(step, n)*d)
+	row := make([]float32, d)
 	for i := 0; i < n; i += step {
 		j := min(i+step, n)
-		q := all[i*d : j*d]
-		nb, err := ix.Search(ctx, q, rerankCandidates(k, io.Int8), max(1, o.NProbe))
+		if err := pool.Read(i, j, q[:(j-i)*d]); err != nil {
+			return err
+		}
+		nb, err := ix.Search(ctx, q[:(j-i)*d], k, max(1, o.NProbe))
 		if err != nil {
 			return err
 		}
 		if io.Int8 {
-			nb = Rerank(q, all, d, nb, k)
+			if err := rescore(pool, q, d, nb, o.Threshold, ix.ScoreBound, row); err != nil {
+				return err
+			}
 		}
 		if err := sink(eval.Block{First: i, Neighbours: nb}); err != nil {
 			return err
@@ -206,13 +209,46 @@ func streamNeighbours(ctx context.Context, dev *gpu.Device, pool Rows, k int, o 
 	return nil
 }
 
-// rerankCandidates is how many neighbours an IVF search returns for k:
-// with 8-bit lists twice k (up to nn.MaxTopK), re-ranked exactly to k.
-func rerankCandidates(k int, int8 bool) int {
-	if int8 {
-		return min(2*k, nn.MaxTopK)
+// rescore makes exact the similarities of 8-bit lists that may exceed the
+// threshold (those within bound(query) of it, or above), reading those
+// neighbours' rows from pool, and re-sorts each query's neighbours: every
+// edge of the copy graph is then decided on exact similarities. Rare
+// above a copy threshold, so the reads stay few.
+func rescore(pool Rows, query []float32, d int, nb *eval.Neighbours, threshold float32, bound func([]float32) float32, row []float32) error {
+	k := nb.K
+	for q := 0; q*k < len(nb.Index); q++ {
+		qv := query[q*d : (q+1)*d]
+		low := threshold - bound(qv)
+		changed := false
+		for j := q * k; j < (q+1)*k; j++ {
+			if nb.Index[j] < 0 || nb.Similar[j] <= low {
+				continue
+			}
+			if err := pool.Read(nb.Index[j], nb.Index[j]+1, row); err != nil {
+				return err
+			}
+			var s float64
+			for c, v := range row {
+				s += float64(v) * float64(qv[c])
+			}
+			nb.Similar[j], changed = float32(s), true
+		}
+		if changed {
+			sortNeighbours(nb.Index[q*k:(q+1)*k], nb.Similar[q*k:(q+1)*k])
+		}
 	}
-	return k
+	return nil
+}
+
+// sortNeighbours orders one query's neighbours by similarity, descending
+// (insertion sort: k is at most 64 and the list nearly sorted).
+func sortNeighbours(idx []int, sim []float32) {
+	for a := 1; a < len(idx); a++ {
+		for b := a; b > 0 && sim[b] > sim[b-1]; b-- {
+			idx[b], idx[b-1] = idx[b-1], idx[b]
+			sim[b], sim[b-1] = sim[b-1], sim[b]
+		}
+	}
 }
 
 // Relative is the result of a relative deduplication: for every pool

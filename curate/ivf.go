@@ -49,30 +49,37 @@ type ivfList struct {
 	first           int // first entry in order
 }
 
-// BuildIVF clusters base [n, d] and packs its rows list by list on the
-// GPU. Normalise the rows for cosine similarity.
-func BuildIVF(ctx context.Context, dev *gpu.Device, base []float32, d int, o IVFOpts) (ix *IVF, err error) {
-	n := len(base) / d
+// BuildIVF clusters base (rows of d; normalise them for cosine
+// similarity) and packs its rows list by list on the GPU. base streams in
+// blocks (an embedded pool on disk): the CPU holds the k-means sample and,
+// while packing, the lists as the GPU will (a quarter of the pool with
+// Int8).
+func BuildIVF(ctx context.Context, dev *gpu.Device, base Rows, o IVFOpts) (ix *IVF, err error) {
+	n, d := base.Len(), base.Dim()
 	if o.Int8 && d%4 != 0 {
 		return nil, fmt.Errorf("ivf: 8-bit lists need a dimension that is a multiple of 4, not %d", d)
 	}
 	if o.Iters == 0 {
 		o.Iters = 10
 	}
-	sample := base
-	if o.Sample > 0 && o.Sample < n {
-		sample = make([]float32, 0, o.Sample*d)
-		for _, i := range randPerm(n, o.Seed)[:o.Sample] {
-			sample = append(sample, base[i*d:(i+1)*d]...)
-		}
+	whole := o.Sample <= 0 || o.Sample >= n
+	var sample []float32
+	if whole {
+		sample = make([]float32, n*d)
+		err = base.Read(0, n, sample)
+	} else {
+		sample, err = readRowsAt(base, randPerm(n, o.Seed)[:o.Sample])
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ivf: %w", err)
 	}
 	km, err := KMeansFit(ctx, dev, sample, d, KMeansOpts{K: o.Lists, Iters: o.Iters, Seed: o.Seed})
 	if err != nil {
 		return nil, fmt.Errorf("ivf: %w", err)
 	}
 	assign := km.Assign
-	if len(sample) != len(base) {
-		if assign, _, err = km.Predict(ctx, dev, Mat{Data: base, D: d}, 0); err != nil {
+	if !whole {
+		if assign, _, err = km.Predict(ctx, dev, base, 0); err != nil {
 			return nil, fmt.Errorf("ivf: %w", err)
 		}
 	}
@@ -82,53 +89,70 @@ func BuildIVF(ctx context.Context, dev *gpu.Device, base []float32, d int, o IVF
 			ix.Release()
 		}
 	}()
-	members := make([][]int, o.Lists)
-	for i, a := range assign {
-		members[a] = append(members[a], i)
-	}
 	// Lists start at rows whose offset is 256-byte aligned; a row is d
 	// floats, or d/4 words of codes.
 	words := d
 	if o.Int8 {
 		words = d / 4
-		ix.scale = codeScale(base, d)
+		if ix.scale, err = codeScale(base); err != nil {
+			return nil, fmt.Errorf("ivf: %w", err)
+		}
 	}
 	g := 64 / gcd(words, 64)
 	limit := int(dev.Limits().MaxStorageBinding/4) / words / g * g
 	if o.packRows > 0 {
 		limit = min(limit, o.packRows)
 	}
-	var packs [][]uint32
-	rows := 0
-	for l, m := range members {
-		if len(m) > limit {
-			return nil, fmt.Errorf("ivf: list %d holds %d rows, more than one binding (%d): use more lists", l, len(m), limit)
+	// Lay the lists out in packs, then stream base into their places.
+	sizes := make([]int, o.Lists)
+	for _, a := range assign {
+		sizes[a]++
+	}
+	var packRows []int // rows of each pack
+	rows, first := 0, 0
+	for l, size := range sizes {
+		if size > limit {
+			return nil, fmt.Errorf("ivf: list %d holds %d rows, more than one binding (%d): use more lists", l, size, limit)
 		}
-		if len(packs) == 0 || rows+len(m) > limit {
-			packs = append(packs, nil)
+		if len(packRows) == 0 || rows+size > limit {
+			packRows = append(packRows, 0)
 			rows = 0
 		}
-		ix.list[l] = ivfList{pack: len(packs) - 1, row: rows, size: len(m), first: len(ix.order)}
-		p := &packs[len(packs)-1]
-		for _, i := range m {
-			*p = ix.appendRow(*p, base[i*d:(i+1)*d])
-		}
-		ix.order = append(ix.order, m...)
-		rows += (len(m) + g - 1) / g * g
-		*p = append(*p, make([]uint32, (rows*words)-len(*p))...)
+		ix.list[l] = ivfList{pack: len(packRows) - 1, row: rows, first: first}
+		rows += (size + g - 1) / g * g
+		packRows[len(packRows)-1] = max(rows, 1) // an empty pack still binds one row
+		first += size
 	}
-	for _, p := range packs {
-		if len(p) < words { // an empty pack still binds one row
-			p = make([]uint32, words)
+	packs := make([][]uint32, len(packRows))
+	for p, r := range packRows {
+		packs[p] = make([]uint32, r*words)
+	}
+	ix.order = make([]int, n)
+	const block = 65536
+	buf := make([]float32, min(n, block)*d)
+	for i0 := 0; i0 < n; i0 += block {
+		i1 := min(n, i0+block)
+		if err = base.Read(i0, i1, buf[:(i1-i0)*d]); err != nil {
+			return nil, fmt.Errorf("ivf: %w", err)
 		}
-		t, err := dev.NewTensor("ivf lists", len(p)/words, words)
+		for i := i0; i < i1; i++ {
+			L := &ix.list[assign[i]]
+			at := (L.row + L.size) * words
+			ix.encode(packs[L.pack][at:at+words], buf[(i-i0)*d:(i-i0+1)*d])
+			ix.order[L.first+L.size] = i
+			L.size++
+		}
+	}
+	for p, words32 := range packs {
+		t, err := dev.NewTensor("ivf lists", packRows[p], words)
 		if err == nil {
 			ix.packs = append(ix.packs, t)
-			err = dev.WriteU32(t, p)
+			err = dev.WriteU32(t, words32)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("ivf: %w", err)
 		}
+		packs[p] = nil
 	}
 	if ix.cent, err = dev.Upload("ivf centroids", km.Centroids, o.Lists, d); err != nil {
 		return nil, fmt.Errorf("ivf: %w", err)
@@ -148,39 +172,59 @@ func BuildIVF(ctx context.Context, dev *gpu.Device, base []float32, d int, o IVF
 }
 
 // codeScale is the per-dimension scale of 8-bit codes: the largest
-// magnitude of each dimension among rows of x (1 where all are 0).
-func codeScale(x []float32, d int) []float32 {
+// magnitude of each dimension among the rows of x (1 where all are 0).
+func codeScale(x Rows) ([]float32, error) {
+	d, n := x.Dim(), x.Len()
 	s := make([]float32, d)
-	for i, v := range x {
-		s[i%d] = max(s[i%d], float32(math.Abs(float64(v))))
+	const block = 65536
+	buf := make([]float32, min(n, block)*d)
+	for i0 := 0; i0 < n; i0 += block {
+		i1 := min(n, i0+block)
+		if err := x.Read(i0, i1, buf[:(i1-i0)*d]); err != nil {
+			return nil, err
+		}
+		for i, v := range buf[:(i1-i0)*d] {
+			s[i%d] = max(s[i%d], float32(math.Abs(float64(v))))
+		}
 	}
 	for j := range s {
 		if s[j] == 0 {
 			s[j] = 1
 		}
 	}
-	return s
+	return s, nil
 }
 
-// appendRow appends a list row as the words the lists hold: its floats'
-// bits, or with Int8 four codes a word, code j in bits 8j..8j+7 (what
-// WGSL's unpack4x8snorm reads back as code/127).
-func (ix *IVF) appendRow(p []uint32, row []float32) []uint32 {
+// encode writes a list row as the words the lists hold: its floats' bits,
+// or with Int8 four codes a word, code j in bits 8j..8j+7 (what WGSL's
+// unpack4x8snorm reads back as code/127).
+func (ix *IVF) encode(dst []uint32, row []float32) {
 	if ix.scale == nil {
-		for _, v := range row {
-			p = append(p, math.Float32bits(v))
+		for j, v := range row {
+			dst[j] = math.Float32bits(v)
 		}
-		return p
+		return
 	}
-	for j := 0; j < len(row); j += 4 {
+	for j := range dst {
 		var w uint32
 		for c := range 4 {
-			q := math.Round(float64(row[j+c]/ix.scale[j+c]) * 127)
+			q := math.Round(float64(row[4*j+c]/ix.scale[4*j+c]) * 127)
 			w |= uint32(uint8(int8(min(max(q, -127), 127)))) << (8 * c)
 		}
-		p = append(p, w)
+		dst[j] = w
 	}
-	return p
+}
+
+// readRowsAt reads the rows idx of x, in that order.
+func readRowsAt(x Rows, idx []int) ([]float32, error) {
+	d := x.Dim()
+	out := make([]float32, len(idx)*d)
+	for k, i := range idx {
+		if err := x.Read(i, i+1, out[k*d:(k+1)*d]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 func gcd(a, b int) int {
@@ -192,6 +236,21 @@ func gcd(a, b int) int {
 
 func randPerm(n int, seed uint64) []int {
 	return newRand(seed).Perm(n)
+}
+
+// ScoreBound is how far Search's similarity of query q with any row can be
+// from the exact one with 8-bit lists: sum_d |q_d| s_d / 254 (each code is
+// within half a step, s_d / 254, of its value) plus 1e-4 for the float
+// rounding of the sum; 0 with float lists.
+func (ix *IVF) ScoreBound(q []float32) float32 {
+	if ix.scale == nil {
+		return 0
+	}
+	var b float64
+	for j, v := range q {
+		b += math.Abs(float64(v)) * float64(ix.scale[j]) / 254
+	}
+	return float32(b) + 1e-4 // and the GPU's float rounding of the sum
 }
 
 // ListBytes is the GPU memory of the lists.

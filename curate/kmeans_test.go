@@ -147,7 +147,7 @@ func ivfFixtureOpts(t *testing.T, rng *rand.Rand, n, nq, d, c, k int, o IVFOpts)
 	x := blobs(rng, n+nq, d, c)
 	eval.Normalize(x, d)
 	base, query := x[:n*d], x[n*d:]
-	ix, err := BuildIVF(context.Background(), dev, base, d, o)
+	ix, err := BuildIVF(context.Background(), dev, Mat{Data: base, D: d}, o)
 	require.NoError(t, err)
 	t.Cleanup(ix.Release)
 	exact, err := eval.SearchAll(context.Background(), dev, Mat{Data: query, D: d}, Mat{Data: base, D: d}, eval.SearchOpts{K: k})
@@ -427,9 +427,10 @@ func TestIVFInt8(t *testing.T) {
 	base, query := x[:n*d], x[n*d:]
 	exact, err := eval.SearchAll(context.Background(), dev, Mat{Data: query, D: d}, Mat{Data: base, D: d}, eval.SearchOpts{K: k})
 	require.NoError(t, err)
-	scale := codeScale(base, d)
+	scale, err := codeScale(Mat{Data: base, D: d})
+	require.NoError(t, err)
 	for _, packRows := range []int{0, 700} {
-		ix, err := BuildIVF(context.Background(), dev, base, d, IVFOpts{Lists: 64, Seed: 1, Int8: true, packRows: packRows})
+		ix, err := BuildIVF(context.Background(), dev, Mat{Data: base, D: d}, IVFOpts{Lists: 64, Seed: 1, Int8: true, packRows: packRows})
 		require.NoError(t, err)
 		t.Cleanup(ix.Release)
 		require.Equal(t, packRows > 0, len(ix.packs) > 5)
@@ -453,6 +454,7 @@ func TestIVFInt8(t *testing.T) {
 			for j, v := range qv {
 				bound += math.Abs(float64(v)) * float64(scale[j]) / 254
 			}
+			require.InDelta(t, bound, ix.ScoreBound(qv), 1e-4+1e-6)
 			for j := range k {
 				row := got.Index[q*k+j]
 				var dot float64
@@ -463,6 +465,6 @@ func TestIVFInt8(t *testing.T) {
 			}
 		}
 	}
-	_, err = BuildIVF(context.Background(), dev, make([]float32, 37*50), 37, IVFOpts{Lists: 4, Int8: true})
+	_, err = BuildIVF(context.Background(), dev, Mat{Data: make([]float32, 37*50), D: 37}, IVFOpts{Lists: 4, Int8: true})
 	require.ErrorContains(t, err, "8-bit lists need a dimension that is a multiple of 4, not 37")
 }

@@ -179,7 +179,7 @@ func measureCurate(dev *gpu.Device, s curateSizes, stderr io.Writer) ([]curateRe
 			kind = "ivf-int8"
 		}
 		start := time.Now()
-		ix, err := curate.BuildIVF(ctx, dev, pool, s.d, curate.IVFOpts{Lists: s.lists, Iters: 5, Seed: 1, Sample: min(s.pool, 64*s.lists), Int8: int8})
+		ix, err := curate.BuildIVF(ctx, dev, curate.Mat{Data: pool, D: s.d}, curate.IVFOpts{Lists: s.lists, Iters: 5, Seed: 1, Sample: min(s.pool, 64*s.lists), Int8: int8})
 		if err != nil {
 			return nil, err
 		}

@@ -50,13 +50,14 @@ copies too; the same calibration tells how much either helps.
 
 The searches are exact and stream both sides in blocks of --max-rows rows
 (GPU and CPU memory stay bounded). For pools of millions, --index ivf finds
-the self-dedup neighbours through an inverted-file index instead (the pool
-is held in memory; about --nprobe / --lists of the exact work, at some loss
-of recall: bench curate reports recall@10 against exact search). With
---ivf-int8 the index holds its lists on the GPU as 8-bit codes, a quarter
-of the memory (for 10M images of 384 dimensions 3.8 GB instead of 15.4),
-fetches twice the neighbours and re-ranks them exactly on the CPU, so the
-similarities written are exact.
+the self-dedup neighbours through an inverted-file index instead: about
+--nprobe / --lists of the exact work, at some loss of recall (bench curate
+reports recall@10 against exact search). The pool streams from disk; the
+index's lists are held on the GPU, and on the CPU while they are packed.
+With --ivf-int8 the lists are 8-bit codes, a quarter of the memory (for
+10M images of 384 dimensions 3.8 GB instead of 15.4); every similarity that
+may exceed --threshold is then recomputed exactly from the pool's rows, so
+the copy graph is decided on exact values.
 
 Flags:
 `
@@ -87,7 +88,7 @@ type dedupReport struct {
 	EvalImages     int      `json:"eval_images"`
 	Index          string   `json:"index"`              // exact or ivf
 	NProbe         int      `json:"nprobe,omitempty"`   // ivf: lists searched per image
-	IVFInt8        bool     `json:"ivf_int8,omitempty"` // ivf: 8-bit lists, candidates re-ranked exactly
+	IVFInt8        bool     `json:"ivf_int8,omitempty"` // ivf: 8-bit lists, edges re-scored exactly
 	Whiten         bool     `json:"whiten"`             // similarities of whitened embeddings
 	Mirror         bool     `json:"mirror"`             // flip-invariant descriptors (embed --mirror)
 	SelfSeconds    float64  `json:"self_seconds"`
@@ -107,11 +108,11 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	evalThr := fs.Float64("eval-threshold", curate.DefaultRelativeThreshold, "similarity to an evaluation image above which a pool image is dropped")
 	fs.IntVar(&o.MaxRows, "max-rows", 65536, "rows of each side of a search held in memory at once")
 	groups := fs.Int("groups", 8, "duplicate groups drawn in dup-groups.png (0: no picture)")
-	index := fs.String("index", "exact", "self-dedup search: exact, or ivf (an inverted-file index over the pool, held in memory: for pools of millions)")
+	index := fs.String("index", "exact", "self-dedup search: exact, or ivf (an inverted-file index over the pool, its lists on the GPU: for pools of millions)")
 	lists := fs.Int("lists", 0, "ivf: inverted lists (k-means clusters; 0: sqrt(pool))")
 	fs.IntVar(&o.NProbe, "nprobe", 8, "ivf: lists searched per image")
 	ivfSample := fs.Int("ivf-sample", 200000, "ivf: pool rows the k-means is fitted on (0: all)")
-	ivfInt8 := fs.Bool("ivf-int8", false, "ivf: hold the lists as 8-bit codes (a quarter of the GPU memory; twice the neighbours are fetched and re-ranked exactly on the CPU)")
+	ivfInt8 := fs.Bool("ivf-int8", false, "ivf: hold the lists as 8-bit codes (a quarter of the memory; similarities near or above --threshold are recomputed exactly)")
 	whiten := fs.Bool("whiten", false, "compare PCA-whitened embeddings (fitted on the pool)")
 	whitenSample := fs.Int("whiten-sample", 100000, "--whiten: pool rows the whitening is fitted on, evenly spaced (0: all)")
 	if err := parse(fs, args); err != nil {
