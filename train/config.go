@@ -50,11 +50,18 @@ type Config struct {
 	Centering      string
 	CenterMomentum float64
 
-	MaskProb             float64    // fraction of global crops that get iBOT masks (0.5)
-	MaskRatio            [2]float64 // stratified mask ratio range ([0.1, 0.5])
-	DINOWeight           float64
-	IBOTWeight           float64
-	KoLeoWeight          float64
+	MaskProb    float64    // fraction of global crops that get iBOT masks (0.5)
+	MaskRatio   [2]float64 // stratified mask ratio range ([0.1, 0.5])
+	DINOWeight  float64
+	IBOTWeight  float64
+	KoLeoWeight float64
+	// NCEWeight, when positive, adds InfoNCE between the student's two
+	// global crops' CLS tokens (nn.NCE, temperature NCETemp): contrastive
+	// instance discrimination, what copy-detection descriptors train with
+	// (SSCD, which DINOv2's curation deduplicated with). DINO's CLS
+	// objective alone left the demo's CLS tokens sensitive to a crop's
+	// zoom and sub-patch shift (docs/curation.md).
+	NCEWeight, NCETemp   float64
 	FreezeLastLayerIters int // -1: one epoch, as the recipe
 	Seed                 uint64
 }
@@ -125,6 +132,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: centering %q: want centering or sinkhorn", c.Centering)
 	case !(c.MaskRatio[0] >= 0 && c.MaskRatio[0] <= c.MaskRatio[1] && c.MaskRatio[1] < 1) || c.MaskProb < 0 || c.MaskProb > 1:
 		return fmt.Errorf("train: mask probability %g, ratio %v out of range", c.MaskProb, c.MaskRatio)
+	case c.NCEWeight < 0 || (c.NCEWeight > 0 && !(c.NCETemp > 0 && c.NCETemp < 100)):
+		return fmt.Errorf("train: InfoNCE weight %g, temperature %g: want a weight >= 0 and, with a weight, a temperature in (0, 100)", c.NCEWeight, c.NCETemp)
 	case !(c.DropPath >= 0 && c.DropPath < 1):
 		return fmt.Errorf("train: drop-path rate %g: want [0, 1)", c.DropPath)
 	case !(c.StudentTemp > 0):

@@ -19,6 +19,7 @@ import (
 type Losses struct {
 	Step                     int
 	DINO, IBOT, KoLeo, Total float64
+	NCE                      float64 // InfoNCE (Config.NCEWeight), unweighted
 	// TeacherEntropy is the mean entropy of the teacher's CLS distributions
 	// (centred and sharpened): DINO - TeacherEntropy is the mean KL from
 	// teacher to student. Near ln K the teacher is uniform and the DINO
@@ -112,6 +113,7 @@ type Trainer struct {
 	dDINO, ibotW                 *gpu.Tensor
 	koleo                        [2]koleoActs
 	koleoW                       *gpu.Tensor
+	nce                          *nn.NCE       // nil without NCEWeight
 	maxMasked                    int           // capacity of the iBOT buffers (rows)
 	norms                        []*gpu.Tensor // per module, one element each (bound views must be aligned)
 	partials                     *gpu.Tensor
@@ -295,6 +297,9 @@ func (t *Trainer) alloc() error {
 		t.koleo[k] = koleoActs{y: ten(B, D), norm: ten(B), nn: ten(B), loss: ten(1), dy: ten(B, D)}
 	}
 	t.koleoW = ten(1)
+	if c.NCEWeight > 0 && aerr == nil {
+		t.nce, aerr = nn.NewNCE(t.dev, B, D, c.NCEWeight)
+	}
 	var views []*gpu.Tensor
 	for _, f := range t.Grads {
 		views = append(views, f.Chunks...)
@@ -359,6 +364,9 @@ func (t *Trainer) Release() {
 	}
 	if t.aug != nil {
 		t.aug.Release()
+	}
+	if t.nce != nil {
+		t.nce.Release()
 	}
 	for _, b := range t.bufs {
 		if b != nil {
@@ -650,6 +658,9 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, anyMasked bool, temp
 		nn.L2Normalize(rec, ka.y, ka.norm, rows(rec, t.sHead.X, k*B, B), koleoEps)
 		nn.KoLeo(rec, ka.loss, ka.nn, ka.y, koleoEps)
 	}
+	if t.nce != nil {
+		t.nce.Forward(rec, rows(rec, t.sHead.X, 0, 2*B), float32(c.NCETemp))
+	}
 
 	// Backward.
 	for _, g := range t.Grads {
@@ -683,6 +694,9 @@ func (t *Trainer) forwardBackward(rec *gpu.Recorder, M int, anyMasked bool, temp
 		ka := &t.koleo[k]
 		nn.KoLeoBackward(rec, ka.dy, t.koleoW, ka.nn, ka.y, koleoEps, false)
 		nn.L2NormalizeBackward(rec, rows(rec, t.sHead.DX, k*B, B), ka.dy, ka.y, ka.norm, koleoEps, true)
+	}
+	if t.nce != nil {
+		t.nce.Backward(rec, rows(rec, t.sHead.DX, 0, 2*B), float32(c.NCETemp), true)
 	}
 	// The local crops' pass first: the global crops' (the larger) then
 	// completes the gradients block by block, and replicas read each
@@ -971,6 +985,9 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 		reads = append(reads, t.koleo[k].loss)
 	}
 	reads = append(reads, t.norms...)
+	if t.nce != nil {
+		reads = append(reads, t.nce.Loss)
+	}
 	if M > 0 {
 		lossView, err1 := firstRows(t.ibot.loss, 0, M)
 		wView, err2 := firstRows(t.ibotW, 0, M)
@@ -993,6 +1010,12 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 		lo.TeacherEntropy += float64(v) / float64(len(h))
 	}
 	koleo, norms := vs[1:1+len(t.koleo)], vs[1+len(t.koleo):1+len(t.koleo)+len(t.norms)]
+	if t.nce != nil {
+		nce := vs[1+len(t.koleo)+len(t.norms)]
+		for _, v := range nce {
+			lo.NCE += float64(v) / float64(len(nce))
+		}
+	}
 	if M > 0 {
 		rl, w := vs[len(vs)-2], vs[len(vs)-1]
 		for i := range rl {
@@ -1009,14 +1032,14 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 		// The step's losses are the replicas' means (KoLeo stays within
 		// each replica's batch, as the reference's).
 		defer t.timeExchange(time.Now())
-		v := []float32{float32(lo.DINO), float32(lo.IBOT), float32(lo.KoLeo), float32(lo.TeacherEntropy)}
+		v := []float32{float32(lo.DINO), float32(lo.IBOT), float32(lo.KoLeo), float32(lo.TeacherEntropy), float32(lo.NCE)}
 		if err := t.group.AllReduceSum(v); err != nil {
 			return fmt.Errorf("combine losses: %w", err)
 		}
 		W := float64(t.group.Size())
-		lo.DINO, lo.IBOT, lo.KoLeo, lo.TeacherEntropy = float64(v[0])/W, float64(v[1])/W, float64(v[2])/W, float64(v[3])/W
+		lo.DINO, lo.IBOT, lo.KoLeo, lo.TeacherEntropy, lo.NCE = float64(v[0])/W, float64(v[1])/W, float64(v[2])/W, float64(v[3])/W, float64(v[4])/W
 	}
-	lo.Total = c.DINOWeight*lo.DINO + c.IBOTWeight*lo.IBOT + c.KoLeoWeight*lo.KoLeo
+	lo.Total = c.DINOWeight*lo.DINO + c.IBOTWeight*lo.IBOT + c.KoLeoWeight*lo.KoLeo + c.NCEWeight*lo.NCE
 	lo.GradNorm = map[string]float64{}
 	bad := math.IsNaN(lo.Total) || math.IsInf(lo.Total, 0)
 	for i, mod := range t.Student.Modules() {
@@ -1025,7 +1048,7 @@ func (t *Trainer) readLosses(lo *Losses, M int) error {
 		bad = bad || math.IsNaN(float64(n[0])) || math.IsInf(float64(n[0]), 0)
 	}
 	if bad {
-		return fmt.Errorf("%w: dino %g, ibot %g, koleo %g, gradient norms %v", ErrNonFinite, lo.DINO, lo.IBOT, lo.KoLeo, lo.GradNorm)
+		return fmt.Errorf("%w: dino %g, ibot %g, koleo %g, nce %g, gradient norms %v", ErrNonFinite, lo.DINO, lo.IBOT, lo.KoLeo, lo.NCE, lo.GradNorm)
 	}
 	return nil
 }

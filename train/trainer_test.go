@@ -15,6 +15,7 @@ import (
 	"github.com/webdino/webdino/ckpt"
 	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
+	"github.com/webdino/webdino/nn/ref"
 )
 
 // tinyConfig is a whole DINOv2 run scaled down to run in seconds on a CPU:
@@ -77,6 +78,12 @@ func TestStepsAreFiniteAndMoveTheTeacher(t *testing.T) {
 			c := tinyConfig()
 			c.Centering = centering
 			c.SeparateIBOTHead = centering == "sinkhorn"
+			if centering == "sinkhorn" {
+				// InfoNCE, with blocks that reach the CLS token from the
+				// start: at the recipe's LayerScale 1e-5 every image's CLS
+				// is the same and InfoNCE is ln(2B - 1) at any temperature.
+				c.NCEWeight, c.NCETemp, c.LayerScaleInit = 0.5, 0.1, 1
+			}
 			tr, err := NewTrainer(dev, c)
 			require.NoError(t, err)
 			defer tr.Release()
@@ -143,6 +150,7 @@ func TestFixedPrototypeNorm(t *testing.T) {
 func TestResumeIsExact(t *testing.T) {
 	dev := testDevice(t)
 	c := tinyConfig()
+	c.NCEWeight, c.NCETemp = 0.5, 0.1
 	straight, err := NewTrainer(dev, c)
 	require.NoError(t, err)
 	defer straight.Release()
@@ -307,4 +315,20 @@ func checkLossAssembly(t *testing.T, tr *Trainer, lo Losses) {
 		koleo += sum / float64(B)
 	}
 	require.InDelta(t, koleo, lo.KoLeo, 1e-3*math.Max(1, math.Abs(koleo)), "KoLeo assembly")
+
+	want := c.DINOWeight*lo.DINO + c.IBOTWeight*lo.IBOT + c.KoLeoWeight*lo.KoLeo
+	if c.NCEWeight > 0 {
+		// InfoNCE of the student's global CLS rows, the two crops of an
+		// image B rows apart.
+		x64 := make([]float64, 2*B*D)
+		for i := range x64 {
+			x64[i] = float64(x[i])
+		}
+		nce := ref.InfoNCE(x64, B, D, c.NCETemp)
+		require.InDelta(t, nce, lo.NCE, 1e-4*math.Max(1, nce), "InfoNCE assembly")
+		want += c.NCEWeight * lo.NCE
+	} else {
+		require.Zero(t, lo.NCE)
+	}
+	require.InDelta(t, want, lo.Total, 1e-9*math.Max(1, want), "total")
 }

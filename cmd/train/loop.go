@@ -64,6 +64,7 @@ type stepRecord struct {
 	DINO         float64            `json:"dino"`
 	IBOT         float64            `json:"ibot"`
 	KoLeo        float64            `json:"koleo"`
+	NCE          float64            `json:"nce,omitempty"`
 	TeacherEnt   float64            `json:"teacher_entropy"`
 	LR           float64            `json:"lr"`
 	WD           float64            `json:"wd"`
@@ -149,8 +150,12 @@ func (s *session) loop(ctx context.Context) error {
 			t0 = time.Now()
 			s.record(lo, dt)
 			prog.Add(c.GlobalBatch())
-			prog.SetExtra(fmt.Sprintf("step %d/%d loss %.3f (dino %.3f ibot %.3f koleo %.2f) lr %.2g",
-				tr.StepsDone, c.Iterations(), lo.Total, lo.DINO, lo.IBOT, lo.KoLeo, lo.LR))
+			nce := ""
+			if c.NCEWeight > 0 {
+				nce = fmt.Sprintf(" nce %.3f", lo.NCE)
+			}
+			prog.SetExtra(fmt.Sprintf("step %d/%d loss %.3f (dino %.3f ibot %.3f koleo %.2f%s) lr %.2g",
+				tr.StepsDone, c.Iterations(), lo.Total, lo.DINO, lo.IBOT, lo.KoLeo, nce, lo.LR))
 			if tr.StepsDone%s.o.saveEvery == 0 {
 				if err := s.save(); err != nil {
 					return err
@@ -240,7 +245,7 @@ func (s *session) stop(ctx context.Context, err error) error {
 func (s *session) record(lo train.Losses, dt time.Duration) {
 	r := stepRecord{
 		Step: lo.Step + 1, Epoch: float64(lo.Step+1) / float64(s.c.ItersPerEpoch),
-		Total: lo.Total, DINO: lo.DINO, IBOT: lo.IBOT, KoLeo: lo.KoLeo, TeacherEnt: lo.TeacherEntropy,
+		Total: lo.Total, DINO: lo.DINO, IBOT: lo.IBOT, KoLeo: lo.KoLeo, NCE: lo.NCE, TeacherEnt: lo.TeacherEntropy,
 		LR: lo.LR, WD: lo.WD, Momentum: lo.Momentum, TeacherTemp: lo.TeacherTemp, GradNorm: lo.GradNorm,
 		Masked: lo.MaskedPatches, ImagesPerSec: float64(s.c.GlobalBatch()) / dt.Seconds(), Elapsed: time.Since(s.start).Seconds(),
 		Exchange: lo.Exchange.Seconds(), Wait: lo.Wait.Seconds(),

@@ -123,6 +123,7 @@ type options struct {
 	batch, epochs, itersPerEpoch, steps        int
 	lr, layerScale, dropPath, tTemp, tMomentum float64
 	koleoWeight, ibotWeight                    float64
+	dinoWeight, nceWeight, nceTemp             float64
 	centering, prototypeNorm                   string
 	prototypes, locals, freezeLast             int
 	seed                                       uint64
@@ -167,6 +168,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.tMomentum, "teacher-momentum", 0, "starting teacher EMA momentum, cosine to 1 (default: the config's; the recipe's 0.992)")
 	fs.Float64Var(&o.koleoWeight, "koleo-weight", -1, "weight of the KoLeo loss; -1: the recipe's 0.1")
 	fs.Float64Var(&o.ibotWeight, "ibot-weight", -1, "weight of the iBOT masked-patch loss (0 turns masking off); -1: the recipe's 1")
+	fs.Float64Var(&o.dinoWeight, "dino-weight", -1, "weight of the DINO loss on the CLS tokens; -1: the recipe's 1")
+	fs.Float64Var(&o.nceWeight, "nce-weight", 0, "weight of InfoNCE between the two global crops' CLS tokens (contrastive instance discrimination, as copy-detection descriptors train: see curate calibrate); 0: off, as the recipe")
+	fs.Float64Var(&o.nceTemp, "nce-temp", 0.05, "InfoNCE temperature (SSCD's 0.05)")
 	fs.StringVar(&o.centering, "centering", "", "teacher centering: centering (EMA center) or sinkhorn (default: the config's)")
 	fs.StringVar(&o.prototypeNorm, "prototype-norm", "", "the prototypes' weight-norm gains: fixed (at 1: unit prototypes, cosine logits; DINO's norm_last_layer) or learned (DINOv2) (default: the config's)")
 	fs.IntVar(&o.prototypes, "prototypes", 0, "prototypes K of the heads (default: the config's)")
@@ -246,6 +250,10 @@ func (o *options) config() (train.Config, error) {
 	if o.koleoWeight >= 0 {
 		c.KoLeoWeight = o.koleoWeight
 	}
+	if o.dinoWeight >= 0 {
+		c.DINOWeight = o.dinoWeight
+	}
+	c.NCEWeight, c.NCETemp = o.nceWeight, o.nceTemp
 	if o.ibotWeight >= 0 {
 		c.IBOTWeight = o.ibotWeight
 		if o.ibotWeight == 0 {
