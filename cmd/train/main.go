@@ -90,6 +90,14 @@ A NaN or infinite loss or gradient stops the run before the bad update; the
 last checkpoint stays as it was. --resume continues a run exactly (same
 losses, bit for bit, on the same device).
 
+A descriptor for copy detection (curate dedup): DINOv2's curation used a
+contrastive copy detector (SSCD), not DINO features. --nce-weight adds
+InfoNCE between each image's two global crops (their CLS tokens; every
+other image of the batch a negative); with the DINOv2 terms off it trains
+an SSCD-style model, e.g.
+  train --nce-weight 1 --koleo-weight 1 --dino-weight 0 --ibot-weight 0 --locals 0 --out runs/copy
+Measure it with curate calibrate (docs/curation.md).
+
 High-resolution phase (paper: a short final phase at 518 px): start a new
 run from the trained checkpoint with larger crops, e.g.
   train --init runs/demo/checkpoint.msgpack --global-size 56 --local-size 24 --epochs 1 --out runs/demo-hr

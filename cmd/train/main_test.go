@@ -148,6 +148,10 @@ func TestTrainFlagErrors(t *testing.T) {
 	require.Contains(t, stderr.String(), `centering "median": want centering or sinkhorn`)
 
 	stderr.Reset()
+	require.Equal(t, 1, run(context.Background(), []string{"--nce-weight", "1", "--nce-temp", "0", "--out", t.TempDir()}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "InfoNCE weight 1, temperature 0: want a weight >= 0 and, with a weight, a temperature in (0, 100)")
+
+	stderr.Reset()
 	empty := t.TempDir()
 	require.Equal(t, 1, run(context.Background(), []string{"--data", empty, "--out", t.TempDir()}, &stdout, &stderr))
 	require.Contains(t, stderr.String(), "no images found")
