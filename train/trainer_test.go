@@ -147,6 +147,27 @@ func TestFixedPrototypeNorm(t *testing.T) {
 // A run interrupted after 2 steps and resumed from its checkpoint (through
 // the msgpack file format) gives the same losses, bit for bit, as one run
 // straight through.
+// With every DINOv2 term off, InfoNCE alone must reach the backbone (and
+// without it nothing does: the control that the gradient comes from it).
+func TestInfoNCEAloneTrainsTheBackbone(t *testing.T) {
+	dev := testDevice(t)
+	for _, w := range []float64{0, 0.5} {
+		c := tinyConfig()
+		c.DINOWeight, c.IBOTWeight, c.KoLeoWeight, c.MaskProb = 0, 0, 0, 0
+		c.NCEWeight, c.NCETemp, c.LayerScaleInit = w, 0.1, 1
+		tr, err := NewTrainer(dev, c)
+		require.NoError(t, err)
+		lo := run(t, tr, dev, 1)[0]
+		tr.Release()
+		if w == 0 {
+			require.Zero(t, lo.GradNorm["backbone"])
+			continue
+		}
+		require.Greater(t, lo.GradNorm["backbone"], 1e-3)
+		require.InDelta(t, w*lo.NCE, lo.Total, 1e-9)
+	}
+}
+
 func TestResumeIsExact(t *testing.T) {
 	dev := testDevice(t)
 	c := tinyConfig()
