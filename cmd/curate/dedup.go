@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/webdino/webdino/curate"
+	"github.com/webdino/webdino/data"
+	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
 )
 
@@ -76,23 +78,24 @@ type dedupRow struct {
 
 // dedupReport is report.json of dedup.
 type dedupReport struct {
-	Pool           int      `json:"pool"`
-	AfterSelf      int      `json:"after_self_dedup"`
-	Groups         int      `json:"duplicate_groups"`
-	EvalDropped    int      `json:"eval_dropped"`
-	Kept           int      `json:"kept"`
-	K              int      `json:"k"`
-	Threshold      float32  `json:"threshold"`
-	EvalThreshold  float32  `json:"eval_threshold"`
-	Evals          []string `json:"evals,omitempty"`
-	EvalImages     int      `json:"eval_images"`
-	Index          string   `json:"index"`              // exact or ivf
-	NProbe         int      `json:"nprobe,omitempty"`   // ivf: lists searched per image
-	IVFInt8        bool     `json:"ivf_int8,omitempty"` // ivf: 8-bit lists, edges re-scored exactly
-	Whiten         bool     `json:"whiten"`             // similarities of whitened embeddings
-	Mirror         bool     `json:"mirror"`             // flip-invariant descriptors (embed --mirror)
-	SelfSeconds    float64  `json:"self_seconds"`
-	RelativeSecond float64  `json:"relative_seconds"`
+	Pool           int           `json:"pool"`
+	AfterSelf      int           `json:"after_self_dedup"`
+	Groups         int           `json:"duplicate_groups"`
+	EvalDropped    int           `json:"eval_dropped"`
+	Kept           int           `json:"kept"`
+	K              int           `json:"k"`
+	Threshold      float32       `json:"threshold"`
+	EvalThreshold  float32       `json:"eval_threshold"`
+	Evals          []string      `json:"evals,omitempty"`
+	EvalImages     int           `json:"eval_images"`
+	Index          string        `json:"index"`              // exact or ivf
+	NProbe         int           `json:"nprobe,omitempty"`   // ivf: lists searched per image
+	IVFInt8        bool          `json:"ivf_int8,omitempty"` // ivf: 8-bit lists, edges re-scored exactly
+	Whiten         bool          `json:"whiten"`             // similarities of whitened embeddings
+	Mirror         bool          `json:"mirror"`             // flip-invariant descriptors (embed --mirror)
+	SelfSeconds    float64       `json:"self_seconds"`
+	Verify         *verifyReport `json:"verify,omitempty"`
+	RelativeSecond float64       `json:"relative_seconds"`
 }
 
 func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -115,6 +118,12 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ivfInt8 := fs.Bool("ivf-int8", false, "ivf: hold the lists as 8-bit codes (a quarter of the memory; similarities near or above --threshold are recomputed exactly)")
 	whiten := fs.Bool("whiten", false, "compare PCA-whitened embeddings (fitted on the pool)")
 	whitenSample := fs.Int("whiten-sample", 100000, "--whiten: pool rows the whitening is fitted on, evenly spaced (0: all)")
+	verify := fs.Bool("verify", false, "also join neighbours whose pixels match once aligned (crops, resizes: see above)")
+	vo := curate.DefaultVerify
+	fs.Float64Var(&vo.MinScale, "verify-min-scale", vo.MinScale, "--verify: smallest crop searched, as a fraction of each side")
+	fs.Float64Var(&vo.Threshold, "verify-threshold", vo.Threshold, "--verify: aligned correlation above which a pair is a copy")
+	verifyFloor := fs.Float64("verify-floor", defaultVerifyFloor, "--verify: cosine at or above which neighbours are verified")
+	verifySide := fs.Int("verify-side", curate.DefaultThumbSide, "--verify: thumbnail side pairs are verified at (smaller images: their own)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -131,6 +140,11 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErr(stderr, "dedup", "--nprobe %d, --lists %d, --ivf-sample %d: want nprobe >= 1, the others >= 0", o.NProbe, *lists, *ivfSample)
 	case *whitenSample < 0:
 		return usageErr(stderr, "dedup", "--whiten-sample %d, want >= 0", *whitenSample)
+	case *verifySide < 2 || *verifySide > curate.MaxThumbSide:
+		return usageErr(stderr, "dedup", "--verify-side %d, want 2..%d", *verifySide, curate.MaxThumbSide)
+	}
+	if err := vo.Validate(); err != nil {
+		return usageErr(stderr, "dedup", "--verify-min-scale, --verify-threshold: %v", err)
 	}
 	if *index == "ivf" {
 		o.Index = &curate.IVFOpts{Lists: *lists, Sample: *ivfSample, Seed: 1, Int8: *ivfInt8}
@@ -192,10 +206,27 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		last = done / 1e6
 	}
 	start := time.Now()
-	dd, err := curate.SelfDedup(ctx, dev, poolRows, o)
-	progress.Finish()
-	if err != nil {
-		return err
+	var dd *curate.Dedup
+	if *verify {
+		blocks, err := curate.SelfNeighbours(ctx, dev, poolRows, o)
+		progress.Finish()
+		if err != nil {
+			return err
+		}
+		path := func(r int) string { return p.ids[r].Path }
+		load := func(r int) (*data.RGB, error) { return data.LoadImage(path(r), data.DecodeOptions{}) }
+		vr, err := verifyNeighbours(ctx, dev, blocks, float32(*verifyFloor), *verifySide, vo, load, path, filepath.Join(*out, "verify-rejects.jsonl"), stderr)
+		if err != nil {
+			return err
+		}
+		rep.Verify = &vr.report
+		dd = curate.DedupVerified(n, blocks, o.Threshold, vr.pairs, vr.scores, vo)
+	} else {
+		dd, err = curate.SelfDedup(ctx, dev, poolRows, o)
+		progress.Finish()
+		if err != nil {
+			return err
+		}
 	}
 	rep.SelfSeconds = time.Since(start).Seconds()
 	rep.AfterSelf = dd.Kept()
@@ -285,12 +316,95 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "pool %d images\nself-dedup (k %d, %s > %.2f): %d kept, %d duplicate groups, %d duplicates removed (%.1fs)\n",
 		n, o.K, similarity, o.Threshold, rep.AfterSelf, rep.Groups, n-rep.AfterSelf, rep.SelfSeconds)
+	if v := rep.Verify; v != nil {
+		fmt.Fprintf(stdout, "verified %d neighbour pairs (similarity >= %.2f) at %d px: %d copies (aligned correlation > %.3f); %d images unreadable (%s)\n",
+			v.Pairs, v.Floor, v.Side, v.Copies, v.Threshold, v.Unreadable, filepath.Join(*out, "verify-rejects.jsonl"))
+	}
 	if len(ev) > 0 {
 		fmt.Fprintf(stdout, "relative dedup against %d evaluation images (%s > %.2f): %d removed (%.1fs)\n",
 			rep.EvalImages, similarity, *evalThr, rep.EvalDropped, rep.RelativeSecond)
 	}
 	fmt.Fprintf(stdout, "kept %d of %d: %s\n", rep.Kept, n, filepath.Join(*out, "dedup.jsonl"))
 	return nil
+}
+
+// defaultVerifyFloor is the lowest neighbour similarity verified: on
+// Fashion-MNIST every planted copy that verification finds lies above
+// 0.41 with a copy-detection checkpoint (docs/curation.md).
+const defaultVerifyFloor = 0.4
+
+// verifyReport is report.json's account of --verify.
+type verifyReport struct {
+	Floor      float32 `json:"floor"`
+	Side       int     `json:"side"`
+	MinScale   float64 `json:"min_scale"`
+	Threshold  float64 `json:"threshold"`
+	Pairs      int     `json:"pairs"`      // neighbour pairs verified
+	Copies     int     `json:"copies"`     // of them, above the threshold
+	Unreadable int     `json:"unreadable"` // images that could not be loaded: their pairs keep the cosine's verdict
+	Seconds    float64 `json:"seconds"`
+}
+
+// verified is verifyNeighbours' result: the pairs verified, their aligned
+// correlations and the report.
+type verified struct {
+	pairs  []curate.Pair
+	scores []float64
+	report verifyReport
+}
+
+// verifyNeighbours loads the thumbnails of every neighbour pair at or above
+// floor and verifies the pairs on the GPU. Images that cannot be loaded
+// are listed in rejectsPath and their pairs left out.
+func verifyNeighbours(ctx context.Context, dev *gpu.Device, blocks []eval.Block, floor float32, side int, vo curate.VerifyOpts, load func(int) (*data.RGB, error), path func(int) string, rejectsPath string, stderr io.Writer) (verified, error) {
+	start := time.Now()
+	v := verified{report: verifyReport{Floor: floor, MinScale: vo.MinScale, Threshold: vo.Threshold}}
+	pairs := curate.CandidatePairs(blocks, floor)
+	var rows []int
+	seen := map[int]bool{}
+	for _, p := range pairs {
+		for _, r := range [2]int{p.I, p.J} {
+			if !seen[r] {
+				seen[r] = true
+				rows = append(rows, r)
+			}
+		}
+	}
+	thumbs, failed := curate.MakeThumbs(rows, load, side)
+	rejects := &data.Rejects{}
+	for r, err := range failed {
+		rejects.Add(path(r), err)
+	}
+	if err := writeJSONL(rejectsPath, rejects.List()); err != nil {
+		return v, err
+	}
+	for _, p := range pairs {
+		if failed[p.I] == nil && failed[p.J] == nil {
+			v.pairs = append(v.pairs, p)
+		}
+	}
+	v.report.Unreadable, v.report.Pairs = len(failed), len(v.pairs)
+	if len(v.pairs) > 0 {
+		v.report.Side = thumbs[v.pairs[0].I].Side
+	}
+	progress := newProgress(stderr, "verify", len(v.pairs))
+	reported := 0
+	scores, err := curate.VerifyPairs(ctx, dev, v.pairs, thumbs, vo, func(done, _ int64) {
+		progress.Add(int(done) - reported)
+		reported = int(done)
+	})
+	progress.Finish()
+	if err != nil {
+		return v, err
+	}
+	v.scores = scores
+	for _, s := range scores {
+		if s > vo.Threshold {
+			v.report.Copies++
+		}
+	}
+	v.report.Seconds = time.Since(start).Seconds()
+	return v, nil
 }
 
 func writeJSONL[T any](path string, rows []T) error {
