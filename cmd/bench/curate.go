@@ -10,11 +10,15 @@ import (
 	"math"
 	"math/rand/v2"
 	"os/exec"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
 	"github.com/webdino/webdino/curate"
+	"github.com/webdino/webdino/data"
 	"github.com/webdino/webdino/eval"
 	"github.com/webdino/webdino/gpu"
 	"github.com/webdino/webdino/nn"
@@ -28,13 +32,14 @@ type curateSizes struct {
 	lists                 int
 	nprobe                []int
 	kmPoints, kmK, kmIter int
+	verifyPairs           int
 }
 
 var (
 	// The scale is 1M x 384 against 10k queries: about 7.7 TFLOP
 	// of similarities, hours on lavapipe; these are scaled down.
-	curateFull  = curateSizes{pool: 50000, queries: 1000, d: 384, k: 10, lists: 224, nprobe: []int{1, 4, 16}, kmPoints: 20000, kmK: 256, kmIter: 3}
-	curateQuick = curateSizes{pool: 4000, queries: 200, d: 64, k: 10, lists: 64, nprobe: []int{1, 8}, kmPoints: 2000, kmK: 32, kmIter: 2}
+	curateFull  = curateSizes{pool: 50000, queries: 1000, d: 384, k: 10, lists: 224, nprobe: []int{1, 4, 16}, kmPoints: 20000, kmK: 256, kmIter: 3, verifyPairs: 2000}
+	curateQuick = curateSizes{pool: 4000, queries: 200, d: 64, k: 10, lists: 64, nprobe: []int{1, 8}, kmPoints: 2000, kmK: 32, kmIter: 2, verifyPairs: 100}
 )
 
 // curateResult is one reported figure.
@@ -73,6 +78,10 @@ Times data curation on the current WebGPU device with synthetic embeddings
                  search fetching twice k and re-ranking exactly on the CPU
   kmeans/iter    one Lloyd iteration (assign + fixed-point update), seconds
   kmeans/seed    k-means++ seeding from all the k-means points, seconds
+  verify/28px    copy verification (curate dedup --verify) of pairs of a
+                 28-pixel picture and a crop of it, pairs per second: the
+                 worst case, every box refined; against the float64
+                 reference (curate.AlignedCorrelation) on every CPU core
 
 Each search runs twice and the second run is timed (the first compiles the
 pipelines its shapes need).
@@ -275,7 +284,60 @@ func measureCurate(dev *gpu.Device, s curateSizes, stderr io.Writer) ([]curateRe
 	pairs := float64(len(x)/s.d) * float64(s.kmK-1)
 	res = append(res, curateResult{Name: fmt.Sprintf("kmeans/seed/%dx%d-k%d", len(x)/s.d, s.d, s.kmK), Value: st, Unit: "s",
 		Note: fmt.Sprintf("k-means++ on the GPU: %.3g point-centroid distances/s, %.1f GB/s of points read", pairs/st, pairs*float64(s.d)*4/st/1e9)})
-	return res, nil
+	vr, err := benchVerify(ctx, dev, rng, s.verifyPairs)
+	if err != nil {
+		return nil, err
+	}
+	return append(res, vr), nil
+}
+
+// benchVerify times curate.VerifyPairs on n pairs of a random 28-pixel
+// picture of 4-pixel blocks and a crop of it, and the float64 reference
+// on every core.
+func benchVerify(ctx context.Context, dev *gpu.Device, rng *rand.Rand, n int) (curateResult, error) {
+	const side = 28
+	var thumbs []curate.Thumb
+	pairs := make([]curate.Pair, n)
+	for p := range pairs {
+		img := &data.RGB{H: side, W: side, Pix: make([]uint8, 3*side*side)}
+		for y := range side {
+			for x := range side {
+				v := uint8(((x/4)*7 + (y/4)*13 + p*5) % 17 * 15)
+				img.Pix[3*(y*side+x)], img.Pix[3*(y*side+x)+1], img.Pix[3*(y*side+x)+2] = v, v, v
+			}
+		}
+		crop, err := curate.ApplyEdit(img, curate.EditCrop, rng)
+		if err != nil {
+			return curateResult{}, err
+		}
+		thumbs = append(thumbs, curate.NewThumb(img, side), curate.NewThumb(crop, side))
+		pairs[p] = curate.Pair{I: 2 * p, J: 2*p + 1}
+	}
+	o := curate.DefaultVerify
+	if _, err := curate.VerifyPairs(ctx, dev, pairs[:1], thumbs, o, nil); err != nil { // compiles the kernels
+		return curateResult{}, err
+	}
+	start := time.Now()
+	if _, err := curate.VerifyPairs(ctx, dev, pairs, thumbs, o, nil); err != nil {
+		return curateResult{}, err
+	}
+	gpuRate := float64(n) / time.Since(start).Seconds()
+	start = time.Now()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := int(next.Add(1)) - 1; p < n; p = int(next.Add(1)) - 1 {
+				curate.AlignedCorrelation(thumbs[pairs[p].I], thumbs[pairs[p].J], o)
+			}
+		}()
+	}
+	wg.Wait()
+	cpuRate := float64(n) / time.Since(start).Seconds()
+	return curateResult{Name: fmt.Sprintf("verify/%dpx-crops", side), Value: gpuRate, Unit: "pairs/s",
+		Note: fmt.Sprintf("%.2fx the float64 reference on %d CPU threads (%.0f pairs/s)", gpuRate/cpuRate, runtime.GOMAXPROCS(0), cpuRate)}, nil
 }
 
 // numpyKNNScript times exact top-k by blocks of at most 1024 queries and

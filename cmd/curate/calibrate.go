@@ -37,6 +37,9 @@ with the --k nearest neighbours.
 the comparison of curate dedup --whiten (fitted here on the sampled
 images and their copies).
 
+--verify adds curate dedup --verify's check by aligned pixels to the
+cosine's edges, with the same flags.
+
 Precision is the fraction of dropped images that are planted copies,
 recall the fraction of planted copies dropped. Natural duplicates among
 the sampled images count against precision.
@@ -51,6 +54,9 @@ Outputs in DIR:
                    more, except through chains of wrong edges (a low figure
                    means the descriptors miss that edit, and no threshold
                    will help)
+  verified.jsonl   with --verify: one line per verified pair: {"a", "b",
+                   "cosine", "aligned"} (aligned correlations far below
+                   --verify-threshold are lower bounds)
 
 Flags:
 `

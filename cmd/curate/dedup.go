@@ -40,6 +40,8 @@ Outputs in DIR:
                   similarity with the thresholds marked
   dup-groups.png  the largest duplicate groups, one per row, kept image
                   first (images that cannot be read are grey)
+  verify-rejects.jsonl  with --verify: images that could not be read
+                  ({"path", "problem", "reason"})
 
 With --whiten, similarities are cosines of whitened embeddings: the
 pool's mean is removed and every principal direction scaled to unit
@@ -49,6 +51,19 @@ directions all images share no longer make unrelated images look alike.
 Thresholds then mean something else: choose them with curate calibrate
 --whiten. Pools embedded with --mirror (flip-invariant) find mirrored
 copies too; the same calibration tells how much either helps.
+
+With --verify, neighbour pairs whose similarity is at least
+--verify-floor are also checked by their pixels: grey thumbnails of both
+(--verify-side pixels, or the smaller images' own side), one cut to every
+box of at least --verify-min-scale of each side and resized to the other,
+aligned to an eighth of a pixel on the GPU. Pairs whose best normalised
+correlation passes --verify-threshold are copies whatever their cosine:
+this finds crops and rescaled copies that descriptors of small images place
+far apart, and its threshold means the same for every model (curate
+calibrate --verify measures it). Verified pairs add edges; they remove
+none. Images that cannot be read are listed in verify-rejects.jsonl and
+their pairs keep the cosine's verdict. All neighbour lists are held in
+memory while the pairs are chosen.
 
 The searches are exact and stream both sides in blocks of --max-rows rows
 (GPU and CPU memory stay bounded). For pools of millions, --index ivf finds

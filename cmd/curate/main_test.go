@@ -19,6 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/webdino/webdino/ckpt"
+	"github.com/webdino/webdino/curate"
+	"github.com/webdino/webdino/data"
 	"github.com/webdino/webdino/nn"
 )
 
@@ -303,6 +305,19 @@ func TestCalibrate(t *testing.T) {
 	rows = readLines[calibrateRow](t, filepath.Join(out, "calibrate.jsonl"))
 	require.Equal(t, map[string]float64{"copy": 1, "flip": 1}, rows[0].RecallByEdit)
 
+	// Crops: the random model's cosine misses them, verification finds
+	// them all, with every pair a candidate.
+	crops := func(extra ...string) calibrateRow {
+		runOK(t, append(append([]string{"calibrate", "--model", model, "--out", out, "--resize", "64", "--crop", "56", "--batch", "5",
+			"--n", "12", "--groups", "6", "--edits", "crop", "--thresholds", "0.99999", "--k", "64"}, extra...), imgs)...)
+		return readLines[calibrateRow](t, filepath.Join(out, "calibrate.jsonl"))[0]
+	}
+	require.Zero(t, crops().RecallByEdit["crop"])
+	verified := crops("--verify", "--verify-floor", "-1")
+	require.Equal(t, 1.0, verified.RecallByEdit["crop"])
+	require.Equal(t, 1.0, verified.Precision)
+	require.Len(t, readLines[verifiedPair](t, filepath.Join(out, "verified.jsonl")), (verified.Kept+verified.Dropped)*(verified.Kept+verified.Dropped-1)/2)
+
 	var o, e bytes.Buffer
 	require.Equal(t, 2, run(context.Background(), []string{"calibrate", "--model", model, "--out", out, "--edits", "rotate", imgs}, &o, &e))
 	require.Contains(t, e.String(), `unknown edit "rotate"`)
@@ -312,4 +327,75 @@ func TestCalibrate(t *testing.T) {
 	e.Reset()
 	require.Equal(t, 1, run(context.Background(), []string{"calibrate", "--model", model, "--out", out, "--n", "50", "--groups", "5", imgs}, &o, &e))
 	require.Contains(t, e.String(), "--n 50: only 12 images found")
+}
+
+// TestDedupVerify plants a crop (80% of each side, resized back) among 8
+// pictures: the random model's cosine misses it, verification by aligned
+// pixels joins it to its original. An image deleted after embedding cannot
+// be verified: it is listed in the rejects and its pairs keep the cosine's
+// verdict.
+func TestDedupVerify(t *testing.T) {
+	dir := t.TempDir()
+	model := tinyModel(t, dir)
+	imgs := filepath.Join(dir, "imgs")
+	require.NoError(t, os.MkdirAll(imgs, 0o755))
+	for i := range 8 {
+		writeImage(t, filepath.Join(imgs, fmt.Sprintf("p%d.png", i)), uint64(i))
+	}
+	orig, err := data.LoadImage(filepath.Join(imgs, "p3.png"), data.DecodeOptions{})
+	require.NoError(t, err)
+	crop, err := curate.ApplyEdit(orig, curate.EditCrop, rand.New(rand.NewPCG(3, 4)))
+	require.NoError(t, err)
+	f, err := os.Create(filepath.Join(imgs, "q-crop.png"))
+	require.NoError(t, err)
+	require.NoError(t, png.Encode(f, toImage(crop)))
+	require.NoError(t, f.Close())
+	pool := filepath.Join(dir, "pool")
+	runOK(t, "embed", "--model", model, "--out", pool, "--resize", "64", "--crop", "56", imgs)
+	require.NoError(t, os.Remove(filepath.Join(imgs, "p5.png")))
+
+	out := filepath.Join(dir, "dedup")
+	reasons := func(extra ...string) map[string]string {
+		runOK(t, append([]string{"dedup", "--pool", pool, "--out", out, "--threshold", "0.99999", "--k", "9"}, extra...)...)
+		r := map[string]string{}
+		for _, row := range readLines[dedupRow](t, filepath.Join(out, "dedup.jsonl")) {
+			r[filepath.Base(row.Path)] = row.Reason
+		}
+		return r
+	}
+	require.Equal(t, "kept", reasons()["q-crop.png"], "the cosine alone misses the crop")
+	got := reasons("--verify", "--verify-floor", "-1")
+	require.Equal(t, "duplicate", got["q-crop.png"])
+	for i := range 8 {
+		require.Equal(t, "kept", got[fmt.Sprintf("p%d.png", i)])
+	}
+	var rep dedupReport
+	b, err := os.ReadFile(filepath.Join(out, "report.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &rep))
+	require.NotNil(t, rep.Verify)
+	require.Equal(t, 1, rep.Verify.Unreadable)
+	require.Equal(t, 1, rep.Verify.Copies)
+	require.Equal(t, 8*7/2, rep.Verify.Pairs, "every pair of the 8 readable images")
+	require.Equal(t, 32, rep.Verify.Side)
+	rejects := readLines[data.Reject](t, filepath.Join(out, "verify-rejects.jsonl"))
+	require.Len(t, rejects, 1)
+	require.Equal(t, "p5.png", filepath.Base(rejects[0].Path))
+	require.Equal(t, data.Unreadable, rejects[0].Problem)
+
+	var o, e bytes.Buffer
+	require.Equal(t, 2, run(context.Background(), []string{"dedup", "--pool", pool, "--out", out, "--verify", "--verify-side", "65"}, &o, &e))
+	require.Contains(t, e.String(), "--verify-side 65, want 2..64")
+	e.Reset()
+	require.Equal(t, 2, run(context.Background(), []string{"dedup", "--pool", pool, "--out", out, "--verify", "--verify-min-scale", "1.5"}, &o, &e))
+	require.Contains(t, e.String(), "min scale 1.5")
+}
+
+func toImage(img *data.RGB) image.Image {
+	r := image.NewRGBA(image.Rect(0, 0, img.W, img.H))
+	for j := range img.W * img.H {
+		copy(r.Pix[4*j:4*j+3], img.Pix[3*j:3*j+3])
+		r.Pix[4*j+3] = 255
+	}
+	return r
 }
