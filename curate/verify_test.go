@@ -136,3 +136,23 @@ func TestDedupVerifiedJoinsVerifiedPairs(t *testing.T) {
 	d = DedupVerified(5, blocks, 0.8, pairs, []float64{0.5, 0.98}, DefaultVerify)
 	require.Equal(t, []int{0, 0, 2, 3, 4}, d.Component)
 }
+
+// TestAlignedCorrelationFindsCropsBetweenPixels verifies 128-pixel
+// pictures on 32-pixel thumbnails: a crop's edges then fall between
+// thumbnail pixels, which the refinement's fractional boxes must follow,
+// and a crop re-encoded as JPEG must still pass.
+func TestAlignedCorrelationFindsCropsBetweenPixels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	o := DefaultVerify
+	for i := range 12 {
+		img := blobImage(rng, 128)
+		crop, err := ApplyEdit(img, EditCrop, rng)
+		require.NoError(t, err)
+		jpeg, err := ApplyEdit(crop, EditJPEG, rng)
+		require.NoError(t, err)
+		a := NewThumb(img, 32)
+		require.Greater(t, AlignedCorrelation(a, NewThumb(crop, 32), o), 0.995, "picture %d: crop", i)
+		require.Greater(t, AlignedCorrelation(a, NewThumb(jpeg, 32), o), 0.995, "picture %d: crop as JPEG", i)
+		require.Less(t, AlignedCorrelation(a, NewThumb(blobImage(rng, 128), 32), o), o.Threshold, "picture %d: unrelated", i)
+	}
+}
