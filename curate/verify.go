@@ -182,12 +182,15 @@ type VerifyOpts struct {
 	MinScale float64
 	// Threshold is the aligned correlation above which a pair is a copy.
 	Threshold float64
+	// Mirror searches each image mirrored left to right as well: mirrored
+	// crops are copies too (twice the work).
+	Mirror bool
 }
 
 // DefaultVerify searches crops down to 70% of each side and accepts pairs
 // that correlate above 0.99 once aligned (chosen with curate calibrate on
 // Fashion-MNIST, whose unrelated garments are as alike as images get).
-var DefaultVerify = VerifyOpts{MinScale: 0.7, Threshold: 0.99}
+var DefaultVerify = VerifyOpts{MinScale: 0.7, Threshold: 0.99, Mirror: true}
 
 // Validate checks the settings.
 func (o VerifyOpts) Validate() error {
@@ -273,10 +276,26 @@ func AlignedCorrelation(a, b Thumb, o VerifyOpts) float64 {
 		panic(fmt.Sprintf("verify: thumbnails of sides %d and %d", a.Side, b.Side))
 	}
 	f := coarseFactor(a.Side)
-	ca, cb := centred(halve(a, f).Pix), centred(halve(b, f).Pix)
-	fa, fb := centred(a.Pix), centred(b.Pix)
 	boxes := coarseBoxes(a.Side/f, o.MinScale)
-	return max(cropCorrelation(ca, cb, fa, fb, boxes, f, o), cropCorrelation(cb, ca, fb, fa, boxes, f, o))
+	search := func(src, dst Thumb) float64 {
+		return cropCorrelation(centred(halve(src, f).Pix), centred(halve(dst, f).Pix), centred(src.Pix), centred(dst.Pix), boxes, f, o)
+	}
+	r := max(search(a, b), search(b, a))
+	if o.Mirror {
+		r = max(r, search(mirror(a), b), search(mirror(b), a))
+	}
+	return r
+}
+
+// mirror is t flipped left to right.
+func mirror(t Thumb) Thumb {
+	m := Thumb{Side: t.Side, Pix: make([]float32, len(t.Pix))}
+	for y := range t.Side {
+		for x := range t.Side {
+			m.Pix[y*t.Side+x] = t.Pix[y*t.Side+t.Side-1-x]
+		}
+	}
+	return m
 }
 
 // cropCorrelation searches crops of src against dst, coarse then fine;
@@ -458,7 +477,7 @@ func CandidatePairs(blocks []eval.Block, floor float32) []Pair {
 }
 
 // verifyChunkPairs bounds the pairs of one GPU submission: their coarse
-// scores take 2 x boxes floats each.
+// scores take up to 4 x boxes floats each (two directions, mirrored too).
 const verifyChunkPairs = 8192
 
 // VerifyPairs is the aligned correlation (AlignedCorrelation) of every
@@ -467,6 +486,11 @@ const verifyChunkPairs = 8192
 // search by verify_refine. Only the chunk's thumbnails are on the GPU at a
 // time. progress, if not nil, hears the pairs done.
 func VerifyPairs(ctx context.Context, dev *gpu.Device, pairs []Pair, thumbs []Thumb, o VerifyOpts, progress func(done, total int64)) ([]float64, error) {
+	return verifyPairs(ctx, dev, pairs, thumbs, o, progress, verifyChunkPairs)
+}
+
+// verifyPairs is VerifyPairs in chunks of at most maxChunk pairs.
+func verifyPairs(ctx context.Context, dev *gpu.Device, pairs []Pair, thumbs []Thumb, o VerifyOpts, progress func(done, total int64), maxChunk int) ([]float64, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
@@ -496,7 +520,7 @@ func VerifyPairs(ctx context.Context, dev *gpu.Device, pairs []Pair, thumbs []Th
 	}
 	defer v.release()
 	limit := int(dev.Limits().MaxStorageBinding / 4)
-	chunk := max(1, min(verifyChunkPairs, limit/(2*len(boxes))))
+	chunk := max(1, min(maxChunk, limit/(4*len(boxes))))
 	for first := 0; first < len(pairs); first += chunk {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("verify: %w", err)
@@ -540,22 +564,41 @@ func (v *verifier) release() { v.boxes.Buf.Release() }
 
 // run verifies one chunk of pairs into scores.
 func (v *verifier) run(pairs []Pair, thumbs []Thumb, scores []float64) (err error) {
-	// The chunk's thumbnails, centred, at both resolutions.
-	slot := map[int]uint32{}
+	// The chunk's thumbnails (and their mirror images), centred, at both
+	// resolutions.
 	var full, coarse []float32
 	cs := v.side / v.f
-	tasks := make([]uint32, 0, 4*len(pairs))
+	slots := 0
+	add := func(t Thumb) uint32 {
+		full = appendFloat32(full, centred(t.Pix))
+		coarse = appendFloat32(coarse, centred(halve(t, v.f).Pix))
+		slots++
+		return uint32(slots - 1)
+	}
+	type slot struct{ plain, mirrored uint32 }
+	slotOf := map[int]slot{}
+	dirs := 2
+	if v.o.Mirror {
+		dirs = 4
+	}
+	tasks := make([]uint32, 0, 2*dirs*len(pairs))
 	for _, p := range pairs {
 		for _, i := range [2]int{p.I, p.J} {
-			if _, ok := slot[i]; !ok {
-				slot[i] = uint32(len(slot))
-				full = appendFloat32(full, centred(thumbs[i].Pix))
-				coarse = appendFloat32(coarse, centred(halve(thumbs[i], v.f).Pix))
+			if _, ok := slotOf[i]; !ok {
+				sl := slot{plain: add(thumbs[i])}
+				if v.o.Mirror {
+					sl.mirrored = add(mirror(thumbs[i]))
+				}
+				slotOf[i] = sl
 			}
 		}
-		tasks = append(tasks, slot[p.I], slot[p.J], slot[p.J], slot[p.I]) // both directions
+		a, b := slotOf[p.I], slotOf[p.J]
+		tasks = append(tasks, a.plain, b.plain, b.plain, a.plain)
+		if v.o.Mirror {
+			tasks = append(tasks, a.mirrored, b.plain, b.mirrored, a.plain)
+		}
 	}
-	n, T := len(slot), 2*len(pairs)
+	n, T := slots, dirs*len(pairs)
 	dev := v.dev
 	var owned []*gpu.Tensor
 	defer func() {
@@ -606,7 +649,7 @@ func (v *verifier) run(pairs []Pair, thumbs []Thumb, scores []float64) (err erro
 	}
 	for p := range pairs {
 		best := math.Inf(-1)
-		for _, x := range r[2*p*refineCandidates : 2*(p+1)*refineCandidates] {
+		for _, x := range r[dirs*p*refineCandidates : dirs*(p+1)*refineCandidates] {
 			best = max(best, float64(x))
 		}
 		scores[p] = best

@@ -59,8 +59,8 @@ func TestNewThumbAveragesAndInterpolates(t *testing.T) {
 }
 
 // editedPairs is pairs of blob images: each with an exact copy, a crop of
-// 75-90% of each side, a brightness and contrast change, and an unrelated
-// image, in that order.
+// 75-90% of each side, a brightness and contrast change, a crop of its
+// mirror image and an unrelated image, in that order.
 func editedPairs(t *testing.T, n, side int) ([]Thumb, []Pair, []bool) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	var thumbs []Thumb
@@ -70,9 +70,13 @@ func editedPairs(t *testing.T, n, side int) ([]Thumb, []Pair, []bool) {
 		img := blobImage(rng, side)
 		thumbs = append(thumbs, NewThumb(img, side))
 		a := len(thumbs) - 1
-		for _, e := range []Edit{EditCopy, EditCrop, EditJitter} {
-			c, err := ApplyEdit(img, e, rng)
-			require.NoError(t, err)
+		for _, e := range [][]Edit{{EditCopy}, {EditCrop}, {EditJitter}, {EditFlip, EditCrop}} {
+			c := img
+			for _, e := range e {
+				var err error
+				c, err = ApplyEdit(c, e, rng)
+				require.NoError(t, err)
+			}
 			thumbs = append(thumbs, NewThumb(c, side))
 			pairs, copies = append(pairs, Pair{I: a, J: len(thumbs) - 1}), append(copies, true)
 		}
@@ -94,20 +98,29 @@ func TestAlignedCorrelationFindsCrops(t *testing.T) {
 			require.Less(t, r, o.Threshold, "pair %d: unrelated", p)
 		}
 	}
-	// Without the crop search a crop is no copy: the search is what finds it.
-	crop := pairs[1]
-	require.Less(t, AlignedCorrelation(thumbs[crop.I], thumbs[crop.J], VerifyOpts{MinScale: 1, Threshold: o.Threshold}), 0.99)
+	// Without the crop search a crop is no copy, nor a mirrored one without
+	// the mirror: the search is what finds them.
+	crop, mirrored := pairs[1], pairs[3]
+	require.Less(t, AlignedCorrelation(thumbs[crop.I], thumbs[crop.J], VerifyOpts{MinScale: 1, Threshold: o.Threshold, Mirror: true}), 0.99)
+	require.Less(t, AlignedCorrelation(thumbs[mirrored.I], thumbs[mirrored.J], VerifyOpts{MinScale: o.MinScale, Threshold: o.Threshold}), 0.99)
 }
 
 func TestVerifyPairsMatchesReference(t *testing.T) {
 	for _, side := range []int{12, 28, 32} {
 		thumbs, pairs, copies := editedPairs(t, 10, side)
-		o := DefaultVerify
-		got, err := VerifyPairs(context.Background(), dev, pairs, thumbs, o, nil)
-		require.NoError(t, err)
-		for p, pr := range pairs {
-			want := AlignedCorrelation(thumbs[pr.I], thumbs[pr.J], o)
-			require.InDelta(t, want, got[p], 2e-4, "side %d, pair %d (copy %v)", side, p, copies[p])
+		for _, mirror := range []bool{false, true} {
+			o := DefaultVerify
+			o.Mirror = mirror
+			// Chunks of 7 pairs: thumbnails shared across chunks and a
+			// short last one.
+			var done []int64
+			got, err := verifyPairs(context.Background(), dev, pairs, thumbs, o, func(d, _ int64) { done = append(done, d) }, 7)
+			require.NoError(t, err)
+			require.Equal(t, []int64{7, 14, 21, 28, 35, 42, 49, 50}, done)
+			for p, pr := range pairs {
+				want := AlignedCorrelation(thumbs[pr.I], thumbs[pr.J], o)
+				require.InDelta(t, want, got[p], 2e-4, "side %d, mirror %v, pair %d (copy %v)", side, mirror, p, copies[p])
+			}
 		}
 	}
 }

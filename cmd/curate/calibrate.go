@@ -99,6 +99,7 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	vo := curate.DefaultVerify
 	fs.Float64Var(&vo.MinScale, "verify-min-scale", vo.MinScale, "smallest crop verified, as a fraction of each side")
 	fs.Float64Var(&vo.Threshold, "verify-threshold", vo.Threshold, "aligned correlation above which a verified pair is a copy")
+	fs.BoolVar(&vo.Mirror, "verify-mirror", vo.Mirror, "search each image mirrored too (mirrored crops are copies)")
 	verifyFloor := fs.Float64("verify-floor", defaultVerifyFloor, "cosine at or above which neighbours are verified")
 	verifySide := fs.Int("verify-side", curate.DefaultThumbSide, "thumbnail side pairs are verified at (smaller images: their own)")
 	if err := parse(fs, args); err != nil {

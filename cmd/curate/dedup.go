@@ -56,7 +56,8 @@ With --verify, neighbour pairs whose similarity is at least
 --verify-floor are also checked by their pixels: grey thumbnails of both
 (--verify-side pixels, or the smaller images' own side), one cut to every
 box of at least --verify-min-scale of each side and resized to the other,
-aligned to an eighth of a pixel on the GPU. Pairs whose best normalised
+aligned to an eighth of a pixel on the GPU, both ways round and with
+--verify-mirror (the default) mirrored as well. Pairs whose best normalised
 correlation passes --verify-threshold are copies whatever their cosine:
 this finds crops and rescaled copies that descriptors of small images place
 far apart, and its threshold means the same for every model (curate
@@ -137,6 +138,7 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	vo := curate.DefaultVerify
 	fs.Float64Var(&vo.MinScale, "verify-min-scale", vo.MinScale, "--verify: smallest crop searched, as a fraction of each side")
 	fs.Float64Var(&vo.Threshold, "verify-threshold", vo.Threshold, "--verify: aligned correlation above which a pair is a copy")
+	fs.BoolVar(&vo.Mirror, "verify-mirror", vo.Mirror, "--verify: search each image mirrored too (mirrored crops are copies)")
 	verifyFloor := fs.Float64("verify-floor", defaultVerifyFloor, "--verify: cosine at or above which neighbours are verified")
 	verifySide := fs.Int("verify-side", curate.DefaultThumbSide, "--verify: thumbnail side pairs are verified at (smaller images: their own)")
 	if err := parse(fs, args); err != nil {
@@ -353,6 +355,7 @@ type verifyReport struct {
 	Floor      float32 `json:"floor"`
 	Side       int     `json:"side"`
 	MinScale   float64 `json:"min_scale"`
+	Mirror     bool    `json:"mirror"`
 	Threshold  float64 `json:"threshold"`
 	Pairs      int     `json:"pairs"`      // neighbour pairs verified
 	Copies     int     `json:"copies"`     // of them, above the threshold
@@ -373,7 +376,7 @@ type verified struct {
 // are listed in rejectsPath and their pairs left out.
 func verifyNeighbours(ctx context.Context, dev *gpu.Device, blocks []eval.Block, floor float32, side int, vo curate.VerifyOpts, load func(int) (*data.RGB, error), path func(int) string, rejectsPath string, stderr io.Writer) (verified, error) {
 	start := time.Now()
-	v := verified{report: verifyReport{Floor: floor, MinScale: vo.MinScale, Threshold: vo.Threshold}}
+	v := verified{report: verifyReport{Floor: floor, MinScale: vo.MinScale, Mirror: vo.Mirror, Threshold: vo.Threshold}}
 	pairs := curate.CandidatePairs(blocks, floor)
 	var rows []int
 	seen := map[int]bool{}
