@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 )
@@ -19,11 +20,10 @@ type loadsProbe struct {
 // loads every address lane by lane, so its products read the operand all
 // lanes share from a uniform-buffer window; a later lavapipe asks NIR which
 // addresses are uniform and loads those once. The answer is measured, once,
-// by timing the two kinds of load in a loop (load_cost): a later lavapipe
-// ran the uniform one in 0.37-0.53 of the other's time (with both cores
-// busy elsewhere too), Mesa 25.0 in 0.99-1.07, so the threshold 0.7 is far
-// from both. An error while probing answers false, the choice that is
-// right on the older lavapipe.
+// by timing the two kinds of load (loadCostRatio): a later lavapipe runs
+// the uniform one in 0.37-0.53 of the other's time, Mesa 25.0 in
+// 0.99-1.07, so the threshold 0.7 is far from both. An error while probing
+// answers false, the choice that is right on the older lavapipe.
 func (d *Device) BroadcastLoads() bool {
 	if !d.info.IsCPU() {
 		return true
@@ -32,26 +32,43 @@ func (d *Device) BroadcastLoads() bool {
 		return false // a browser's CPU device (SwiftShader) keeps the kernels it was tuned with
 	}
 	d.loads.once.Do(func() {
-		uniform, lanes, err := d.loadCosts()
-		d.loads.broadcast = err == nil && 10*uniform < 7*lanes
+		ratio, err := d.loadCostRatio()
+		d.loads.broadcast = err == nil && ratio < broadcastRatio
 	})
 	return d.loads.broadcast
 }
 
-// loadCosts times load_cost with uniform and with per-lane addresses, in
-// turns, and returns the best of five runs of each (after a round that
-// compiles and warms up): taking turns, a busy spell slows both alike, and
-// the best of five is a run it did not touch.
-func (d *Device) loadCosts() (uniform, lanes time.Duration, err error) {
+const (
+	// broadcastRatio is the uniform loads' share of the per-lane loads'
+	// time below which a device broadcasts them.
+	broadcastRatio = 0.7
+	// Ratios inside [unsureLow, unsureHigh] are too near broadcastRatio
+	// to trust: the probe measures on until it leaves the band.
+	unsureLow, unsureHigh = 0.55, 0.85
+	// probeRounds and maxProbeRounds bound the probe: the rounds it always
+	// times and those it may add while unsure.
+	probeRounds, maxProbeRounds = 7, 41
+)
+
+// loadCostRatio times load_cost with uniform and with per-lane addresses
+// in rounds, one of each back to back (in alternating order), and returns
+// the median of the rounds' ratios. A busy machine slows a round's two
+// runs alike, and the median ignores the rounds a burst hit one of them:
+// two test binaries sharing two cores pushed the ratio of the best times
+// of each kind from 0.43 to 0.60, near the threshold, and a resumed
+// training run that decided otherwise than the run it resumed would take
+// other kernels (other rounding). While the median stays between unsureLow
+// and unsureHigh the probe adds rounds, up to maxProbeRounds.
+func (d *Device) loadCostRatio() (float64, error) {
 	const floats = 1 << 14 * 4
 	x, err := d.NewTensor("load probe x", floats)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	defer x.Buf.Release()
 	y, err := d.NewTensor("load probe y", 64*64*4)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	defer y.Buf.Release()
 	run := func(uniform bool) (time.Duration, error) {
@@ -62,21 +79,41 @@ func (d *Device) loadCosts() (uniform, lanes time.Duration, err error) {
 		}
 		return rec.Run()
 	}
-	uniform, lanes = time.Duration(1<<63-1), time.Duration(1<<63-1)
-	for round := range 6 {
-		u, err := run(true)
-		if err != nil {
-			return 0, 0, err
-		}
-		l, err := run(false)
-		if err != nil {
-			return 0, 0, err
-		}
-		if round > 0 {
-			uniform, lanes = min(uniform, u), min(lanes, l)
+	// A first round compiles and warms up both kernels.
+	for _, u := range []bool{true, false} {
+		if _, err := run(u); err != nil {
+			return 0, err
 		}
 	}
-	return uniform, lanes, nil
+	var ratios []float64
+	for round := 0; round < maxProbeRounds; round++ {
+		first := round%2 == 0 // uniform first in even rounds
+		a, err := run(first)
+		if err != nil {
+			return 0, err
+		}
+		b, err := run(!first)
+		if err != nil {
+			return 0, err
+		}
+		uniform, lanes := a, b
+		if !first {
+			uniform, lanes = b, a
+		}
+		ratios = append(ratios, float64(uniform)/float64(max(lanes, 1)))
+		if len(ratios) >= probeRounds && len(ratios)%2 == 1 {
+			if m := median(ratios); m < unsureLow || m > unsureHigh {
+				return m, nil
+			}
+		}
+	}
+	return median(ratios), nil
+}
+
+// median of v (the upper one of an even count); v is reordered.
+func median(v []float64) float64 {
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
 // LoadsAdvice is a line for a program to print on a CPU device whose loads
