@@ -95,13 +95,7 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.Workers, "workers", 0, "parallel image decoders (0: one per CPU)")
 	fs.BoolVar(&o.Mirror, "mirror", false, "flip-invariant descriptors, as curate embed --mirror")
 	whiten := fs.Bool("whiten", false, "compare whitened embeddings, as curate dedup --whiten")
-	verify := fs.Bool("verify", false, "verify candidate pairs by their aligned pixels, as curate dedup --verify")
-	vo := curate.DefaultVerify
-	fs.Float64Var(&vo.MinScale, "verify-min-scale", vo.MinScale, "smallest crop verified, as a fraction of each side")
-	fs.Float64Var(&vo.Threshold, "verify-threshold", vo.Threshold, "aligned correlation above which a verified pair is a copy")
-	fs.BoolVar(&vo.Mirror, "verify-mirror", vo.Mirror, "search each image mirrored too (mirrored crops are copies)")
-	verifyFloor := fs.Float64("verify-floor", defaultVerifyFloor, "cosine at or above which neighbours are verified")
-	verifySide := fs.Int("verify-side", curate.DefaultThumbSide, "thumbnail side pairs are verified at (smaller images: their own)")
+	verify := addVerifyFlags(fs, "verify candidate pairs by their aligned pixels, as curate dedup --verify")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -124,11 +118,9 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return usageErr(stderr, "calibrate", "want --n > 1 and 1 <= --groups <= --n")
 	case *k <= 0 || o.Batch <= 0:
 		return usageErr(stderr, "calibrate", "--k and --batch must be positive")
-	case *verifySide < 2 || *verifySide > curate.MaxThumbSide:
-		return usageErr(stderr, "calibrate", "--verify-side %d, want 2..%d", *verifySide, curate.MaxThumbSide)
 	}
-	if err := vo.Validate(); err != nil {
-		return usageErr(stderr, "calibrate", "--verify-min-scale, --verify-threshold: %v", err)
+	if err := verify.check(stderr, "calibrate"); err != nil {
+		return err
 	}
 	var src data.Dataset
 	if *fmnist {
@@ -205,8 +197,8 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	var vr verified
-	if *verify {
-		if vr, err = verifyNeighbours(ctx, dev, blocks, float32(*verifyFloor), *verifySide, vo, planted.Load, planted.Path, filepath.Join(*out, "verify-rejects.jsonl"), stderr); err != nil {
+	if verify.on {
+		if vr, err = verify.run(ctx, dev, blocks, planted.Load, planted.Path, filepath.Join(*out, "verify-rejects.jsonl"), stderr); err != nil {
 			return err
 		}
 		lines := make([]verifiedPair, len(vr.pairs))
@@ -216,7 +208,7 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err := writeJSONL(filepath.Join(*out, "verified.jsonl"), lines); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "verified %d neighbour pairs (similarity >= %.2f) at %d px: %d above %.3f\n", vr.report.Pairs, *verifyFloor, vr.report.Side, vr.report.Copies, vo.Threshold)
+		fmt.Fprintf(stdout, "verified %d neighbour pairs (similarity >= %.2f) at %d px: %d above %.3f\n", vr.report.Pairs, vr.report.Floor, vr.report.Side, vr.report.Copies, vr.report.Threshold)
 	}
 	reach := searchReach(planted, blocks)
 	if err := writeJSON(filepath.Join(*out, "reach.json"), reach); err != nil {
@@ -225,7 +217,7 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fmt.Fprintf(stdout, "copies joined to their original or a sibling by an edge of the %d-nearest-neighbour graph: %s\n", reach.K, byEdit(edits, reach.ByEdit))
 	fmt.Fprintf(stdout, "%9s %9s %7s %6s %6s  recall by edit\n", "threshold", "precision", "recall", "f1", "kept")
 	for _, t := range ts {
-		dd := curate.DedupVerified(planted.Len(), blocks, t, vr.pairs, vr.scores, vo)
+		dd := curate.DedupVerified(planted.Len(), blocks, t, vr.pairs, vr.scores, verify.opts)
 		row := calibrateRow{Threshold: t, Kept: dd.Kept(), Dropped: planted.Len() - dd.Kept(), RecallByEdit: map[string]float64{}}
 		row.Precision, row.Recall = curate.DropPrecisionRecall(truth, dd.Component)
 		if row.Precision+row.Recall > 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -134,13 +135,7 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ivfInt8 := fs.Bool("ivf-int8", false, "ivf: hold the lists as 8-bit codes (a quarter of the memory; similarities near or above --threshold are recomputed exactly)")
 	whiten := fs.Bool("whiten", false, "compare PCA-whitened embeddings (fitted on the pool)")
 	whitenSample := fs.Int("whiten-sample", 100000, "--whiten: pool rows the whitening is fitted on, evenly spaced (0: all)")
-	verify := fs.Bool("verify", false, "also join neighbours whose pixels match once aligned (crops, resizes: see above)")
-	vo := curate.DefaultVerify
-	fs.Float64Var(&vo.MinScale, "verify-min-scale", vo.MinScale, "--verify: smallest crop searched, as a fraction of each side")
-	fs.Float64Var(&vo.Threshold, "verify-threshold", vo.Threshold, "--verify: aligned correlation above which a pair is a copy")
-	fs.BoolVar(&vo.Mirror, "verify-mirror", vo.Mirror, "--verify: search each image mirrored too (mirrored crops are copies)")
-	verifyFloor := fs.Float64("verify-floor", defaultVerifyFloor, "--verify: cosine at or above which neighbours are verified")
-	verifySide := fs.Int("verify-side", curate.DefaultThumbSide, "--verify: thumbnail side pairs are verified at (smaller images: their own)")
+	verify := addVerifyFlags(fs, "also join neighbours whose pixels match once aligned (crops, resizes: see above)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -157,11 +152,9 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErr(stderr, "dedup", "--nprobe %d, --lists %d, --ivf-sample %d: want nprobe >= 1, the others >= 0", o.NProbe, *lists, *ivfSample)
 	case *whitenSample < 0:
 		return usageErr(stderr, "dedup", "--whiten-sample %d, want >= 0", *whitenSample)
-	case *verifySide < 2 || *verifySide > curate.MaxThumbSide:
-		return usageErr(stderr, "dedup", "--verify-side %d, want 2..%d", *verifySide, curate.MaxThumbSide)
 	}
-	if err := vo.Validate(); err != nil {
-		return usageErr(stderr, "dedup", "--verify-min-scale, --verify-threshold: %v", err)
+	if err := verify.check(stderr, "dedup"); err != nil {
+		return err
 	}
 	if *index == "ivf" {
 		o.Index = &curate.IVFOpts{Lists: *lists, Sample: *ivfSample, Seed: 1, Int8: *ivfInt8}
@@ -224,7 +217,7 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	start := time.Now()
 	var dd *curate.Dedup
-	if *verify {
+	if verify.on {
 		blocks, err := curate.SelfNeighbours(ctx, dev, poolRows, o)
 		progress.Finish()
 		if err != nil {
@@ -232,12 +225,12 @@ func dedupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		path := func(r int) string { return p.ids[r].Path }
 		load := func(r int) (*data.RGB, error) { return data.LoadImage(path(r), data.DecodeOptions{}) }
-		vr, err := verifyNeighbours(ctx, dev, blocks, float32(*verifyFloor), *verifySide, vo, load, path, filepath.Join(*out, "verify-rejects.jsonl"), stderr)
+		vr, err := verify.run(ctx, dev, blocks, load, path, filepath.Join(*out, "verify-rejects.jsonl"), stderr)
 		if err != nil {
 			return err
 		}
 		rep.Verify = &vr.report
-		dd = curate.DedupVerified(n, blocks, o.Threshold, vr.pairs, vr.scores, vo)
+		dd = curate.DedupVerified(n, blocks, o.Threshold, vr.pairs, vr.scores, verify.opts)
 	} else {
 		dd, err = curate.SelfDedup(ctx, dev, poolRows, o)
 		progress.Finish()
@@ -371,12 +364,44 @@ type verified struct {
 	report verifyReport
 }
 
-// verifyNeighbours loads the thumbnails of every neighbour pair at or above
-// floor and verifies the pairs on the GPU. Images that cannot be loaded
-// are listed in rejectsPath and their pairs left out.
-func verifyNeighbours(ctx context.Context, dev *gpu.Device, blocks []eval.Block, floor float32, side int, vo curate.VerifyOpts, load func(int) (*data.RGB, error), path func(int) string, rejectsPath string, stderr io.Writer) (verified, error) {
+// verifyFlags are the --verify flags of dedup and calibrate.
+type verifyFlags struct {
+	on    bool
+	opts  curate.VerifyOpts
+	floor float64
+	side  int
+}
+
+// addVerifyFlags defines the --verify flags on fs; usage is --verify's.
+func addVerifyFlags(fs *flag.FlagSet, usage string) *verifyFlags {
+	v := &verifyFlags{opts: curate.DefaultVerify}
+	fs.BoolVar(&v.on, "verify", false, usage)
+	fs.Float64Var(&v.opts.MinScale, "verify-min-scale", v.opts.MinScale, "--verify: smallest crop searched, as a fraction of each side")
+	fs.Float64Var(&v.opts.Threshold, "verify-threshold", v.opts.Threshold, "--verify: aligned correlation above which a pair is a copy")
+	fs.BoolVar(&v.opts.Mirror, "verify-mirror", v.opts.Mirror, "--verify: search each image mirrored too (mirrored crops are copies)")
+	fs.Float64Var(&v.floor, "verify-floor", defaultVerifyFloor, "--verify: cosine at or above which neighbours are verified")
+	fs.IntVar(&v.side, "verify-side", curate.DefaultThumbSide, "--verify: thumbnail side pairs are verified at (smaller images: their own)")
+	return v
+}
+
+// check reports a bad --verify setting as a usage error of command cmd.
+func (v *verifyFlags) check(stderr io.Writer, cmd string) error {
+	if v.side < 2 || v.side > curate.MaxThumbSide {
+		return usageErr(stderr, cmd, "--verify-side %d, want 2..%d", v.side, curate.MaxThumbSide)
+	}
+	if err := v.opts.Validate(); err != nil {
+		return usageErr(stderr, cmd, "--verify-min-scale, --verify-threshold: %v", err)
+	}
+	return nil
+}
+
+// run loads the thumbnails of every neighbour pair at or above the floor
+// and verifies the pairs on the GPU. Images that cannot be loaded are
+// listed in rejectsPath and their pairs left out.
+func (v *verifyFlags) run(ctx context.Context, dev *gpu.Device, blocks []eval.Block, load func(int) (*data.RGB, error), path func(int) string, rejectsPath string, stderr io.Writer) (verified, error) {
+	floor, side, vo := float32(v.floor), v.side, v.opts
 	start := time.Now()
-	v := verified{report: verifyReport{Floor: floor, MinScale: vo.MinScale, Mirror: vo.Mirror, Threshold: vo.Threshold}}
+	res := verified{report: verifyReport{Floor: floor, MinScale: vo.MinScale, Mirror: vo.Mirror, Threshold: vo.Threshold}}
 	pairs := curate.CandidatePairs(blocks, floor)
 	var rows []int
 	seen := map[int]bool{}
@@ -394,35 +419,35 @@ func verifyNeighbours(ctx context.Context, dev *gpu.Device, blocks []eval.Block,
 		rejects.Add(path(r), err)
 	}
 	if err := writeJSONL(rejectsPath, rejects.List()); err != nil {
-		return v, err
+		return res, err
 	}
 	for _, p := range pairs {
 		if failed[p.I] == nil && failed[p.J] == nil {
-			v.pairs = append(v.pairs, p)
+			res.pairs = append(res.pairs, p)
 		}
 	}
-	v.report.Unreadable, v.report.Pairs = len(failed), len(v.pairs)
-	if len(v.pairs) > 0 {
-		v.report.Side = thumbs[v.pairs[0].I].Side
+	res.report.Unreadable, res.report.Pairs = len(failed), len(res.pairs)
+	if len(res.pairs) > 0 {
+		res.report.Side = thumbs[res.pairs[0].I].Side
 	}
-	progress := newProgress(stderr, "verify", len(v.pairs))
+	progress := newProgress(stderr, "verify", len(res.pairs))
 	reported := 0
-	scores, err := curate.VerifyPairs(ctx, dev, v.pairs, thumbs, vo, func(done, _ int64) {
+	scores, err := curate.VerifyPairs(ctx, dev, res.pairs, thumbs, vo, func(done, _ int64) {
 		progress.Add(int(done) - reported)
 		reported = int(done)
 	})
 	progress.Finish()
 	if err != nil {
-		return v, err
+		return res, err
 	}
-	v.scores = scores
+	res.scores = scores
 	for _, s := range scores {
 		if s > vo.Threshold {
-			v.report.Copies++
+			res.report.Copies++
 		}
 	}
-	v.report.Seconds = time.Since(start).Seconds()
-	return v, nil
+	res.report.Seconds = time.Since(start).Seconds()
+	return res, nil
 }
 
 func writeJSONL[T any](path string, rows []T) error {
