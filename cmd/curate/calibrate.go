@@ -85,7 +85,7 @@ func calibrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	n := fs.Int("n", 2000, "originals sampled")
 	groups := fs.Int("groups", 500, "originals that get planted copies")
 	editList := fs.String("edits", "copy,flip,crop,jitter,jpeg", "planted edits, comma-separated")
-	thresholds := fs.String("thresholds", "0.3,0.4,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95,0.97,0.99", "cosine thresholds to score, comma-separated")
+	thresholds := fs.String("thresholds", "0.3,0.4,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.92,0.93,0.95,0.97,0.99", "cosine thresholds to score, comma-separated")
 	k := fs.Int("k", 64, "nearest neighbours searched per image")
 	seed := fs.Uint64("seed", 0, "seed of the sample and the edits")
 	var o embed.Options
