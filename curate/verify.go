@@ -447,33 +447,27 @@ type Pair struct {
 }
 
 // CandidatePairs lists each pair of the neighbour blocks at or above floor
-// once, ordered by I then J.
+// once (found from either side), ordered by I then J.
 func CandidatePairs(blocks []eval.Block, floor float32) []Pair {
-	seen := map[[2]int]bool{}
 	var pairs []Pair
 	for _, b := range blocks {
 		for r := 0; r*b.K < len(b.Index); r++ {
 			i := b.First + r
 			for j := r * b.K; j < (r+1)*b.K; j++ {
 				nb, s := b.Index[j], b.Similar[j]
-				if nb < 0 || nb == i || s < floor {
-					continue
-				}
-				key := [2]int{min(i, nb), max(i, nb)}
-				if !seen[key] {
-					seen[key] = true
-					pairs = append(pairs, Pair{key[0], key[1], s})
+				if nb >= 0 && nb != i && s >= floor {
+					pairs = append(pairs, Pair{min(i, nb), max(i, nb), s})
 				}
 			}
 		}
 	}
 	slices.SortFunc(pairs, func(p, q Pair) int {
-		if p.I != q.I {
-			return p.I - q.I
+		if c := cmp.Compare(p.I, q.I); c != 0 {
+			return c
 		}
-		return p.J - q.J
+		return cmp.Compare(p.J, q.J)
 	})
-	return pairs
+	return slices.CompactFunc(pairs, func(p, q Pair) bool { return p.I == q.I && p.J == q.J })
 }
 
 // verifyChunkPairs bounds the pairs of one GPU submission: their coarse

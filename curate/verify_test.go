@@ -4,6 +4,7 @@ package curate
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -168,4 +169,31 @@ func TestAlignedCorrelationFindsCropsBetweenPixels(t *testing.T) {
 		require.Greater(t, AlignedCorrelation(a, NewThumb(jpeg, 32), o), 0.995, "picture %d: crop as JPEG", i)
 		require.Less(t, AlignedCorrelation(a, NewThumb(blobImage(rng, 128), 32), o), o.Threshold, "picture %d: unrelated", i)
 	}
+}
+
+func TestMakeThumbsTakesTheSmallestSide(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	imgs := map[int]*data.RGB{1: blobImage(rng, 40), 2: blobImage(rng, 20), 4: blobImage(rng, 64)}
+	load := func(r int) (*data.RGB, error) {
+		if img, ok := imgs[r]; ok {
+			return img, nil
+		}
+		return nil, fmt.Errorf("row %d: no such image", r)
+	}
+	thumbs, failed := MakeThumbs([]int{4, 1, 2, 3}, load, 32)
+	require.Len(t, thumbs, 5)
+	require.Equal(t, map[int]error{3: fmt.Errorf("row 3: no such image")}, failed)
+	for _, r := range []int{1, 2, 4} {
+		require.Equal(t, 20, thumbs[r].Side, "row %d: the 20-pixel image sets the side", r)
+	}
+	require.Equal(t, NewThumb(imgs[2], 20), thumbs[2], "the smallest is not resampled twice")
+	require.Zero(t, thumbs[0].Side, "row 0 was not asked for")
+	// The 64-pixel image went through 32 first: close to a direct 20.
+	direct := NewThumb(imgs[4], 20)
+	for i := range direct.Pix {
+		require.InDelta(t, direct.Pix[i], thumbs[4].Pix[i], 0.03, "pixel %d", i)
+	}
+	thumbs, failed = MakeThumbs([]int{1, 4}, load, 32)
+	require.Empty(t, failed)
+	require.Equal(t, NewThumb(imgs[1], 32), thumbs[1], "no image below 32: all at 32")
 }
