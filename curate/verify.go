@@ -97,20 +97,11 @@ func MakeThumbs(rows []int, load func(row int) (*data.RGB, error), maxSide int) 
 
 // resizeThumb shrinks t to side (area average).
 func resizeThumb(t Thumb, side int) Thumb {
-	r := resampleMatrix(side, t.Side)
-	out := Thumb{Side: side, Pix: make([]float32, side*side)}
-	for y := range side {
-		for x := range side {
-			v := 0.0
-			for _, ty := range r[y] {
-				for _, tx := range r[x] {
-					v += ty.w * tx.w * float64(t.Pix[ty.i*t.Side+tx.i])
-				}
-			}
-			out.Pix[y*side+x] = float32(v)
-		}
+	v := make([]float64, len(t.Pix))
+	for i, x := range t.Pix {
+		v[i] = float64(x)
 	}
-	return out
+	return Thumb{Side: side, Pix: resample(v, t.Side, t.Side, side)}
 }
 
 // NewThumb is img's luminance resized to side x side (each axis on its
@@ -118,31 +109,36 @@ func resizeThumb(t Thumb, side int) Thumb {
 // over the source pixels each thumbnail pixel covers when shrinking,
 // bilinear when enlarging.
 func NewThumb(img *data.RGB, side int) Thumb {
-	t := Thumb{Side: side, Pix: make([]float32, side*side)}
 	luma := make([]float64, img.W*img.H)
 	for j := range luma {
 		p := img.Pix[3*j : 3*j+3]
 		luma[j] = (0.299*float64(p[0]) + 0.587*float64(p[1]) + 0.114*float64(p[2])) / 255
 	}
-	ry, rx := resampleMatrix(side, img.H), resampleMatrix(side, img.W)
-	rows := make([]float64, side*img.W) // ry applied to luma
+	return Thumb{Side: side, Pix: resample(luma, img.W, img.H, side)}
+}
+
+// resample resizes the w x h image v to side x side, rows then columns.
+func resample(v []float64, w, h, side int) []float32 {
+	ry, rx := resampleMatrix(side, h), resampleMatrix(side, w)
+	rows := make([]float64, side*w) // ry applied to v
 	for y := range side {
 		for _, tap := range ry[y] {
-			for x := range img.W {
-				rows[y*img.W+x] += tap.w * luma[tap.i*img.W+x]
+			for x := range w {
+				rows[y*w+x] += tap.w * v[tap.i*w+x]
 			}
 		}
 	}
+	out := make([]float32, side*side)
 	for y := range side {
 		for x := range side {
-			v := 0.0
+			s := 0.0
 			for _, tap := range rx[x] {
-				v += tap.w * rows[y*img.W+tap.i]
+				s += tap.w * rows[y*w+tap.i]
 			}
-			t.Pix[y*side+x] = float32(v)
+			out[y*side+x] = float32(s)
 		}
 	}
-	return t
+	return out
 }
 
 type tap struct {
