@@ -254,7 +254,8 @@ var refineMoves = [12]box{
 	{-1, 0, 1, 0}, {1, 0, -1, 0}, {0, -1, 0, 1}, {0, 1, 0, -1}, // left and top edges
 }
 
-// refineSteps are the pattern search's step sizes in pixels.
+// refineSteps are the pattern search's step sizes in pixels, each half the
+// last (verify_refine halves from 1).
 var refineSteps = [4]float64{1, 0.5, 0.25, 0.125}
 
 // AlignedCorrelation is the highest normalised correlation between one
@@ -625,7 +626,12 @@ func (v *verifier) run(pairs []Pair, thumbs []Thumb, scores []float64) (err erro
 		nn.RowGroups(T), []uint32{gpu.U32(T), gpu.U32(v.nBoxes)}, coarseT, taskT, v.boxes, scoreT)
 	nn.TopK(rec, topV, topI, scoreT, refineCandidates, 0)
 	side := float64(v.side)
-	rec.Dispatch(gpu.Kernel{Name: "verify_refine", Data: verifyData{Side: v.side, K: refineCandidates},
+	moves := make([][4]float64, len(refineMoves))
+	for i, m := range refineMoves {
+		moves[i] = [4]float64{m.x, m.y, m.w, m.h}
+	}
+	refine := verifyData{Side: v.side, K: refineCandidates, Moves: moves, Steps: len(refineSteps), EdgeSlack: edgeSlack}
+	rec.Dispatch(gpu.Kernel{Name: "verify_refine", Data: refine,
 		Access: []gpu.Access{gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.Read, gpu.ReadWrite}},
 		rec.Groups(T*refineCandidates, 64), []uint32{gpu.U32(T), gpu.F32(float32(v.f)), gpu.F32(float32(v.o.MinScale*side - edgeSlack)),
 			gpu.F32(float32(v.o.Threshold - coarseMargin)), gpu.F32(float32(v.o.Threshold - pixelMargin))},
@@ -664,7 +670,12 @@ func DedupVerified(n int, blocks []eval.Block, threshold float32, pairs []Pair, 
 }
 
 // verifyData is the verify kernels' template data.
-type verifyData struct{ Side, WG, K int }
+type verifyData struct {
+	Side, WG, K int
+	Moves       [][4]float64 // verify_refine: refineMoves
+	Steps       int          // verify_refine: len(refineSteps), each half the last from 1
+	EdgeSlack   float64
+}
 
 func appendFloat32(dst []float32, v []float64) []float32 {
 	for _, x := range v {

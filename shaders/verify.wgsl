@@ -92,7 +92,9 @@ of its edges, moves by a step while that raises the correlation, the step
 halving from one pixel to an eighth; crops keep sides of at least
 p.min_side. A task whose best coarse score is below p.coarse_floor is not
 refined (its coarse score stands), nor is a box whose whole-pixel steps end
-below p.pixel_floor. One invocation per (task, box). Data: Side, K. */}}
+below p.pixel_floor. One invocation per (task, box). Data: Side, K, Moves
+(the moves at a step of one pixel), Steps (how many halvings from one
+pixel), EdgeSlack. */}}
 {{define "verify_refine"}}
 {{template "common" .}}
 struct Params { tasks: u32, scale: f32, min_side: f32, coarse_floor: f32, pixel_floor: f32 }
@@ -105,11 +107,11 @@ struct Params { tasks: u32, scale: f32, min_side: f32, coarse_floor: f32, pixel_
 @group(0) @binding(6) var<storage, read_write> refined: array<f32>;
 
 const K = {{.K}}u;
-const EDGE_SLACK = 1e-4;
-const MOVES = array<vec4<f32>, 12>(
-  vec4<f32>(1.0, 0.0, 0.0, 0.0), vec4<f32>(-1.0, 0.0, 0.0, 0.0), vec4<f32>(0.0, 1.0, 0.0, 0.0), vec4<f32>(0.0, -1.0, 0.0, 0.0),
-  vec4<f32>(0.0, 0.0, 1.0, 0.0), vec4<f32>(0.0, 0.0, -1.0, 0.0), vec4<f32>(0.0, 0.0, 0.0, 1.0), vec4<f32>(0.0, 0.0, 0.0, -1.0),
-  vec4<f32>(-1.0, 0.0, 1.0, 0.0), vec4<f32>(1.0, 0.0, -1.0, 0.0), vec4<f32>(0.0, -1.0, 0.0, 1.0), vec4<f32>(0.0, 1.0, 0.0, -1.0));
+const EDGE_SLACK = {{.EdgeSlack}};
+const STEPS = {{.Steps}}u;
+// The moves at a step of one pixel, as curate.refineMoves.
+const MOVES = array<vec4<f32>, {{len .Moves}}>({{range $i, $m := .Moves}}{{if $i}},{{end}}
+  vec4<f32>({{printf "%.1f, %.1f, %.1f, %.1f" (index $m 0) (index $m 1) (index $m 2) (index $m 3)}}){{end}});
 
 var<private> src_base: u32;
 var<private> dst_base: u32;
@@ -138,11 +140,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   var b = box[top_index[i]] * p.scale;
   var best = correlation(b);
   var step = 1.0;
-  for (var s = 0u; s < 4u; s++) {
+  for (var s = 0u; s < STEPS; s++) {
     var moved = true;
     while (moved) {
       moved = false;
-      for (var m = 0u; m < 12u; m++) {
+      for (var m = 0u; m < {{len .Moves}}u; m++) {
         let c = b + step * moves[m];
         if (!valid(c)) { continue; }
         let r = correlation(c);

@@ -27,7 +27,7 @@ func TestCurateQuickJSON(t *testing.T) {
 			names[parts[0]+"/"+parts[1]] = true
 		}
 	}
-	for _, n := range []string{"knn", "ivf", "kmeans/iter", "kmeans/seed"} {
+	for _, n := range []string{"knn", "ivf", "kmeans/iter", "kmeans/seed", "verify/28px-crops"} {
 		require.True(t, names[n], "missing %s in\n%s", n, out.String())
 	}
 	errOut.Reset()
